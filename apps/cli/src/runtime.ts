@@ -1,0 +1,69 @@
+import { ConfigError, loadConfig, type ResolvedConfig, resolveSecrets } from "@postern/config";
+import { createDatabase, type Database, migrate } from "@postern/db";
+import { provideServices, type Services } from "@postern/embedded";
+import { createRedis, type Redis } from "@postern/queue";
+import { createLogger, createMetricsRegistry, type Logger, type Registry } from "@postern/telemetry";
+
+/** What every role is given: one config, one database pool, one Redis connection, one logger, one registry. */
+export interface Runtime {
+  config: ResolvedConfig;
+  db: Database;
+  redis: Redis;
+  log: Logger;
+  metrics: Registry;
+  services: Services;
+  /** Closes the database and Redis clients and stops embedded services this process started. */
+  close(): Promise<void>;
+}
+
+/**
+ * Loads the configuration, starts (or attaches to) embedded services where no URL is configured,
+ * applies pending migrations and opens the shared clients.
+ */
+export async function openRuntime(options: {
+  attach: boolean;
+  onAdminTokenGenerated?: (token: string) => void;
+}): Promise<Runtime> {
+  const base = loadConfig();
+  const log = createLogger({ level: base.logLevel, name: "postern" });
+  const services = await provideServices(base, {
+    attach: options.attach,
+    log: (line) => log.debug({ component: "embedded" }, line),
+  });
+  try {
+    const { config: withSecrets, generated } = resolveSecrets(base);
+    if (generated.includes("adminToken")) options.onAdminTokenGenerated?.(withSecrets.adminToken);
+    const config: ResolvedConfig = {
+      ...withSecrets,
+      databaseUrl: services.databaseUrl,
+      redisUrl: services.redisUrl,
+    };
+    const result = await migrate(config.databaseUrl);
+    if (result.applied.length > 0) log.info({ migrations: result.applied }, "applied database migrations");
+    const db = createDatabase(config.databaseUrl);
+    const redis = createRedis(config.redisUrl);
+    return {
+      config,
+      db,
+      redis,
+      log,
+      metrics: createMetricsRegistry(),
+      services,
+      async close() {
+        await db.$disconnect().catch(() => {});
+        redis.disconnect();
+        await services.stop();
+      },
+    };
+  } catch (error) {
+    await services.stop();
+    throw error;
+  }
+}
+
+/** Prints a startup failure as the one line an operator needs, and exits 1. */
+export function exitWithStartupError(error: unknown): never {
+  const message = error instanceof ConfigError ? error.message : (error as Error).message;
+  process.stderr.write(`postern: ${message}\n`);
+  process.exit(1);
+}

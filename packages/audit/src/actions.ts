@@ -1,0 +1,23 @@
+/** Every audit action Postern writes (CONTRACT §6). One union, so a typo is a type error. */
+export const auditActions = [
+  "auth.success",
+  "auth.failure",
+  "auth.blocked",
+  "message.accepted",
+  "message.rejected",
+  "message.delivered",
+  "message.failed",
+  "message.retried",
+  "quota.exceeded",
+  "project.created",
+  "project.updated",
+  "project.suspended",
+  "project.resumed",
+  "project.deleted",
+  "credential.created",
+  "credential.revoked",
+  "token.created",
+  "token.revoked",
+] as const;
+
+export type AuditAction = (typeof auditActions)[number];

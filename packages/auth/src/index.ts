@@ -1,0 +1,12 @@
+export {
+  apiTokenPrefix,
+  bcryptCost,
+  hashApiToken,
+  type IssuedApiToken,
+  type IssuedSmtpCredential,
+  issueApiToken,
+  issueSmtpCredential,
+  smtpKeyPrefix,
+  smtpSecretPrefix,
+} from "./keys";
+export { openSecret, sealSecret } from "./secretbox";

@@ -1,0 +1,178 @@
+import { randomBytes } from "node:crypto";
+import { accessSync, constants, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { parse as parseDotenv } from "dotenv";
+import { type Environment, environmentSchema, type VariableName } from "./schema";
+
+/** A configuration problem, worded as the one line an operator sees before the process exits. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+export interface Config {
+  /** Unset: the embedded PostgreSQL is used. */
+  databaseUrl: string | undefined;
+  /** Unset: the embedded redis-server is used. */
+  redisUrl: string | undefined;
+  redisKeyPrefix: string;
+  /** Absolute path. */
+  dataDir: string;
+  smtp: {
+    host: string;
+    port: number;
+    /** 0: implicit TLS disabled. */
+    smtpsPort: number;
+    hostname: string;
+    tlsCertFile: string | undefined;
+    tlsKeyFile: string | undefined;
+    proxyProtocol: boolean;
+    maxConnections: number;
+    maxConnectionsPerIp: number;
+    idleTimeoutMs: number;
+    maxMessageSize: number;
+  };
+  http: { host: string; port: number };
+  delivery: {
+    backoffSeconds: number[];
+    maxAttempts: number;
+    concurrency: number;
+    projectConcurrency: number;
+    bodyRetentionDays: number;
+  };
+  /** Given, or (embedded mode only) generated into DATA_DIR by `resolveSecrets`. */
+  encryptionKey: Buffer | undefined;
+  adminToken: string | undefined;
+  shutdownTimeoutMs: number;
+  logLevel: Environment["LOG_LEVEL"];
+}
+
+/** A Config whose secrets are known (given, or generated in embedded mode). */
+export type ConfigWithSecrets = Config & { encryptionKey: Buffer; adminToken: string };
+
+/** What every role receives: secrets known and the services (configured or embedded) running. */
+export type ResolvedConfig = ConfigWithSecrets & { databaseUrl: string; redisUrl: string };
+
+export type EnvSource = Record<string, string | undefined>;
+
+/**
+ * Reads the configuration from `env` (by default the process environment, over a `.env` file in
+ * `cwd` when present). Throws ConfigError naming the variable and the problem.
+ */
+export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): Config {
+  const merged: EnvSource = { ...readDotenv(cwd), ...env };
+  // An empty variable means "use the default", as in most twelve-factor tools.
+  const input = Object.fromEntries(
+    Object.entries(merged).filter(([, v]) => v !== undefined && v.trim() !== ""),
+  );
+  const parsed = environmentSchema.safeParse(input);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => `${String(issue.path[0])}: ${issue.message}`);
+    throw new ConfigError(problems.join("; "));
+  }
+  const e = parsed.data;
+  const embeddedDatabase = e.DATABASE_URL === undefined;
+  if (!embeddedDatabase) {
+    for (const name of ["ENCRYPTION_KEY", "ADMIN_TOKEN"] as const satisfies VariableName[]) {
+      if (e[name] === undefined) {
+        throw new ConfigError(
+          `${name}: required when DATABASE_URL is set (only embedded mode generates one)`,
+        );
+      }
+    }
+  }
+  if ((e.SMTP_TLS_CERT === undefined) !== (e.SMTP_TLS_KEY === undefined)) {
+    throw new ConfigError("SMTP_TLS_CERT: set SMTP_TLS_CERT and SMTP_TLS_KEY together, or neither");
+  }
+  for (const name of ["SMTP_TLS_CERT", "SMTP_TLS_KEY"] as const) {
+    const file = e[name];
+    if (file !== undefined) assertReadable(name, resolve(cwd, file));
+  }
+  if (e.SMTPS_PORT !== 0 && e.SMTPS_PORT === e.SMTP_PORT) {
+    throw new ConfigError("SMTPS_PORT: must differ from SMTP_PORT (or be 0 to disable implicit TLS)");
+  }
+
+  return {
+    databaseUrl: e.DATABASE_URL,
+    redisUrl: e.REDIS_URL,
+    redisKeyPrefix: e.REDIS_KEY_PREFIX,
+    dataDir: resolve(cwd, e.DATA_DIR),
+    smtp: {
+      host: e.SMTP_HOST,
+      port: e.SMTP_PORT,
+      smtpsPort: e.SMTPS_PORT,
+      hostname: e.SMTP_HOSTNAME,
+      tlsCertFile: e.SMTP_TLS_CERT && resolve(cwd, e.SMTP_TLS_CERT),
+      tlsKeyFile: e.SMTP_TLS_KEY && resolve(cwd, e.SMTP_TLS_KEY),
+      proxyProtocol: e.SMTP_PROXY_PROTOCOL,
+      maxConnections: e.SMTP_MAX_CONNECTIONS,
+      maxConnectionsPerIp: e.SMTP_MAX_CONNECTIONS_PER_IP,
+      idleTimeoutMs: e.SMTP_IDLE_TIMEOUT * 1000,
+      maxMessageSize: e.MAX_MESSAGE_SIZE,
+    },
+    http: { host: e.HTTP_HOST, port: e.HTTP_PORT },
+    delivery: {
+      backoffSeconds: e.DELIVERY_BACKOFF,
+      maxAttempts: e.DELIVERY_MAX_ATTEMPTS,
+      concurrency: e.DELIVERY_CONCURRENCY,
+      projectConcurrency: e.DELIVERY_PROJECT_CONCURRENCY,
+      bodyRetentionDays: e.BODY_RETENTION_DAYS,
+    },
+    encryptionKey: e.ENCRYPTION_KEY,
+    adminToken: e.ADMIN_TOKEN,
+    shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT * 1000,
+    logLevel: e.LOG_LEVEL,
+  };
+}
+
+/**
+ * Embedded mode generates ENCRYPTION_KEY and ADMIN_TOKEN once into DATA_DIR (mode 0600) and reuses
+ * them on every start. `generated` lists what was created now, so the caller can print the new
+ * admin token exactly once.
+ */
+export function resolveSecrets(config: Config): {
+  config: ConfigWithSecrets;
+  generated: ("adminToken" | "encryptionKey")[];
+} {
+  const generated: ("adminToken" | "encryptionKey")[] = [];
+  const secretsDir = resolve(config.dataDir, "secrets");
+  const readOrCreate = (file: string, create: () => string, what: "adminToken" | "encryptionKey"): string => {
+    const path = resolve(secretsDir, file);
+    try {
+      return readFileSync(path, "utf8").trim();
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    }
+    mkdirSync(secretsDir, { recursive: true, mode: 0o700 });
+    const value = create();
+    writeFileSync(path, `${value}\n`, { mode: 0o600, flag: "wx" });
+    generated.push(what);
+    return value;
+  };
+  const encryptionKey =
+    config.encryptionKey ??
+    Buffer.from(
+      readOrCreate("encryption-key", () => randomBytes(32).toString("hex"), "encryptionKey"),
+      "hex",
+    );
+  const adminToken =
+    config.adminToken ??
+    readOrCreate("admin-token", () => `pst_admin_${randomBytes(24).toString("base64url")}`, "adminToken");
+  return { config: { ...config, encryptionKey, adminToken }, generated };
+}
+
+function readDotenv(cwd: string): EnvSource {
+  try {
+    return parseDotenv(readFileSync(resolve(cwd, ".env")));
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === "ENOENT") return {};
+    throw new ConfigError(`.env: cannot be read (${(error as Error).message})`);
+  }
+}
+
+function assertReadable(name: string, file: string): void {
+  try {
+    accessSync(file, constants.R_OK);
+  } catch {
+    throw new ConfigError(`${name}: cannot read ${file}`);
+  }
+}

@@ -1,0 +1,204 @@
+import { hostname } from "node:os";
+import { z } from "zod";
+
+/**
+ * Every environment variable Postern reads, with its default and meaning. This table is the one
+ * source of truth: `loadConfig` parses it and docs/configuration.md is checked against it.
+ */
+
+const port = z.coerce.number().int().min(0).max(65535, "must be a port number (0-65535)");
+const positiveInt = z.coerce.number().int("must be a whole number").positive("must be greater than 0");
+const seconds = z.coerce.number().positive("must be a number of seconds greater than 0");
+const boolean = z
+  .enum(["true", "false", "1", "0", "yes", "no"], { error: "must be true or false" })
+  .transform((v) => v === "true" || v === "1" || v === "yes");
+
+const url = (protocols: string[]) =>
+  z.string().refine(
+    (value) => {
+      try {
+        return protocols.includes(new URL(value).protocol);
+      } catch {
+        return false;
+      }
+    },
+    { error: `must be a URL starting with ${protocols.map((p) => `${p}//`).join(" or ")}` },
+  );
+
+/** 32 bytes given as 64 hex characters or as base64 (44 characters with padding). */
+const encryptionKey = z.string().transform((value, ctx) => {
+  const trimmed = value.trim();
+  const bytes = /^[0-9a-fA-F]{64}$/.test(trimmed)
+    ? Buffer.from(trimmed, "hex")
+    : /^[A-Za-z0-9+/]{43}=?$/.test(trimmed)
+      ? Buffer.from(trimmed, "base64")
+      : undefined;
+  if (bytes?.length !== 32) {
+    ctx.addIssue({ code: "custom", message: "must be 32 bytes as hex or base64" });
+    return z.NEVER;
+  }
+  return bytes;
+});
+
+const backoff = z.string().transform((value, ctx) => {
+  const parts = value.split(",").map((s) => s.trim());
+  const numbers = parts.map(Number);
+  if (parts.length === 0 || numbers.some((n, i) => parts[i] === "" || !Number.isFinite(n) || n < 0)) {
+    ctx.addIssue({ code: "custom", message: "must be a comma-separated list of seconds, e.g. 60,300,900" });
+    return z.NEVER;
+  }
+  return numbers;
+});
+
+export interface VariableSpec {
+  schema: z.ZodType;
+  /** The default as a user would write it, or a sentence when it is computed. */
+  default?: string;
+  doc: string;
+}
+
+export const variables = {
+  DATABASE_URL: {
+    schema: url(["postgres:", "postgresql:"]).optional(),
+    default: "embedded PostgreSQL in DATA_DIR",
+    doc: "PostgreSQL connection string. Unset: an embedded PostgreSQL is started with its data in `DATA_DIR`.",
+  },
+  REDIS_URL: {
+    schema: url(["redis:", "rediss:"]).optional(),
+    default: "a local redis-server started on demand",
+    doc: "Redis connection string. Unset: `redis-server` from PATH is started on loopback with AOF persistence in `DATA_DIR`.",
+  },
+  REDIS_KEY_PREFIX: {
+    schema: z
+      .string()
+      .regex(/^[A-Za-z0-9_.-]+$/, "must be letters, digits, '_', '.' or '-'")
+      .default("postern"),
+    default: "postern",
+    doc: "Prefix of every Redis key Postern writes (queues, quotas, limiters), so several installations can share one Redis.",
+  },
+  DATA_DIR: {
+    schema: z.string().min(1).default("./.postern"),
+    default: "./.postern",
+    doc: "Embedded database files, redis-server data, the generated development TLS certificate and generated secrets.",
+  },
+  SMTP_HOST: {
+    schema: z.string().min(1).default("0.0.0.0"),
+    default: "0.0.0.0",
+    doc: "Listen address for SMTP and SMTPS.",
+  },
+  SMTP_PORT: {
+    schema: port.default(2525),
+    default: "2525",
+    doc: "SMTP with STARTTLS (submission style; 587 in production).",
+  },
+  SMTPS_PORT: {
+    schema: port.default(2465),
+    default: "2465",
+    doc: "SMTP over implicit TLS (465 in production); `0` disables it.",
+  },
+  SMTP_HOSTNAME: {
+    schema: z.string().min(1).default(hostname()),
+    default: "the machine's hostname",
+    doc: "Name in the SMTP banner, the EHLO reply and Received headers.",
+  },
+  SMTP_TLS_CERT: {
+    schema: z.string().min(1).optional(),
+    default: "a self-signed certificate generated into DATA_DIR",
+    doc: "PEM certificate (chain) file for STARTTLS and SMTPS. Set together with `SMTP_TLS_KEY`. Reloaded on SIGHUP.",
+  },
+  SMTP_TLS_KEY: {
+    schema: z.string().min(1).optional(),
+    default: "generated with the certificate",
+    doc: "PEM private key file for `SMTP_TLS_CERT`.",
+  },
+  SMTP_PROXY_PROTOCOL: {
+    schema: boolean.default(false),
+    default: "false",
+    doc: "Expect a PROXY protocol header on every SMTP connection (behind a TCP load balancer such as HAProxy or an AWS NLB).",
+  },
+  SMTP_MAX_CONNECTIONS: {
+    schema: positiveInt.default(1000),
+    default: "1000",
+    doc: "Simultaneous SMTP connections per process; further ones get `421 4.7.0`.",
+  },
+  SMTP_MAX_CONNECTIONS_PER_IP: {
+    schema: positiveInt.default(100),
+    default: "100",
+    doc: "Simultaneous SMTP connections per client IP per process; further ones get `421 4.7.0`.",
+  },
+  SMTP_IDLE_TIMEOUT: {
+    schema: seconds.default(300),
+    default: "300",
+    doc: "Seconds an SMTP client may stay silent before `421 4.4.2` and disconnect (RFC 5321 §4.5.3.2 asks for at least 5 minutes).",
+  },
+  HTTP_HOST: {
+    schema: z.string().min(1).default("0.0.0.0"),
+    default: "0.0.0.0",
+    doc: "Listen address for the REST API.",
+  },
+  HTTP_PORT: {
+    schema: port.default(8080),
+    default: "8080",
+    doc: "REST API, health probes and metrics.",
+  },
+  ENCRYPTION_KEY: {
+    schema: encryptionKey.optional(),
+    default: "generated into DATA_DIR in embedded mode; required otherwise",
+    doc: "32 bytes (64 hex characters or base64) for AES-256-GCM of stored upstream passwords.",
+  },
+  ADMIN_TOKEN: {
+    schema: z.string().min(32, "must be at least 32 characters").optional(),
+    default: "generated and printed at first embedded start; required otherwise",
+    doc: "Bearer token of the operator API (`/admin`).",
+  },
+  MAX_MESSAGE_SIZE: {
+    schema: positiveInt.default(26214400),
+    default: "26214400",
+    doc: "Largest accepted message in bytes (25 MiB), advertised in EHLO `SIZE`; larger messages get `552 5.3.4`.",
+  },
+  DELIVERY_BACKOFF: {
+    schema: backoff.default([60, 300, 900, 3600, 14400]),
+    default: "60,300,900,3600,14400",
+    doc: "Seconds between delivery attempts of a deferred message; the last value repeats. Jitter of ±10% is added.",
+  },
+  DELIVERY_MAX_ATTEMPTS: {
+    schema: positiveInt.default(10),
+    default: "10",
+    doc: "After this many attempts without success a message is `failed`.",
+  },
+  DELIVERY_CONCURRENCY: {
+    schema: positiveInt.default(50),
+    default: "50",
+    doc: "Deliveries in flight per worker process.",
+  },
+  DELIVERY_PROJECT_CONCURRENCY: {
+    schema: positiveInt.default(10),
+    default: "10",
+    doc: "Deliveries in flight per project per worker process, so one project's backlog cannot starve the others.",
+  },
+  BODY_RETENTION_DAYS: {
+    schema: z.coerce.number().min(0, "must be 0 or more days").default(7),
+    default: "7",
+    doc: "Days message bodies of delivered and failed messages are kept (metadata and attempts stay). Pending messages are never pruned. `0` keeps bodies forever.",
+  },
+  SHUTDOWN_TIMEOUT: {
+    schema: seconds.default(30),
+    default: "30",
+    doc: "Seconds a graceful shutdown waits for in-flight SMTP transactions and deliveries.",
+  },
+  LOG_LEVEL: {
+    schema: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+    default: "info",
+    doc: "pino log level.",
+  },
+} satisfies Record<string, VariableSpec>;
+
+export type VariableName = keyof typeof variables;
+
+export const environmentSchema = z.object(
+  Object.fromEntries(Object.entries(variables).map(([name, spec]) => [name, spec.schema])) as {
+    [K in VariableName]: (typeof variables)[K]["schema"];
+  },
+);
+
+export type Environment = z.output<typeof environmentSchema>;

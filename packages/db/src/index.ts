@@ -1,0 +1,3 @@
+export { createDatabase, type Database } from "./client";
+export * from "./generated/client";
+export { defaultMigrationsDir, MigrationError, type MigrationResult, migrate } from "./migrate";

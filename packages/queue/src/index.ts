@@ -1,0 +1,2 @@
+export { createDeliveryQueue, type DeliveryJob, deliveryQueueName, enqueueDelivery } from "./delivery";
+export { createRedis, type Redis } from "./redis";

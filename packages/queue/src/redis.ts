@@ -1,0 +1,17 @@
+import { Redis, type RedisOptions } from "ioredis";
+
+/**
+ * A Redis connection for BullMQ and the limiters. `maxRetriesPerRequest: null` is what BullMQ
+ * workers require; producers on the SMTP path pass a finite value so that a dead Redis fails a
+ * command quickly (451 4.3.0) instead of waiting forever.
+ */
+export function createRedis(url: string, options: RedisOptions = {}): Redis {
+  return new Redis(url, {
+    maxRetriesPerRequest: null,
+    enableReadyCheck: true,
+    lazyConnect: false,
+    ...options,
+  });
+}
+
+export type { Redis } from "ioredis";

@@ -1,0 +1,1 @@
+export { type ParsedUpstreamUrl, parseUpstreamUrl, type Upstream, UpstreamUrlError } from "./upstream";

@@ -1,0 +1,2 @@
+export { createLogger, type Logger, redactedPaths } from "./logger";
+export { createMetricsRegistry, type Registry } from "./metrics";

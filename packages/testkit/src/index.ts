@@ -1,0 +1,8 @@
+export { createTestContext, type TestContext } from "./context";
+export {
+  createCredentialFixture,
+  createProjectFixture,
+  type ProjectFixture,
+  type ProjectFixtureInput,
+} from "./factories";
+export { type ReceivedMessage, type SinkReply, SmtpSink, type SmtpSinkOptions } from "./smtp-sink";

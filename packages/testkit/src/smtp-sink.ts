@@ -1,0 +1,160 @@
+import type { AddressInfo } from "node:net";
+import { type CertificatePair, selfSignedCertificate } from "@postern/embedded";
+import { SMTPServer, type SMTPServerOptions } from "smtp-server";
+
+export interface ReceivedMessage {
+  mailFrom: string;
+  rcptTo: string[];
+  raw: Buffer;
+  /** AUTH username the client used, if any. */
+  user: string | undefined;
+  /** Whether the session was encrypted when DATA was sent. */
+  secure: boolean;
+  receivedAt: Date;
+}
+
+/** A reply the sink gives instead of accepting: e.g. { code: 451, message: "4.3.0 try later" }. */
+export interface SinkReply {
+  code: number;
+  message: string;
+}
+
+export interface SmtpSinkOptions {
+  /** Implicit TLS (smtps). */
+  secure?: boolean;
+  /** Offer STARTTLS (default true; always false when `secure`). */
+  starttls?: boolean;
+  /** Require AUTH with this user and password. */
+  auth?: { user: string; pass: string };
+}
+
+/**
+ * A real SMTP server on an ephemeral loopback port that stands in for a project's upstream.
+ * It records envelope and raw bytes, can answer chosen replies per recipient or for DATA, and can
+ * be taken down (connections refused) and brought back on the same port.
+ */
+export class SmtpSink {
+  readonly messages: ReceivedMessage[] = [];
+  /** Per-recipient answer at RCPT; undefined accepts. */
+  rcptReply: (address: string) => SinkReply | undefined = () => undefined;
+  /** Answer at end of DATA; undefined accepts. */
+  dataReply: (message: ReceivedMessage) => SinkReply | undefined = () => undefined;
+  /** Milliseconds to wait before answering DATA (to observe in-flight deliveries). */
+  dataDelayMs = 0;
+  private server: SMTPServer | undefined;
+  private waiters: { count: number; resolve: () => void }[] = [];
+  port = 0;
+
+  private constructor(
+    private readonly options: SmtpSinkOptions,
+    readonly certificate: CertificatePair,
+  ) {}
+
+  static async start(options: SmtpSinkOptions = {}): Promise<SmtpSink> {
+    const sink = new SmtpSink(options, await selfSignedCertificate("localhost"));
+    await sink.up();
+    return sink;
+  }
+
+  /** smtp://… or smtps://… URL for a project's upstream, with credentials when AUTH is on. */
+  get url(): string {
+    const auth = this.options.auth
+      ? `${encodeURIComponent(this.options.auth.user)}:${encodeURIComponent(this.options.auth.pass)}@`
+      : "";
+    return `${this.options.secure ? "smtps" : "smtp"}://${auth}127.0.0.1:${this.port}`;
+  }
+
+  /** Resolves when at least `count` messages have arrived. */
+  waitFor(count: number, timeoutMs = 10_000): Promise<void> {
+    if (this.messages.length >= count) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`sink: ${this.messages.length} of ${count} messages after ${timeoutMs} ms`)),
+        timeoutMs,
+      );
+      this.waiters.push({
+        count,
+        resolve: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+      });
+    });
+  }
+
+  /** Stops listening: new connections are refused until `up()`. */
+  async down(): Promise<void> {
+    const server = this.server;
+    this.server = undefined;
+    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+
+  async up(): Promise<void> {
+    if (this.server) return;
+    const { secure = false, auth } = this.options;
+    const serverOptions: SMTPServerOptions = {
+      secure,
+      key: this.certificate.key,
+      cert: this.certificate.cert,
+      disabledCommands: [
+        ...(auth ? [] : ["AUTH"]),
+        ...(this.options.starttls === false || secure ? ["STARTTLS"] : []),
+      ],
+      authOptional: !auth,
+      allowInsecureAuth: false,
+      logger: false,
+      banner: "postern test sink",
+      onAuth: (credentials, _session, callback) => {
+        if (auth && credentials.username === auth.user && credentials.password === auth.pass) {
+          callback(null, { user: credentials.username });
+        } else {
+          callback(Object.assign(new Error("5.7.8 bad credentials"), { responseCode: 535 }));
+        }
+      },
+      onRcptTo: (address, _session, callback) => {
+        const reply = this.rcptReply(address.address);
+        if (reply) callback(Object.assign(new Error(reply.message), { responseCode: reply.code }));
+        else callback();
+      },
+      onData: (stream, session, callback) => {
+        const chunks: Buffer[] = [];
+        stream.on("data", (chunk: Buffer) => chunks.push(chunk));
+        stream.on("end", () => {
+          const message: ReceivedMessage = {
+            mailFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : "",
+            rcptTo: session.envelope.rcptTo.map((r) => r.address),
+            raw: Buffer.concat(chunks),
+            user: typeof session.user === "string" ? session.user : undefined,
+            secure: session.secure,
+            receivedAt: new Date(),
+          };
+          setTimeout(() => {
+            const reply = this.dataReply(message);
+            if (reply) return callback(Object.assign(new Error(reply.message), { responseCode: reply.code }));
+            this.messages.push(message);
+            this.notify();
+            callback(null, "2.0.0 sink accepted");
+          }, this.dataDelayMs);
+        });
+      },
+    };
+    const server = new SMTPServer(serverOptions);
+    server.on("error", () => {});
+    await new Promise<void>((resolve, reject) => {
+      server.server.once("error", reject);
+      server.listen(this.port, "127.0.0.1", () => resolve());
+    });
+    this.port = (server.server.address() as AddressInfo).port;
+    this.server = server;
+  }
+
+  async stop(): Promise<void> {
+    await this.down();
+  }
+
+  private notify(): void {
+    const ready = this.waiters.filter((w) => this.messages.length >= w.count);
+    this.waiters = this.waiters.filter((w) => this.messages.length < w.count);
+    for (const waiter of ready) waiter.resolve();
+  }
+}
