@@ -1,6 +1,6 @@
 import { buildApi } from "@postern/api";
 import { createRedis } from "@postern/queue";
-import { createMetricsRegistry, createLogger } from "@postern/telemetry";
+import { createLogger, createMetricsRegistry } from "@postern/telemetry";
 import { createTestContext, type TestContext } from "@postern/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
@@ -41,7 +41,10 @@ describe("GET /health/ready", () => {
 
   it("answers 503 naming Redis when Redis does not answer", async () => {
     // A client of a Redis that is not there: a port nothing listens on.
-    const deadRedis = createRedis("redis://127.0.0.1:1", { maxRetriesPerRequest: 1, retryStrategy: () => 200 });
+    const deadRedis = createRedis("redis://127.0.0.1:1", {
+      maxRetriesPerRequest: 1,
+      retryStrategy: () => 200,
+    });
     const app = await api(deadRedis);
     const response = await app.inject({ method: "GET", url: "/health/ready" });
     expect(response.statusCode).toBe(503);

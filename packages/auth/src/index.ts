@@ -1,3 +1,4 @@
+export { type AuthInvalidation, authInvalidationChannel, publishAuthInvalidation } from "./invalidation";
 export {
   apiTokenPrefix,
   bcryptCost,

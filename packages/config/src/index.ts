@@ -7,4 +7,5 @@ export {
   type ResolvedConfig,
   resolveSecrets,
 } from "./config";
+export { configurationTable, withConfigurationTable } from "./docs";
 export { type VariableName, type VariableSpec, variables } from "./schema";

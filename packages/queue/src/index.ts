@@ -1,2 +1,8 @@
-export { createDeliveryQueue, type DeliveryJob, deliveryQueueName, enqueueDelivery } from "./delivery";
+export {
+  createDeliveryProducer,
+  type DeliverableMessage,
+  type DeliveryJob,
+  type DeliveryProducer,
+  deliveryQueueName,
+} from "./delivery";
 export { createRedis, type Redis } from "./redis";
