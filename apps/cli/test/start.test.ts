@@ -60,7 +60,7 @@ async function pidFrom(file: string): Promise<number> {
   return Number((await readFile(file, "utf8")).split("\n")[0]);
 }
 
-async function portsEnv(): Promise<Record<string, string>> {
+async function portsEnv() {
   return {
     HTTP_HOST: "127.0.0.1",
     SMTP_HOST: "127.0.0.1",
