@@ -1,0 +1,422 @@
+/**
+ * `npm run bench`: Postern all-in-one (and, with `--peer postfix`, a private Postfix) between a
+ * load generator and an upstream sink, each in its own process. See docs/benchmarks.md.
+ */
+import { type ChildProcess, fork } from "node:child_process";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { cpus, release, totalmem } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { freePort } from "@postern/embedded";
+import { Command, InvalidArgumentError } from "commander";
+import { summarizeLatencies } from "./latency";
+import { type Peer, type PosternPeer, postfixInstalled, startPostern, startPostfix } from "./peers";
+import { peakRss, resetPeakRss, startCpuWindow } from "./procstat";
+import type { Arrival, LoadReply, LoadResult, LoadSpec, SinkKind, SinkReply, SinkRequest } from "./protocol";
+import {
+  type BenchReport,
+  type PeerReport,
+  renderMarkdown,
+  replaceBetweenMarkers,
+  type ScenarioOutcome,
+  type StatsEndpointReport,
+  summarize,
+} from "./report";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+interface Scenario {
+  mode: LoadSpec["mode"];
+  concurrency: number;
+  messageBytes: number;
+  maxMessages?: number;
+  /** Open loop at this many messages per second (see `fixedRate`). */
+  fixedRate?: boolean;
+  /** AUTH scenarios: which logins (one reused login = the cached path). */
+  logins?: "same" | "fresh";
+  what: string;
+}
+
+/** The scenarios, in the order they run. docs/benchmarks.md explains each. */
+const scenarios: Record<string, Scenario> = {
+  "pooled-10k": {
+    mode: "pooled",
+    concurrency: 50,
+    messageBytes: 10 * KiB,
+    what: "50 persistent connections",
+  },
+  "fresh-10k": {
+    mode: "fresh",
+    concurrency: 20,
+    messageBytes: 10 * KiB,
+    what: "20 clients, new connection each",
+  },
+  "pooled-1m": {
+    mode: "pooled",
+    concurrency: 50,
+    messageBytes: MiB,
+    what: "50 persistent connections, 1 MiB",
+  },
+  "single-25m": {
+    mode: "pooled",
+    concurrency: 1,
+    messageBytes: 25 * 1000 * 1000,
+    maxMessages: 1,
+    what: "one 25 MB message",
+  },
+  "fixed-rate": {
+    mode: "pooled",
+    concurrency: 50,
+    messageBytes: 10 * KiB,
+    fixedRate: true,
+    what: "open loop at Postfix's pooled delivered rate",
+  },
+  "auth-cached": {
+    mode: "auth",
+    concurrency: 20,
+    messageBytes: 0,
+    logins: "same",
+    what: "AUTH, same credential",
+  },
+  "auth-bcrypt": {
+    mode: "auth",
+    concurrency: 20,
+    messageBytes: 0,
+    logins: "fresh",
+    what: "AUTH, a new credential each",
+  },
+};
+
+/** Postfix's pooled delivered rate in the reference run of issue 6; used when Postfix is not measured. */
+const referencePostfixRate = 278;
+
+interface Options {
+  peer?: string;
+  scenarios: string[];
+  duration: number;
+  seedMessages: number;
+  quick: boolean;
+  rate?: number;
+}
+
+function positiveNumber(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError("must be a number greater than 0");
+  return n;
+}
+
+function parseOptions(argv: string[]): Options {
+  const program = new Command("bench")
+    .description("Benchmark Postern end to end (and a private Postfix with --peer postfix)")
+    .option("--peer <name>", "also measure this peer: postfix")
+    .option("--scenarios <list>", `comma-separated, from: ${Object.keys(scenarios).join(", ")}`)
+    .option("--duration <seconds>", "load time per scenario", positiveNumber, 20)
+    .option(
+      "--seed-messages <n>",
+      "store this many messages, then time GET /v1/stats",
+      (v) => Math.floor(positiveNumber(v)),
+      0,
+    )
+    .option(
+      "--rate <perSecond>",
+      "rate of the fixed-rate scenario (default: Postfix's pooled delivered rate)",
+      positiveNumber,
+    )
+    .option("--quick", "a smoke run: 3 s per scenario, docs/benchmarks.md left alone", false)
+    .parse(argv);
+  const raw = program.opts<{
+    peer?: string;
+    scenarios?: string;
+    duration: number;
+    seedMessages: number;
+    quick: boolean;
+    rate?: number;
+  }>();
+  if (raw.peer !== undefined && raw.peer !== "postfix")
+    program.error(`--peer: unknown peer ${raw.peer} (known: postfix)`);
+  const selected = raw.scenarios ? raw.scenarios.split(",").map((s) => s.trim()) : Object.keys(scenarios);
+  const unknown = selected.filter((s) => !(s in scenarios));
+  if (unknown.length > 0)
+    program.error(`--scenarios: unknown ${unknown.join(", ")} (known: ${Object.keys(scenarios).join(", ")})`);
+  return {
+    peer: raw.peer,
+    scenarios: selected,
+    duration: raw.quick ? Math.min(raw.duration, 3) : raw.duration,
+    seedMessages: raw.seedMessages,
+    quick: raw.quick,
+    rate: raw.rate,
+  };
+}
+
+function forkTs(file: string): ChildProcess {
+  return fork(join(root, "bench", file), [], { execArgv: ["--import", "tsx"], stdio: "inherit" });
+}
+
+function request<Reply>(
+  child: ChildProcess,
+  message: unknown,
+  accept: (reply: Reply) => boolean,
+): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const onMessage = (reply: Reply) => {
+      if (!accept(reply)) return;
+      child.off("message", onMessage);
+      child.off("exit", onExit);
+      resolve(reply);
+    };
+    const onExit = (code: number | null) => reject(new Error(`${child.spawnfile} exited with ${code}`));
+    child.on("message", onMessage);
+    child.once("exit", onExit);
+    child.send(message as object);
+  });
+}
+
+class Sink {
+  private constructor(
+    readonly process: ChildProcess,
+    readonly port: number,
+    readonly kind: SinkKind,
+  ) {}
+
+  static async start(): Promise<Sink> {
+    const kind: SinkKind = postfixInstalled() ? "smtp-sink" : "smtp-server";
+    const port = await freePort();
+    const child = forkTs("sink.ts");
+    await request<SinkReply>(
+      child,
+      { type: "start", kind, port } satisfies SinkRequest,
+      (r) => r.type === "ready",
+    );
+    return new Sink(child, port, kind);
+  }
+
+  async collect(): Promise<Arrival[]> {
+    const reply = await request<SinkReply>(
+      this.process,
+      { type: "collect" } satisfies SinkRequest,
+      (r) => r.type === "arrivals",
+    );
+    return reply.type === "arrivals" ? reply.arrivals : [];
+  }
+
+  stop(): void {
+    this.process.disconnect();
+  }
+}
+
+async function runScenario(
+  name: string,
+  scenario: Scenario,
+  peer: Peer,
+  sink: Sink,
+  load: ChildProcess,
+  options: Options & { fixedRate: number },
+): Promise<ScenarioOutcome> {
+  const logins = scenario.logins === "fresh" ? peer.freshLogins : [peer.login];
+  const spec: LoadSpec = {
+    host: "127.0.0.1",
+    port: peer.smtpPort,
+    mode: scenario.mode,
+    concurrency: scenario.concurrency,
+    messageBytes: scenario.messageBytes,
+    durationMs: scenario.maxMessages ? 300_000 : options.duration * 1000,
+    maxMessages: scenario.maxMessages,
+    ratePerSecond: scenario.fixedRate ? options.fixedRate : undefined,
+    logins,
+    from: "bench@bench.example",
+    to: "sink@bench.example",
+  };
+  const rssProcesses = peer.rssProcesses();
+  for (const { pid } of rssProcesses) resetPeakRss(pid);
+  const startRssBytes = Object.fromEntries(rssProcesses.map(({ name: n, pid }) => [n, peakRss(pid) ?? 0]));
+  const groups = [
+    ...peer.groups,
+    { name: "load", roots: () => [load.pid as number] },
+    { name: "sink", roots: () => [sink.process.pid as number] },
+  ];
+  await sink.collect(); // stragglers of earlier scenarios are not this one's
+  const cpu = startCpuWindow(groups);
+  const { result } = await request<LoadReply>(load, { type: "run", spec }, (r) => r.type === "result");
+  const cpuCores = cpu.stop();
+  const peakRssBytes = Object.fromEntries(rssProcesses.map(({ name: n, pid }) => [n, peakRss(pid) ?? 0]));
+
+  const delivers = scenario.mode !== "auth";
+  const arrivals = delivers ? await drain(sink, result, options.quick ? 30_000 : 120_000) : [];
+  return summarize(name, result, delivers ? arrivals : undefined, { cpuCores, peakRssBytes, startRssBytes });
+}
+
+/** Collects arrivals until every accepted message has arrived at the sink, or the time is up. */
+async function drain(sink: Sink, result: LoadResult, timeoutMs: number): Promise<Arrival[]> {
+  const arrivals: Arrival[] = [];
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    arrivals.push(
+      ...(await sink.collect()).filter((a) => a.sentAt !== undefined && a.sentAt >= result.startedAt),
+    );
+    if (arrivals.length >= result.accepted.length || Date.now() > deadline) return arrivals;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}
+
+/**
+ * `--seed-messages`: one INSERT … SELECT generate_series (spread over 7 days, all four statuses),
+ * then GET /v1/stats timed one request at a time.
+ */
+async function measureStatsEndpoint(
+  peer: PosternPeer,
+  count: number,
+  quick: boolean,
+): Promise<StatsEndpointReport> {
+  const url = `http://127.0.0.1:${peer.httpPort}/v1/stats`;
+  const headers = { authorization: `Bearer ${peer.apiToken}` };
+  const probe = await fetch(url, { headers });
+  if (probe.status === 404)
+    return {
+      seededMessages: 0,
+      seedSeconds: 0,
+      skipped: "GET /v1/stats answers 404 (the /v1 routes are not on this branch)",
+    };
+  const seedStarted = performance.now();
+  await peer.db.$executeRawUnsafe(
+    `INSERT INTO "Message" ("id", "projectId", "mailFrom", "subject", "size", "sha256", "status", "createdAt", "updatedAt")
+     SELECT gen_random_uuid(), $1::uuid, 'seed@bench.example', 'seeded ' || i, 10240, md5(i::text),
+            (ARRAY['queued','deferred','delivered','failed'])[1 + i % 4]::"MessageStatus",
+            now() - (i % 604800) * interval '1 second', now()
+     FROM generate_series(1, $2::int) AS i`,
+    peer.projectId,
+    count,
+  );
+  await peer.db.$executeRawUnsafe(`ANALYZE "Message"`);
+  const seedSeconds = (performance.now() - seedStarted) / 1000;
+  const samples: number[] = [];
+  const rounds = quick ? 20 : 200;
+  for (let i = 0; i < rounds + 5; i++) {
+    const started = performance.now();
+    const response = await fetch(url, { headers });
+    await response.arrayBuffer();
+    if (!response.ok)
+      return { seededMessages: count, seedSeconds, skipped: `GET /v1/stats answered ${response.status}` };
+    if (i >= 5) samples.push(performance.now() - started); // the first few warm caches and plans
+  }
+  return { seededMessages: count, seedSeconds, latencyMs: summarizeLatencies(samples) };
+}
+
+function describeMachine(): Record<string, string | number> {
+  const list = cpus();
+  return {
+    cpuCount: list.length,
+    cpuModel: list[0]?.model.trim() ?? "unknown",
+    memoryGiB: Math.round(totalmem() / 2 ** 30),
+    os: `Linux ${release()}`,
+    node: process.version,
+  };
+}
+
+async function measurePeer(
+  kind: "postern" | "postfix",
+  options: Options,
+  fixedRate: () => number,
+  report: BenchReport,
+): Promise<PeerReport> {
+  const sink = await Sink.start();
+  const freshLogins = Math.ceil(options.duration * 60);
+  let peer: Peer | undefined;
+  const load = forkTs("load.ts");
+  try {
+    peer =
+      kind === "postern"
+        ? await startPostern({ sinkPort: sink.port, freshLogins, repositoryRoot: root })
+        : await startPostfix({ sinkPort: sink.port, freshLogins, repositoryRoot: root });
+    const outcome: PeerReport = { version: { ...peer.version, sink: sink.kind }, scenarios: [] };
+    for (const name of options.scenarios) {
+      const scenario = scenarios[name] as Scenario;
+      process.stdout.write(`${kind}: ${name} (${scenario.what})…\n`);
+      const result = await runScenario(name, scenario, peer, sink, load, {
+        ...options,
+        fixedRate: fixedRate(),
+      });
+      outcome.scenarios.push(result);
+      process.stdout.write(`  ${JSON.stringify(brief(result))}\n`);
+    }
+    if (kind === "postern" && options.seedMessages > 0) {
+      report.stats = await measureStatsEndpoint(peer as PosternPeer, options.seedMessages, options.quick);
+    }
+    return outcome;
+  } catch (error) {
+    process.stderr.write(`${kind}: ${(error as Error).message}\n`);
+    return {
+      version: {},
+      scenarios: [],
+      error: (error as Error).message.replace(/\s*\n\s*/g, " ").slice(0, 500),
+    };
+  } finally {
+    await peer?.stop();
+    load.disconnect();
+    sink.stop();
+  }
+}
+
+function brief(outcome: ScenarioOutcome) {
+  if ("skipped" in outcome) return outcome;
+  const round = (v: number | undefined) => (v === undefined ? undefined : Math.round(v));
+  return {
+    acceptedPerSecond: round(outcome.acceptedPerSecond),
+    deliveredPerSecond: round(outcome.deliveredPerSecond),
+    acceptP99: round(outcome.acceptLatencyMs.p99),
+    arrivalP99: round(outcome.arrivalLatencyMs?.p99),
+    errors: outcome.errors,
+    errorSamples: outcome.errorSamples,
+  };
+}
+
+async function main(): Promise<number> {
+  const options = parseOptions(process.argv);
+  const startedAt = new Date();
+  const report: BenchReport = {
+    startedAt: startedAt.toISOString(),
+    machine: describeMachine(),
+    options: { ...options },
+    peers: {},
+  };
+  if (options.peer === "postfix")
+    report.peers.postfix = await measurePeer(
+      "postfix",
+      options,
+      () => options.rate ?? referencePostfixRate,
+      report,
+    );
+  // Postern's open-loop run goes at the rate Postfix delivered pooled in this run (the target's yardstick).
+  const postfixPooled = report.peers.postfix?.scenarios.find((s) => s.scenario === "pooled-10k");
+  const measuredRate =
+    postfixPooled && !("skipped" in postfixPooled) ? postfixPooled.deliveredPerSecond : undefined;
+  const fixedRate = options.rate ?? (measuredRate && measuredRate > 0 ? measuredRate : referencePostfixRate);
+  report.options.fixedRate = Math.round(fixedRate);
+  report.peers.postern = await measurePeer("postern", options, () => fixedRate, report);
+  for (const peer of Object.values(report.peers)) Object.assign(report.machine, peer.version);
+
+  const resultsDir = join(root, "bench", "results");
+  await mkdir(resultsDir, { recursive: true });
+  const jsonFile = join(resultsDir, `${startedAt.toISOString().replace(/[:.]/g, "-")}.json`);
+  await writeFile(jsonFile, `${JSON.stringify(report, null, 2)}\n`);
+  const markdown = renderMarkdown(report);
+  process.stdout.write(`\n${markdown}\n\nResults: ${jsonFile}\n`);
+  if (!options.quick) {
+    const docs = join(root, "docs", "benchmarks.md");
+    await writeFile(
+      docs,
+      replaceBetweenMarkers(await readFile(docs, "utf8").catch(() => "# Benchmarks\n"), markdown),
+    );
+    process.stdout.write(`Table written to ${docs}\n`);
+  }
+  return Object.values(report.peers).some((p) => p.error) ? 1 : 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error) => {
+    process.stderr.write(`bench: ${(error as Error).stack ?? error}\n`);
+    process.exit(1);
+  },
+);

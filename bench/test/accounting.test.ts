@@ -1,0 +1,150 @@
+import { spawn } from "node:child_process";
+import { describe, expect, it } from "vitest";
+import { percentile, ratePerSecond, summarizeLatencies } from "../latency";
+import {
+  coresUsed,
+  groupTicks,
+  type ProcessSample,
+  parseStat,
+  processTree,
+  snapshotProcesses,
+} from "../procstat";
+import { messageBody, messageHead, sentAtFromHead } from "../protocol";
+import { markers, replaceBetweenMarkers, summarize } from "../report";
+
+describe("percentiles", () => {
+  it("uses the nearest rank", () => {
+    const sorted = Array.from({ length: 100 }, (_, i) => i + 1);
+    expect(percentile(sorted, 50)).toBe(50);
+    expect(percentile(sorted, 95)).toBe(95);
+    expect(percentile(sorted, 99)).toBe(99);
+    expect(percentile(sorted, 100)).toBe(100);
+    expect(percentile([7], 99)).toBe(7);
+    expect(percentile([], 50)).toBeNaN();
+  });
+
+  it("summarises unsorted samples", () => {
+    expect(summarizeLatencies([30, 10, 20])).toEqual({ count: 3, p50: 20, p95: 30, p99: 30, max: 30 });
+  });
+
+  it("counts a rate over a closed window", () => {
+    expect(ratePerSecond([0, 500, 999, 1000, 1500], 0, 1000)).toBe(4);
+    expect(ratePerSecond([1], 5, 5)).toBe(0);
+  });
+});
+
+describe("/proc accounting", () => {
+  it("parses a stat line whose command name holds spaces and parentheses", () => {
+    const line =
+      "4242 (postgres: a) b) S 4200 4242 4242 0 -1 4194560 100 0 0 0 250 50 7 3 20 0 1 0 1000 100000 200 18446744073709551615";
+    expect(parseStat(line)).toEqual({ pid: 4242, ppid: 4200, comm: "postgres: a) b", cpuTicks: 310 });
+  });
+
+  it("sums a process tree and leaves out excluded subtrees", () => {
+    const sample = (pid: number, ppid: number, cpuTicks: number): [number, ProcessSample] => [
+      pid,
+      { pid, ppid, comm: String(pid), cpuTicks },
+    ];
+    // 10 is Postern; 11 its worker thread pool child; 12 its redis-server (another group) with child 13.
+    const processes = new Map([
+      sample(1, 0, 5),
+      sample(10, 1, 100),
+      sample(11, 10, 20),
+      sample(12, 10, 7),
+      sample(13, 12, 1),
+    ]);
+    expect(processTree(processes, 10, new Set([12])).sort()).toEqual([10, 11]);
+    expect(groupTicks(processes, { name: "postern", roots: () => [10], exclude: () => [12] })).toBe(120);
+    expect(groupTicks(processes, { name: "redis", roots: () => [12] })).toBe(8);
+    expect(groupTicks(processes, { name: "gone", roots: () => [99] })).toBe(0);
+  });
+
+  it("converts ticks over a window into cores", () => {
+    expect(coresUsed(100, 300, 2)).toBe(1);
+    expect(coresUsed(300, 100, 2)).toBe(0);
+    expect(coresUsed(0, 100, 0)).toBe(0);
+  });
+
+  it("keeps the CPU of a child that exited inside the window (reaped into the parent's cutime)", async () => {
+    // A shell that runs a CPU-bound child to completion, then waits: the child is gone when we look.
+    const shell = spawn("sh", ["-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done & wait; sleep 30"], {
+      stdio: "ignore",
+    });
+    try {
+      const pid = shell.pid as number;
+      const group = { name: "shell", roots: () => [pid] };
+      const before = groupTicks(snapshotProcesses(), group);
+      // Wait until only the shell and its `sleep` are left, i.e. the busy child has been reaped.
+      for (;;) {
+        const processes = snapshotProcesses();
+        const tree = processTree(processes, pid).map((p) => processes.get(p)?.comm);
+        if (tree.includes("sleep")) break;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      const after = groupTicks(snapshotProcesses(), group);
+      expect(after - before).toBeGreaterThan(0);
+    } finally {
+      shell.kill("SIGKILL");
+    }
+  });
+});
+
+describe("messages", () => {
+  it("finds the send timestamp below headers a relay prepended", () => {
+    const head = messageHead({ from: "a@b.example", to: "c@d.example" }, 1_790_000_000_123, 7).toString();
+    const relayed = `Received: from x by y; Sat, 21 Nov 2026 20:00:00 +0000\r\n${head}`;
+    expect(sentAtFromHead(relayed)).toBe(1_790_000_000_123);
+    expect(sentAtFromHead("Subject: X-Bench-Sent: 5\r\n")).toBeUndefined();
+  });
+
+  it("builds bodies of about the requested size in short lines", () => {
+    const body = messageBody(10 * 1024);
+    expect(body.length).toBeGreaterThanOrEqual(10 * 1024);
+    expect(body.length).toBeLessThan(10 * 1024 + 80);
+    expect(
+      body
+        .toString()
+        .split("\r\n")
+        .every((line) => line.length <= 76),
+    ).toBe(true);
+  });
+});
+
+describe("results", () => {
+  it("takes rates after the warm-up and counts what had not arrived by the end as backlog", () => {
+    const startedAt = 1_000_000;
+    const endedAt = startedAt + 10_000; // warm-up: the first 1 s
+    const accepted = Array.from({ length: 100 }, (_, i) => ({
+      startedAt: startedAt + i * 100,
+      acceptedAt: startedAt + i * 100 + 50,
+    }));
+    const arrivals = accepted.map((r, i) => ({
+      sentAt: r.startedAt,
+      arrivedAt: r.startedAt + (i < 90 ? 200 : 20_000),
+    }));
+    const result = summarize(
+      "pooled-10k",
+      { startedAt, endedAt, accepted, errors: 1, errorSamples: ["451 4.3.0"] },
+      arrivals,
+      { cpuCores: {}, peakRssBytes: {}, startRssBytes: {} },
+    );
+    expect(result.acceptedPerSecond).toBeCloseTo(90 / 9, 5);
+    expect(result.deliveredPerSecond).toBeCloseTo(82 / 9, 5);
+    expect(result.backlogAtEnd).toBe(10);
+    expect(result.delivered).toBe(100);
+    expect(result.acceptLatencyMs.p50).toBe(50);
+    expect(result.arrivalLatencyMs?.p50).toBe(200);
+    expect(result.arrivalLatencyMs?.p99).toBe(20_000);
+  });
+
+  it("rewrites only what stands between the markers", () => {
+    const document = `# Benchmarks\n\nprose before\n\n${markers.start}\nold table\n${markers.end}\n\nprose after\n`;
+    const updated = replaceBetweenMarkers(document, "new table");
+    expect(updated).toBe(
+      `# Benchmarks\n\nprose before\n\n${markers.start}\nnew table\n${markers.end}\n\nprose after\n`,
+    );
+    expect(replaceBetweenMarkers("# Benchmarks\n", "t")).toBe(
+      `# Benchmarks\n\n${markers.start}\nt\n${markers.end}\n`,
+    );
+  });
+});
