@@ -205,6 +205,21 @@ describe("delivery to the project's upstream", () => {
   });
 });
 
+describe("per-project upstream pools", () => {
+  it("rebuilds a project's pool when its upstream changes", async () => {
+    const before = await sink();
+    const after = await sink();
+    const { project, message } = await queue(before.url);
+    await waitForStatus(ctx.db, message.id, "delivered");
+    await ctx.db.project.update({ where: { id: project.id }, data: { upstreamUrl: after.url } });
+    const next = await createQueuedMessageFixture(ctx.db, project);
+    await producer.enqueue(next);
+    await waitForStatus(ctx.db, next.id, "delivered");
+    expect(before.messages).toHaveLength(1);
+    expect(after.messages).toHaveLength(1);
+  });
+});
+
 describe("upstream TLS and authentication", () => {
   it("delivers over implicit TLS (smtps://)", async () => {
     const upstream = await sink({ secure: true });
