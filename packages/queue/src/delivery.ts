@@ -24,6 +24,12 @@ export interface DeliveryProducer {
   enqueue(message: DeliverableMessage, options?: { delayMs?: number }): Promise<void>;
   /** The same for many messages in two Redis round trips (sweeper, batched accepts). */
   enqueueMany(messages: DeliverableMessage[], options?: { delayMs?: number }): Promise<void>;
+  /**
+   * An attempt now (the API's retry): a job waiting for its backoff delay is promoted, a message
+   * without a job gets one. The caller first makes the message deliverable again in PostgreSQL
+   * (status `deferred`, the recipients to retry `pending`): the worker skips final messages.
+   */
+  deliverNow(message: DeliverableMessage): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -70,6 +76,11 @@ export function createDeliveryProducer(connection: Redis, prefix: string): Deliv
   return {
     enqueue: (message, options) => enqueueMany([message], options),
     enqueueMany,
+    async deliverNow(message) {
+      const job = await queue.getJob(message.id);
+      if (job && (await job.isDelayed())) await job.promote();
+      else await enqueueMany([message]);
+    },
     async close() {
       await queue.close();
     },
