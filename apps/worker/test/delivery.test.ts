@@ -16,6 +16,8 @@ let producer: DeliveryProducer;
 let metrics: Registry;
 let worker: Awaited<ReturnType<typeof startWorker>>;
 const sinks: SmtpSink[] = [];
+/** Everything the worker logs, at debug level, to check that no secret reaches the logs. */
+let logged = "";
 
 beforeAll(async () => {
   ctx = await createTestContext({ DELIVERY_BACKOFF: "1,1" });
@@ -24,7 +26,14 @@ beforeAll(async () => {
     config: ctx.config,
     db: ctx.db,
     redis: ctx.redis,
-    log: createLogger({ level: "silent" }),
+    log: createLogger(
+      { level: "debug" },
+      {
+        write(line: string) {
+          logged += line;
+        },
+      },
+    ),
     metrics,
   });
   producer = createDeliveryProducer(ctx.redis, ctx.redisKeyPrefix);
@@ -260,14 +269,18 @@ describe("upstream TLS and authentication", () => {
     const audit = await ctx.db.auditEvent.findMany({ where: { projectId: project.id } });
     expect(JSON.stringify(attempts)).not.toContain(password);
     expect(JSON.stringify(audit, (_k, v) => (typeof v === "bigint" ? String(v) : v))).not.toContain(password);
+    expect(logged).toContain(message.id);
+    expect(logged).not.toContain(password);
   });
 
   it("defers (does not fail) when the upstream refuses the stored credentials", async () => {
     const upstream = await sink({ auth: { user: "relay-user", pass: "right" } });
-    const { message } = await queue(upstream.url.replace(":right@", ":wrong@"));
+    const { message } = await queue(upstream.url.replace(":right@", ":Wr0ng-Secret-9@"));
     const deferred = await waitForStatus(ctx.db, message.id, "deferred");
     const [attempt] = await ctx.db.deliveryAttempt.findMany({ where: { messageId: message.id } });
     expect(attempt).toMatchObject({ outcome: "deferred", code: 535 });
-    expect(deferred.lastError).not.toContain("wrong");
+    expect(deferred.lastError).not.toContain("Wr0ng-Secret-9");
+    expect(logged).toContain(message.id);
+    expect(logged).not.toContain("Wr0ng-Secret-9");
   });
 });
