@@ -6,7 +6,8 @@ export interface ScenarioResult {
   scenario: string;
   durationS: number;
   accepted: number;
-  acceptedPerSecond: number;
+  /** Undefined for the single-message scenario, where a rate means nothing. */
+  acceptedPerSecond: number | undefined;
   /** Arrivals at the sink during the load window, per second; undefined for AUTH-only scenarios. */
   deliveredPerSecond: number | undefined;
   /** Accepted but not yet at the sink when the load stopped. */
@@ -27,13 +28,15 @@ export interface ScenarioResult {
 /**
  * Rates are taken over the window after a warm-up (10% of the run, at most 2 s: connections,
  * TLS sessions, Postfix's smtpd processes and JIT warm up there); latencies cover every message.
- * `arrivals` is undefined for scenarios that deliver nothing (AUTH only).
+ * `arrivals` is undefined for scenarios that deliver nothing (AUTH only); `rates` false for the
+ * single-message scenario.
  */
 export function summarize(
   scenario: string,
   result: LoadResult,
   arrivals: Arrival[] | undefined,
   resources: Pick<ScenarioResult, "cpuCores" | "peakRssBytes" | "startRssBytes">,
+  rates = true,
 ): ScenarioResult {
   const from = result.startedAt + Math.min(2000, 0.1 * (result.endedAt - result.startedAt));
   const to = result.endedAt;
@@ -42,19 +45,22 @@ export function summarize(
     scenario,
     durationS: (to - result.startedAt) / 1000,
     accepted: result.accepted.length,
-    acceptedPerSecond: ratePerSecond(
-      result.accepted.map((r) => r.acceptedAt),
-      from,
-      to,
-    ),
-    deliveredPerSecond: arrivals
-      ? ratePerSecond(
-          arrivals.map((a) => a.arrivedAt),
+    acceptedPerSecond: !rates
+      ? undefined
+      : ratePerSecond(
+          result.accepted.map((r) => r.acceptedAt),
           from,
           to,
-        )
-      : undefined,
-    backlogAtEnd: arrivals ? result.accepted.length - arrivedInWindow : undefined,
+        ),
+    deliveredPerSecond:
+      arrivals && rates
+        ? ratePerSecond(
+            arrivals.map((a) => a.arrivedAt),
+            from,
+            to,
+          )
+        : undefined,
+    backlogAtEnd: arrivals && rates ? result.accepted.length - arrivedInWindow : undefined,
     delivered: arrivals?.length,
     errors: result.errors,
     errorSamples: result.errorSamples,

@@ -9,7 +9,6 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { freePort } from "@postern/embedded";
 import { Command, InvalidArgumentError } from "commander";
-import { summarizeLatencies } from "./latency";
 import { type Peer, type PosternPeer, postfixInstalled, startPostern, startPostfix } from "./peers";
 import { peakRss, resetPeakRss, startCpuWindow } from "./procstat";
 import type { Arrival, LoadReply, LoadResult, LoadSpec, SinkKind, SinkReply, SinkRequest } from "./protocol";
@@ -19,9 +18,9 @@ import {
   renderMarkdown,
   replaceBetweenMarkers,
   type ScenarioOutcome,
-  type StatsEndpointReport,
   summarize,
 } from "./report";
+import { measureStatsEndpoint } from "./stats";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const KiB = 1024;
@@ -244,7 +243,13 @@ async function runScenario(
 
   const delivers = scenario.mode !== "auth";
   const arrivals = delivers ? await drain(sink, result, options.quick ? 30_000 : 120_000) : [];
-  return summarize(name, result, delivers ? arrivals : undefined, { cpuCores, peakRssBytes, startRssBytes });
+  return summarize(
+    name,
+    result,
+    delivers ? arrivals : undefined,
+    { cpuCores, peakRssBytes, startRssBytes },
+    scenario.maxMessages === undefined,
+  );
 }
 
 /** Collects arrivals until every accepted message has arrived at the sink, or the time is up. */
@@ -260,49 +265,6 @@ async function drain(sink: Sink, result: LoadResult, timeoutMs: number): Promise
   }
 }
 
-/**
- * `--seed-messages`: one INSERT … SELECT generate_series (spread over 7 days, all four statuses),
- * then GET /v1/stats timed one request at a time.
- */
-async function measureStatsEndpoint(
-  peer: PosternPeer,
-  count: number,
-  quick: boolean,
-): Promise<StatsEndpointReport> {
-  const url = `http://127.0.0.1:${peer.httpPort}/v1/stats`;
-  const headers = { authorization: `Bearer ${peer.apiToken}` };
-  const probe = await fetch(url, { headers });
-  if (probe.status === 404)
-    return {
-      seededMessages: 0,
-      seedSeconds: 0,
-      skipped: "GET /v1/stats answers 404 (the /v1 routes are not on this branch)",
-    };
-  const seedStarted = performance.now();
-  await peer.db.$executeRawUnsafe(
-    `INSERT INTO "Message" ("id", "projectId", "mailFrom", "subject", "size", "sha256", "status", "createdAt", "updatedAt")
-     SELECT gen_random_uuid(), $1::uuid, 'seed@bench.example', 'seeded ' || i, 10240, md5(i::text),
-            (ARRAY['queued','deferred','delivered','failed'])[1 + i % 4]::"MessageStatus",
-            now() - (i % 604800) * interval '1 second', now()
-     FROM generate_series(1, $2::int) AS i`,
-    peer.projectId,
-    count,
-  );
-  await peer.db.$executeRawUnsafe(`ANALYZE "Message"`);
-  const seedSeconds = (performance.now() - seedStarted) / 1000;
-  const samples: number[] = [];
-  const rounds = quick ? 20 : 200;
-  for (let i = 0; i < rounds + 5; i++) {
-    const started = performance.now();
-    const response = await fetch(url, { headers });
-    await response.arrayBuffer();
-    if (!response.ok)
-      return { seededMessages: count, seedSeconds, skipped: `GET /v1/stats answered ${response.status}` };
-    if (i >= 5) samples.push(performance.now() - started); // the first few warm caches and plans
-  }
-  return { seededMessages: count, seedSeconds, latencyMs: summarizeLatencies(samples) };
-}
-
 function describeMachine(): Record<string, string | number> {
   const list = cpus();
   return {
@@ -314,10 +276,16 @@ function describeMachine(): Record<string, string | number> {
   };
 }
 
+/** The open-loop rate: `--rate`, else Postfix's pooled delivered rate in this run, else the reference run's. */
+function fixedRateOf(options: Options, postfix: PeerReport | undefined): number {
+  const pooled = postfix?.scenarios.find((s) => s.scenario === "pooled-10k");
+  const measured = pooled && !("skipped" in pooled) ? pooled.deliveredPerSecond : undefined;
+  return options.rate ?? (measured && measured > 0 ? measured : referencePostfixRate);
+}
+
 async function measurePeer(
   kind: "postern" | "postfix",
   options: Options,
-  fixedRate: () => number,
   report: BenchReport,
 ): Promise<PeerReport> {
   const sink = await Sink.start();
@@ -332,16 +300,23 @@ async function measurePeer(
     const outcome: PeerReport = { version: { ...peer.version, sink: sink.kind }, scenarios: [] };
     for (const name of options.scenarios) {
       const scenario = scenarios[name] as Scenario;
+      if (peer.unavailable) {
+        outcome.scenarios.push({ scenario: name, skipped: peer.unavailable });
+        continue;
+      }
       process.stdout.write(`${kind}: ${name} (${scenario.what})…\n`);
-      const result = await runScenario(name, scenario, peer, sink, load, {
-        ...options,
-        fixedRate: fixedRate(),
-      });
+      const fixedRate = fixedRateOf(options, kind === "postfix" ? outcome : report.peers.postfix);
+      if (scenario.fixedRate) report.options.fixedRate = Math.round(fixedRate);
+      const result = await runScenario(name, scenario, peer, sink, load, { ...options, fixedRate });
       outcome.scenarios.push(result);
       process.stdout.write(`  ${JSON.stringify(brief(result))}\n`);
     }
     if (kind === "postern" && options.seedMessages > 0) {
-      report.stats = await measureStatsEndpoint(peer as PosternPeer, options.seedMessages, options.quick);
+      report.stats = await measureStatsEndpoint(
+        peer as PosternPeer,
+        options.seedMessages,
+        options.quick ? 20 : 200,
+      );
     }
     return outcome;
   } catch (error) {
@@ -380,20 +355,9 @@ async function main(): Promise<number> {
     options: { ...options },
     peers: {},
   };
-  if (options.peer === "postfix")
-    report.peers.postfix = await measurePeer(
-      "postfix",
-      options,
-      () => options.rate ?? referencePostfixRate,
-      report,
-    );
-  // Postern's open-loop run goes at the rate Postfix delivered pooled in this run (the target's yardstick).
-  const postfixPooled = report.peers.postfix?.scenarios.find((s) => s.scenario === "pooled-10k");
-  const measuredRate =
-    postfixPooled && !("skipped" in postfixPooled) ? postfixPooled.deliveredPerSecond : undefined;
-  const fixedRate = options.rate ?? (measuredRate && measuredRate > 0 ? measuredRate : referencePostfixRate);
-  report.options.fixedRate = Math.round(fixedRate);
-  report.peers.postern = await measurePeer("postern", options, () => fixedRate, report);
+  // Postfix first: Postern's open-loop run goes at the rate Postfix delivered pooled (the target's yardstick).
+  if (options.peer === "postfix") report.peers.postfix = await measurePeer("postfix", options, report);
+  report.peers.postern = await measurePeer("postern", options, report);
   for (const peer of Object.values(report.peers)) Object.assign(report.machine, peer.version);
 
   const resultsDir = join(root, "bench", "results");

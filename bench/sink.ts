@@ -71,17 +71,18 @@ async function startPostfixSink(port: number): Promise<void> {
 }
 
 /**
- * Records and deletes the dump files that are complete. A file still being written is younger
- * than `settleMs`; `final` takes everything (the load has ended and the relay has drained).
+ * Records and deletes the dump files that are complete. smtp-sink creates a file when DATA starts
+ * and writes as bytes come, so a file modified within `settleMs` may still be growing (a 25 MB
+ * message takes a while); it is left for the next round.
  */
-async function reapDumpFiles(final: boolean, settleMs = 1000): Promise<void> {
+async function reapDumpFiles(settleMs = 250): Promise<void> {
   const now = Date.now();
   const buffer = Buffer.alloc(8192);
   for (const name of await readdir(dumpDir)) {
     const file = join(dumpDir, name);
     try {
       const info = await stat(file);
-      if (!final && now - info.mtimeMs < settleMs) continue;
+      if (now - info.mtimeMs < settleMs) continue;
       const handle = await open(file, "r");
       const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
       await handle.close();
@@ -110,7 +111,7 @@ process.on("message", async (request: SinkRequest) => {
       await startPostfixSink(request.port);
       // Reaping keeps the tmpfs small during long or large-message scenarios.
       reaper = setInterval(() => {
-        reaping = reaping.then(() => reapDumpFiles(false));
+        reaping = reaping.then(() => reapDumpFiles());
       }, 1000);
     } else {
       await startOwnSink(request.port);
@@ -118,7 +119,7 @@ process.on("message", async (request: SinkRequest) => {
     send({ type: "ready", pid: process.pid });
   } else if (request.type === "collect") {
     if (smtpSink) {
-      reaping = reaping.then(() => reapDumpFiles(true));
+      reaping = reaping.then(() => reapDumpFiles());
       await reaping;
     }
     send({ type: "arrivals", arrivals: arrivals.splice(0) });
