@@ -19,11 +19,14 @@ import { type SmtpLogin, waitForPort } from "./protocol";
 
 const run = promisify(execFile);
 
+/** `ceiling`: no relay, the load generator straight into the sink: what the machine can show at best. */
+export type PeerName = "ceiling" | "postfix" | "postern";
+
 export interface Peer {
-  name: "postern" | "postfix";
+  name: PeerName;
   smtpPort: number;
-  /** The main login (pooled, fresh, cached AUTH). */
-  login: SmtpLogin;
+  /** The main login (pooled, fresh, cached AUTH); none: plain SMTP without TLS (the ceiling). */
+  login: SmtpLogin | undefined;
   /** Distinct logins, each used once, for the uncached (bcrypt) AUTH path. */
   freshLogins: SmtpLogin[];
   /** Why the scenarios cannot run (e.g. no SMTP listener yet); the peer is up for the rest. */
@@ -190,6 +193,20 @@ async function stopChild(child: ChildProcess): Promise<void> {
   const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
   await exited;
   clearTimeout(timer);
+}
+
+/** The sink itself as the "relay": plain SMTP, no TLS, no AUTH, nothing stored. */
+export function ceiling(sinkPort: number): Peer {
+  return {
+    name: "ceiling",
+    smtpPort: sinkPort,
+    login: undefined,
+    freshLogins: [],
+    groups: [],
+    rssProcesses: () => [],
+    version: {},
+    stop: async () => {},
+  };
 }
 
 export function postfixInstalled(): boolean {

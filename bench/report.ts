@@ -1,5 +1,6 @@
 /** The benchmark's results: one JSON document per run, and the markdown table in docs/benchmarks.md. */
 import { type LatencySummary, ratePerSecond, summarizeLatencies } from "./latency";
+import type { PeerName } from "./peers";
 import type { Arrival, LoadResult } from "./protocol";
 
 export interface ScenarioResult {
@@ -91,7 +92,7 @@ export interface BenchReport {
   startedAt: string;
   machine: Record<string, string | number>;
   options: Record<string, unknown>;
-  peers: Partial<Record<"postern" | "postfix", PeerReport>>;
+  peers: Partial<Record<PeerName, PeerReport>>;
   stats?: StatsEndpointReport;
 }
 
@@ -156,6 +157,12 @@ function ratioTable(postern: PeerReport, postfix: PeerReport): string {
   return rows.join("\n");
 }
 
+const titles: Record<PeerName, string> = {
+  ceiling: "Ceiling: the load generator straight into the sink (no relay, no TLS, no AUTH)",
+  postfix: "Postfix",
+  postern: "Postern",
+};
+
 export function renderMarkdown(report: BenchReport): string {
   const { machine } = report;
   const parts = [
@@ -171,7 +178,7 @@ export function renderMarkdown(report: BenchReport): string {
     parts.push("### Postern / Postfix", ratioTable(postern, postfix));
   }
   for (const [name, peer] of Object.entries(report.peers)) {
-    parts.push(`### ${name === "postern" ? "Postern" : "Postfix"}`);
+    parts.push(`### ${titles[name as PeerName]}`);
     parts.push(peer.error ? `Not measured: ${peer.error}` : peerTable(peer));
   }
   if (report.stats) {

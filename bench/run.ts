@@ -2,16 +2,15 @@
  * `npm run bench`: Postern all-in-one (and, with `--peer postfix`, a private Postfix) between a
  * load generator and an upstream sink, each in its own process. See docs/benchmarks.md.
  */
-import { type ChildProcess, fork } from "node:child_process";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { cpus, release, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { freePort } from "@postern/embedded";
 import { Command, InvalidArgumentError } from "commander";
-import { type Peer, type PosternPeer, postfixInstalled, startPostern, startPostfix } from "./peers";
+import { LoadGenerator, Sink } from "./children";
+import { ceiling, type Peer, type PeerName, type PosternPeer, startPostern, startPostfix } from "./peers";
 import { peakRss, resetPeakRss, startCpuWindow } from "./procstat";
-import type { Arrival, LoadReply, LoadResult, LoadSpec, SinkKind, SinkReply, SinkRequest } from "./protocol";
+import type { Arrival, LoadResult, LoadSpec } from "./protocol";
 import {
   type BenchReport,
   type PeerReport,
@@ -149,71 +148,15 @@ function parseOptions(argv: string[]): Options {
   };
 }
 
-function forkTs(file: string): ChildProcess {
-  return fork(join(root, "bench", file), [], { execArgv: ["--import", "tsx"], stdio: "inherit" });
-}
-
-function request<Reply>(
-  child: ChildProcess,
-  message: unknown,
-  accept: (reply: Reply) => boolean,
-): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const onMessage = (reply: Reply) => {
-      if (!accept(reply)) return;
-      child.off("message", onMessage);
-      child.off("exit", onExit);
-      resolve(reply);
-    };
-    const onExit = (code: number | null) => reject(new Error(`${child.spawnfile} exited with ${code}`));
-    child.on("message", onMessage);
-    child.once("exit", onExit);
-    child.send(message as object);
-  });
-}
-
-class Sink {
-  private constructor(
-    readonly process: ChildProcess,
-    readonly port: number,
-    readonly kind: SinkKind,
-  ) {}
-
-  static async start(): Promise<Sink> {
-    const kind: SinkKind = postfixInstalled() ? "smtp-sink" : "smtp-server";
-    const port = await freePort();
-    const child = forkTs("sink.ts");
-    await request<SinkReply>(
-      child,
-      { type: "start", kind, port } satisfies SinkRequest,
-      (r) => r.type === "ready",
-    );
-    return new Sink(child, port, kind);
-  }
-
-  async collect(): Promise<Arrival[]> {
-    const reply = await request<SinkReply>(
-      this.process,
-      { type: "collect" } satisfies SinkRequest,
-      (r) => r.type === "arrivals",
-    );
-    return reply.type === "arrivals" ? reply.arrivals : [];
-  }
-
-  stop(): void {
-    this.process.disconnect();
-  }
-}
-
 async function runScenario(
   name: string,
   scenario: Scenario,
   peer: Peer,
   sink: Sink,
-  load: ChildProcess,
+  load: LoadGenerator,
   options: Options & { fixedRate: number },
 ): Promise<ScenarioOutcome> {
-  const logins = scenario.logins === "fresh" ? peer.freshLogins : [peer.login];
+  const logins = scenario.logins === "fresh" ? peer.freshLogins : peer.login ? [peer.login] : [];
   const spec: LoadSpec = {
     host: "127.0.0.1",
     port: peer.smtpPort,
@@ -232,12 +175,12 @@ async function runScenario(
   const startRssBytes = Object.fromEntries(rssProcesses.map(({ name: n, pid }) => [n, peakRss(pid) ?? 0]));
   const groups = [
     ...peer.groups,
-    { name: "load", roots: () => [load.pid as number] },
+    { name: "load", roots: () => [load.process.pid as number] },
     { name: "sink", roots: () => [sink.process.pid as number] },
   ];
   await sink.collect(); // stragglers of earlier scenarios are not this one's
   const cpu = startCpuWindow(groups);
-  const { result } = await request<LoadReply>(load, { type: "run", spec }, (r) => r.type === "result");
+  const result = await load.run(spec);
   const cpuCores = cpu.stop();
   const peakRssBytes = Object.fromEntries(rssProcesses.map(({ name: n, pid }) => [n, peakRss(pid) ?? 0]));
 
@@ -283,22 +226,25 @@ function fixedRateOf(options: Options, postfix: PeerReport | undefined): number 
   return options.rate ?? (measured && measured > 0 ? measured : referencePostfixRate);
 }
 
-async function measurePeer(
-  kind: "postern" | "postfix",
-  options: Options,
-  report: BenchReport,
-): Promise<PeerReport> {
+/** Without a relay only the plain message scenarios mean something. */
+const ceilingScenarios = ["pooled-10k", "fresh-10k"];
+
+async function measurePeer(kind: PeerName, options: Options, report: BenchReport): Promise<PeerReport> {
   const sink = await Sink.start();
   const freshLogins = Math.ceil(options.duration * 60);
   let peer: Peer | undefined;
-  const load = forkTs("load.ts");
+  const load = new LoadGenerator();
   try {
     peer =
       kind === "postern"
         ? await startPostern({ sinkPort: sink.port, freshLogins, repositoryRoot: root })
-        : await startPostfix({ sinkPort: sink.port, freshLogins, repositoryRoot: root });
+        : kind === "postfix"
+          ? await startPostfix({ sinkPort: sink.port, freshLogins, repositoryRoot: root })
+          : ceiling(sink.port);
     const outcome: PeerReport = { version: { ...peer.version, sink: sink.kind }, scenarios: [] };
-    for (const name of options.scenarios) {
+    const names =
+      kind === "ceiling" ? options.scenarios.filter((n) => ceilingScenarios.includes(n)) : options.scenarios;
+    for (const name of names) {
       const scenario = scenarios[name] as Scenario;
       if (peer.unavailable) {
         outcome.scenarios.push({ scenario: name, skipped: peer.unavailable });
@@ -328,7 +274,7 @@ async function measurePeer(
     };
   } finally {
     await peer?.stop();
-    load.disconnect();
+    load.stop();
     sink.stop();
   }
 }
@@ -355,7 +301,8 @@ async function main(): Promise<number> {
     options: { ...options },
     peers: {},
   };
-  // Postfix first: Postern's open-loop run goes at the rate Postfix delivered pooled (the target's yardstick).
+  report.peers.ceiling = await measurePeer("ceiling", options, report);
+  // Postfix before Postern: Postern's open-loop run goes at the rate Postfix delivered pooled (the target's yardstick).
   if (options.peer === "postfix") report.peers.postfix = await measurePeer("postfix", options, report);
   report.peers.postern = await measurePeer("postern", options, report);
   for (const peer of Object.values(report.peers)) Object.assign(report.machine, peer.version);
