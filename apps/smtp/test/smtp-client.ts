@@ -26,11 +26,12 @@ export class RawSmtp {
 
   static async connect(
     port: number,
-    options: { tls?: boolean } = {},
+    options: { tls?: boolean; proxyHeader?: string } = {},
   ): Promise<{ client: RawSmtp; banner: Reply }> {
     const socket = options.tls
       ? tlsConnect({ port, host: "127.0.0.1", rejectUnauthorized: false })
       : netConnect({ port, host: "127.0.0.1" });
+    if (options.proxyHeader) socket.write(options.proxyHeader);
     await new Promise<void>((resolve, reject) => {
       socket.once(options.tls ? "secureConnect" : "connect", () => resolve());
       socket.once("error", reject);
