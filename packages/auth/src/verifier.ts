@@ -105,6 +105,8 @@ export function createCredentialVerifier(options: CredentialVerifierOptions): Cr
   const maxEntries = options.maxCacheEntries ?? 100_000;
   const hmacKey = randomBytes(32);
   const bySecret = new Map<string, Remembered>();
+  // The same entries by credential, so a session's per-transaction check is one lookup.
+  const byCredential = new Map<string, Remembered>();
   const inFlight = new Map<string, Promise<VerificationOutcome>>();
   // Bumped by every invalidation: a verification that read the database before an invalidation
   // arrived must not put its (possibly stale) result into the cache after it.
@@ -130,9 +132,16 @@ export function createCredentialVerifier(options: CredentialVerifierOptions): Cr
   const remember = (id: string, client: AuthenticatedClient) => {
     if (bySecret.size >= maxEntries) {
       const oldest = bySecret.keys().next().value;
-      if (oldest !== undefined) bySecret.delete(oldest);
+      if (oldest !== undefined) {
+        const evicted = bySecret.get(oldest);
+        bySecret.delete(oldest);
+        if (evicted && byCredential.get(evicted.client.credentialId) === evicted)
+          byCredential.delete(evicted.client.credentialId);
+      }
     }
-    bySecret.set(id, { client, expiresAt: Date.now() + cacheTtlMs });
+    const entry = { client, expiresAt: Date.now() + cacheTtlMs };
+    bySecret.set(id, entry);
+    byCredential.set(client.credentialId, entry);
   };
 
   const blockedBy = async (key: string, ip: string) => {
@@ -213,10 +222,8 @@ export function createCredentialVerifier(options: CredentialVerifierOptions): Cr
     },
 
     async standing(client) {
-      for (const entry of bySecret.values()) {
-        if (entry.client.credentialId === client.credentialId && entry.expiresAt > Date.now())
-          return { ok: true, client: entry.client };
-      }
+      const entry = byCredential.get(client.credentialId);
+      if (entry && entry.expiresAt > Date.now()) return { ok: true, client: entry.client };
       try {
         const row = await db.smtpCredential.findUnique({
           where: { id: client.credentialId },
@@ -240,6 +247,13 @@ export function createCredentialVerifier(options: CredentialVerifierOptions): Cr
             ? entry.client.credentialId === event.credentialId
             : entry.client.project.id === event.projectId;
         if (matches) bySecret.delete(id);
+      }
+      for (const [id, entry] of byCredential) {
+        const matches =
+          event.kind === "credential"
+            ? id === event.credentialId
+            : entry.client.project.id === event.projectId;
+        if (matches) byCredential.delete(id);
       }
     },
 
@@ -266,6 +280,7 @@ export function createCredentialVerifier(options: CredentialVerifierOptions): Cr
   function forgetAll() {
     generation++;
     bySecret.clear();
+    byCredential.clear();
   }
 }
 
