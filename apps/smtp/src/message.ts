@@ -113,10 +113,13 @@ export function receivedHeader(input: {
 }): string {
   const protocol = input.tls ? "ESMTPSA" : "ESMTPA";
   const clean = (value: string) => value.replace(/[^\x21-\x7e]/g, "");
+  // Without reverse lookups the client's name is its address literal: say it once.
+  const name = clean(input.clientHostname);
+  const client = name && name !== `[${input.clientIp}]` ? `${name} ` : "";
   const forClause =
     input.recipients.length === 1 ? `\r\n\tfor <${clean(input.recipients[0] as string)}>` : "";
   return (
-    `Received: from ${clean(input.helo) || "unknown"} (${clean(input.clientHostname) || "unknown"} [${input.clientIp}])\r\n` +
+    `Received: from ${clean(input.helo) || "unknown"} (${client}[${input.clientIp}])\r\n` +
     `\tby ${input.hostname} (Postern) with ${protocol} id ${input.messageId}\r\n` +
     `\t(authenticated project ${input.projectId})${forClause};\r\n` +
     `\t${input.at.toUTCString().replace("GMT", "+0000")}\r\n`

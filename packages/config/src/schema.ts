@@ -114,7 +114,7 @@ export const variables = {
   SMTP_PROXY_PROTOCOL: {
     schema: boolean.default(false),
     default: "false",
-    doc: "Expect a PROXY protocol header on every SMTP connection (behind a TCP load balancer such as HAProxy or an AWS NLB).",
+    doc: "Expect a PROXY protocol version 1 header on every SMTP connection (behind a TCP load balancer such as HAProxy with `send-proxy`; version 2, the only one AWS NLB sends, is not read).",
   },
   SMTP_MAX_CONNECTIONS: {
     schema: positiveInt.default(1000),
