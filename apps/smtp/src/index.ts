@@ -1,2 +1,2 @@
-export { type RejectionReason, type ReplyName, replies } from "./replies";
+export { type RejectionReason, replies } from "./replies";
 export { type RunningSmtp, type SmtpDeps, type SmtpListenOverrides, startSmtp } from "./server";

@@ -29,7 +29,6 @@ export const replies = {
   // As Postfix's smtpd_forbid_bare_newline: the client's line endings are broken or it is
   // attempting SMTP smuggling; either way the rest of its stream cannot be trusted, so disconnect.
   bareNewline: { code: 521, text: "5.5.2 Bare CR or LF received, lines must end with CRLF (RFC 5321 2.3.8)" },
-  shuttingDownInData: { code: 421, text: "4.3.2 Service shutting down" },
 } as const satisfies Record<string, SmtpReply>;
 
 export interface SmtpReply {
@@ -37,8 +36,6 @@ export interface SmtpReply {
   /** Starts with the enhanced status code. */
   text: string;
 }
-
-export type ReplyName = keyof typeof replies;
 
 export function accepted(messageId: string): string {
   return `2.0.0 Ok: queued as ${messageId}`;

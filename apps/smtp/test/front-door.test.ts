@@ -263,6 +263,20 @@ describe("envelope policy", () => {
     expect(await ctx.db.message.count({ where: { projectId: p.id } })).toBe(0);
   });
 
+  it("with sender domains, refuses a message without a From header with 550 5.7.1", async () => {
+    const { project: p, smtp: auth } = await project({ senderDomains: ["example.com"] });
+    const { client } = await RawSmtp.session(smtp.ports.smtp, auth);
+    client.write("MAIL FROM:<app@example.com>\r\nRCPT TO:<a@example.org>\r\nDATA\r\n");
+    await client.read();
+    await client.read();
+    await client.read();
+    client.write("Subject: no from\r\n\r\nbody\r\n.\r\n");
+    const reply = await client.read();
+    expect([reply.code, reply.enhanced]).toEqual([550, "5.7.1"]);
+    client.close();
+    expect(await ctx.db.message.count({ where: { projectId: p.id } })).toBe(0);
+  });
+
   it("refuses recipients beyond the project's maximum with 452 4.5.3", async () => {
     const { project: p, smtp: auth } = await project({ maxRecipients: 2 });
     const { client } = await RawSmtp.session(smtp.ports.smtp, auth);
