@@ -14,6 +14,10 @@ type RoleStarter = (runtime: Runtime) => Promise<RunningRole>;
  * health probes) go last and the SMTP front end stops accepting before anything else stops.
  */
 export const roles: Record<string, RoleStarter> = {
+  smtp: async (runtime) => {
+    const { startSmtp } = await import("@postern/smtp");
+    return startSmtp(runtime);
+  },
   worker: async (runtime) => {
     const { startWorker } = await import("@postern/worker");
     return startWorker(runtime);
