@@ -100,6 +100,8 @@ export async function startPostern(options: {
   sinkPort: number;
   freshLogins: number;
   repositoryRoot: string;
+  /** Where `node --cpu-prof` writes Postern's profile when it exits; unset: no profiling. */
+  profileDir?: string;
 }): Promise<PosternPeer> {
   const dataDir = await mkdtemp(join(tmpdir(), "postern-bench-"));
   // PostgreSQL runs as its own user when we are root: it must reach its directory.
@@ -118,6 +120,7 @@ export async function startPostern(options: {
       HTTP_PORT: String(httpPort),
       SMTP_HOSTNAME: "bench.postern.local",
       LOG_LEVEL: "warn",
+      ...(options.profileDir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${options.profileDir}` } : {}),
     },
     stdio: ["ignore", "pipe", "pipe"],
   });

@@ -1,6 +1,7 @@
 /** The benchmark's results: one JSON document per run, and the markdown table in docs/benchmarks.md. */
 import { type LatencySummary, ratePerSecond, summarizeLatencies } from "./latency";
 import type { PeerName } from "./peers";
+import type { HotFunction } from "./profile";
 import type { Arrival, LoadResult } from "./protocol";
 
 export interface ScenarioResult {
@@ -94,6 +95,8 @@ export interface BenchReport {
   options: Record<string, unknown>;
   peers: Partial<Record<PeerName, PeerReport>>;
   stats?: StatsEndpointReport;
+  /** With `--profile`: the hottest functions of each Postern process profile. */
+  profile?: { file: string; hot: HotFunction[] }[];
 }
 
 export const markers = { start: "<!-- bench:results:start -->", end: "<!-- bench:results:end -->" };
@@ -119,9 +122,15 @@ const cores = (c: Record<string, number>) =>
     .map(([name, value]) => `${name} ${value.toFixed(2)}`)
     .join(", ");
 
+/** Backlog when the load stopped → what had still not arrived when the harness stopped waiting. */
+const backlog = (o: ScenarioResult) =>
+  o.backlogAtEnd === undefined || o.delivered === undefined
+    ? "–"
+    : `${n0(o.backlogAtEnd)} → ${n0(o.accepted - o.delivered)}`;
+
 function peerTable(peer: PeerReport): string {
   const rows = [
-    "| scenario | accepted/s | delivered/s | backlog at end | accept ms p50 / p95 / p99 | send→arrival ms p50 / p95 / p99 | peak RSS MB | CPU cores | errors |",
+    "| scenario | accepted/s | delivered/s | backlog at end → after drain | accept ms p50 / p95 / p99 | send→arrival ms p50 / p95 / p99 | peak RSS MB | CPU cores | errors |",
     "|---|--:|--:|--:|--:|--:|--:|---|--:|",
   ];
   for (const outcome of peer.scenarios) {
@@ -133,7 +142,7 @@ function peerTable(peer: PeerReport): string {
       .map(([name, peak]) => `${mb(peak)} (from ${mb(outcome.startRssBytes[name])})`)
       .join(", ");
     rows.push(
-      `| ${outcome.scenario} | ${n0(outcome.acceptedPerSecond)} | ${n0(outcome.deliveredPerSecond)} | ${n0(outcome.backlogAtEnd)} | ${ms(outcome.acceptLatencyMs)} | ${ms(outcome.arrivalLatencyMs)} | ${rss || "–"} | ${cores(outcome.cpuCores)} | ${outcome.errors} |`,
+      `| ${outcome.scenario} | ${n0(outcome.acceptedPerSecond)} | ${n0(outcome.deliveredPerSecond)} | ${backlog(outcome)} | ${ms(outcome.acceptLatencyMs)} | ${ms(outcome.arrivalLatencyMs)} | ${rss || "–"} | ${cores(outcome.cpuCores)} | ${outcome.errors} |`,
     );
   }
   return rows.join("\n");
@@ -163,6 +172,91 @@ const titles: Record<PeerName, string> = {
   postern: "Postern",
 };
 
+export interface TargetCheck {
+  target: string;
+  measured: string;
+  /** undefined: not measured in this run. */
+  met: boolean | undefined;
+}
+
+const scenarioOf = (peer: PeerReport | undefined, name: string) => {
+  const outcome = peer?.scenarios.find((s) => s.scenario === name);
+  return isResult(outcome) ? outcome : undefined;
+};
+
+/** The targets of issue 6, checked against one run (reported, never asserted in tests). */
+export function checkTargets(report: BenchReport): TargetCheck[] {
+  const { postern, postfix } = report.peers;
+  const checks: TargetCheck[] = [];
+  const versus = (name: string, factor: number) => {
+    const ours = scenarioOf(postern, name)?.deliveredPerSecond;
+    const theirs = scenarioOf(postfix, name)?.deliveredPerSecond;
+    const known = ours !== undefined && theirs !== undefined && theirs > 0;
+    checks.push({
+      target: `${name}: delivered/s ≥ ${factor} × Postfix`,
+      measured: known ? `${(ours / theirs).toFixed(2)}× (${n0(ours)} vs ${n0(theirs)}/s)` : "–",
+      met: known ? ours >= factor * theirs : undefined,
+    });
+  };
+  versus("pooled-10k", 2);
+  const pooled = scenarioOf(postern, "pooled-10k");
+  if (pooled?.acceptedPerSecond && pooled.deliveredPerSecond !== undefined) {
+    // "Keeping up": no growing backlog, i.e. deliveries within 5% of accepts over the window.
+    const share = pooled.deliveredPerSecond / pooled.acceptedPerSecond;
+    checks.push({
+      target: "pooled-10k: delivered keeps up with accepted (≥ 95%)",
+      measured: `${Math.round(share * 100)}% (backlog ${n0(pooled.backlogAtEnd)} at the end)`,
+      met: share >= 0.95,
+    });
+  }
+  versus("fresh-10k", 1.25);
+  const fixed = scenarioOf(postern, "fixed-rate");
+  checks.push({
+    target: `fixed-rate at ${n0(report.options.fixedRate as number | undefined)}/s: send→arrival p99 ≤ 500 ms`,
+    measured: fixed?.arrivalLatencyMs ? `${n0(fixed.arrivalLatencyMs.p99)} ms` : "–",
+    met: fixed?.arrivalLatencyMs ? fixed.arrivalLatencyMs.p99 <= 500 : undefined,
+  });
+  const peaks = (postern?.scenarios ?? []).filter(isResult).map((s) => s.peakRssBytes.postern ?? 0);
+  const peak = peaks.length > 0 ? Math.max(...peaks) : undefined;
+  checks.push({
+    target: "peak RSS of the all-in-one process ≤ 350 MB in any scenario",
+    measured: peak === undefined ? "–" : `${mb(peak)} MB`,
+    met: peak === undefined ? undefined : peak <= 350 * 2 ** 20,
+  });
+  const single = scenarioOf(postern, "single-25m");
+  const growth = single
+    ? (single.peakRssBytes.postern ?? 0) - (single.startRssBytes.postern ?? 0)
+    : undefined;
+  checks.push({
+    target: "25 MB message: accepted, delivered, RSS growth ≤ 3 × its size (75 MB)",
+    measured:
+      single && growth !== undefined
+        ? `${single.accepted} accepted, ${single.delivered} delivered, +${mb(growth)} MB`
+        : "–",
+    met:
+      single && growth !== undefined
+        ? single.accepted === 1 && single.delivered === 1 && growth <= 3 * 25e6
+        : undefined,
+  });
+  const stats = report.stats?.latencyMs;
+  checks.push({
+    target: "GET /v1/stats p95 < 50 ms with 1,000,000 messages",
+    measured: stats ? `${n0(stats.p95)} ms with ${n0(report.stats?.seededMessages)}` : "–",
+    met: stats && report.stats?.seededMessages === 1_000_000 ? stats.p95 < 50 : undefined,
+  });
+  return checks;
+}
+
+function targetTable(checks: TargetCheck[]): string {
+  const verdict = (met: boolean | undefined) =>
+    met === undefined ? "not measured" : met ? "met" : "**not met**";
+  return [
+    "| target | measured | |",
+    "|---|---|---|",
+    ...checks.map((c) => `| ${c.target} | ${c.measured} | ${verdict(c.met)} |`),
+  ].join("\n");
+}
+
 export function renderMarkdown(report: BenchReport): string {
   const { machine } = report;
   const parts = [
@@ -174,6 +268,7 @@ export function renderMarkdown(report: BenchReport): string {
       `. Options: ${JSON.stringify(report.options)}.`,
   ];
   const { postern, postfix } = report.peers;
+  parts.push("### Targets (issue 6)", targetTable(checkTargets(report)));
   if (postern && postfix && !postern.error && !postfix.error) {
     parts.push("### Postern / Postfix", ratioTable(postern, postfix));
   }
@@ -188,6 +283,16 @@ export function renderMarkdown(report: BenchReport): string {
       stats.skipped
         ? `Not measured: ${stats.skipped}`
         : `\`GET /v1/stats\` with ${stats.seededMessages.toLocaleString("en")} messages stored (seeded in ${stats.seedSeconds.toFixed(1)} s): p50 / p95 / p99 ${ms(stats.latencyMs)} ms.`,
+    );
+  }
+  for (const { file, hot } of report.profile ?? []) {
+    parts.push(
+      `### Profile: self time of the Postern process (${file.split("/").pop()})`,
+      [
+        "| function | self |",
+        "|---|--:|",
+        ...hot.map((h) => `| \`${h.name}\` | ${(h.selfShare * 100).toFixed(1)}% |`),
+      ].join("\n"),
     );
   }
   return parts.join("\n\n");

@@ -10,6 +10,7 @@ import { Command, InvalidArgumentError } from "commander";
 import { LoadGenerator, Sink } from "./children";
 import { ceiling, type Peer, type PeerName, type PosternPeer, startPostern, startPostfix } from "./peers";
 import { peakRss, resetPeakRss, startCpuWindow } from "./procstat";
+import { summarizeProfiles } from "./profile";
 import type { Arrival, LoadResult, LoadSpec } from "./protocol";
 import {
   type BenchReport,
@@ -97,6 +98,10 @@ interface Options {
   seedMessages: number;
   quick: boolean;
   rate?: number;
+  /** Re-render docs/benchmarks.md from an earlier run's JSON instead of measuring. */
+  render?: string;
+  /** Run Postern under `node --cpu-prof` and list its hottest functions. */
+  profile: boolean;
 }
 
 function positiveNumber(value: string): number {
@@ -123,6 +128,8 @@ function parseOptions(argv: string[]): Options {
       positiveNumber,
     )
     .option("--quick", "a smoke run: 3 s per scenario, docs/benchmarks.md left alone", false)
+    .option("--render <json>", "write docs/benchmarks.md from the results of an earlier run, measure nothing")
+    .option("--profile", "run Postern under node --cpu-prof and list where its CPU went", false)
     .parse(argv);
   const raw = program.opts<{
     peer?: string;
@@ -131,6 +138,8 @@ function parseOptions(argv: string[]): Options {
     seedMessages: number;
     quick: boolean;
     rate?: number;
+    render?: string;
+    profile: boolean;
   }>();
   if (raw.peer !== undefined && raw.peer !== "postfix")
     program.error(`--peer: unknown peer ${raw.peer} (known: postfix)`);
@@ -145,6 +154,8 @@ function parseOptions(argv: string[]): Options {
     seedMessages: raw.seedMessages,
     quick: raw.quick,
     rate: raw.rate,
+    render: raw.render,
+    profile: raw.profile,
   };
 }
 
@@ -185,7 +196,7 @@ async function runScenario(
   const peakRssBytes = Object.fromEntries(rssProcesses.map(({ name: n, pid }) => [n, peakRss(pid) ?? 0]));
 
   const delivers = scenario.mode !== "auth";
-  const arrivals = delivers ? await drain(sink, result, options.quick ? 30_000 : 120_000) : [];
+  const arrivals = delivers ? await drain(sink, result, drainTimeoutMs(options)) : [];
   return summarize(
     name,
     result,
@@ -193,6 +204,15 @@ async function runScenario(
     { cpuCores, peakRssBytes, startRssBytes },
     scenario.maxMessages === undefined,
   );
+}
+
+/**
+ * How long to wait for a backlog to reach the sink after the load stops. Bounded so that a relay
+ * that cannot keep up does not stretch the run past its budget; what is still queued then is
+ * reported (and is delivered while the next scenario runs, which it slows down).
+ */
+function drainTimeoutMs(options: Options): number {
+  return options.quick ? 15_000 : Math.max(30_000, 1500 * options.duration);
 }
 
 /** Collects arrivals until every accepted message has arrived at the sink, or the time is up. */
@@ -237,7 +257,12 @@ async function measurePeer(kind: PeerName, options: Options, report: BenchReport
   try {
     peer =
       kind === "postern"
-        ? await startPostern({ sinkPort: sink.port, freshLogins, repositoryRoot: root })
+        ? await startPostern({
+            sinkPort: sink.port,
+            freshLogins,
+            repositoryRoot: root,
+            profileDir: profileDir(options, report),
+          })
         : kind === "postfix"
           ? await startPostfix({ sinkPort: sink.port, freshLogins, repositoryRoot: root })
           : ceiling(sink.port);
@@ -276,7 +301,16 @@ async function measurePeer(kind: PeerName, options: Options, report: BenchReport
     await peer?.stop();
     load.stop();
     sink.stop();
+    const dir = profileDir(options, report);
+    if (kind === "postern" && dir) report.profile = await summarizeProfiles(dir, root);
   }
+}
+
+const resultsDir = join(root, "bench", "results");
+const runName = (report: BenchReport) => report.startedAt.replace(/[:.]/g, "-");
+
+function profileDir(options: Options, report: BenchReport): string | undefined {
+  return options.profile ? join(resultsDir, `${runName(report)}-profile`) : undefined;
 }
 
 function brief(outcome: ScenarioOutcome) {
@@ -292,8 +326,19 @@ function brief(outcome: ScenarioOutcome) {
   };
 }
 
+async function writeDocs(report: BenchReport): Promise<void> {
+  const docs = join(root, "docs", "benchmarks.md");
+  const current = await readFile(docs, "utf8").catch(() => "# Benchmarks\n");
+  await writeFile(docs, replaceBetweenMarkers(current, renderMarkdown(report)));
+  process.stdout.write(`Table written to ${docs}\n`);
+}
+
 async function main(): Promise<number> {
   const options = parseOptions(process.argv);
+  if (options.render) {
+    await writeDocs(JSON.parse(await readFile(options.render, "utf8")) as BenchReport);
+    return 0;
+  }
   const startedAt = new Date();
   const report: BenchReport = {
     startedAt: startedAt.toISOString(),
@@ -307,20 +352,12 @@ async function main(): Promise<number> {
   report.peers.postern = await measurePeer("postern", options, report);
   for (const peer of Object.values(report.peers)) Object.assign(report.machine, peer.version);
 
-  const resultsDir = join(root, "bench", "results");
   await mkdir(resultsDir, { recursive: true });
-  const jsonFile = join(resultsDir, `${startedAt.toISOString().replace(/[:.]/g, "-")}.json`);
+  const jsonFile = join(resultsDir, `${runName(report)}.json`);
   await writeFile(jsonFile, `${JSON.stringify(report, null, 2)}\n`);
   const markdown = renderMarkdown(report);
   process.stdout.write(`\n${markdown}\n\nResults: ${jsonFile}\n`);
-  if (!options.quick) {
-    const docs = join(root, "docs", "benchmarks.md");
-    await writeFile(
-      docs,
-      replaceBetweenMarkers(await readFile(docs, "utf8").catch(() => "# Benchmarks\n"), markdown),
-    );
-    process.stdout.write(`Table written to ${docs}\n`);
-  }
+  if (!options.quick) await writeDocs(report);
   return Object.values(report.peers).some((p) => p.error) ? 1 : 0;
 }
 

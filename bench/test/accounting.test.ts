@@ -9,8 +9,16 @@ import {
   processTree,
   snapshotProcesses,
 } from "../procstat";
+import { hotFunctions } from "../profile";
 import { messageBody, messageHead, sentAtFromHead } from "../protocol";
-import { markers, replaceBetweenMarkers, summarize } from "../report";
+import {
+  type BenchReport,
+  checkTargets,
+  markers,
+  replaceBetweenMarkers,
+  type ScenarioResult,
+  summarize,
+} from "../report";
 
 describe("percentiles", () => {
   it("uses the nearest rank", () => {
@@ -146,5 +154,90 @@ describe("results", () => {
     expect(replaceBetweenMarkers("# Benchmarks\n", "t")).toBe(
       `# Benchmarks\n\n${markers.start}\nt\n${markers.end}\n`,
     );
+  });
+});
+
+describe("targets", () => {
+  const latency = (p99: number) => ({ count: 100, p50: p99 / 2, p95: p99, p99, max: p99 });
+  const scenario = (name: string, fields: Partial<ScenarioResult>): ScenarioResult => ({
+    scenario: name,
+    durationS: 20,
+    accepted: 1000,
+    acceptedPerSecond: 50,
+    deliveredPerSecond: 50,
+    backlogAtEnd: 0,
+    delivered: 1000,
+    errors: 0,
+    errorSamples: [],
+    acceptLatencyMs: latency(100),
+    arrivalLatencyMs: latency(200),
+    cpuCores: {},
+    peakRssBytes: { postern: 300 * 2 ** 20 },
+    startRssBytes: { postern: 250 * 2 ** 20 },
+    ...fields,
+  });
+  const report: BenchReport = {
+    startedAt: "2026-11-21T00:00:00.000Z",
+    machine: {},
+    options: { fixedRate: 278 },
+    peers: {
+      postfix: {
+        version: {},
+        scenarios: [
+          scenario("pooled-10k", { deliveredPerSecond: 278 }),
+          scenario("fresh-10k", { deliveredPerSecond: 128 }),
+        ],
+      },
+      postern: {
+        version: {},
+        scenarios: [
+          scenario("pooled-10k", { acceptedPerSecond: 700, deliveredPerSecond: 600, backlogAtEnd: 2000 }),
+          scenario("fresh-10k", { deliveredPerSecond: 170 }),
+          scenario("fixed-rate", { arrivalLatencyMs: latency(700) }),
+          scenario("single-25m", {
+            accepted: 1,
+            delivered: 1,
+            peakRssBytes: { postern: 400 * 2 ** 20 },
+            startRssBytes: { postern: 300 * 2 ** 20 },
+          }),
+        ],
+      },
+    },
+  };
+
+  it("says which targets a run met, missed or did not measure", () => {
+    expect(checkTargets(report).map((c) => [c.target, c.met])).toEqual([
+      ["pooled-10k: delivered/s ≥ 2 × Postfix", true],
+      ["pooled-10k: delivered keeps up with accepted (≥ 95%)", false],
+      ["fresh-10k: delivered/s ≥ 1.25 × Postfix", true],
+      ["fixed-rate at 278/s: send→arrival p99 ≤ 500 ms", false],
+      ["peak RSS of the all-in-one process ≤ 350 MB in any scenario", false],
+      ["25 MB message: accepted, delivered, RSS growth ≤ 3 × its size (75 MB)", false],
+      ["GET /v1/stats p95 < 50 ms with 1,000,000 messages", undefined],
+    ]);
+  });
+});
+
+describe("profile summary", () => {
+  it("ranks functions by self time, merging the nodes of one function", () => {
+    const frame = (functionName: string, url: string, lineNumber: number) => ({
+      functionName,
+      url,
+      lineNumber,
+    });
+    const profile = {
+      nodes: [
+        { id: 1, callFrame: frame("(root)", "", -1), hitCount: 0 },
+        { id: 2, callFrame: frame("acceptMessage", "file:///repo/apps/smtp/src/accept.ts", 9), hitCount: 3 },
+        { id: 3, callFrame: frame("acceptMessage", "file:///repo/apps/smtp/src/accept.ts", 9), hitCount: 2 },
+        { id: 4, callFrame: frame("(garbage collector)", "", -1), hitCount: 5 },
+      ],
+      samples: Array.from({ length: 20 }, (_, i) => i),
+    };
+    expect(hotFunctions(profile, "/repo")).toEqual([
+      { name: "acceptMessage apps/smtp/src/accept.ts:10", selfShare: 0.25 },
+      { name: "(garbage collector)", selfShare: 0.25 },
+      { name: "(root)", selfShare: 0 },
+    ]);
   });
 });
