@@ -107,7 +107,10 @@ export async function startPostern(options: {
   // PostgreSQL runs as its own user when we are root: it must reach its directory.
   await chmod(dataDir, 0o755);
   const [smtpPort, httpPort] = [await freePort(), await freePort()];
-  const child = spawn(process.execPath, [join(options.repositoryRoot, "apps/cli/bin/postern.js"), "start"], {
+  // Node refuses --cpu-prof in NODE_OPTIONS: it goes on the command line.
+  const profile = options.profileDir ? ["--cpu-prof", `--cpu-prof-dir=${options.profileDir}`] : [];
+  const postern = join(options.repositoryRoot, "apps/cli/bin/postern.js");
+  const child = spawn(process.execPath, [...profile, postern, "start"], {
     cwd: options.repositoryRoot,
     env: {
       PATH: process.env.PATH,
@@ -120,7 +123,6 @@ export async function startPostern(options: {
       HTTP_PORT: String(httpPort),
       SMTP_HOSTNAME: "bench.postern.local",
       LOG_LEVEL: "warn",
-      ...(options.profileDir ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${options.profileDir}` } : {}),
     },
     stdio: ["ignore", "pipe", "pipe"],
   });

@@ -37,16 +37,49 @@ export function hotFunctions(profile: CpuProfile, root: string, top = 20): HotFu
     .slice(0, top);
 }
 
-/** The hot functions of every profile written into `dir` (one per Postern process that exited). */
-export async function summarizeProfiles(
-  dir: string,
-  root: string,
-): Promise<{ file: string; hot: HotFunction[] }[]> {
+/**
+ * Self time per place the code comes from: a package in node_modules, a workspace of ours
+ * (apps/smtp, packages/db, ...), Node's internals, or the profiler's own entries (GC, idle).
+ */
+export function hotOrigins(profile: CpuProfile, root: string): HotFunction[] {
+  const total = profile.samples.length || 1;
+  const byOrigin = new Map<string, number>();
+  for (const node of profile.nodes) {
+    byOrigin.set(
+      originOf(node.callFrame, root),
+      (byOrigin.get(originOf(node.callFrame, root)) ?? 0) + (node.hitCount ?? 0),
+    );
+  }
+  return [...byOrigin.entries()]
+    .map(([name, hits]) => ({ name, selfShare: hits / total }))
+    .sort((a, b) => b.selfShare - a.selfShare);
+}
+
+function originOf(frame: { functionName: string; url: string }, root: string): string {
+  if (!frame.url) return frame.functionName.startsWith("(") ? frame.functionName : "node (native)";
+  if (frame.url.startsWith("node:")) return "node (internals)";
+  const path = relative(root, frame.url.replace(/^file:\/\//, ""));
+  const pkg = /^node_modules\/((?:@[^/]+\/)?[^/]+)/.exec(path) ?? /^((?:apps|packages)\/[^/]+)/.exec(path);
+  return pkg?.[1] ?? path;
+}
+
+export interface ProfileSummary {
+  file: string;
+  origins: HotFunction[];
+  hot: HotFunction[];
+}
+
+/**
+ * The profiles written into `dir`, except those of threads that did next to nothing (tsx's module
+ * loader thread writes one too).
+ */
+export async function summarizeProfiles(dir: string, root: string): Promise<ProfileSummary[]> {
   const files = (await readdir(dir).catch(() => [] as string[])).filter((f) => f.endsWith(".cpuprofile"));
-  return Promise.all(
-    files.map(async (file) => ({
-      file: join(dir, file),
-      hot: hotFunctions(JSON.parse(await readFile(join(dir, file), "utf8")) as CpuProfile, root),
-    })),
+  const summaries = await Promise.all(
+    files.map(async (file) => {
+      const profile = JSON.parse(await readFile(join(dir, file), "utf8")) as CpuProfile;
+      return { file: join(dir, file), origins: hotOrigins(profile, root), hot: hotFunctions(profile, root) };
+    }),
   );
+  return summaries.filter((s) => (s.origins.find((o) => o.name === "(idle)")?.selfShare ?? 0) < 0.9);
 }

@@ -1,7 +1,7 @@
 /** The benchmark's results: one JSON document per run, and the markdown table in docs/benchmarks.md. */
 import { type LatencySummary, ratePerSecond, summarizeLatencies } from "./latency";
 import type { PeerName } from "./peers";
-import type { HotFunction } from "./profile";
+import type { ProfileSummary } from "./profile";
 import type { Arrival, LoadResult } from "./protocol";
 
 export interface ScenarioResult {
@@ -96,7 +96,7 @@ export interface BenchReport {
   peers: Partial<Record<PeerName, PeerReport>>;
   stats?: StatsEndpointReport;
   /** With `--profile`: the hottest functions of each Postern process profile. */
-  profile?: { file: string; hot: HotFunction[] }[];
+  profile?: ProfileSummary[];
 }
 
 export const markers = { start: "<!-- bench:results:start -->", end: "<!-- bench:results:end -->" };
@@ -285,14 +285,15 @@ export function renderMarkdown(report: BenchReport): string {
         : `\`GET /v1/stats\` with ${stats.seededMessages.toLocaleString("en")} messages stored (seeded in ${stats.seedSeconds.toFixed(1)} s): p50 / p95 / p99 ${ms(stats.latencyMs)} ms.`,
     );
   }
-  for (const { file, hot } of report.profile ?? []) {
+  const share = (h: { selfShare: number }) => `${(h.selfShare * 100).toFixed(1)}%`;
+  for (const { file, origins, hot } of report.profile ?? []) {
     parts.push(
-      `### Profile: self time of the Postern process (${file.split("/").pop()})`,
-      [
-        "| function | self |",
-        "|---|--:|",
-        ...hot.map((h) => `| \`${h.name}\` | ${(h.selfShare * 100).toFixed(1)}% |`),
-      ].join("\n"),
+      `### Profile of the Postern process (${file.split("/").pop()})`,
+      `Self time by origin: ${origins
+        .slice(0, 12)
+        .map((o) => `${o.name} ${share(o)}`)
+        .join(", ")}.`,
+      ["| function | self |", "|---|--:|", ...hot.map((h) => `| \`${h.name}\` | ${share(h)} |`)].join("\n"),
     );
   }
   return parts.join("\n\n");

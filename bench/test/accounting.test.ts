@@ -9,7 +9,7 @@ import {
   processTree,
   snapshotProcesses,
 } from "../procstat";
-import { hotFunctions } from "../profile";
+import { hotFunctions, hotOrigins } from "../profile";
 import { messageBody, messageHead, sentAtFromHead } from "../protocol";
 import {
   type BenchReport,
@@ -231,12 +231,27 @@ describe("profile summary", () => {
         { id: 2, callFrame: frame("acceptMessage", "file:///repo/apps/smtp/src/accept.ts", 9), hitCount: 3 },
         { id: 3, callFrame: frame("acceptMessage", "file:///repo/apps/smtp/src/accept.ts", 9), hitCount: 2 },
         { id: 4, callFrame: frame("(garbage collector)", "", -1), hitCount: 5 },
+        {
+          id: 5,
+          callFrame: frame("Ni", "file:///repo/node_modules/@prisma/client/runtime/client.js", 10),
+          hitCount: 4,
+        },
+        { id: 6, callFrame: frame("emit", "node:events", 470), hitCount: 1 },
+        { id: 7, callFrame: frame("writev", "", -1), hitCount: 5 },
       ],
       samples: Array.from({ length: 20 }, (_, i) => i),
     };
-    expect(hotFunctions(profile, "/repo")).toEqual([
+    expect(hotFunctions(profile, "/repo", 3)).toEqual([
       { name: "acceptMessage apps/smtp/src/accept.ts:10", selfShare: 0.25 },
       { name: "(garbage collector)", selfShare: 0.25 },
+      { name: "writev", selfShare: 0.25 },
+    ]);
+    expect(hotOrigins(profile, "/repo")).toEqual([
+      { name: "apps/smtp", selfShare: 0.25 },
+      { name: "(garbage collector)", selfShare: 0.25 },
+      { name: "node (native)", selfShare: 0.25 },
+      { name: "@prisma/client", selfShare: 0.2 },
+      { name: "node (internals)", selfShare: 0.05 },
       { name: "(root)", selfShare: 0 },
     ]);
   });
