@@ -266,6 +266,7 @@ async function measurePeer(kind: PeerName, options: Options, report: BenchReport
         : kind === "postfix"
           ? await startPostfix({ sinkPort: sink.port, freshLogins, repositoryRoot: root })
           : ceiling(sink.port);
+    stopOnInterrupt.add(peer);
     const outcome: PeerReport = { version: { ...peer.version, sink: sink.kind }, scenarios: [] };
     const names =
       kind === "ceiling" ? options.scenarios.filter((n) => ceilingScenarios.includes(n)) : options.scenarios;
@@ -298,6 +299,7 @@ async function measurePeer(kind: PeerName, options: Options, report: BenchReport
       error: (error as Error).message.replace(/\s*\n\s*/g, " ").slice(0, 500),
     };
   } finally {
+    stopOnInterrupt.delete(peer);
     await peer?.stop();
     load.stop();
     sink.stop();
@@ -364,6 +366,19 @@ async function main(): Promise<number> {
     process.stdout.write(`docs/benchmarks.md left alone (partial run); --render ${jsonFile} writes it\n`);
   else await writeDocs(report);
   return Object.values(report.peers).some((p) => p.error) ? 1 : 0;
+}
+
+/**
+ * The relay running when the run is interrupted. Postern, the sink and the load generator die with
+ * the terminal's process group anyway, but a private Postfix is a daemon: it must be stopped.
+ */
+const stopOnInterrupt = new Set<Peer | undefined>();
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.once(signal, async () => {
+    process.stderr.write(`bench: ${signal}, stopping\n`);
+    for (const peer of stopOnInterrupt) await peer?.stop().catch(() => {});
+    process.exit(130);
+  });
 }
 
 main().then(
