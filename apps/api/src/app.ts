@@ -2,7 +2,8 @@ import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
 import type { ResolvedConfig } from "@postern/config";
 import type { Database } from "@postern/db";
-import type { Redis } from "@postern/queue";
+import { createProjectService } from "@postern/projects";
+import { createDeliveryScheduler, type DeliveryScheduler, type Redis } from "@postern/queue";
 import type { Logger, Registry } from "@postern/telemetry";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import {
@@ -11,8 +12,15 @@ import {
   validatorCompiler,
   type ZodTypeProvider,
 } from "fastify-type-provider-zod";
+import { adminTokenAuth, projectTokenAuth } from "./auth";
 import { installErrorHandling } from "./errors";
+import { adminAuditRoutes } from "./routes/admin-audit";
+import { adminProjectRoutes } from "./routes/admin-projects";
 import { healthRoutes } from "./routes/health";
+import { messageRoutes } from "./routes/messages";
+import { metricsRoutes } from "./routes/metrics";
+import { projectAuditRoutes } from "./routes/project-audit";
+import { statsRoutes } from "./routes/stats";
 
 export interface ApiDependencies {
   config: ResolvedConfig;
@@ -21,6 +29,26 @@ export interface ApiDependencies {
   redis: Redis;
   log: Logger;
   metrics: Registry;
+  /** Schedules retries; created on `redis` when not given. */
+  deliveryScheduler?: DeliveryScheduler;
+  /** Current quota usage of a project (packages/quota); without it, stats report limits only. */
+  quotaUsage?: (project: QuotaProject) => Promise<QuotaUsage>;
+  /** SSE tuning; defaults suit production. */
+  auditStream?: { keepAliveMs?: number; pollIntervalMs?: number };
+}
+
+/** What route groups receive: the dependencies with everything optional resolved. */
+export type RouteDependencies = ApiDependencies & { deliveryScheduler: DeliveryScheduler };
+
+export interface QuotaProject {
+  id: string;
+  quotaPerMinute: number;
+  quotaDaily: number;
+}
+
+export interface QuotaUsage {
+  perMinute: { used: number; resetsAt: Date };
+  daily: { used: number; resetsAt: Date };
 }
 
 export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> {
@@ -41,13 +69,55 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
         description: "Stats, messages, audit log and project management.",
       },
       components: {
-        securitySchemes: { bearer: { type: "http", scheme: "bearer" } },
+        securitySchemes: {
+          bearer: { type: "http", scheme: "bearer", description: "a project API token (pst_api_...)" },
+          admin: { type: "http", scheme: "bearer", description: "the operator token (ADMIN_TOKEN)" },
+        },
       },
     },
     transform: jsonSchemaTransform,
   });
   await app.register(swaggerUi, { routePrefix: "/docs" });
 
+  const deliveryScheduler =
+    deps.deliveryScheduler ?? createDeliveryScheduler(deps.redis, deps.config.redisKeyPrefix);
+  if (!deps.deliveryScheduler) app.addHook("onClose", () => deliveryScheduler.close());
+  const routeDeps = { ...deps, deliveryScheduler };
+
+  await app.register(metricsRoutes(deps.metrics));
   await app.register(healthRoutes(deps));
+
+  await app.register(
+    async (v1) => {
+      v1.addHook(
+        "onRequest",
+        projectTokenAuth({
+          db: deps.db,
+          redis: deps.redis,
+          keyPrefix: deps.config.redisKeyPrefix,
+          rateLimitPerMinute: deps.config.http.rateLimitPerMinute,
+        }),
+      );
+      await v1.register(statsRoutes(routeDeps));
+      await v1.register(messageRoutes(routeDeps));
+      await v1.register(projectAuditRoutes(routeDeps));
+    },
+    { prefix: "/v1" },
+  );
+
+  const projects = createProjectService(deps);
+  await app.register(
+    async (admin) => {
+      admin.addHook("onRequest", adminTokenAuth(deps.config.adminToken));
+      await admin.register(adminProjectRoutes(projects));
+      await admin.register(
+        adminAuditRoutes(routeDeps, {
+          keepAliveMs: deps.auditStream?.keepAliveMs ?? 15_000,
+          pollIntervalMs: deps.auditStream?.pollIntervalMs ?? 250,
+        }),
+      );
+    },
+    { prefix: "/admin" },
+  );
   return app;
 }

@@ -1,6 +1,12 @@
 import { type ApiDependencies, buildApi } from "./app";
 
-export { type ApiDependencies, buildApi } from "./app";
+export {
+  type ApiDependencies,
+  buildApi,
+  type QuotaProject,
+  type QuotaUsage,
+  type RouteDependencies,
+} from "./app";
 export { ApiError } from "./errors";
 
 /** The API role: listens on HTTP_HOST:HTTP_PORT until stopped. */

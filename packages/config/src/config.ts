@@ -31,7 +31,7 @@ export interface Config {
     idleTimeoutMs: number;
     maxMessageSize: number;
   };
-  http: { host: string; port: number };
+  http: { host: string; port: number; rateLimitPerMinute: number };
   delivery: {
     backoffSeconds: number[];
     maxAttempts: number;
@@ -109,7 +109,7 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
       idleTimeoutMs: e.SMTP_IDLE_TIMEOUT * 1000,
       maxMessageSize: e.MAX_MESSAGE_SIZE,
     },
-    http: { host: e.HTTP_HOST, port: e.HTTP_PORT },
+    http: { host: e.HTTP_HOST, port: e.HTTP_PORT, rateLimitPerMinute: e.API_RATE_LIMIT },
     delivery: {
       backoffSeconds: e.DELIVERY_BACKOFF,
       maxAttempts: e.DELIVERY_MAX_ATTEMPTS,

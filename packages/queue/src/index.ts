@@ -1,3 +1,4 @@
+export { createDeliveryScheduler, type DeliveryScheduler } from "./deliver-now";
 export {
   createDeliveryProducer,
   type DeliverableMessage,
