@@ -18,7 +18,7 @@ import { adminAuditRoutes } from "./routes/admin-audit";
 import { adminProjectRoutes } from "./routes/admin-projects";
 import { healthRoutes } from "./routes/health";
 import { messageRoutes } from "./routes/messages";
-import { metricsRoutes } from "./routes/metrics";
+import { installHttpMetrics, metricsRoutes } from "./routes/metrics";
 import { projectAuditRoutes } from "./routes/project-audit";
 import { statsRoutes } from "./routes/stats";
 
@@ -60,6 +60,7 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandling(app);
+  installHttpMetrics(app, deps.metrics);
 
   await app.register(swagger, {
     openapi: {
