@@ -1,5 +1,10 @@
-import type { Project } from "@postern/db";
-import { type ProjectService, projectInputSchema, projectPatchSchema } from "@postern/projects";
+import {
+  type ProjectService,
+  projectDetailView,
+  projectInputSchema,
+  projectPatchSchema,
+  projectView,
+} from "@postern/projects";
 import type { FastifyRequest } from "fastify";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
@@ -40,21 +45,6 @@ const issuedToken = z.object({
 });
 
 const projectParams = z.object({ id: uuidParam });
-const iso = (date: Date | null) => date?.toISOString() ?? null;
-
-export function projectJsonOf(project: Project): z.infer<typeof projectJson> {
-  return {
-    id: project.id,
-    name: project.name,
-    status: project.status,
-    upstream: project.upstreamUrl,
-    quota: { perMinute: project.quotaPerMinute, daily: project.quotaDaily },
-    maxRecipients: project.maxRecipients,
-    senderDomains: project.senderDomains,
-    createdAt: project.createdAt.toISOString(),
-    updatedAt: project.updatedAt.toISOString(),
-  };
-}
 
 const by = (request: FastifyRequest) => ({ actor: "admin", ip: request.ip });
 const noProject = (id: string) => new ApiError(404, "not_found", `no project ${id}`);
@@ -84,7 +74,7 @@ export function adminProjectRoutes(projects: ProjectService): FastifyPluginAsync
         const result = await projects.create(request.body, by(request));
         if (!result.ok) throw new ApiError(400, "validation_error", `body.${result.message}`);
         return reply.status(201).send({
-          ...projectJsonOf(result.project),
+          ...projectView(result.project),
           smtp: { ...result.smtp, createdAt: result.smtp.createdAt.toISOString() },
           apiToken: { ...result.apiToken, createdAt: result.apiToken.createdAt.toISOString() },
         });
@@ -101,7 +91,7 @@ export function adminProjectRoutes(projects: ProjectService): FastifyPluginAsync
           response: { 200: z.object({ items: z.array(projectJson) }), ...errors },
         },
       },
-      async () => ({ items: (await projects.list()).map(projectJsonOf) }),
+      async () => ({ items: (await projects.list()).map(projectView) }),
     );
 
     app.get(
@@ -118,23 +108,7 @@ export function adminProjectRoutes(projects: ProjectService): FastifyPluginAsync
       async (request) => {
         const project = await projects.show(request.params.id);
         if (!project) throw noProject(request.params.id);
-        return {
-          ...projectJsonOf(project),
-          credentials: project.credentials.map((c) => ({
-            id: c.id,
-            username: c.key,
-            createdAt: c.createdAt.toISOString(),
-            lastUsedAt: iso(c.lastUsedAt),
-            revokedAt: iso(c.revokedAt),
-          })),
-          tokens: project.tokens.map((t) => ({
-            id: t.id,
-            prefix: t.prefix,
-            createdAt: t.createdAt.toISOString(),
-            lastUsedAt: iso(t.lastUsedAt),
-            revokedAt: iso(t.revokedAt),
-          })),
-        };
+        return projectDetailView(project);
       },
     );
 
@@ -152,7 +126,7 @@ export function adminProjectRoutes(projects: ProjectService): FastifyPluginAsync
       },
       async (request) => {
         const result = await projects.update(request.params.id, request.body, by(request));
-        if (result.ok) return projectJsonOf(result.project);
+        if (result.ok) return projectView(result.project);
         if (result.code === "not_found") throw noProject(request.params.id);
         throw new ApiError(400, "validation_error", `body.${result.message}`);
       },
