@@ -59,11 +59,10 @@ export type EnvSource = Record<string, string | undefined>;
  * `cwd` when present). Throws ConfigError naming the variable and the problem.
  */
 export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): Config {
-  const merged: EnvSource = { ...readDotenv(cwd), ...env };
-  // An empty variable means "use the default", as in most twelve-factor tools.
-  const input = Object.fromEntries(
-    Object.entries(merged).filter(([, v]) => v !== undefined && v.trim() !== ""),
-  );
+  // An empty variable counts as unset (compose files often pass `X=${X}`): .env, then the default, apply.
+  const set = (source: EnvSource) =>
+    Object.entries(source).filter(([, v]) => v !== undefined && v.trim() !== "");
+  const input = Object.fromEntries([...set(readDotenv(cwd)), ...set(env)]);
   const parsed = environmentSchema.safeParse(input);
   if (!parsed.success) {
     const problems = parsed.error.issues.map((issue) => `${String(issue.path[0])}: ${issue.message}`);

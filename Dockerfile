@@ -1,0 +1,22 @@
+# One image for every Postern role: `start smtp`, `start worker`, `start api`, or `start` for all.
+FROM node:20-bookworm-slim
+
+WORKDIR /app
+ENV NODE_ENV=production \
+    DATA_DIR=/var/lib/postern
+
+COPY package.json package-lock.json ./
+COPY prisma ./prisma
+COPY prisma.config.ts tsconfig.json ./
+COPY apps ./apps
+COPY packages ./packages
+
+# The postinstall script generates the Prisma client (no engine download, see prisma/generate.mjs).
+RUN npm ci --omit=dev --no-audit --no-fund \
+ && npm cache clean --force \
+ && mkdir -p /var/lib/postern && chown node:node /var/lib/postern
+
+USER node
+EXPOSE 587 465 8080
+ENTRYPOINT ["node", "apps/cli/bin/postern.js"]
+CMD ["start"]

@@ -1,0 +1,56 @@
+import { access, readFile } from "node:fs/promises";
+import { variables } from "@postern/config";
+import { describe, expect, it } from "vitest";
+import { parse } from "yaml";
+
+/** docker-compose.yml cannot be run here (no Docker engine): it is checked by reading it. */
+describe("docker-compose.yml", async () => {
+  const root = new URL("../../../", import.meta.url);
+  const compose = parse(await readFile(new URL("docker-compose.yml", root), "utf8"), { merge: true }) as {
+    services: Record<
+      string,
+      {
+        image?: string;
+        build?: string;
+        command?: string[];
+        ports?: string[];
+        environment?: Record<string, string>;
+        healthcheck?: { test: string[] };
+      }
+    >;
+  };
+  const roles = ["smtp", "worker", "api"];
+
+  it("runs PostgreSQL, Redis and the three Postern roles from one image", async () => {
+    expect(Object.keys(compose.services).sort()).toEqual(["api", "postgres", "redis", "smtp", "worker"]);
+    expect(compose.services.postgres?.image).toMatch(/^postgres:\d+/);
+    expect(compose.services.redis?.image).toMatch(/^redis:\d+/);
+    for (const role of roles) {
+      const service = compose.services[role];
+      expect(service?.build).toBe(".");
+      expect(service?.image).toBe("postern:latest");
+      expect(service?.command).toEqual(["start", role]);
+    }
+    await access(new URL("Dockerfile", root));
+  });
+
+  it("passes only variables the configuration schema knows", () => {
+    for (const role of roles) {
+      const names = Object.keys(compose.services[role]?.environment ?? {});
+      expect(names.length).toBeGreaterThan(0);
+      for (const name of names) expect(Object.keys(variables), `${role}: ${name}`).toContain(name);
+    }
+  });
+
+  it("publishes 587, 465 and 8080 and checks /health/ready", () => {
+    expect(compose.services.smtp?.ports).toEqual(["587:587", "465:465"]);
+    expect(compose.services.api?.ports).toEqual(["8080:8080"]);
+    expect(compose.services.smtp?.environment).toMatchObject({
+      SMTP_PORT: "587",
+      SMTPS_PORT: "465",
+      HTTP_PORT: "8080",
+    });
+    for (const role of roles)
+      expect(compose.services[role]?.healthcheck?.test.join(" ")).toContain("/health/ready");
+  });
+});

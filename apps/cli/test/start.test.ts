@@ -1,0 +1,158 @@
+import { type ChildProcess, spawn } from "node:child_process";
+import { chmod, mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { freePort } from "@postern/embedded";
+import { createTestContext, type TestContext } from "@postern/testkit";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+const bin = fileURLToPath(new URL("../bin/postern.js", import.meta.url));
+
+interface Started {
+  child: ChildProcess;
+  output: () => string;
+  exited: Promise<number | null>;
+}
+
+/** Spawns `postern start` in a process group of its own and waits until it says it runs. */
+async function start(env: Record<string, string>): Promise<Started> {
+  const child = spawn(process.execPath, [bin, "start"], {
+    env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/root", LOG_LEVEL: "warn", ...env },
+    detached: true,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  child.stdout?.on("data", (d) => (output += d));
+  child.stderr?.on("data", (d) => (output += d));
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  await new Promise<void>((resolve, reject) => {
+    const timer = setInterval(() => {
+      if (output.includes("Postern is running")) {
+        clearInterval(timer);
+        resolve();
+      }
+    }, 50);
+    exited.then((code) => {
+      clearInterval(timer);
+      reject(new Error(`postern start exited with ${code}: ${output}`));
+    });
+  });
+  return { child, output: () => output, exited };
+}
+
+async function ready(httpPort: number): Promise<{ status: number; body: unknown }> {
+  const response = await fetch(`http://127.0.0.1:${httpPort}/health/ready`);
+  return { status: response.status, body: await response.json() };
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function pidFrom(file: string): Promise<number> {
+  return Number((await readFile(file, "utf8")).split("\n")[0]);
+}
+
+async function portsEnv() {
+  return {
+    HTTP_HOST: "127.0.0.1",
+    SMTP_HOST: "127.0.0.1",
+    HTTP_PORT: String(await freePort()),
+    SMTP_PORT: String(await freePort()),
+    SMTPS_PORT: String(await freePort()),
+  };
+}
+
+describe("postern start, embedded", () => {
+  let dataDir: string;
+  beforeAll(async () => {
+    const parent = await mkdtemp(join(tmpdir(), "postern-start-"));
+    await chmod(parent, 0o755);
+    dataDir = join(parent, "data");
+  });
+  afterAll(() => rm(join(dataDir, ".."), { recursive: true, force: true }));
+
+  it("runs on embedded PostgreSQL and Redis, stops on SIGINT leaving no process, survives kill -9 with its data", async () => {
+    const env = { DATA_DIR: dataDir, ...(await portsEnv()) };
+    const httpPort = Number(env.HTTP_PORT);
+
+    const first = await start(env);
+    expect(await ready(httpPort)).toEqual({
+      status: 200,
+      body: { status: "ok", checks: { postgres: "ok", redis: "ok" } },
+    });
+    // The generated operator token is printed once and kept, owner-only, in DATA_DIR.
+    const adminToken = (await readFile(join(dataDir, "secrets/admin-token"), "utf8")).trim();
+    expect(first.output()).toContain(adminToken);
+    expect((await stat(join(dataDir, "secrets/admin-token"))).mode & 0o777).toBe(0o600);
+
+    const { databaseUrl } = JSON.parse(await readFile(join(dataDir, "embedded.json"), "utf8"));
+    const db = new pg.Client({ connectionString: databaseUrl });
+    await db.connect();
+    await db.query(`CREATE TABLE kept (v TEXT); INSERT INTO kept VALUES ('survives')`);
+    await db.end();
+
+    const postgresPid = await pidFrom(join(dataDir, "postgres/postmaster.pid"));
+    const redisPid = await pidFrom(join(dataDir, "redis/redis.pid"));
+    first.child.kill("SIGINT");
+    expect(await first.exited).toBe(0);
+    expect(alive(postgresPid)).toBe(false);
+    expect(alive(redisPid)).toBe(false);
+
+    // Second start: no new token is printed; then the whole process group is killed with SIGKILL.
+    const second = await start(env);
+    expect(second.output()).not.toContain(adminToken);
+    process.kill(-(second.child.pid as number), "SIGKILL");
+    await second.exited;
+
+    const third = await start(env);
+    expect((await ready(httpPort)).status).toBe(200);
+    const { databaseUrl: again } = JSON.parse(await readFile(join(dataDir, "embedded.json"), "utf8"));
+    const check = new pg.Client({ connectionString: again });
+    await check.connect();
+    expect((await check.query("SELECT v FROM kept")).rows).toEqual([{ v: "survives" }]);
+    await check.end();
+    third.child.kill("SIGTERM");
+    expect(await third.exited).toBe(0);
+  }, 90_000);
+});
+
+describe("postern start, with DATABASE_URL and REDIS_URL", () => {
+  let ctx: TestContext;
+  beforeAll(async () => {
+    ctx = await createTestContext();
+  });
+  afterAll(() => ctx.close());
+
+  it("starts no embedded service and uses the given servers", async () => {
+    const env = { ...ctx.env, LOG_LEVEL: "warn", ...(await portsEnv()) };
+    const started = await start(env);
+    expect(started.output()).toContain("PostgreSQL from DATABASE_URL");
+    expect(started.output()).toContain("Redis      from REDIS_URL");
+    expect((await ready(Number(env.HTTP_PORT))).status).toBe(200);
+    await expect(stat(join(ctx.dataDir, "postgres"))).rejects.toThrow();
+    await expect(stat(join(ctx.dataDir, "redis"))).rejects.toThrow();
+    started.child.kill("SIGTERM");
+    expect(await started.exited).toBe(0);
+  });
+
+  it("stops at start with one line naming a bad variable", async () => {
+    const child = spawn(process.execPath, [bin, "start"], {
+      env: { ...process.env, ...ctx.env, SMTP_PORT: "not-a-port" },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stderr = "";
+    child.stderr.on("data", (d) => (stderr += d));
+    const code = await new Promise((resolve) => child.on("exit", resolve));
+    expect(code).toBe(1);
+    expect(stderr.trim().split("\n")).toHaveLength(1);
+    expect(stderr).toMatch(/^postern: SMTP_PORT: /);
+  });
+});

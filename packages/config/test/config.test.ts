@@ -1,0 +1,152 @@
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ConfigError, configurationTable, loadConfig, resolveSecrets, variables } from "@postern/config";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+
+let cwd: string;
+beforeEach(async () => {
+  cwd = await mkdtemp(join(tmpdir(), "postern-config-"));
+});
+afterEach(() => rm(cwd, { recursive: true, force: true }));
+
+const production = {
+  DATABASE_URL: "postgresql://u:p@db:5432/postern",
+  REDIS_URL: "redis://redis:6379",
+  ENCRYPTION_KEY: "00".repeat(32),
+  ADMIN_TOKEN: "x".repeat(40),
+};
+
+function errorOf(env: Record<string, string>): string {
+  try {
+    loadConfig(env, cwd);
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return (error as Error).message;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+describe("loadConfig", () => {
+  it("gives the contract's defaults in embedded mode", () => {
+    const config = loadConfig({}, cwd);
+    expect(config.databaseUrl).toBeUndefined();
+    expect(config.redisUrl).toBeUndefined();
+    expect(config.dataDir).toBe(join(cwd, ".postern"));
+    expect(config.smtp).toMatchObject({
+      host: "0.0.0.0",
+      port: 2525,
+      smtpsPort: 2465,
+      maxMessageSize: 26214400,
+    });
+    expect(config.http.port).toBe(8080);
+    expect(config.delivery.backoffSeconds).toEqual([60, 300, 900, 3600, 14400]);
+    expect(config.delivery.maxAttempts).toBe(10);
+    expect(config.logLevel).toBe("info");
+  });
+
+  it("parses every production variable", () => {
+    const config = loadConfig(
+      {
+        ...production,
+        SMTPS_PORT: "0",
+        DELIVERY_BACKOFF: "5, 10",
+        MAX_MESSAGE_SIZE: "1000",
+        LOG_LEVEL: "debug",
+      },
+      cwd,
+    );
+    expect(config.databaseUrl).toBe(production.DATABASE_URL);
+    expect(config.encryptionKey).toEqual(Buffer.alloc(32));
+    expect(config.smtp.smtpsPort).toBe(0);
+    expect(config.delivery.backoffSeconds).toEqual([5, 10]);
+    expect(config.smtp.maxMessageSize).toBe(1000);
+  });
+
+  it("accepts ENCRYPTION_KEY as base64", () => {
+    const key = Buffer.alloc(32, 7);
+    const config = loadConfig({ ...production, ENCRYPTION_KEY: key.toString("base64") }, cwd);
+    expect(config.encryptionKey).toEqual(key);
+  });
+
+  it.each([
+    [{ ENCRYPTION_KEY: "abc" }, "ENCRYPTION_KEY: must be 32 bytes as hex or base64"],
+    [{ ENCRYPTION_KEY: "00".repeat(31) }, "ENCRYPTION_KEY: must be 32 bytes as hex or base64"],
+    [{ SMTP_PORT: "70000" }, "SMTP_PORT: must be a port number (0-65535)"],
+    [{ SMTP_PORT: "smtp" }, "SMTP_PORT:"],
+    [{ DATABASE_URL: "mysql://x" }, "DATABASE_URL: must be a URL starting with postgres:// or postgresql://"],
+    [{ REDIS_URL: "localhost:6379" }, "REDIS_URL: must be a URL starting with redis:// or rediss://"],
+    [{ DELIVERY_BACKOFF: "60,,300" }, "DELIVERY_BACKOFF: must be a comma-separated list of seconds"],
+    [{ DELIVERY_MAX_ATTEMPTS: "0" }, "DELIVERY_MAX_ATTEMPTS: must be greater than 0"],
+    [{ MAX_MESSAGE_SIZE: "1.5" }, "MAX_MESSAGE_SIZE: must be a whole number"],
+    [{ LOG_LEVEL: "loud" }, "LOG_LEVEL:"],
+    [{ ADMIN_TOKEN: "short" }, "ADMIN_TOKEN: must be at least 32 characters"],
+    [{ SMTP_PROXY_PROTOCOL: "maybe" }, "SMTP_PROXY_PROTOCOL: must be true or false"],
+    [{ SMTPS_PORT: "2525" }, "SMTPS_PORT: must differ from SMTP_PORT"],
+    [
+      { SMTP_TLS_CERT: "/nonexistent/cert.pem" },
+      "SMTP_TLS_CERT: set SMTP_TLS_CERT and SMTP_TLS_KEY together",
+    ],
+    [
+      { SMTP_TLS_CERT: "/nonexistent/c.pem", SMTP_TLS_KEY: "/nonexistent/k.pem" },
+      "SMTP_TLS_CERT: cannot read /nonexistent/c.pem",
+    ],
+  ])("stops on %o with one line naming the variable", (bad, expected) => {
+    const message = errorOf({ ...production, ...bad });
+    expect(message).toContain(expected);
+    expect(message).not.toContain("\n");
+  });
+
+  it("requires ENCRYPTION_KEY and ADMIN_TOKEN outside embedded mode", () => {
+    const { ENCRYPTION_KEY: _k, ...withoutKey } = production;
+    expect(errorOf(withoutKey)).toBe(
+      "ENCRYPTION_KEY: required when DATABASE_URL is set (only embedded mode generates one)",
+    );
+    const { ADMIN_TOKEN: _t, ...withoutToken } = production;
+    expect(errorOf(withoutToken)).toBe(
+      "ADMIN_TOKEN: required when DATABASE_URL is set (only embedded mode generates one)",
+    );
+  });
+
+  it("reads .env, the environment taking precedence, an empty variable counting as unset", async () => {
+    await writeFile(join(cwd, ".env"), "HTTP_PORT=9000\nSMTP_PORT=2600\nLOG_LEVEL=warn\n");
+    const config = loadConfig({ SMTP_PORT: "2700", LOG_LEVEL: "" }, cwd);
+    expect(config.http.port).toBe(9000);
+    expect(config.smtp.port).toBe(2700);
+    expect(config.logLevel).toBe("warn");
+  });
+});
+
+describe("resolveSecrets", () => {
+  it("generates the embedded secrets once, 0600, and reuses them", async () => {
+    const first = resolveSecrets(loadConfig({}, cwd));
+    expect(first.generated.sort()).toEqual(["adminToken", "encryptionKey"]);
+    expect(first.config.encryptionKey).toHaveLength(32);
+    const second = resolveSecrets(loadConfig({}, cwd));
+    expect(second.generated).toEqual([]);
+    expect(second.config.adminToken).toBe(first.config.adminToken);
+    expect(second.config.encryptionKey).toEqual(first.config.encryptionKey);
+    const { stat } = await import("node:fs/promises");
+    expect((await stat(join(cwd, ".postern/secrets/admin-token"))).mode & 0o777).toBe(0o600);
+  });
+
+  it("uses the configured secrets and writes nothing", () => {
+    const { generated, config } = resolveSecrets(loadConfig(production, cwd));
+    expect(generated).toEqual([]);
+    expect(config.adminToken).toBe(production.ADMIN_TOKEN);
+  });
+});
+
+describe("docs/configuration.md", () => {
+  it("lists every variable exactly as the schema defines it (npm run docs:config)", async () => {
+    // Compared cell by cell: a markdown formatter may pad the columns.
+    const rows = (text: string) =>
+      text
+        .split("\n")
+        .filter((line) => line.startsWith("| `"))
+        .map((line) => line.split("|").map((cell) => cell.trim()));
+    const doc = await readFile(new URL("../../../docs/configuration.md", import.meta.url), "utf8");
+    expect(rows(doc)).toEqual(rows(configurationTable()));
+    expect(rows(doc)).toHaveLength(Object.keys(variables).length);
+  });
+});
