@@ -130,6 +130,34 @@ describe("GET /v1/stats", () => {
     expect(new Date(body.to).getTime() - new Date(body.from).getTime()).toBe(86_400_000);
   });
 
+  it("follows status changes and batched inserts (the hourly counts are kept by the database)", async () => {
+    const project = await createProjectFixture(ctx.db, ctx.config);
+    const id = await insertMessage(ctx.db, project.project.id, { status: "queued" });
+    await ctx.db.message.createMany({
+      data: Array.from({ length: 3 }, () => ({
+        projectId: project.project.id,
+        mailFrom: "a@example.com",
+        size: 1,
+        sha256: "0".repeat(64),
+        status: "deferred" as const,
+      })),
+    });
+    await ctx.db.message.update({ where: { id }, data: { status: "deferred", attempts: 1 } });
+    await ctx.db.message.update({ where: { id }, data: { status: "delivered", deliveredAt: new Date() } });
+    await ctx.db.message.updateMany({
+      where: { projectId: project.project.id, status: "deferred" },
+      data: { status: "failed" },
+    });
+    const counts = (await get("/v1/stats", project.apiToken.token)).json().counts;
+    expect(counts).toMatchObject({ accepted: 4, queued: 0, deferred: 0, delivered: 1, failed: 3 });
+    const live = await ctx.db.message.groupBy({
+      by: ["status"],
+      where: { projectId: project.project.id },
+      _count: true,
+    });
+    expect(Object.fromEntries(live.map((g) => [g.status, g._count]))).toEqual({ delivered: 1, failed: 3 });
+  });
+
   it("takes an explicit window", async () => {
     const project = await createProjectFixture(ctx.db, ctx.config);
     await insertMessage(ctx.db, project.project.id, { createdAt: new Date("2026-01-01T12:00:00Z") });
