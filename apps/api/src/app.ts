@@ -3,7 +3,7 @@ import swaggerUi from "@fastify/swagger-ui";
 import type { ResolvedConfig } from "@postern/config";
 import type { Database } from "@postern/db";
 import { createProjectService } from "@postern/projects";
-import { createDeliveryScheduler, type DeliveryScheduler, type Redis } from "@postern/queue";
+import { createDeliveryProducer, type DeliveryProducer, type Redis } from "@postern/queue";
 import type { Logger, Registry } from "@postern/telemetry";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import {
@@ -30,7 +30,7 @@ export interface ApiDependencies {
   log: Logger;
   metrics: Registry;
   /** Schedules retries; created on `redis` when not given. */
-  deliveryScheduler?: DeliveryScheduler;
+  deliveryProducer?: DeliveryProducer;
   /** Current quota usage of a project (packages/quota); without it, stats report limits only. */
   quotaUsage?: (project: QuotaProject) => Promise<QuotaUsage>;
   /** SSE tuning; defaults suit production. */
@@ -38,7 +38,7 @@ export interface ApiDependencies {
 }
 
 /** What route groups receive: the dependencies with everything optional resolved. */
-export type RouteDependencies = ApiDependencies & { deliveryScheduler: DeliveryScheduler };
+export type RouteDependencies = ApiDependencies & { deliveryProducer: DeliveryProducer };
 
 export interface QuotaProject {
   id: string;
@@ -80,10 +80,10 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
   });
   await app.register(swaggerUi, { routePrefix: "/docs" });
 
-  const deliveryScheduler =
-    deps.deliveryScheduler ?? createDeliveryScheduler(deps.redis, deps.config.redisKeyPrefix);
-  if (!deps.deliveryScheduler) app.addHook("onClose", () => deliveryScheduler.close());
-  const routeDeps = { ...deps, deliveryScheduler };
+  const deliveryProducer =
+    deps.deliveryProducer ?? createDeliveryProducer(deps.redis, deps.config.redisKeyPrefix);
+  if (!deps.deliveryProducer) app.addHook("onClose", () => deliveryProducer.close());
+  const routeDeps = { ...deps, deliveryProducer };
 
   await app.register(metricsRoutes(deps.metrics));
   await app.register(healthRoutes(deps));

@@ -14,6 +14,10 @@ type RoleStarter = (runtime: Runtime) => Promise<RunningRole>;
  * health probes) go last and the SMTP front end stops accepting before anything else stops.
  */
 export const roles: Record<string, RoleStarter> = {
+  worker: async (runtime) => {
+    const { startWorker } = await import("@postern/worker");
+    return startWorker(runtime);
+  },
   api: async (runtime) => {
     const { startApi } = await import("@postern/api");
     const api = await startApi(runtime);

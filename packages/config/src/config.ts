@@ -37,6 +37,8 @@ export interface Config {
     maxAttempts: number;
     concurrency: number;
     projectConcurrency: number;
+    sweepIntervalMs: number;
+    stalledTimeoutMs: number;
     bodyRetentionDays: number;
   };
   /** Given, or (embedded mode only) generated into DATA_DIR by `resolveSecrets`. */
@@ -114,6 +116,8 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
       maxAttempts: e.DELIVERY_MAX_ATTEMPTS,
       concurrency: e.DELIVERY_CONCURRENCY,
       projectConcurrency: e.DELIVERY_PROJECT_CONCURRENCY,
+      sweepIntervalMs: e.DELIVERY_SWEEP_INTERVAL * 1000,
+      stalledTimeoutMs: e.DELIVERY_STALLED_TIMEOUT * 1000,
       bodyRetentionDays: e.BODY_RETENTION_DAYS,
     },
     encryptionKey: e.ENCRYPTION_KEY,

@@ -181,6 +181,16 @@ export const variables = {
     default: "10",
     doc: "Deliveries in flight per project per worker process, so one project's backlog cannot starve the others.",
   },
+  DELIVERY_SWEEP_INTERVAL: {
+    schema: seconds.default(30),
+    default: "30",
+    doc: "Seconds between sweeps that re-queue `queued` and due `deferred` messages without a live job (crash between commit and enqueue, Redis data lost) and prune old bodies.",
+  },
+  DELIVERY_STALLED_TIMEOUT: {
+    schema: seconds.default(30),
+    default: "30",
+    doc: "Seconds after which a delivery whose worker died (killed, lost its network) is taken up again by another worker.",
+  },
   BODY_RETENTION_DAYS: {
     schema: z.coerce.number().min(0, "must be 0 or more days").default(7),
     default: "7",

@@ -12,6 +12,8 @@ export interface EmbeddedPostgresOptions {
   /** Test clusters trade durability for speed (fsync off) and are deleted on stop. */
   ephemeral?: boolean;
   database?: string;
+  /** Listen on this port (a restart of the same cluster keeps its URL); a free one by default. */
+  port?: number;
   onLog?: (line: string) => void;
 }
 
@@ -111,7 +113,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
     }
   }
 
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   const settings = [
     `-p ${port}`,
     "-c listen_addresses=127.0.0.1",

@@ -1,5 +1,6 @@
-import { Queue } from "bullmq";
+import { DelayedError, type JobsOptions, Queue, UnrecoverableError, Worker } from "bullmq";
 import type { Redis } from "ioredis";
+import { backlogKey, priorityFromBacklog } from "./fairness";
 
 /** The queue of delivery work. Its jobs carry only the message id; PostgreSQL has the rest. */
 export const deliveryQueueName = "delivery";
@@ -21,21 +22,116 @@ export interface DeliverableMessage {
  */
 export interface DeliveryProducer {
   enqueue(message: DeliverableMessage, options?: { delayMs?: number }): Promise<void>;
+  /** The same for many messages in two Redis round trips (sweeper, batched accepts). */
+  enqueueMany(messages: DeliverableMessage[], options?: { delayMs?: number }): Promise<void>;
+  /**
+   * An attempt now (the API's retry): a job waiting for its backoff delay is promoted, a message
+   * without a job gets one. The caller first makes the message deliverable again in PostgreSQL
+   * (status `deferred`, the recipients to retry `pending`): the worker skips final messages.
+   */
+  deliverNow(message: DeliverableMessage): Promise<void>;
   close(): Promise<void>;
 }
 
+/**
+ * Job options every delivery job gets. Finished jobs are removed so that the job id (= message id)
+ * can be added again by the sweeper or a retry. `attempts`/`backoff` only cover unexpected errors
+ * (PostgreSQL unreachable while loading or recording): an upstream's verdict is never retried by
+ * BullMQ, the worker schedules deferrals itself and ends failures with UnrecoverableError.
+ */
+export const deliveryJobOptions = {
+  removeOnComplete: true,
+  removeOnFail: true,
+  attempts: 8,
+  backoff: { type: "exponential", delay: 2_000 },
+} satisfies JobsOptions;
+
+export function createDeliveryQueue(connection: Redis, prefix: string): Queue<DeliveryJob> {
+  return new Queue<DeliveryJob>(deliveryQueueName, { connection, prefix });
+}
+
 export function createDeliveryProducer(connection: Redis, prefix: string): DeliveryProducer {
-  const queue = new Queue<DeliveryJob>(deliveryQueueName, { connection, prefix });
+  const queue = createDeliveryQueue(connection, prefix);
+  const backlog = backlogKey(prefix);
+  const enqueueMany = async (messages: DeliverableMessage[], options: { delayMs?: number } = {}) => {
+    if (messages.length === 0) return;
+    // Count each message into its project's backlog first: the count is the job's priority, so
+    // a project with a short backlog overtakes one with a long backlog (see fairness.ts).
+    const pipeline = connection.pipeline();
+    for (const message of messages) pipeline.hincrby(backlog, message.projectId, 1);
+    const counts = (await pipeline.exec()) ?? [];
+    await queue.addBulk(
+      messages.map((message, i) => ({
+        name: "deliver",
+        data: { messageId: message.id },
+        opts: {
+          ...deliveryJobOptions,
+          jobId: message.id,
+          delay: options.delayMs ?? 0,
+          priority: priorityFromBacklog(Number(counts[i]?.[1] ?? 1)),
+        },
+      })),
+    );
+  };
   return {
-    async enqueue(message, options = {}) {
-      await queue.add(
-        "deliver",
-        { messageId: message.id },
-        { jobId: message.id, delay: options.delayMs ?? 0, removeOnComplete: true, removeOnFail: true },
-      );
+    enqueue: (message, options) => enqueueMany([message], options),
+    enqueueMany,
+    async deliverNow(message) {
+      const job = await queue.getJob(message.id);
+      if (job && (await job.isDelayed())) await job.promote();
+      else await enqueueMany([message]);
     },
     async close() {
       await queue.close();
     },
   };
+}
+
+/** What the delivery processor tells the queue about a job. */
+export type DeliveryJobResult =
+  | { kind: "done" }
+  /** Try again later: the job waits, delayed, under the same id (no BullMQ attempt is used). */
+  | { kind: "retry"; delayMs: number }
+  /** Final: BullMQ must not retry it (UnrecoverableError). */
+  | { kind: "failed"; reason: string };
+
+export interface DeliveryWorkerOptions {
+  concurrency: number;
+  /** How long a job's lock lives without renewal: a killed worker's jobs run again after it. */
+  stalledTimeoutMs: number;
+}
+
+/**
+ * The consuming side: runs `process` for each job with `concurrency` in flight. Jobs of a worker
+ * that died (SIGKILL, lost network) are moved back to waiting by the stalled-job check of any
+ * live worker after `stalledTimeoutMs`.
+ */
+export function createDeliveryWorker(
+  connection: Redis,
+  prefix: string,
+  process: (job: DeliveryJob) => Promise<DeliveryJobResult>,
+  options: DeliveryWorkerOptions,
+): Worker<DeliveryJob> {
+  return new Worker<DeliveryJob>(
+    deliveryQueueName,
+    async (job, token) => {
+      const result = await process(job.data);
+      if (result.kind === "retry") {
+        await job.moveToDelayed(Date.now() + result.delayMs, token);
+        throw new DelayedError();
+      }
+      if (result.kind === "failed") throw new UnrecoverableError(result.reason);
+    },
+    {
+      connection,
+      prefix,
+      concurrency: options.concurrency,
+      lockDuration: options.stalledTimeoutMs,
+      stalledInterval: options.stalledTimeoutMs,
+      // A job whose worker keeps dying is failed (and removed); the sweeper re-adds it from
+      // PostgreSQL, so nothing is lost, but a poison message cannot loop here.
+      maxStalledCount: 2,
+      autorun: false,
+    },
+  );
 }

@@ -1,1 +1,18 @@
+export {
+  type DeliveryOutcome,
+  outcomeOfReplyCode,
+  parseReply,
+  type SmtpClientError,
+  type UpstreamVerdict,
+  verdictOfError,
+  verdictOfReply,
+} from "./classify";
+export {
+  type ProjectUpstream,
+  type RecipientVerdict,
+  type RelayEnvelope,
+  type RelayResult,
+  UpstreamTransports,
+  type UpstreamTransportsOptions,
+} from "./transports";
 export { type ParsedUpstreamUrl, parseUpstreamUrl, type Upstream, UpstreamUrlError } from "./upstream";

@@ -5,4 +5,5 @@ export {
   type ProjectFixture,
   type ProjectFixtureInput,
 } from "./factories";
+export { createQueuedMessageFixture, type QueuedMessageInput } from "./messages";
 export { type ReceivedMessage, type SinkReply, SmtpSink, type SmtpSinkOptions } from "./smtp-sink";

@@ -227,7 +227,7 @@ export function messageRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
             `message is ${outcome.status}; only deferred or failed messages can be retried`,
           );
         }
-        await deps.deliveryScheduler.deliverNow({ id, projectId });
+        await deps.deliveryProducer.deliverNow({ id, projectId });
         return reply.status(202).send({ id, status: "queued" as const });
       },
     );

@@ -1,0 +1,184 @@
+import { recordAudit } from "@postern/audit";
+import { openSecret } from "@postern/auth";
+import type { ResolvedConfig } from "@postern/config";
+import type { Database, MessageStatus, Prisma } from "@postern/db";
+import { retryDelayMs } from "@postern/queue";
+import type { DeliveryOutcome, RecipientVerdict, UpstreamTransports } from "@postern/relay";
+
+export interface DeliveryDeps {
+  config: Pick<ResolvedConfig, "encryptionKey" | "delivery">;
+  db: Database;
+  transports: UpstreamTransports;
+}
+
+/** What one run of a delivery job came to. */
+export type DeliveryRun =
+  | { kind: "skipped"; reason: "unknown_message" }
+  | { kind: "skipped"; reason: "already_final"; projectId: string }
+  | { kind: "delivered"; projectId: string; acceptedAt: Date }
+  | { kind: "failed"; projectId: string; reason: string }
+  | { kind: "deferred"; projectId: string; retryInMs: number }
+  /** Another run of the same message recorded its result first (a stalled job ran twice). */
+  | { kind: "superseded"; projectId: string };
+
+type RecipientState = "pending" | "delivered" | "failed";
+
+/**
+ * One delivery attempt of one message: read it from PostgreSQL (one query), send it to the
+ * pending recipients through the project's pooled transport, and record the attempt, every
+ * recipient's result, the message's new status and, when final, its audit event in one
+ * transaction.
+ *
+ * At least once: a crash after the upstream's 250 and before that transaction commits sends the
+ * message again on the next run (see docs/delivery.md).
+ */
+export async function deliverMessage(deps: DeliveryDeps, messageId: string): Promise<DeliveryRun> {
+  const { db, config } = deps;
+  const message = await db.message.findUnique({
+    where: { id: messageId },
+    include: { project: true, body: true, recipients: true },
+  });
+  if (!message) return { kind: "skipped", reason: "unknown_message" };
+  if (message.status === "delivered" || message.status === "failed") {
+    return { kind: "skipped", reason: "already_final", projectId: message.projectId };
+  }
+  const pending = message.recipients.filter((r) => r.status === "pending");
+  const attemptNumber = message.attempts + 1;
+  const startedAt = new Date();
+
+  let upstreamHost = message.project.upstreamUrl;
+  let verdicts: RecipientVerdict[];
+  let transaction: { code: number | null; enhancedCode: string | null; response: string } | undefined;
+  if (!message.body) {
+    // Retention never prunes pending messages; a missing body means the row was damaged by hand.
+    const response = "message body is missing; it cannot be delivered";
+    verdicts = pending.map((r) => ({
+      address: r.address,
+      outcome: "failed",
+      code: null,
+      enhancedCode: null,
+      response,
+    }));
+  } else if (pending.length > 0) {
+    const password = message.project.upstreamSecret
+      ? openSecret(message.project.upstreamSecret, config.encryptionKey)
+      : undefined;
+    const result = await deps.transports.relay(
+      { projectId: message.projectId, upstreamUrl: message.project.upstreamUrl, password },
+      {
+        mailFrom: message.mailFrom,
+        recipients: pending.map((r) => r.address),
+        raw: Buffer.from(message.body.data),
+      },
+    );
+    upstreamHost = result.upstreamHost;
+    verdicts = result.recipients;
+    transaction = result.verdict;
+  } else {
+    verdicts = [];
+  }
+  const durationMs = Date.now() - startedAt.getTime();
+
+  const exhausted = attemptNumber >= config.delivery.maxAttempts;
+  const stateOf = (outcome: DeliveryOutcome): RecipientState =>
+    outcome === "deferred" ? (exhausted ? "failed" : "pending") : outcome;
+  const results = verdicts.map((verdict) => ({ ...verdict, state: stateOf(verdict.outcome) }));
+  const resultByAddress = new Map(results.map((r) => [r.address, r]));
+  const finalStates = message.recipients.map((r) => resultByAddress.get(r.address)?.state ?? r.status);
+  const status: MessageStatus = finalStates.includes("pending")
+    ? "deferred"
+    : finalStates.includes("delivered")
+      ? "delivered"
+      : "failed";
+  const problem = results.find((r) => r.state !== "delivered");
+  const lastError = problem ? `${problem.address}: ${problem.response}` : null;
+  const retryInMs = retryDelayMs(attemptNumber, config.delivery.backoffSeconds);
+  const now = new Date();
+  const final = status === "delivered" || status === "failed";
+
+  const recorded = await db.$transaction(async (tx) => {
+    // Guarded by the attempt count: if a second run of the same message (a stalled job picked up
+    // again while the first still ran) recorded first, this one records nothing.
+    const claimed = await tx.message.updateMany({
+      where: { id: message.id, attempts: message.attempts, status: { in: ["queued", "deferred"] } },
+      data: {
+        status,
+        attempts: attemptNumber,
+        nextAttemptAt: status === "deferred" ? new Date(now.getTime() + retryInMs) : null,
+        lastError,
+        ...(status === "delivered" ? { deliveredAt: now } : {}),
+        ...(final ? { completedAt: now } : {}),
+      },
+    });
+    if (claimed.count === 0) return false;
+    await tx.deliveryAttempt.create({
+      data: {
+        messageId: message.id,
+        number: attemptNumber,
+        startedAt,
+        durationMs,
+        upstreamHost,
+        outcome: status,
+        code: transaction?.code ?? results[0]?.code ?? null,
+        enhancedCode: transaction?.enhancedCode ?? results[0]?.enhancedCode ?? null,
+        response: transaction?.response ?? results[0]?.response ?? null,
+        recipients: results.map(({ address, outcome, code, enhancedCode, response }) => ({
+          address,
+          outcome,
+          code,
+          enhancedCode,
+          response,
+        })),
+      },
+    });
+    // Recipients sharing one answer (the usual case: all of them) are updated in one statement.
+    const groups = new Map<string, { ids: string[]; data: Prisma.MessageRecipientUpdateManyMutationInput }>();
+    for (const recipient of message.recipients) {
+      const result = resultByAddress.get(recipient.address);
+      if (!result) continue;
+      const data = {
+        status: result.state,
+        code: result.code,
+        enhancedCode: result.enhancedCode,
+        response: result.response,
+      };
+      const key = JSON.stringify(data);
+      const group = groups.get(key) ?? { ids: [] as string[], data };
+      group.ids.push(recipient.id);
+      groups.set(key, group);
+    }
+    for (const { ids, data } of groups.values()) {
+      await tx.messageRecipient.updateMany({ where: { id: { in: ids } }, data });
+    }
+    if (final) {
+      await recordAudit(tx, {
+        action: status === "delivered" ? "message.delivered" : "message.failed",
+        actor: "system",
+        projectId: message.projectId,
+        details: {
+          messageId: message.id,
+          attempts: attemptNumber,
+          upstreamHost,
+          recipients: message.recipients.map((r) => {
+            const result = resultByAddress.get(r.address);
+            return {
+              address: r.address,
+              status: result?.state ?? r.status,
+              code: result?.code ?? r.code,
+              enhancedCode: result?.enhancedCode ?? r.enhancedCode,
+              response: result?.response ?? r.response,
+            };
+          }),
+        },
+      });
+    }
+    return true;
+  });
+
+  if (!recorded) return { kind: "superseded", projectId: message.projectId };
+  if (status === "delivered")
+    return { kind: "delivered", projectId: message.projectId, acceptedAt: message.createdAt };
+  if (status === "failed")
+    return { kind: "failed", projectId: message.projectId, reason: lastError ?? "failed" };
+  return { kind: "deferred", projectId: message.projectId, retryInMs };
+}

@@ -1,0 +1,59 @@
+import type { Database } from "@postern/db";
+import type { DeliveryJob } from "@postern/queue";
+import type { Registry } from "@postern/telemetry";
+import type { Queue } from "bullmq";
+import { Counter, Gauge, Histogram } from "prom-client";
+
+export interface DeliveryMetrics {
+  attempts: Counter<"outcome">;
+  latency: Histogram;
+}
+
+/**
+ * Delivery metrics on the process registry: attempts by outcome, accept → delivered latency,
+ * queue depth by state and the age of the oldest message still waiting for delivery. The two
+ * gauges are read when Prometheus scrapes, not kept up to date on the hot path.
+ */
+export function registerDeliveryMetrics(
+  registry: Registry,
+  sources: { queue: Queue<DeliveryJob>; db: Database },
+): DeliveryMetrics {
+  const attempts = new Counter({
+    name: "postern_delivery_attempts_total",
+    help: "Delivery attempts by outcome (delivered, deferred, failed)",
+    labelNames: ["outcome"],
+    registers: [registry],
+  });
+  const latency = new Histogram({
+    name: "postern_delivery_latency_seconds",
+    help: "Time from acceptance (250) to delivery at the upstream",
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400],
+    registers: [registry],
+  });
+  new Gauge({
+    name: "postern_delivery_queue_jobs",
+    help: "Delivery jobs by state (waiting, delayed, active)",
+    labelNames: ["state"],
+    registers: [registry],
+    async collect() {
+      const counts = await sources.queue.getJobCounts("waiting", "prioritized", "delayed", "active");
+      this.set({ state: "waiting" }, (counts.waiting ?? 0) + (counts.prioritized ?? 0));
+      this.set({ state: "delayed" }, counts.delayed ?? 0);
+      this.set({ state: "active" }, counts.active ?? 0);
+    },
+  });
+  new Gauge({
+    name: "postern_delivery_oldest_pending_seconds",
+    help: "Age of the oldest queued or deferred message (0 when none)",
+    registers: [registry],
+    async collect() {
+      const oldest = await sources.db.message.findFirst({
+        where: { status: { in: ["queued", "deferred"] } },
+        orderBy: { createdAt: "asc" },
+        select: { createdAt: true },
+      });
+      this.set(oldest ? (Date.now() - oldest.createdAt.getTime()) / 1000 : 0);
+    },
+  });
+  return { attempts, latency };
+}

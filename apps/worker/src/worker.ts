@@ -1,0 +1,112 @@
+import type { ResolvedConfig } from "@postern/config";
+import type { Database } from "@postern/db";
+import {
+  createDeliveryProducer,
+  createDeliveryQueue,
+  createDeliveryWorker,
+  type DeliveryJobResult,
+  leaveBacklog,
+  type Redis,
+} from "@postern/queue";
+import { UpstreamTransports } from "@postern/relay";
+import type { Logger, Registry } from "@postern/telemetry";
+import { deliverMessage } from "./deliver";
+import { registerDeliveryMetrics } from "./metrics";
+import { startSweeper } from "./sweeper";
+
+export interface WorkerDeps {
+  config: ResolvedConfig;
+  db: Database;
+  redis: Redis;
+  log: Logger;
+  metrics: Registry;
+}
+
+export interface RunningWorker {
+  describe: string[];
+  /** Stops taking jobs, lets in-flight deliveries finish within SHUTDOWN_TIMEOUT, closes pools. */
+  stop(): Promise<void>;
+}
+
+/** The delivery role: BullMQ worker, per-project upstream pools, sweeper, metrics. */
+export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
+  const { config, db, redis } = deps;
+  const log = deps.log.child({ component: "worker" });
+  const prefix = config.redisKeyPrefix;
+  const transports = new UpstreamTransports({ maxConnections: config.delivery.projectConcurrency });
+  const queue = createDeliveryQueue(redis, prefix);
+  const producer = createDeliveryProducer(redis, prefix);
+  const metrics = registerDeliveryMetrics(deps.metrics, { queue, db });
+
+  const worker = createDeliveryWorker(
+    redis,
+    prefix,
+    async ({ messageId }): Promise<DeliveryJobResult> => {
+      const run = await deliverMessage({ config, db, transports }, messageId);
+      if (run.kind !== "skipped" || run.reason === "already_final") {
+        await leaveBacklog(redis, prefix, run.projectId).catch(() => {});
+      }
+      switch (run.kind) {
+        case "skipped":
+        case "superseded":
+          log.debug({ messageId, run }, "nothing to deliver");
+          return { kind: "done" };
+        case "delivered":
+          metrics.attempts.inc({ outcome: "delivered" });
+          metrics.latency.observe((Date.now() - run.acceptedAt.getTime()) / 1000);
+          log.info({ messageId, projectId: run.projectId }, "delivered");
+          return { kind: "done" };
+        case "deferred":
+          metrics.attempts.inc({ outcome: "deferred" });
+          log.info({ messageId, projectId: run.projectId, retryInMs: run.retryInMs }, "deferred");
+          return { kind: "retry", delayMs: run.retryInMs };
+        case "failed":
+          metrics.attempts.inc({ outcome: "failed" });
+          log.info({ messageId, projectId: run.projectId, reason: run.reason }, "failed");
+          return { kind: "failed", reason: run.reason };
+      }
+    },
+    { concurrency: config.delivery.concurrency, stalledTimeoutMs: config.delivery.stalledTimeoutMs },
+  );
+  worker.on("error", (error) => log.error({ err: error }, "delivery worker error"));
+  worker.on("failed", (job, error) => {
+    if (error.name !== "UnrecoverableError")
+      log.warn({ messageId: job?.data.messageId, err: error }, "delivery job error");
+  });
+  void worker.run();
+
+  const sweeper = startSweeper(
+    { config, db, redis, queue, producer },
+    (result) => {
+      if (result.requeued > 0 || result.prunedBodies > 0) log.info(result, "sweep");
+    },
+    (error) => log.error({ err: error }, "sweep failed"),
+  );
+
+  return {
+    describe: [
+      `worker   ${config.delivery.concurrency} deliveries in flight, ${config.delivery.projectConcurrency} per project`,
+    ],
+    async stop() {
+      await sweeper.stop();
+      const closing = worker.close();
+      let timer: NodeJS.Timeout | undefined;
+      const timedOut = await Promise.race([
+        closing.then(() => false),
+        new Promise<boolean>((resolve) => {
+          timer = setTimeout(() => resolve(true), config.shutdownTimeoutMs);
+        }),
+      ]);
+      clearTimeout(timer);
+      if (timedOut) {
+        // Deliveries still running are abandoned; their jobs stay locked until the lock expires,
+        // then another worker takes them up (at most one more send, see docs/delivery.md).
+        log.warn("deliveries still in flight at the shutdown timeout; leaving them to another worker");
+        await worker.close(true);
+      }
+      transports.close();
+      await producer.close();
+      await queue.close();
+    },
+  };
+}

@@ -1,0 +1,21 @@
+import type { Database, MessageStatus } from "@postern/db";
+
+/** Polls PostgreSQL until the message has `status` (deliveries run in another task or process). */
+export async function waitForStatus(
+  db: Database,
+  messageId: string,
+  status: MessageStatus,
+  timeoutMs = 15_000,
+) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const message = await db.message.findUniqueOrThrow({ where: { id: messageId } });
+    if (message.status === status) return message;
+    if (Date.now() > deadline) {
+      throw new Error(
+        `message ${messageId} is ${message.status} (attempts ${message.attempts}), expected ${status}`,
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}

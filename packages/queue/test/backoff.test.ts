@@ -1,0 +1,26 @@
+import { priorityFromBacklog, retryDelayMs } from "@postern/queue";
+import { describe, expect, it } from "vitest";
+
+describe("retryDelayMs", () => {
+  const backoff = [60, 300, 900];
+  it("takes the n-th value after n attempts, and repeats the last one", () => {
+    const noJitter = () => 0.5;
+    expect(retryDelayMs(1, backoff, noJitter)).toBe(60_000);
+    expect(retryDelayMs(2, backoff, noJitter)).toBe(300_000);
+    expect(retryDelayMs(3, backoff, noJitter)).toBe(900_000);
+    expect(retryDelayMs(12, backoff, noJitter)).toBe(900_000);
+  });
+  it("adds at most ±10% jitter", () => {
+    expect(retryDelayMs(1, backoff, () => 0)).toBe(54_000);
+    expect(retryDelayMs(1, backoff, () => 0.999999)).toBeLessThanOrEqual(66_000);
+  });
+});
+
+describe("priorityFromBacklog", () => {
+  it("keeps priorities within BullMQ's range 1..2^21-1", () => {
+    expect(priorityFromBacklog(0)).toBe(1);
+    expect(priorityFromBacklog(-3)).toBe(1);
+    expect(priorityFromBacklog(2_000)).toBe(2_000);
+    expect(priorityFromBacklog(10_000_000)).toBe(2 ** 21 - 1);
+  });
+});
