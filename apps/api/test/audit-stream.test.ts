@@ -121,6 +121,16 @@ describe("GET /admin/audit-logs/stream", () => {
     filtered.close();
   });
 
+  it("ends open streams when the API closes, so that shutdown does not wait for clients", async () => {
+    const app = await apiFor(ctx, { auditStream: { keepAliveMs: 200, pollIntervalMs: 100 } });
+    const url = await app.listen({ host: "127.0.0.1", port: 0 });
+    const stream = openStream(`${url}/admin/audit-logs/stream`);
+    const { done } = await stream.ready;
+    await app.close();
+    await done;
+    stream.close();
+  });
+
   it("answers 400 for a malformed Last-Event-ID and an unknown action", async () => {
     const headers = bearer(ctx.config.adminToken);
     const badId = await apis[0]?.inject({
