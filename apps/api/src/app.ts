@@ -46,9 +46,10 @@ export interface QuotaProject {
   quotaDaily: number;
 }
 
+/** As packages/quota's `usage(project)` answers it (resetsAt null: nothing counted in the window). */
 export interface QuotaUsage {
-  perMinute: { used: number; resetsAt: Date };
-  daily: { used: number; resetsAt: Date };
+  perMinute: { used: number; resetsAt: Date | null };
+  daily: { used: number; resetsAt: Date | null };
 }
 
 export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> {

@@ -158,6 +158,28 @@ describe("GET /v1/stats", () => {
     expect(Object.fromEntries(live.map((g) => [g.status, g._count]))).toEqual({ delivered: 1, failed: 3 });
   });
 
+  it("reports quota usage and reset times from the quota counters when they are wired in", async () => {
+    const resetsAt = new Date(Date.now() + 30_000);
+    const asked: string[] = [];
+    const withQuota = await apiFor(ctx, {
+      quotaUsage: async (project) => {
+        asked.push(project.id);
+        return { perMinute: { used: 5, resetsAt }, daily: { used: 9, resetsAt: null } };
+      },
+    });
+    const response = await withQuota.inject({
+      method: "GET",
+      url: "/v1/stats",
+      headers: bearer(mine.apiToken.token),
+    });
+    expect(response.json().quota).toEqual({
+      perMinute: { limit: 100, used: 5, resetsAt: resetsAt.toISOString() },
+      daily: { limit: 5000, used: 9, resetsAt: null },
+    });
+    expect(asked).toEqual([mine.project.id]);
+    await withQuota.close();
+  });
+
   it("takes an explicit window", async () => {
     const project = await createProjectFixture(ctx.db, ctx.config);
     await insertMessage(ctx.db, project.project.id, { createdAt: new Date("2026-01-01T12:00:00Z") });

@@ -132,12 +132,12 @@ export function statsRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
             perMinute: {
               limit: project.quotaPerMinute,
               used: usage?.perMinute.used ?? null,
-              resetsAt: usage?.perMinute.resetsAt.toISOString() ?? null,
+              resetsAt: usage?.perMinute.resetsAt?.toISOString() ?? null,
             },
             daily: {
               limit: project.quotaDaily,
               used: usage?.daily.used ?? null,
-              resetsAt: usage?.daily.resetsAt.toISOString() ?? null,
+              resetsAt: usage?.daily.resetsAt?.toISOString() ?? null,
             },
           },
         };
