@@ -60,7 +60,10 @@ export async function* tailAudit(
       if (gaps.delete(row.id)) {
         // a late commit below the highest id seen: still news
       } else if (row.id > highest) {
-        for (let id = highest + 1n; id < row.id; id++) gaps.set(id, seenAt);
+        // Only the ids just below this one can still be in flight; a wide jump (a resume from an
+        // old Last-Event-ID over a sparse log) must not allocate one entry per id.
+        const watchFrom = row.id - highest > maxWatchedGaps ? row.id - BigInt(maxWatchedGaps) : highest + 1n;
+        for (let id = watchFrom; id < row.id; id++) gaps.set(id, seenAt);
         highest = row.id;
       } else {
         continue;

@@ -63,4 +63,18 @@ describe("tailAudit", () => {
     await expect.poll(() => tail.seen.map((e) => e.id)).toEqual([kept.id]);
     await tail.stop();
   });
+
+  it("follows across a wide jump in ids without watching every id in between", async () => {
+    const tail = follow({ filter: { action: "auth.blocked" } });
+    await new Promise((resolve) => setTimeout(resolve, 150));
+    const { id } = await ctx.db.auditEvent.findFirstOrThrow({
+      orderBy: { id: "desc" },
+      select: { id: true },
+    });
+    const far = id + 50_000_000n;
+    await ctx.db
+      .$executeRaw`INSERT INTO "AuditEvent" (id, actor, action, details) VALUES (${far}, 'system', 'auth.blocked', '{}')`;
+    await expect.poll(() => tail.seen.map((e) => e.id), { timeout: 2000 }).toEqual([far]);
+    await tail.stop();
+  });
 });
