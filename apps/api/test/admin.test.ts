@@ -147,6 +147,8 @@ describe("POST /admin/projects", () => {
         expect(text).not.toContain(secret);
       }
     }
+    // Request ids in the logs, so one request's lines can be followed.
+    expect(logs).toMatch(/"reqId":"req-[0-9a-z]+"/);
     expect(shown.json().credentials).toEqual([
       expect.objectContaining({ id: created.smtp.id, username: created.smtp.username, revokedAt: null }),
     ]);
