@@ -4,6 +4,7 @@ import type { ResolvedConfig } from "@postern/config";
 import type { Database } from "@postern/db";
 import { createProjectService } from "@postern/projects";
 import { createDeliveryProducer, type DeliveryProducer, type Redis } from "@postern/queue";
+import { createProjectQuota } from "@postern/quota";
 import type { Logger, Registry } from "@postern/telemetry";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import {
@@ -31,14 +32,17 @@ export interface ApiDependencies {
   metrics: Registry;
   /** Schedules retries; created on `redis` when not given. */
   deliveryProducer?: DeliveryProducer;
-  /** Current quota usage of a project (packages/quota); without it, stats report limits only. */
+  /** Current quota usage of a project; packages/quota's counters in Redis when not given. */
   quotaUsage?: (project: QuotaProject) => Promise<QuotaUsage>;
   /** SSE tuning; defaults suit production. */
   auditStream?: { keepAliveMs?: number; pollIntervalMs?: number };
 }
 
 /** What route groups receive: the dependencies with everything optional resolved. */
-export type RouteDependencies = ApiDependencies & { deliveryProducer: DeliveryProducer };
+export type RouteDependencies = ApiDependencies & {
+  deliveryProducer: DeliveryProducer;
+  quotaUsage: (project: QuotaProject) => Promise<QuotaUsage>;
+};
 
 export interface QuotaProject {
   id: string;
@@ -84,7 +88,8 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
   const deliveryProducer =
     deps.deliveryProducer ?? createDeliveryProducer(deps.redis, deps.config.redisKeyPrefix);
   if (!deps.deliveryProducer) app.addHook("onClose", () => deliveryProducer.close());
-  const routeDeps = { ...deps, deliveryProducer };
+  const quota = createProjectQuota(deps.redis, deps.config.redisKeyPrefix);
+  const routeDeps = { ...deps, deliveryProducer, quotaUsage: deps.quotaUsage ?? ((p) => quota.usage(p)) };
 
   await app.register(metricsRoutes(deps.metrics));
   await app.register(healthRoutes(deps));

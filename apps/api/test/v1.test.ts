@@ -1,6 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { recordAudit } from "@postern/audit";
 import { deliveryQueueName } from "@postern/queue";
+import { createProjectQuota } from "@postern/quota";
 import {
   createProjectFixture,
   createTestContext,
@@ -158,26 +159,17 @@ describe("GET /v1/stats", () => {
     expect(Object.fromEntries(live.map((g) => [g.status, g._count]))).toEqual({ delivered: 1, failed: 3 });
   });
 
-  it("reports quota usage and reset times from the quota counters when they are wired in", async () => {
-    const resetsAt = new Date(Date.now() + 30_000);
-    const asked: string[] = [];
-    const withQuota = await apiFor(ctx, {
-      quotaUsage: async (project) => {
-        asked.push(project.id);
-        return { perMinute: { used: 5, resetsAt }, daily: { used: 9, resetsAt: null } };
-      },
-    });
-    const response = await withQuota.inject({
-      method: "GET",
-      url: "/v1/stats",
-      headers: bearer(mine.apiToken.token),
-    });
-    expect(response.json().quota).toEqual({
-      perMinute: { limit: 100, used: 5, resetsAt: resetsAt.toISOString() },
-      daily: { limit: 5000, used: 9, resetsAt: null },
-    });
-    expect(asked).toEqual([mine.project.id]);
-    await withQuota.close();
+  it("reports quota usage and reset times from the quota counters", async () => {
+    const project = await createProjectFixture(ctx.db, ctx.config, { quotaPerMinute: 100, quotaDaily: 5000 });
+    const quota = createProjectQuota(ctx.redis, ctx.config.redisKeyPrefix);
+    expect((await quota.reserve(project.project, 3)).ok).toBe(true);
+    const response = await get("/v1/stats", project.apiToken.token);
+    const usage = response.json().quota;
+    expect(usage).toMatchObject({ perMinute: { limit: 100, used: 3 }, daily: { limit: 5000, used: 3 } });
+    const resetsIn = new Date(usage.perMinute.resetsAt).getTime() - Date.now();
+    expect(resetsIn).toBeGreaterThan(0);
+    expect(resetsIn).toBeLessThanOrEqual(60_000);
+    expect(new Date(usage.daily.resetsAt).getTime() - Date.now()).toBeLessThanOrEqual(86_400_000);
   });
 
   it("takes an explicit window", async () => {

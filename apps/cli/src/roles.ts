@@ -10,18 +10,23 @@ export interface RunningRole {
 type RoleStarter = (runtime: Runtime) => Promise<RunningRole>;
 
 /**
- * The roles `postern start` can run, in start order. Shutdown runs in reverse, so the API (and its
- * health probes) go last and the SMTP front end stops accepting before anything else stops.
+ * The roles `postern start` can run, in start order: the API (health probes) first, then the
+ * workers, and the SMTP front end last, when what it hands work to is running. Shutdown runs in
+ * reverse: SMTP stops accepting first, workers finish their deliveries, the API goes last.
  */
 export const roles: Record<string, RoleStarter> = {
-  worker: async (runtime) => {
-    const { startWorker } = await import("@postern/worker");
-    return startWorker(runtime);
-  },
   api: async (runtime) => {
     const { startApi } = await import("@postern/api");
     const api = await startApi(runtime);
     return { describe: [`API      ${api.address}  (docs at ${api.address}/docs)`], stop: api.stop };
+  },
+  worker: async (runtime) => {
+    const { startWorker } = await import("@postern/worker");
+    return startWorker(runtime);
+  },
+  smtp: async (runtime) => {
+    const { startSmtp } = await import("@postern/smtp");
+    return startSmtp(runtime);
   },
 };
 

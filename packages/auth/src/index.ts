@@ -11,3 +11,12 @@ export {
   smtpSecretPrefix,
 } from "./keys";
 export { openSecret, sealSecret } from "./secretbox";
+export {
+  type AuthenticatedClient,
+  type CredentialVerifier,
+  type CredentialVerifierOptions,
+  type CurrentStanding,
+  createCredentialVerifier,
+  type ProjectPolicy,
+  type VerificationOutcome,
+} from "./verifier";

@@ -30,6 +30,9 @@ export interface Config {
     maxConnectionsPerIp: number;
     idleTimeoutMs: number;
     maxMessageSize: number;
+    authCacheTtlMs: number;
+    authFailuresPerIp: number;
+    authFailuresPerKey: number;
   };
   http: { host: string; port: number; rateLimitPerMinute: number };
   delivery: {
@@ -109,6 +112,9 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
       maxConnectionsPerIp: e.SMTP_MAX_CONNECTIONS_PER_IP,
       idleTimeoutMs: e.SMTP_IDLE_TIMEOUT * 1000,
       maxMessageSize: e.MAX_MESSAGE_SIZE,
+      authCacheTtlMs: e.SMTP_AUTH_CACHE_TTL * 1000,
+      authFailuresPerIp: e.SMTP_AUTH_FAILURES_PER_IP,
+      authFailuresPerKey: e.SMTP_AUTH_FAILURES_PER_KEY,
     },
     http: { host: e.HTTP_HOST, port: e.HTTP_PORT, rateLimitPerMinute: e.API_RATE_LIMIT },
     delivery: {

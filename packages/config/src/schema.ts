@@ -114,7 +114,7 @@ export const variables = {
   SMTP_PROXY_PROTOCOL: {
     schema: boolean.default(false),
     default: "false",
-    doc: "Expect a PROXY protocol header on every SMTP connection (behind a TCP load balancer such as HAProxy or an AWS NLB).",
+    doc: "Expect a PROXY protocol version 1 header on every SMTP connection (behind a TCP load balancer such as HAProxy with `send-proxy`; version 2, the only one AWS NLB sends, is not read).",
   },
   SMTP_MAX_CONNECTIONS: {
     schema: positiveInt.default(1000),
@@ -130,6 +130,21 @@ export const variables = {
     schema: seconds.default(300),
     default: "300",
     doc: "Seconds an SMTP client may stay silent before `421 4.4.2` and disconnect (RFC 5321 §4.5.3.2 asks for at least 5 minutes).",
+  },
+  SMTP_AUTH_CACHE_TTL: {
+    schema: seconds.default(30),
+    default: "30",
+    doc: "Seconds a successful SMTP AUTH is remembered in memory (keyed by an HMAC of key and secret) before bcrypt runs again. Revocations published by the API and CLI apply at once; a revocation written straight into the database applies within this time.",
+  },
+  SMTP_AUTH_FAILURES_PER_IP: {
+    schema: positiveInt.default(20),
+    default: "20",
+    doc: "Failed SMTP AUTH attempts allowed per client IP within 15 minutes; then AUTH from that IP gets `421 4.7.0` until the window ends.",
+  },
+  SMTP_AUTH_FAILURES_PER_KEY: {
+    schema: positiveInt.default(10),
+    default: "10",
+    doc: "Failed SMTP AUTH attempts allowed per API key (username) within 15 minutes, from any IP; then AUTH with that key gets `421 4.7.0` until the window ends.",
   },
   HTTP_HOST: {
     schema: z.string().min(1).default("0.0.0.0"),

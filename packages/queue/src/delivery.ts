@@ -47,7 +47,11 @@ export const deliveryJobOptions = {
 } satisfies JobsOptions;
 
 export function createDeliveryQueue(connection: Redis, prefix: string): Queue<DeliveryJob> {
-  return new Queue<DeliveryJob>(deliveryQueueName, { connection, prefix });
+  const queue = new Queue<DeliveryJob>(deliveryQueueName, { connection, prefix });
+  // Connection errors surface as failed calls (which callers handle) and in /health/ready;
+  // without a listener BullMQ would also print each one to stderr.
+  queue.on("error", () => {});
+  return queue;
 }
 
 export function createDeliveryProducer(connection: Redis, prefix: string): DeliveryProducer {

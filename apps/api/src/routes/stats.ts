@@ -105,7 +105,11 @@ export function statsRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
           }
         }
         const sample = latency[0];
-        const usage = await deps.quotaUsage?.({ id: projectId, ...project });
+        // Quota usage is live state in Redis; stats still answer (used: null) when Redis does not.
+        const usage = await deps.quotaUsage({ id: projectId, ...project }).catch((error: Error) => {
+          request.log.warn({ err: error }, "quota usage unavailable");
+          return undefined;
+        });
         return {
           from: from.toISOString(),
           to: to.toISOString(),

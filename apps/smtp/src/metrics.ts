@@ -1,0 +1,48 @@
+import { Counter, Gauge, Histogram, type Registry } from "prom-client";
+
+/** The SMTP front end's metrics, registered on the process registry that GET /metrics serves. */
+export function createSmtpMetrics(registry: Registry) {
+  return {
+    sessionsActive: new Gauge({
+      name: "postern_smtp_sessions_active",
+      help: "SMTP sessions currently open",
+      registers: [registry],
+    }),
+    sessions: new Counter({
+      name: "postern_smtp_sessions_total",
+      help: "SMTP sessions opened, by listener and whether they were refused at connect",
+      labelNames: ["listener", "outcome"] as const,
+      registers: [registry],
+    }),
+    auth: new Counter({
+      name: "postern_smtp_auth_total",
+      help: "SMTP AUTH attempts by outcome (success_cached, success_bcrypt, or the failure reason)",
+      labelNames: ["outcome"] as const,
+      registers: [registry],
+    }),
+    accepted: new Counter({
+      name: "postern_smtp_messages_accepted_total",
+      help: "Messages stored and answered 250",
+      registers: [registry],
+    }),
+    rejected: new Counter({
+      name: "postern_smtp_messages_rejected_total",
+      help: "Transactions refused, by reason",
+      labelNames: ["reason"] as const,
+      registers: [registry],
+    }),
+    enqueueFailures: new Counter({
+      name: "postern_smtp_enqueue_failures_total",
+      help: "Messages stored but not enqueued (the delivery sweeper enqueues them later)",
+      registers: [registry],
+    }),
+    acceptSeconds: new Histogram({
+      name: "postern_smtp_accept_duration_seconds",
+      help: "From end of DATA to the 250 reply: policy checks, the store transaction and the enqueue",
+      buckets: [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
+  };
+}
+
+export type SmtpMetrics = ReturnType<typeof createSmtpMetrics>;

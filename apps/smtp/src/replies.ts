@@ -1,0 +1,96 @@
+import type { AuditAction } from "@postern/audit";
+import type { VerificationOutcome } from "@postern/auth";
+
+/**
+ * Every reply Postern chooses, in one table (CONTRACT §3; docs/smtp.md lists them for users).
+ * The enhanced status code leads the text: smtp-server's own guess from the basic code is
+ * suppressed for texts that carry one (see protocol.ts).
+ */
+export const replies = {
+  authBeforeTls: { code: 538, text: "5.7.11 Encryption required: issue STARTTLS first" },
+  authRequired: { code: 530, text: "5.7.0 Authentication required" },
+  authInvalid: { code: 535, text: "5.7.8 Authentication credentials invalid" },
+  authBlocked: { code: 421, text: "4.7.0 Too many failed authentication attempts" },
+  authUnavailable: { code: 454, text: "4.3.0 Temporary authentication failure, try again later" },
+  tooManyConnections: { code: 421, text: "4.7.0 Too many connections" },
+  tooManyConnectionsFromIp: { code: 421, text: "4.7.0 Too many connections from your address" },
+  shuttingDown: { code: 421, text: "4.3.2 Service shutting down, try again later" },
+  projectSuspended: { code: 550, text: "5.7.1 Project suspended" },
+  credentialRevoked: { code: 550, text: "5.7.1 Credential revoked, authenticate again" },
+  senderSyntax: { code: 553, text: "5.1.7 Sender address syntax invalid" },
+  senderDomain: { code: 553, text: "5.7.1 Sender domain not allowed for this project" },
+  recipientSyntax: { code: 553, text: "5.1.3 Recipient address syntax invalid" },
+  tooManyRecipients: { code: 452, text: "4.5.3 Too many recipients" },
+  quotaExceeded: { code: 451, text: "4.7.1 Sending quota exceeded" },
+  storeUnavailable: { code: 451, text: "4.3.0 Temporary local problem, try again later" },
+  messageTooBig: { code: 552, text: "5.3.4 Message too big" },
+  headerFromDomain: { code: 550, text: "5.7.1 From header domain not allowed for this project" },
+  headerFromMissing: { code: 550, text: "5.7.1 Message needs one From header with an address" },
+  // As Postfix's smtpd_forbid_bare_newline: the client's line endings are broken or it is
+  // attempting SMTP smuggling; either way the rest of its stream cannot be trusted, so disconnect.
+  bareNewline: { code: 521, text: "5.5.2 Bare CR or LF received, lines must end with CRLF (RFC 5321 2.3.8)" },
+} as const satisfies Record<string, SmtpReply>;
+
+export interface SmtpReply {
+  code: number;
+  /** Starts with the enhanced status code. */
+  text: string;
+}
+
+export function accepted(messageId: string): string {
+  return `2.0.0 Ok: queued as ${messageId}`;
+}
+
+/** An Error smtp-server turns into the reply (its handlers take errors with `responseCode`). */
+export function smtpError(reply: SmtpReply, detail?: string): Error & { responseCode: number } {
+  return Object.assign(new Error(detail ? `${reply.text} (${detail})` : reply.text), {
+    responseCode: reply.code,
+  });
+}
+
+/** Failed AUTH outcomes: reply, audit action, and the stable reason written in the audit details. */
+export const authFailures: Record<
+  Exclude<VerificationOutcome, { ok: true }>["reason"],
+  { reply: SmtpReply; audit: AuditAction | undefined }
+> = {
+  unknown_key: { reply: replies.authInvalid, audit: "auth.failure" },
+  bad_secret: { reply: replies.authInvalid, audit: "auth.failure" },
+  revoked: { reply: replies.authInvalid, audit: "auth.failure" },
+  // 535 rather than 550: AUTH is where the client can be told; CONTRACT §3 allows either.
+  suspended: { reply: replies.authInvalid, audit: "auth.failure" },
+  blocked: { reply: replies.authBlocked, audit: "auth.blocked" },
+  // Not the client's fault: nothing to audit against it.
+  unavailable: { reply: replies.authUnavailable, audit: undefined },
+};
+
+/**
+ * Why a message (or the transaction that would have carried it) was refused: the stable
+ * `details.reason` of `message.rejected` audit events (the API's /v1/stats counts them) and the
+ * `reason` label of postern_smtp_messages_rejected_total.
+ */
+export type RejectionReason =
+  | "suspended"
+  | "revoked"
+  | "sender_syntax"
+  | "sender_domain"
+  | "recipient_syntax"
+  | "too_many_recipients"
+  | "quota"
+  | "size"
+  | "bare_lf"
+  | "header_from"
+  | "store_unavailable";
+
+export const rejections: Record<RejectionReason, SmtpReply> = {
+  suspended: replies.projectSuspended,
+  revoked: replies.credentialRevoked,
+  sender_syntax: replies.senderSyntax,
+  sender_domain: replies.senderDomain,
+  recipient_syntax: replies.recipientSyntax,
+  too_many_recipients: replies.tooManyRecipients,
+  quota: replies.quotaExceeded,
+  size: replies.messageTooBig,
+  bare_lf: replies.bareNewline,
+  header_from: replies.headerFromDomain,
+  store_unavailable: replies.storeUnavailable,
+};

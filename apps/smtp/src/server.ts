@@ -1,0 +1,183 @@
+import { readFile } from "node:fs/promises";
+import type { AddressInfo } from "node:net";
+import { createCredentialVerifier } from "@postern/auth";
+import type { ResolvedConfig } from "@postern/config";
+import type { Database } from "@postern/db";
+import { ensureDevCertificate } from "@postern/embedded";
+import { createDeliveryProducer, type Redis } from "@postern/queue";
+import { createProjectQuota } from "@postern/quota";
+import type { Logger, Registry } from "@postern/telemetry";
+import { SMTPServer } from "smtp-server";
+import { createAuditBuffer } from "./audit-buffer";
+import { createSmtpMetrics } from "./metrics";
+import { installReplyCodes } from "./protocol";
+import { replies } from "./replies";
+import { createSessionHandlers } from "./session";
+
+export interface SmtpDeps {
+  config: ResolvedConfig;
+  db: Database;
+  redis: Redis;
+  log: Logger;
+  metrics: Registry;
+}
+
+/** Listen ports other than the configured ones (tests): 0 picks a free port, for SMTPS too. */
+export interface SmtpListenOverrides {
+  smtpPort?: number;
+  smtpsPort?: number;
+}
+
+export interface RunningSmtp {
+  describe: string[];
+  ports: { smtp: number; smtps: number | undefined };
+  /** Re-reads the certificate files (SIGHUP does this). */
+  reloadCertificate(): Promise<void>;
+  /** Stops listening, answers 421 to idle sessions, lets DATA in flight finish within SHUTDOWN_TIMEOUT. */
+  stop(): Promise<void>;
+}
+
+/** How long a Redis command on the SMTP path may take before the client hears 451 4.3.0. */
+const redisCommandTimeoutMs = 2_000;
+
+export async function startSmtp(deps: SmtpDeps, overrides: SmtpListenOverrides = {}): Promise<RunningSmtp> {
+  installReplyCodes();
+  const { config } = deps;
+  const log = deps.log.child({ role: "smtp" });
+
+  // The shared connection retries forever (right for BullMQ workers); the reply path needs an
+  // answer: a dead Redis must become 451 4.3.0 in bounded time.
+  const redis = deps.redis.duplicate({ maxRetriesPerRequest: 1, commandTimeout: redisCommandTimeoutMs });
+  const subscriber = deps.redis.duplicate();
+  redis.on("error", (error) => log.debug({ err: error }, "redis"));
+  subscriber.on("error", (error) => log.debug({ err: error }, "redis subscriber"));
+
+  const verifier = createCredentialVerifier({
+    db: deps.db,
+    redis,
+    keyPrefix: config.redisKeyPrefix,
+    cacheTtlMs: config.smtp.authCacheTtlMs,
+    failuresPerIp: config.smtp.authFailuresPerIp,
+    failuresPerKey: config.smtp.authFailuresPerKey,
+  });
+  await verifier.subscribe(subscriber);
+  const producer = createDeliveryProducer(redis, config.redisKeyPrefix);
+  const audit = createAuditBuffer(deps.db, log);
+  const metrics = createSmtpMetrics(deps.metrics);
+  const { handlers, inData } = createSessionHandlers({
+    config,
+    db: deps.db,
+    log,
+    verifier,
+    quota: createProjectQuota(redis, config.redisKeyPrefix),
+    producer,
+    audit,
+    metrics,
+  });
+
+  const certificateFiles =
+    config.smtp.tlsCertFile && config.smtp.tlsKeyFile
+      ? { certFile: config.smtp.tlsCertFile, keyFile: config.smtp.tlsKeyFile }
+      : await ensureDevCertificate(config.dataDir, config.smtp.hostname);
+  const readCertificate = async () => {
+    const [cert, key] = await Promise.all([
+      readFile(certificateFiles.certFile),
+      readFile(certificateFiles.keyFile),
+    ]);
+    return { cert, key };
+  };
+  const certificate = await readCertificate();
+
+  const listener = (secure: boolean) =>
+    new SMTPServer({
+      ...handlers,
+      secure,
+      name: config.smtp.hostname,
+      banner: "Postern",
+      ...certificate,
+      minVersion: "TLSv1.2",
+      authMethods: ["PLAIN", "LOGIN"],
+      allowInsecureAuth: false,
+      authRequiredMessage: replies.authRequired.text,
+      size: config.smtp.maxMessageSize,
+      rejectOversized: true,
+      hideENHANCEDSTATUSCODES: false,
+      // Addresses are relayed as ASCII; an SMTPUTF8 promise could not be kept upstream.
+      hideSMTPUTF8: true,
+      useProxy: config.smtp.proxyProtocol,
+      socketTimeout: config.smtp.idleTimeoutMs,
+      closeTimeout: config.shutdownTimeoutMs,
+      // A submission service identifies clients by credential, not by PTR record; a lookup
+      // would cost up to 1.5 s per connection.
+      disableReverseLookup: true,
+      logger: false,
+    });
+
+  const servers: { server: SMTPServer; secure: boolean }[] = [];
+  const listen = async (server: SMTPServer, port: number) => {
+    server.on("error", (error) => log.warn({ err: error }, "smtp listener error"));
+    await new Promise<void>((resolve, reject) => {
+      server.server.once("error", reject);
+      server.listen(port, config.smtp.host, () => {
+        server.server.off("error", reject);
+        resolve();
+      });
+    });
+    return (server.server.address() as AddressInfo).port;
+  };
+
+  const starttls = listener(false);
+  const smtpPort = await listen(starttls, overrides.smtpPort ?? config.smtp.port);
+  servers.push({ server: starttls, secure: false });
+  let smtpsPort: number | undefined;
+  const configuredSmtps =
+    overrides.smtpsPort ?? (config.smtp.smtpsPort === 0 ? undefined : config.smtp.smtpsPort);
+  if (configuredSmtps !== undefined) {
+    const implicit = listener(true);
+    smtpsPort = await listen(implicit, configuredSmtps);
+    servers.push({ server: implicit, secure: true });
+  }
+
+  const reloadCertificate = async () => {
+    const next = await readCertificate();
+    for (const { server } of servers) server.updateSecureContext(next);
+    log.info({ certFile: certificateFiles.certFile }, "TLS certificate reloaded");
+  };
+  const onHangup = () => {
+    reloadCertificate().catch((error: Error) =>
+      log.error({ err: error }, "TLS certificate reload failed; the previous one stays in use"),
+    );
+  };
+  process.on("SIGHUP", onHangup);
+
+  const host = config.smtp.host;
+  return {
+    describe: [
+      `SMTP     ${host}:${smtpPort}  (STARTTLS, AUTH after TLS)`,
+      ...(smtpsPort !== undefined ? [`SMTPS    ${host}:${smtpsPort}  (implicit TLS)`] : []),
+    ],
+    ports: { smtp: smtpPort, smtps: smtpsPort },
+    reloadCertificate,
+    async stop() {
+      process.off("SIGHUP", onHangup);
+      const closed = servers.map(
+        ({ server }) => new Promise<void>((resolve) => server.close(() => resolve())),
+      );
+      // Idle sessions hear 421 now; a session inside DATA finishes its message first (and then
+      // hears 421 at its next command, which smtp-server answers while closing).
+      for (const { server } of servers) {
+        for (const connection of server.connections) {
+          if (!inData.has(connection.session.id)) connection.send(421, replies.shuttingDown.text);
+        }
+      }
+      await Promise.race([
+        Promise.all(closed),
+        new Promise((resolve) => setTimeout(resolve, config.shutdownTimeoutMs + 1_000).unref()),
+      ]);
+      await audit.flush();
+      await producer.close().catch(() => {});
+      subscriber.disconnect();
+      redis.disconnect();
+    },
+  };
+}

@@ -1,0 +1,367 @@
+import type { AuthenticatedClient, CredentialVerifier } from "@postern/auth";
+import { smtpSecretPrefix } from "@postern/auth";
+import type { ResolvedConfig } from "@postern/config";
+import type { Database } from "@postern/db";
+import type { DeliveryProducer } from "@postern/queue";
+import type { ProjectQuota } from "@postern/quota";
+import type { Logger } from "@postern/telemetry";
+import type {
+  SMTPServerAddress,
+  SMTPServerAuthentication,
+  SMTPServerAuthenticationResponse,
+  SMTPServerDataStream,
+  SMTPServerOptions,
+  SMTPServerSession,
+} from "smtp-server";
+import { acceptMessage, newMessageId } from "./accept";
+import type { AuditBuffer } from "./audit-buffer";
+import { domainOf, isMailbox, readMessageData, receivedHeader, summariseHeaders } from "./message";
+import type { SmtpMetrics } from "./metrics";
+import {
+  accepted,
+  authFailures,
+  type RejectionReason,
+  rejections,
+  replies,
+  type SmtpReply,
+  smtpError,
+} from "./replies";
+
+export interface SessionDeps {
+  config: ResolvedConfig;
+  db: Database;
+  log: Logger;
+  verifier: CredentialVerifier;
+  quota: ProjectQuota;
+  producer: DeliveryProducer;
+  audit: AuditBuffer;
+  metrics: SmtpMetrics;
+}
+
+/** What Postern keeps per SMTP connection, beside smtp-server's own session. */
+interface SessionState {
+  log: Logger;
+  ip: string;
+  /** Recipients counted against the quota in the open transaction (refunded unless it ends in 250). */
+  reserved: { project: AuthenticatedClient["project"]; recipients: number } | undefined;
+  /** Rejection reasons already audited in this transaction (one event per reason, not per RCPT). */
+  audited: Set<RejectionReason>;
+}
+
+type Callback = (error?: Error | null) => void;
+
+/**
+ * smtp-server's handlers: the policy of an SMTP session, in the order a client meets it. Every
+ * reply comes from the table in replies.ts; every refusal is counted, logged and audited here.
+ */
+export function createSessionHandlers(deps: SessionDeps) {
+  const { config, verifier, quota, audit, metrics } = deps;
+  const states = new Map<string, SessionState>();
+  const connectionsByIp = new Map<string, number>();
+  /** Sessions inside DATA (reading or storing): graceful shutdown waits for them. */
+  const inData = new Set<string>();
+
+  const stateOf = (session: SMTPServerSession): SessionState => {
+    let state = states.get(session.id);
+    if (!state) {
+      state = {
+        log: deps.log.child({ session: session.id, ip: session.remoteAddress }),
+        ip: session.remoteAddress,
+        reserved: undefined,
+        audited: new Set(),
+      };
+      states.set(session.id, state);
+    }
+    return state;
+  };
+
+  const clientOf = (session: SMTPServerSession) => session.user as AuthenticatedClient;
+
+  const envelopeOf = (session: SMTPServerSession) => ({
+    mailFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : null,
+    recipients: session.envelope.rcptTo.map((r) => r.address),
+  });
+
+  /** Counts, logs and audits a refusal; returns the error smtp-server replies with. */
+  const reject = (
+    session: SMTPServerSession,
+    reason: RejectionReason,
+    extra: { reply?: SmtpReply; detail?: string; details?: Record<string, string | number | null> } = {},
+  ) => {
+    const state = stateOf(session);
+    const client = session.user as AuthenticatedClient | undefined;
+    metrics.rejected.inc({ reason });
+    state.log.info({ reason, ...extra.details }, "refused");
+    if (!state.audited.has(reason)) {
+      state.audited.add(reason);
+      audit.record({
+        action: "message.rejected",
+        actor: client ? `smtp:${client.key}` : "smtp",
+        projectId: client?.project.id ?? null,
+        ip: state.ip,
+        details: { reason, ...envelopeOf(session), ...extra.details },
+      });
+    }
+    return smtpError(extra.reply ?? rejections[reason], extra.detail);
+  };
+
+  const refund = (state: SessionState) => {
+    const reserved = state.reserved;
+    state.reserved = undefined;
+    if (!reserved || reserved.recipients === 0) return;
+    quota
+      .refund(reserved.project, reserved.recipients)
+      .catch((error: Error) => state.log.warn({ err: error }, "quota refund failed"));
+  };
+
+  const handlers = {
+    onConnect(session: SMTPServerSession, callback: Callback) {
+      const ip = session.remoteAddress;
+      const fromIp = connectionsByIp.get(ip) ?? 0;
+      if (states.size >= config.smtp.maxConnections) {
+        metrics.sessions.inc({ listener: session.localPort.toString(), outcome: "too_many" });
+        return callback(smtpError(replies.tooManyConnections));
+      }
+      if (fromIp >= config.smtp.maxConnectionsPerIp) {
+        metrics.sessions.inc({ listener: session.localPort.toString(), outcome: "too_many_from_ip" });
+        return callback(smtpError(replies.tooManyConnectionsFromIp));
+      }
+      connectionsByIp.set(ip, fromIp + 1);
+      stateOf(session);
+      metrics.sessions.inc({ listener: session.localPort.toString(), outcome: "opened" });
+      metrics.sessionsActive.inc();
+      callback();
+    },
+
+    onAuth(
+      auth: SMTPServerAuthentication,
+      session: SMTPServerSession,
+      callback: (error: Error | null | undefined, response?: SMTPServerAuthenticationResponse) => void,
+    ) {
+      const state = stateOf(session);
+      // smtp-server answers 538 before TLS; this guards against a configuration that would not.
+      if (!session.secure) return callback(smtpError(replies.authBeforeTls));
+      const key = auth.username ?? "";
+      const secret = auth.password ?? "";
+      // A client that swapped the fields would put its secret where usernames are logged.
+      const shownKey = key.startsWith(smtpSecretPrefix)
+        ? "[looks like a secret, not shown]"
+        : key.slice(0, 128);
+      verifier.verify(key, secret, state.ip).then((outcome) => {
+        if (outcome.ok) {
+          metrics.auth.inc({ outcome: outcome.cached ? "success_cached" : "success_bcrypt" });
+          state.log.info(
+            { key, projectId: outcome.client.project.id, cached: outcome.cached },
+            "authenticated",
+          );
+          audit.record({
+            action: "auth.success",
+            actor: `smtp:${key}`,
+            projectId: outcome.client.project.id,
+            ip: state.ip,
+            details: { credentialId: outcome.client.credentialId, method: auth.method },
+          });
+          return callback(null, { user: outcome.client });
+        }
+        metrics.auth.inc({ outcome: outcome.reason });
+        const failure = authFailures[outcome.reason];
+        const projectId = "projectId" in outcome ? (outcome.projectId ?? null) : null;
+        if (outcome.reason === "unavailable") {
+          state.log.error({ err: outcome.error, key: shownKey }, "credential verification unavailable");
+        } else {
+          state.log.info({ key: shownKey, reason: outcome.reason }, "authentication failed");
+        }
+        const details = { reason: outcome.reason, username: shownKey, method: auth.method };
+        if (outcome.reason === "blocked") {
+          // The attempt that used up the allowance is itself a failure worth its own event.
+          if (outcome.reachedNow)
+            audit.record({ action: "auth.failure", actor: "smtp", projectId, ip: state.ip, details });
+          audit.record({
+            action: "auth.blocked",
+            actor: "smtp",
+            projectId,
+            ip: state.ip,
+            details: {
+              ...details,
+              scope: outcome.scope,
+              retryAfterSeconds: Math.ceil(outcome.msBeforeNext / 1000),
+            },
+          });
+          return callback(
+            smtpError(failure.reply, `try again in ${Math.ceil(outcome.msBeforeNext / 1000)} s`),
+          );
+        }
+        if (failure.audit)
+          audit.record({ action: failure.audit, actor: "smtp", projectId, ip: state.ip, details });
+        callback(smtpError(failure.reply));
+      });
+    },
+
+    onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback) {
+      const state = stateOf(session);
+      // A transaction abandoned with RSET (or a new EHLO) gives its recipients back.
+      refund(state);
+      state.audited.clear();
+      verifier.standing(clientOf(session)).then((standing) => {
+        if (!standing.ok) {
+          if (standing.reason === "unavailable") {
+            state.log.error({ err: standing.error }, "credential check unavailable");
+            return callback(reject(session, "store_unavailable"));
+          }
+          return callback(reject(session, standing.reason === "suspended" ? "suspended" : "revoked"));
+        }
+        // Fresh policy (sender domains, limits) for this transaction.
+        session.user = standing.client;
+        const sender = address.address;
+        const details = { mailFrom: sender };
+        if (sender !== "" && !isMailbox(sender))
+          return callback(reject(session, "sender_syntax", { details }));
+        if (!domainAllowed(standing.client, sender))
+          return callback(reject(session, "sender_domain", { details }));
+        callback();
+      });
+    },
+
+    onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, callback: Callback) {
+      const state = stateOf(session);
+      const client = clientOf(session);
+      const recipient = address.address;
+      const details = { recipient };
+      if (!isMailbox(recipient)) return callback(reject(session, "recipient_syntax", { details }));
+      const known = session.envelope.rcptTo.some((r) => r.address.toLowerCase() === recipient.toLowerCase());
+      // A repeated recipient is one delivery (smtp-server keeps one entry): nothing more to count.
+      if (known) return callback();
+      if (session.envelope.rcptTo.length >= client.project.maxRecipients)
+        return callback(
+          reject(session, "too_many_recipients", {
+            details: { ...details, limit: client.project.maxRecipients },
+          }),
+        );
+      quota.reserve(client.project, 1).then((reservation) => {
+        if (reservation.ok) {
+          state.reserved = {
+            project: client.project,
+            recipients: (state.reserved?.recipients ?? 0) + 1,
+          };
+          return callback();
+        }
+        if (reservation.reason === "unavailable") {
+          state.log.error({ err: reservation.error }, "quota unavailable");
+          return callback(reject(session, "store_unavailable", { details }));
+        }
+        const seconds = Math.ceil(reservation.msBeforeNext / 1000);
+        const window = reservation.window === "perMinute" ? "per-minute" : "daily";
+        if (!state.audited.has("quota"))
+          audit.record({
+            action: "quota.exceeded",
+            actor: `smtp:${client.key}`,
+            projectId: client.project.id,
+            ip: state.ip,
+            details: { window: reservation.window, limit: reservation.limit, retryAfterSeconds: seconds },
+          });
+        callback(
+          reject(session, "quota", {
+            detail: `${window} limit of ${reservation.limit} recipients, retry in ${seconds} s`,
+            details: { ...details, window: reservation.window, limit: reservation.limit },
+          }),
+        );
+      });
+    },
+
+    onData(
+      stream: SMTPServerDataStream,
+      session: SMTPServerSession,
+      callback: (error: Error | null, message?: string) => void,
+    ) {
+      const state = stateOf(session);
+      inData.add(session.id);
+      const startedAt = process.hrtime.bigint();
+      receive()
+        .then(
+          (reply) => {
+            if (typeof reply === "string") {
+              // The recipients are now spent: the message is stored.
+              state.reserved = undefined;
+              metrics.accepted.inc();
+              metrics.acceptSeconds.observe(Number(process.hrtime.bigint() - startedAt) / 1e9);
+              callback(null, reply);
+            } else {
+              refund(state);
+              callback(reply);
+            }
+          },
+          (error: Error) => {
+            refund(state);
+            state.log.error({ err: error }, "DATA failed");
+            callback(reject(session, "store_unavailable"));
+          },
+        )
+        .finally(() => inData.delete(session.id));
+
+      async function receive(): Promise<string | Error> {
+        const data = await readMessageData(stream);
+        if (!data.ok) return reject(session, data.reason, { details: { size: data.bytesRead } });
+        const client = clientOf(session);
+        const headers = summariseHeaders(data.bytes);
+        if (client.project.senderDomains.length > 0) {
+          if (headers.fromFields !== 1 || headers.from.length === 0)
+            return reject(session, "header_from", { reply: replies.headerFromMissing });
+          const foreign = headers.from.find((from) => !domainAllowed(client, from));
+          if (foreign) return reject(session, "header_from", { details: { headerFrom: foreign } });
+        }
+        const { mailFrom, recipients } = envelopeOf(session);
+        const id = newMessageId();
+        const trace = receivedHeader({
+          helo: session.hostNameAppearsAs || "",
+          clientHostname: session.clientHostname,
+          clientIp: session.remoteAddress,
+          hostname: config.smtp.hostname,
+          tls: session.secure,
+          projectId: client.project.id,
+          messageId: id,
+          recipients,
+          at: new Date(),
+        });
+        const bytes = Buffer.concat([Buffer.from(trace, "latin1"), data.bytes]);
+        const outcome = await acceptMessage(deps, {
+          id,
+          client,
+          ip: state.ip,
+          mailFrom: mailFrom ?? "",
+          recipients,
+          bytes,
+          headers,
+        });
+        if (!outcome.ok) {
+          state.log.error({ err: outcome.error }, "message could not be stored");
+          return reject(session, "store_unavailable", { details: { size: bytes.length } });
+        }
+        if (!outcome.enqueued) metrics.enqueueFailures.inc();
+        state.log.info({ messageId: id, size: bytes.length, recipients: recipients.length }, "accepted");
+        return accepted(id);
+      }
+    },
+
+    onClose(session: SMTPServerSession) {
+      const state = states.get(session.id);
+      if (!state) return;
+      refund(state);
+      states.delete(session.id);
+      const left = (connectionsByIp.get(state.ip) ?? 1) - 1;
+      if (left > 0) connectionsByIp.set(state.ip, left);
+      else connectionsByIp.delete(state.ip);
+      metrics.sessionsActive.dec();
+    },
+  } satisfies Partial<SMTPServerOptions>;
+
+  return { handlers, inData };
+}
+
+/** Sender domains match exactly or as a parent domain (example.com allows mail.example.com). */
+function domainAllowed(client: AuthenticatedClient, address: string): boolean {
+  const allowed = client.project.senderDomains;
+  if (allowed.length === 0) return true;
+  if (address === "") return false;
+  const domain = domainOf(address);
+  return allowed.some((d) => domain === d || domain.endsWith(`.${d}`));
+}

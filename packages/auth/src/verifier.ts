@@ -1,0 +1,315 @@
+import { createHmac, randomBytes } from "node:crypto";
+import type { Database } from "@postern/db";
+import bcrypt from "bcrypt";
+import type { Redis } from "ioredis";
+import { RateLimiterRedis } from "rate-limiter-flexible";
+import { type AuthInvalidation, authInvalidationChannel } from "./invalidation";
+import { smtpKeyPrefix } from "./keys";
+
+/** What the SMTP session needs to know about the project a credential belongs to. */
+export interface ProjectPolicy {
+  id: string;
+  status: "active" | "suspended";
+  quotaPerMinute: number;
+  quotaDaily: number;
+  maxRecipients: number;
+  /** Lower-case; empty: any sender. */
+  senderDomains: string[];
+}
+
+export interface AuthenticatedClient {
+  credentialId: string;
+  /** The API key (SMTP username): public, safe to log and audit. */
+  key: string;
+  project: ProjectPolicy;
+}
+
+/** Expected outcomes are values (Unkey style); the SMTP app maps each reason to a reply and audit action. */
+export type VerificationOutcome =
+  | { ok: true; client: AuthenticatedClient; cached: boolean }
+  | { ok: false; reason: "unknown_key" | "bad_secret"; projectId?: string }
+  | { ok: false; reason: "revoked" | "suspended"; projectId: string }
+  /** Too many failures from this IP or for this key; `reachedNow` when this attempt was the last allowed. */
+  | {
+      ok: false;
+      reason: "blocked";
+      scope: "ip" | "key";
+      msBeforeNext: number;
+      reachedNow: boolean;
+      projectId?: string;
+    }
+  /** PostgreSQL or Redis did not answer: a temporary failure, never a success. */
+  | { ok: false; reason: "unavailable"; error: Error };
+
+/** A session already authenticated asks again before each transaction: still allowed? */
+export type CurrentStanding =
+  | { ok: true; client: AuthenticatedClient }
+  | { ok: false; reason: "revoked" | "suspended" | "unknown_key"; projectId: string }
+  | { ok: false; reason: "unavailable"; error: Error };
+
+export interface CredentialVerifierOptions {
+  db: Database;
+  /** Fail-fast connection (bounded retries) for the failure limiters. */
+  redis: Redis;
+  keyPrefix: string;
+  cacheTtlMs: number;
+  failuresPerIp: number;
+  failuresPerKey: number;
+  /** Window of the failure limiters. */
+  failureWindowSeconds?: number;
+  /** Largest number of remembered verifications (oldest dropped first). */
+  maxCacheEntries?: number;
+}
+
+export interface CredentialVerifier {
+  verify(key: string, secret: string, ip: string): Promise<VerificationOutcome>;
+  standing(client: AuthenticatedClient): Promise<CurrentStanding>;
+  invalidate(event: AuthInvalidation): void;
+  /** Listens for invalidations published by any node, the API or the CLI. */
+  subscribe(subscriber: Redis): Promise<void>;
+  readonly cacheSize: number;
+}
+
+interface Remembered {
+  client: AuthenticatedClient;
+  expiresAt: number;
+}
+
+const credentialWithProject = {
+  id: true,
+  key: true,
+  secretHash: true,
+  revokedAt: true,
+  project: {
+    select: {
+      id: true,
+      status: true,
+      quotaPerMinute: true,
+      quotaDaily: true,
+      maxRecipients: true,
+      senderDomains: true,
+    },
+  },
+} as const;
+
+/**
+ * SMTP credential verification. bcrypt (cost 10) costs ~64 ms of CPU, so a success is remembered
+ * for `cacheTtlMs` under an HMAC of key and secret with a per-process random key: the cache never
+ * holds the secret, and a memory dump does not give a value to test guesses against offline faster
+ * than bcrypt would. Revocation and suspension published on Redis drop entries on every node; the
+ * TTL bounds how long a change written straight into the database goes unseen.
+ * Failures are counted per IP and per key on Redis (shared by every node).
+ */
+export function createCredentialVerifier(options: CredentialVerifierOptions): CredentialVerifier {
+  const { db, redis, keyPrefix, cacheTtlMs } = options;
+  const maxEntries = options.maxCacheEntries ?? 100_000;
+  const hmacKey = randomBytes(32);
+  const bySecret = new Map<string, Remembered>();
+  // The same entries by credential, so a session's per-transaction check is one lookup.
+  const byCredential = new Map<string, Remembered>();
+  const inFlight = new Map<string, Promise<VerificationOutcome>>();
+  // Bumped by every invalidation: a verification that read the database before an invalidation
+  // arrived must not put its (possibly stale) result into the cache after it.
+  let generation = 0;
+
+  const windowSeconds = options.failureWindowSeconds ?? 900;
+  const failuresByIp = new RateLimiterRedis({
+    storeClient: redis,
+    keyPrefix: `${keyPrefix}:auth-failures:ip`,
+    points: options.failuresPerIp,
+    duration: windowSeconds,
+  });
+  const failuresByKey = new RateLimiterRedis({
+    storeClient: redis,
+    keyPrefix: `${keyPrefix}:auth-failures:key`,
+    points: options.failuresPerKey,
+    duration: windowSeconds,
+  });
+
+  const fingerprint = (key: string, secret: string) =>
+    createHmac("sha256", hmacKey).update(key).update("\0").update(secret).digest("base64url");
+
+  const remember = (id: string, client: AuthenticatedClient) => {
+    if (bySecret.size >= maxEntries) {
+      const oldest = bySecret.keys().next().value;
+      if (oldest !== undefined) {
+        const evicted = bySecret.get(oldest);
+        bySecret.delete(oldest);
+        if (evicted && byCredential.get(evicted.client.credentialId) === evicted)
+          byCredential.delete(evicted.client.credentialId);
+      }
+    }
+    const entry = { client, expiresAt: Date.now() + cacheTtlMs };
+    bySecret.set(id, entry);
+    byCredential.set(client.credentialId, entry);
+  };
+
+  const blockedBy = async (key: string, ip: string) => {
+    const [byIp, byKey] = await Promise.all([failuresByIp.get(ip), failuresByKey.get(key)]);
+    if (byIp && byIp.consumedPoints >= options.failuresPerIp)
+      return { scope: "ip" as const, msBeforeNext: byIp.msBeforeNext };
+    if (byKey && byKey.consumedPoints >= options.failuresPerKey)
+      return { scope: "key" as const, msBeforeNext: byKey.msBeforeNext };
+    return undefined;
+  };
+
+  /** Counts a failure; says whether it used up the allowance. */
+  const countFailure = async (key: string, ip: string) => {
+    const [byIp, byKey] = await Promise.all([failuresByIp.penalty(ip, 1), failuresByKey.penalty(key, 1)]);
+    if (byIp.consumedPoints >= options.failuresPerIp)
+      return { scope: "ip" as const, msBeforeNext: byIp.msBeforeNext };
+    if (byKey.consumedPoints >= options.failuresPerKey)
+      return { scope: "key" as const, msBeforeNext: byKey.msBeforeNext };
+    return undefined;
+  };
+
+  const verifyUncached = async (
+    key: string,
+    secret: string,
+    ip: string,
+    id: string,
+  ): Promise<VerificationOutcome> => {
+    const startedAt = generation;
+    let outcome: VerificationOutcome;
+    try {
+      const blocked = await blockedBy(key, ip);
+      if (blocked) return { ok: false, reason: "blocked", reachedNow: false, ...blocked };
+      // A key without our prefix cannot exist: no database round trip for it.
+      const row = key.startsWith(smtpKeyPrefix)
+        ? await db.smtpCredential.findUnique({ where: { key }, select: credentialWithProject })
+        : null;
+      if (!row) outcome = { ok: false, reason: "unknown_key" };
+      else if (!(await bcrypt.compare(secret, row.secretHash)))
+        outcome = { ok: false, reason: "bad_secret", projectId: row.project.id };
+      else if (row.revokedAt) outcome = { ok: false, reason: "revoked", projectId: row.project.id };
+      else if (row.project.status === "suspended")
+        outcome = { ok: false, reason: "suspended", projectId: row.project.id };
+      else outcome = { ok: true, client: toClient(row), cached: false };
+
+      if (!outcome.ok) {
+        const reached = await countFailure(key, ip);
+        if (reached)
+          return { ok: false, reason: "blocked", reachedNow: true, projectId: outcome.projectId, ...reached };
+        return outcome;
+      }
+    } catch (error) {
+      return { ok: false, reason: "unavailable", error: error as Error };
+    }
+    if (generation === startedAt) remember(id, outcome.client);
+    // Bookkeeping only: not worth a round trip on the reply path.
+    db.smtpCredential
+      .update({ where: { id: outcome.client.credentialId }, data: { lastUsedAt: new Date() } })
+      .catch(() => {});
+    return outcome;
+  };
+
+  return {
+    get cacheSize() {
+      return bySecret.size;
+    },
+
+    async verify(key, secret, ip) {
+      const id = fingerprint(key, secret);
+      const hit = bySecret.get(id);
+      if (hit && hit.expiresAt > Date.now()) return { ok: true, client: hit.client, cached: true };
+      if (hit) bySecret.delete(id);
+      // Many connections of one application authenticating at once share one bcrypt run.
+      const pending = inFlight.get(id);
+      if (pending) return pending;
+      const started = verifyUncached(key, secret, ip, id).finally(() => inFlight.delete(id));
+      inFlight.set(id, started);
+      return started;
+    },
+
+    async standing(client) {
+      const entry = byCredential.get(client.credentialId);
+      if (entry && entry.expiresAt > Date.now()) return { ok: true, client: entry.client };
+      try {
+        const row = await db.smtpCredential.findUnique({
+          where: { id: client.credentialId },
+          select: credentialWithProject,
+        });
+        if (!row) return { ok: false, reason: "unknown_key", projectId: client.project.id };
+        if (row.revokedAt) return { ok: false, reason: "revoked", projectId: row.project.id };
+        if (row.project.status === "suspended")
+          return { ok: false, reason: "suspended", projectId: row.project.id };
+        return { ok: true, client: toClient(row) };
+      } catch (error) {
+        return { ok: false, reason: "unavailable", error: error as Error };
+      }
+    },
+
+    invalidate(event) {
+      generation++;
+      for (const [id, entry] of bySecret) {
+        const matches =
+          event.kind === "credential"
+            ? entry.client.credentialId === event.credentialId
+            : entry.client.project.id === event.projectId;
+        if (matches) bySecret.delete(id);
+      }
+      for (const [id, entry] of byCredential) {
+        const matches =
+          event.kind === "credential"
+            ? id === event.credentialId
+            : entry.client.project.id === event.projectId;
+        if (matches) byCredential.delete(id);
+      }
+    },
+
+    async subscribe(subscriber) {
+      const channel = authInvalidationChannel(keyPrefix);
+      subscriber.on("message", (from: string, payload: string) => {
+        if (from !== channel) return;
+        const event = parseInvalidation(payload);
+        // Unreadable: drop everything rather than keep what might be revoked.
+        if (event) this.invalidate(event);
+        else forgetAll();
+      });
+      // While the subscription was down, invalidations may have been missed.
+      let connectedOnce = false;
+      subscriber.on("ready", () => {
+        if (connectedOnce) forgetAll();
+        connectedOnce = true;
+      });
+      if (subscriber.status === "ready") connectedOnce = true;
+      await subscriber.subscribe(channel);
+    },
+  };
+
+  function forgetAll() {
+    generation++;
+    bySecret.clear();
+    byCredential.clear();
+  }
+}
+
+function toClient(row: {
+  id: string;
+  key: string;
+  project: {
+    id: string;
+    status: "active" | "suspended";
+    quotaPerMinute: number;
+    quotaDaily: number;
+    maxRecipients: number;
+    senderDomains: string[];
+  };
+}): AuthenticatedClient {
+  return {
+    credentialId: row.id,
+    key: row.key,
+    project: { ...row.project, senderDomains: row.project.senderDomains.map((d) => d.toLowerCase()) },
+  };
+}
+
+function parseInvalidation(payload: string): AuthInvalidation | undefined {
+  try {
+    const event = JSON.parse(payload) as Partial<{ kind: string; credentialId: string; projectId: string }>;
+    if (event.kind === "credential" && typeof event.credentialId === "string")
+      return { kind: "credential", credentialId: event.credentialId };
+    if (event.kind === "project" && typeof event.projectId === "string")
+      return { kind: "project", projectId: event.projectId };
+  } catch {}
+  return undefined;
+}

@@ -1,0 +1,105 @@
+import { createCredentialVerifier, publishAuthInvalidation } from "@postern/auth";
+import { createProjectFixture, createTestContext, type TestContext } from "@postern/testkit";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+let ctx: TestContext;
+beforeAll(async () => {
+  ctx = await createTestContext();
+});
+afterAll(() => ctx.close());
+
+function verifier(cacheTtlMs = 30_000) {
+  return createCredentialVerifier({
+    db: ctx.db,
+    redis: ctx.redis,
+    keyPrefix: ctx.redisKeyPrefix,
+    cacheTtlMs,
+    failuresPerIp: 100,
+    failuresPerKey: 100,
+  });
+}
+
+describe("credential verifier", () => {
+  it("verifies with bcrypt once, then from the cache; the cache is keyed without the secret", async () => {
+    const { project, smtp } = await createProjectFixture(ctx.db, ctx.config, {
+      senderDomains: ["Example.COM"],
+    });
+    const v = verifier();
+    const first = await v.verify(smtp.username, smtp.password, "192.0.2.1");
+    expect(first).toMatchObject({ ok: true, cached: false });
+    if (!first.ok) throw new Error("expected ok");
+    expect(first.client.project).toMatchObject({ id: project.id, senderDomains: ["example.com"] });
+    expect(await v.verify(smtp.username, smtp.password, "192.0.2.1")).toMatchObject({
+      ok: true,
+      cached: true,
+    });
+    // A wrong secret is never answered from the cache.
+    expect(await v.verify(smtp.username, `${smtp.password}x`, "192.0.2.1")).toMatchObject({
+      ok: false,
+      reason: "bad_secret",
+    });
+    expect(v.cacheSize).toBe(1);
+  });
+
+  it("concurrent verifications of one credential share one bcrypt run", async () => {
+    const { smtp } = await createProjectFixture(ctx.db, ctx.config);
+    const v = verifier();
+    const results = await Promise.all(
+      Array.from({ length: 5 }, () => v.verify(smtp.username, smtp.password, "192.0.2.2")),
+    );
+    expect(results.every((r) => r.ok && !r.cached)).toBe(true);
+    expect(v.cacheSize).toBe(1);
+  });
+
+  it("expires cached successes after the TTL, so a revocation written only in the database applies", async () => {
+    const { smtp } = await createProjectFixture(ctx.db, ctx.config);
+    const v = verifier(200);
+    expect(await v.verify(smtp.username, smtp.password, "192.0.2.3")).toMatchObject({ ok: true });
+    await ctx.db.smtpCredential.update({ where: { id: smtp.credentialId }, data: { revokedAt: new Date() } });
+    expect(await v.verify(smtp.username, smtp.password, "192.0.2.3")).toMatchObject({
+      ok: true,
+      cached: true,
+    });
+    await new Promise((r) => setTimeout(r, 250));
+    expect(await v.verify(smtp.username, smtp.password, "192.0.2.3")).toMatchObject({
+      ok: false,
+      reason: "revoked",
+    });
+  });
+
+  it("drops cached successes on a published invalidation (credential or project)", async () => {
+    const a = await createProjectFixture(ctx.db, ctx.config);
+    const b = await createProjectFixture(ctx.db, ctx.config);
+    const v = verifier();
+    const subscriber = ctx.redis.duplicate();
+    await v.subscribe(subscriber);
+    await v.verify(a.smtp.username, a.smtp.password, "192.0.2.4");
+    await v.verify(b.smtp.username, b.smtp.password, "192.0.2.4");
+    expect(v.cacheSize).toBe(2);
+    await publishAuthInvalidation(ctx.redis, ctx.redisKeyPrefix, {
+      kind: "credential",
+      credentialId: a.smtp.credentialId,
+    });
+    await publishAuthInvalidation(ctx.redis, ctx.redisKeyPrefix, {
+      kind: "project",
+      projectId: b.project.id,
+    });
+    for (let i = 0; i < 50 && v.cacheSize > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(v.cacheSize).toBe(0);
+    subscriber.disconnect();
+  });
+
+  it("standing() sees a suspension of an authenticated client's project", async () => {
+    const { project, smtp } = await createProjectFixture(ctx.db, ctx.config);
+    const v = verifier();
+    const outcome = await v.verify(smtp.username, smtp.password, "192.0.2.5");
+    if (!outcome.ok) throw new Error("expected ok");
+    await ctx.db.project.update({ where: { id: project.id }, data: { status: "suspended" } });
+    v.invalidate({ kind: "project", projectId: project.id });
+    expect(await v.standing(outcome.client)).toEqual({
+      ok: false,
+      reason: "suspended",
+      projectId: project.id,
+    });
+  });
+});
