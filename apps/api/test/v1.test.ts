@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { recordAudit } from "@postern/audit";
-import { deliveryQueueName } from "@postern/queue";
+import { createRedis, deliveryQueueName } from "@postern/queue";
 import { createProjectQuota } from "@postern/quota";
 import {
   createProjectFixture,
@@ -170,6 +170,23 @@ describe("GET /v1/stats", () => {
     expect(resetsIn).toBeGreaterThan(0);
     expect(resetsIn).toBeLessThanOrEqual(60_000);
     expect(new Date(usage.daily.resetsAt).getTime() - Date.now()).toBeLessThanOrEqual(86_400_000);
+  });
+
+  it("still answers when Redis is down: the rate limiter lets the request through, quota usage is null", async () => {
+    const deadRedis = createRedis("redis://127.0.0.1:1", {
+      maxRetriesPerRequest: 1,
+      retryStrategy: () => 200,
+    });
+    const withoutRedis = await apiFor(ctx, { redis: deadRedis });
+    const response = await withoutRedis.inject({
+      method: "GET",
+      url: "/v1/stats",
+      headers: bearer(mine.apiToken.token),
+    });
+    expect(response.statusCode).toBe(200);
+    expect(response.json().quota.perMinute).toEqual({ limit: 100, used: null, resetsAt: null });
+    await withoutRedis.close();
+    deadRedis.disconnect();
   });
 
   it("takes an explicit window", async () => {
