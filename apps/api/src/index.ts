@@ -26,3 +26,4 @@ export async function startApi(deps: ApiDependencies) {
     },
   };
 }
+export { startProbes } from "./probes";
