@@ -2,7 +2,9 @@ import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
 import type { ResolvedConfig } from "@postern/config";
 import type { Database } from "@postern/db";
-import type { Redis } from "@postern/queue";
+import { createProjectService } from "@postern/projects";
+import { createDeliveryProducer, type DeliveryProducer, type Redis } from "@postern/queue";
+import { createProjectQuota } from "@postern/quota";
 import type { Logger, Registry } from "@postern/telemetry";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import {
@@ -11,8 +13,15 @@ import {
   validatorCompiler,
   type ZodTypeProvider,
 } from "fastify-type-provider-zod";
+import { adminTokenAuth, projectTokenAuth } from "./auth";
 import { installErrorHandling } from "./errors";
+import { adminAuditRoutes } from "./routes/admin-audit";
+import { adminProjectRoutes } from "./routes/admin-projects";
 import { healthRoutes } from "./routes/health";
+import { messageRoutes } from "./routes/messages";
+import { installHttpMetrics, metricsRoutes } from "./routes/metrics";
+import { projectAuditRoutes } from "./routes/project-audit";
+import { statsRoutes } from "./routes/stats";
 
 export interface ApiDependencies {
   config: ResolvedConfig;
@@ -21,6 +30,30 @@ export interface ApiDependencies {
   redis: Redis;
   log: Logger;
   metrics: Registry;
+  /** Schedules retries; created on `redis` when not given. */
+  deliveryProducer?: DeliveryProducer;
+  /** Current quota usage of a project; packages/quota's counters in Redis when not given. */
+  quotaUsage?: (project: QuotaProject) => Promise<QuotaUsage>;
+  /** SSE tuning; defaults suit production. */
+  auditStream?: { keepAliveMs?: number; pollIntervalMs?: number };
+}
+
+/** What route groups receive: the dependencies with everything optional resolved. */
+export type RouteDependencies = ApiDependencies & {
+  deliveryProducer: DeliveryProducer;
+  quotaUsage: (project: QuotaProject) => Promise<QuotaUsage>;
+};
+
+export interface QuotaProject {
+  id: string;
+  quotaPerMinute: number;
+  quotaDaily: number;
+}
+
+/** As packages/quota's `usage(project)` answers it (resetsAt null: nothing counted in the window). */
+export interface QuotaUsage {
+  perMinute: { used: number; resetsAt: Date | null };
+  daily: { used: number; resetsAt: Date | null };
 }
 
 export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> {
@@ -32,6 +65,7 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandling(app);
+  installHttpMetrics(app, deps.metrics);
 
   await app.register(swagger, {
     openapi: {
@@ -41,13 +75,56 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
         description: "Stats, messages, audit log and project management.",
       },
       components: {
-        securitySchemes: { bearer: { type: "http", scheme: "bearer" } },
+        securitySchemes: {
+          bearer: { type: "http", scheme: "bearer", description: "a project API token (pst_api_...)" },
+          admin: { type: "http", scheme: "bearer", description: "the operator token (ADMIN_TOKEN)" },
+        },
       },
     },
     transform: jsonSchemaTransform,
   });
   await app.register(swaggerUi, { routePrefix: "/docs" });
 
+  const deliveryProducer =
+    deps.deliveryProducer ?? createDeliveryProducer(deps.redis, deps.config.redisKeyPrefix);
+  if (!deps.deliveryProducer) app.addHook("onClose", () => deliveryProducer.close());
+  const quota = createProjectQuota(deps.redis, deps.config.redisKeyPrefix);
+  const routeDeps = { ...deps, deliveryProducer, quotaUsage: deps.quotaUsage ?? ((p) => quota.usage(p)) };
+
+  await app.register(metricsRoutes(deps.metrics));
   await app.register(healthRoutes(deps));
+
+  await app.register(
+    async (v1) => {
+      v1.addHook(
+        "onRequest",
+        projectTokenAuth({
+          db: deps.db,
+          redis: deps.redis,
+          keyPrefix: deps.config.redisKeyPrefix,
+          rateLimitPerMinute: deps.config.http.rateLimitPerMinute,
+        }),
+      );
+      await v1.register(statsRoutes(routeDeps));
+      await v1.register(messageRoutes(routeDeps));
+      await v1.register(projectAuditRoutes(routeDeps));
+    },
+    { prefix: "/v1" },
+  );
+
+  const projects = createProjectService(deps);
+  await app.register(
+    async (admin) => {
+      admin.addHook("onRequest", adminTokenAuth(deps.config.adminToken));
+      await admin.register(adminProjectRoutes(projects));
+      await admin.register(
+        adminAuditRoutes(routeDeps, {
+          keepAliveMs: deps.auditStream?.keepAliveMs ?? 15_000,
+          pollIntervalMs: deps.auditStream?.pollIntervalMs ?? 250,
+        }),
+      );
+    },
+    { prefix: "/admin" },
+  );
   return app;
 }

@@ -1,16 +1,29 @@
 import { type ApiDependencies, buildApi } from "./app";
+import { scheduleStatsCompaction } from "./stats-compaction";
 
-export { type ApiDependencies, buildApi } from "./app";
+export {
+  type ApiDependencies,
+  buildApi,
+  type QuotaProject,
+  type QuotaUsage,
+  type RouteDependencies,
+} from "./app";
 export { ApiError } from "./errors";
+export { compactMessageStats } from "./stats-compaction";
 
 /** The API role: listens on HTTP_HOST:HTTP_PORT until stopped. */
 export async function startApi(deps: ApiDependencies) {
   const app = await buildApi(deps);
   const address = await app.listen({ host: deps.config.http.host, port: deps.config.http.port });
+  const stopCompaction = scheduleStatsCompaction(deps.db, (error) =>
+    deps.log.warn({ err: error }, "stats compaction failed; will retry"),
+  );
   return {
     address,
     async stop() {
+      stopCompaction();
       await app.close();
     },
   };
 }
+export { startProbes } from "./probes";

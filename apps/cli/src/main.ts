@@ -1,4 +1,8 @@
 import { Command } from "commander";
+import { registerAuditCommands } from "./commands/audit";
+import { registerSecretCommands } from "./commands/credentials";
+import { exitCodes } from "./commands/operator";
+import { registerProjectCommands } from "./commands/project";
 import { startCommand } from "./commands/start";
 import { roleNames } from "./roles";
 
@@ -6,12 +10,29 @@ const program = new Command()
   .name("postern")
   .description("Postern: authenticated, multi-tenant SMTP relay")
   .showHelpAfterError()
-  .exitOverride((error) => process.exit(error.exitCode === 0 ? 0 : 2));
+  .configureHelp({ showGlobalOptions: true })
+  .addHelpText(
+    "after",
+    "\nExit codes: 0 done, 1 Postern unavailable (configuration, database, Redis), 2 invalid usage or input,\n3 not found, 4 refused in the current state (e.g. deleting a project with pending mail).",
+  );
 
 program
   .command("start")
   .description(`run the relay: every role, or only the named ones (${roleNames.join(", ")})`)
   .argument("[roles...]", "roles to run in this process")
   .action(startCommand);
+
+registerProjectCommands(program);
+registerSecretCommands(program);
+registerAuditCommands(program);
+
+// Usage errors (unknown command or option, missing argument) exit 2 like other Unix tools; --help exits 0.
+for (const command of [program, ...allSubcommands(program)]) {
+  command.exitOverride((error) => process.exit(error.exitCode === 0 ? exitCodes.ok : exitCodes.usage));
+}
+
+function allSubcommands(command: Command): Command[] {
+  return command.commands.flatMap((sub) => [sub, ...allSubcommands(sub)]);
+}
 
 await program.parseAsync(process.argv);

@@ -31,3 +31,13 @@ export const roles: Record<string, RoleStarter> = {
 };
 
 export const roleNames = Object.keys(roles);
+
+/** Health probes and metrics for a process that runs no API (see apps/api/src/probes.ts). */
+export const probes: RoleStarter = async (runtime) => {
+  const { startProbes } = await import("@postern/api");
+  const server = await startProbes(runtime);
+  return {
+    describe: [`Probes   ${server.address}/health/ready, ${server.address}/metrics`],
+    stop: server.stop,
+  };
+};

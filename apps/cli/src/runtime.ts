@@ -3,6 +3,7 @@ import { createDatabase, type Database, migrate } from "@postern/db";
 import { provideServices, type Services } from "@postern/embedded";
 import { createRedis, type Redis } from "@postern/queue";
 import { createLogger, createMetricsRegistry, type Logger, type Registry } from "@postern/telemetry";
+import type { DestinationStream } from "pino";
 
 /** What every role is given: one config, one database pool, one Redis connection, one logger, one registry. */
 export interface Runtime {
@@ -23,9 +24,11 @@ export interface Runtime {
 export async function openRuntime(options: {
   attach: boolean;
   onAdminTokenGenerated?: (token: string) => void;
+  /** Where log lines go; the operator CLI sends them to stderr so that stdout stays parseable. */
+  logDestination?: DestinationStream;
 }): Promise<Runtime> {
   const base = loadConfig();
-  const log = createLogger({ level: base.logLevel, name: "postern" });
+  const log = createLogger({ level: base.logLevel, name: "postern" }, options.logDestination);
   const services = await provideServices(base, {
     attach: options.attach,
     log: (line) => log.debug({ component: "embedded" }, line),

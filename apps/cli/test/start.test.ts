@@ -143,6 +143,24 @@ describe("postern start, with DATABASE_URL and REDIS_URL", () => {
     expect(await started.exited).toBe(0);
   });
 
+  it("serves health probes and metrics on HTTP_PORT when it runs roles without the API", async () => {
+    const env = { ...ctx.env, LOG_LEVEL: "warn", ...(await portsEnv()) };
+    const child = spawn(process.execPath, [bin, "start", "worker"], {
+      env: { PATH: process.env.PATH ?? "", ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let output = "";
+    child.stdout.on("data", (d) => (output += d));
+    const exited = new Promise((resolve) => child.on("exit", resolve));
+    await expect.poll(() => output, { timeout: 20_000 }).toContain("Postern is running (worker)");
+    expect((await ready(Number(env.HTTP_PORT))).status).toBe(200);
+    const metrics = await (await fetch(`http://127.0.0.1:${env.HTTP_PORT}/metrics`)).text();
+    expect(metrics).toContain("postern_delivery_");
+    expect((await fetch(`http://127.0.0.1:${env.HTTP_PORT}/v1/stats`)).status).toBe(404);
+    child.kill("SIGTERM");
+    expect(await exited).toBe(0);
+  });
+
   it("stops at start with one line naming a bad variable", async () => {
     const child = spawn(process.execPath, [bin, "start"], {
       env: { ...process.env, ...ctx.env, SMTP_PORT: "not-a-port" },

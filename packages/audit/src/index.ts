@@ -1,2 +1,11 @@
 export { type AuditAction, auditActions } from "./actions";
+export {
+  type AuditEventJson,
+  type AuditFilter,
+  type AuditPage,
+  auditEventJson,
+  listAuditEvents,
+  matchesAuditFilter,
+} from "./reader";
+export { type AuditTailOptions, tailAudit } from "./tail";
 export { type AuditEntry, type AuditWriter, recordAudit, recordAuditMany } from "./writer";

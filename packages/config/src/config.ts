@@ -34,7 +34,7 @@ export interface Config {
     authFailuresPerIp: number;
     authFailuresPerKey: number;
   };
-  http: { host: string; port: number };
+  http: { host: string; port: number; rateLimitPerMinute: number };
   delivery: {
     backoffSeconds: number[];
     maxAttempts: number;
@@ -116,7 +116,7 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
       authFailuresPerIp: e.SMTP_AUTH_FAILURES_PER_IP,
       authFailuresPerKey: e.SMTP_AUTH_FAILURES_PER_KEY,
     },
-    http: { host: e.HTTP_HOST, port: e.HTTP_PORT },
+    http: { host: e.HTTP_HOST, port: e.HTTP_PORT, rateLimitPerMinute: e.API_RATE_LIMIT },
     delivery: {
       backoffSeconds: e.DELIVERY_BACKOFF,
       maxAttempts: e.DELIVERY_MAX_ATTEMPTS,

@@ -156,6 +156,11 @@ export const variables = {
     default: "8080",
     doc: "REST API, health probes and metrics.",
   },
+  API_RATE_LIMIT: {
+    schema: positiveInt.default(600),
+    default: "600",
+    doc: "Requests per minute each project API token may make to `/v1`; beyond it the API answers `429` with `Retry-After`.",
+  },
   ENCRYPTION_KEY: {
     schema: encryptionKey.optional(),
     default: "generated into DATA_DIR in embedded mode; required otherwise",

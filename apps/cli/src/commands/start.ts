@@ -1,4 +1,4 @@
-import { type RunningRole, roleNames, roles } from "../roles";
+import { probes, type RunningRole, roleNames, roles } from "../roles";
 import { exitWithStartupError, openRuntime, type Runtime } from "../runtime";
 
 /**
@@ -46,6 +46,7 @@ export async function startCommand(requested: string[]): Promise<void> {
   process.on("SIGTERM", () => void stop("SIGTERM"));
 
   try {
+    if (!selected.includes("api")) running.push({ name: "probes", role: await probes(runtime) });
     for (const name of selected) {
       const starter = roles[name];
       if (starter) running.push({ name, role: await starter(runtime) });

@@ -1,0 +1,93 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+import { hashApiToken } from "@postern/auth";
+import type { Database } from "@postern/db";
+import type { Redis } from "@postern/queue";
+import type { FastifyReply, FastifyRequest } from "fastify";
+import { RateLimiterRedis, RateLimiterRes } from "rate-limiter-flexible";
+import { ApiError } from "./errors";
+
+declare module "fastify" {
+  interface FastifyRequest {
+    /** Set by the `/v1` auth hook: the project the token belongs to. */
+    project: { id: string; tokenId: string };
+  }
+}
+
+function bearer(request: FastifyRequest): string | undefined {
+  const header = request.headers.authorization;
+  if (!header) return undefined;
+  const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  return match?.[1];
+}
+
+function sha256(value: string): Buffer {
+  return createHash("sha256").update(value).digest();
+}
+
+const unauthorized = (message: string) => new ApiError(401, "unauthorized", message);
+
+/** Writing lastUsedAt on every request would turn each read into a write: once a minute is enough. */
+const lastUsedResolutionMs = 60_000;
+
+/**
+ * `/v1`: a project API token, looked up by its SHA-256 (unique index), the stored hash compared in
+ * constant time, then rate limited per token (429 with Retry-After).
+ */
+export function projectTokenAuth(deps: {
+  db: Database;
+  redis: Redis;
+  keyPrefix: string;
+  rateLimitPerMinute: number;
+}) {
+  const limiter = new RateLimiterRedis({
+    storeClient: deps.redis,
+    keyPrefix: `${deps.keyPrefix}:api-rate`,
+    points: deps.rateLimitPerMinute,
+    duration: 60,
+  });
+  return async (request: FastifyRequest, reply: FastifyReply) => {
+    const token = bearer(request);
+    if (!token) throw unauthorized("send a project API token as 'Authorization: Bearer <token>'");
+    const hash = hashApiToken(token);
+    const row = await deps.db.apiToken.findUnique({
+      where: { tokenHash: hash },
+      select: {
+        id: true,
+        tokenHash: true,
+        projectId: true,
+        revokedAt: true,
+        lastUsedAt: true,
+      },
+    });
+    if (!row || !timingSafeEqual(Buffer.from(row.tokenHash), Buffer.from(hash)) || row.revokedAt) {
+      throw unauthorized("the API token is unknown or revoked");
+    }
+    try {
+      await limiter.consume(row.id);
+    } catch (rejection) {
+      if (!(rejection instanceof RateLimiterRes)) {
+        // Redis unavailable: reading stats must not fail because the limiter cannot count.
+        request.log.warn({ err: rejection }, "API rate limiter unavailable; request allowed");
+      } else {
+        reply.header("Retry-After", Math.max(1, Math.ceil(rejection.msBeforeNext / 1000)));
+        throw new ApiError(429, "rate_limited", `more than ${deps.rateLimitPerMinute} requests per minute`);
+      }
+    }
+    if (!row.lastUsedAt || Date.now() - row.lastUsedAt.getTime() > lastUsedResolutionMs) {
+      deps.db.apiToken
+        .update({ where: { id: row.id }, data: { lastUsedAt: new Date() } })
+        .catch((error: Error) => request.log.warn({ err: error }, "could not record token use"));
+    }
+    request.project = { id: row.projectId, tokenId: row.id };
+  };
+}
+
+/** `/admin`: the operator token, compared in constant time (digests, so lengths never differ). */
+export function adminTokenAuth(adminToken: string) {
+  const expected = sha256(adminToken);
+  return async (request: FastifyRequest) => {
+    const token = bearer(request);
+    if (!token) throw unauthorized("send the operator token as 'Authorization: Bearer <ADMIN_TOKEN>'");
+    if (!timingSafeEqual(sha256(token), expected)) throw unauthorized("the operator token is wrong");
+  };
+}

@@ -1,0 +1,40 @@
+import { z } from "zod";
+
+/** Shapes shared by several route groups. */
+
+export const uuidParam = z.uuid({ error: "must be a UUID" });
+
+export const isoDate = z.string().describe("ISO 8601 date-time");
+
+export const errorBody = z.object({
+  error: z.object({ code: z.string(), message: z.string() }),
+});
+
+export const auditEvent = z.object({
+  id: z.string().describe("increasing, but not commit-ordered; use as cursor or Last-Event-ID"),
+  createdAt: isoDate,
+  projectId: z.string().nullable(),
+  actor: z.string(),
+  action: z.string(),
+  ip: z.string().nullable(),
+  details: z.record(z.string(), z.unknown()),
+});
+
+export const auditPage = z.object({
+  items: z.array(auditEvent),
+  nextCursor: z.string().nullable(),
+});
+
+export const auditCursor = z
+  .string()
+  .regex(/^[0-9]{1,19}$/, "must be the nextCursor of a previous page")
+  .transform((value) => BigInt(value));
+
+export const pageLimit = z.coerce.number().int().min(1).max(200).default(50);
+
+/** Standard error answers, so the OpenAPI document lists them. */
+export const errors = {
+  400: errorBody,
+  401: errorBody,
+  404: errorBody,
+} as const;

@@ -1,0 +1,151 @@
+import { Prisma } from "@postern/db";
+import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
+import { z } from "zod";
+import type { RouteDependencies } from "../app";
+import { ApiError } from "../errors";
+import { errors, isoDate } from "./schemas";
+
+const hourMs = 60 * 60 * 1000;
+const dayMs = 24 * hourMs;
+const floorHour = (date: Date) => new Date(Math.floor(date.getTime() / hourMs) * hourMs);
+const ceilHour = (date: Date) => new Date(Math.ceil(date.getTime() / hourMs) * hourMs);
+/** Percentiles are computed over at most this many of the window's latest deliveries: bounded cost at any volume. */
+const latencySample = 2_000;
+
+const quotaWindow = z.object({
+  limit: z.number(),
+  used: z.number().nullable(),
+  resetsAt: isoDate.nullable(),
+});
+
+const statsResponse = z.object({
+  from: isoDate.describe("start of the window, rounded down to the hour"),
+  to: isoDate.describe("end of the window (exclusive), rounded up to the hour"),
+  counts: z.object({
+    accepted: z.number().describe("messages accepted (250) in the window, whatever their status now"),
+    queued: z.number(),
+    deferred: z.number(),
+    delivered: z.number(),
+    failed: z.number(),
+    rejected: z.number().describe("transactions refused at SMTP (message.rejected audit events)"),
+    quotaExceeded: z.number().describe("recipients refused over quota (quota.exceeded audit events)"),
+  }),
+  rejectedByReason: z.record(z.string(), z.number()),
+  deliveryLatencyMs: z
+    .object({ p50: z.number(), p90: z.number(), p99: z.number(), sampled: z.number() })
+    .nullable()
+    .describe("accept to delivery, over the window's latest deliveries (at most 2,000); null when none"),
+  quota: z.object({ perMinute: quotaWindow, daily: quotaWindow }),
+});
+
+/**
+ * `GET /v1/stats`. Counts come from MessageStatsHour (kept by triggers, sharded per connection so
+ * that the accept path never waits on a counter row), so they cost ~24 rows × shards whatever the
+ * volume; hence the window is counted in whole hours. Rejections and latency are index range scans
+ * bounded by the window (latency by a sample size). Query plans: docs/api.md.
+ */
+export function statsRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
+  return async (app) => {
+    app.get(
+      "/stats",
+      {
+        schema: {
+          tags: ["project"],
+          summary: "Counts by status and rejection reason, delivery latency and quota usage for a window",
+          security: [{ bearer: [] }],
+          querystring: z.object({
+            from: z.coerce.date().optional().describe("default: 24 hours before `to`"),
+            to: z.coerce.date().optional().describe("default: now"),
+          }),
+          response: { 200: statsResponse, ...errors },
+        },
+      },
+      async (request) => {
+        const projectId = request.project.id;
+        const to = ceilHour(request.query.to ?? new Date());
+        const from = floorHour(request.query.from ?? new Date(to.getTime() - dayMs));
+        if (request.query.from && request.query.to && request.query.from >= request.query.to) {
+          throw new ApiError(400, "validation_error", "querystring.from: must be before `to`");
+        }
+
+        const [byStatus, rejections, latency, project] = await Promise.all([
+          deps.db.$queryRaw<{ status: string; n: number }[]>`
+            SELECT status::text AS status, sum(count)::int AS n FROM "MessageStatsHour"
+            WHERE "projectId" = ${projectId}::uuid AND hour >= ${from} AND hour < ${to}
+            GROUP BY status`,
+          deps.db.$queryRaw<{ action: string; reason: string; n: number }[]>`
+            SELECT action, coalesce(details->>'reason', 'unspecified') AS reason, count(*)::int AS n
+            FROM "AuditEvent"
+            WHERE "projectId" = ${projectId}::uuid AND action IN ('message.rejected', 'quota.exceeded')
+              AND "createdAt" >= ${from} AND "createdAt" < ${to}
+            GROUP BY 1, 2`,
+          deps.db.$queryRaw<{ p: number[] | null; n: number }[]>`
+            SELECT percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY ms) AS p, count(*)::int AS n
+            FROM (
+              SELECT extract(epoch FROM ("deliveredAt" - "createdAt")) * 1000 AS ms FROM "Message"
+              WHERE "projectId" = ${projectId}::uuid AND status = 'delivered'
+                AND "createdAt" >= ${from} AND "createdAt" < ${to} AND "deliveredAt" IS NOT NULL
+              ORDER BY "createdAt" DESC LIMIT ${Prisma.raw(String(latencySample))}
+            ) latest`,
+          deps.db.project.findUniqueOrThrow({
+            where: { id: projectId },
+            select: { quotaPerMinute: true, quotaDaily: true },
+          }),
+        ]);
+
+        const status = Object.fromEntries(byStatus.map((row) => [row.status, row.n]));
+        const rejectedByReason: Record<string, number> = {};
+        let rejected = 0;
+        let quotaExceeded = 0;
+        for (const row of rejections) {
+          if (row.action === "quota.exceeded") quotaExceeded += row.n;
+          else {
+            rejected += row.n;
+            rejectedByReason[row.reason] = (rejectedByReason[row.reason] ?? 0) + row.n;
+          }
+        }
+        const sample = latency[0];
+        // Quota usage is live state in Redis; stats still answer (used: null) when Redis does not.
+        const usage = await deps.quotaUsage({ id: projectId, ...project }).catch((error: Error) => {
+          request.log.warn({ err: error }, "quota usage unavailable");
+          return undefined;
+        });
+        return {
+          from: from.toISOString(),
+          to: to.toISOString(),
+          counts: {
+            accepted: byStatus.reduce((sum, row) => sum + row.n, 0),
+            queued: status.queued ?? 0,
+            deferred: status.deferred ?? 0,
+            delivered: status.delivered ?? 0,
+            failed: status.failed ?? 0,
+            rejected,
+            quotaExceeded,
+          },
+          rejectedByReason,
+          deliveryLatencyMs:
+            sample?.p && sample.n > 0
+              ? {
+                  p50: Math.round(sample.p[0] ?? 0),
+                  p90: Math.round(sample.p[1] ?? 0),
+                  p99: Math.round(sample.p[2] ?? 0),
+                  sampled: sample.n,
+                }
+              : null,
+          quota: {
+            perMinute: {
+              limit: project.quotaPerMinute,
+              used: usage?.perMinute.used ?? null,
+              resetsAt: usage?.perMinute.resetsAt?.toISOString() ?? null,
+            },
+            daily: {
+              limit: project.quotaDaily,
+              used: usage?.daily.used ?? null,
+              resetsAt: usage?.daily.resetsAt?.toISOString() ?? null,
+            },
+          },
+        };
+      },
+    );
+  };
+}

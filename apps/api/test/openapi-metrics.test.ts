@@ -1,0 +1,79 @@
+import { createMetricsRegistry } from "@postern/telemetry";
+import { createProjectFixture, createTestContext, type TestContext } from "@postern/testkit";
+import { Validator } from "@seriousme/openapi-schema-validator";
+import { Counter } from "prom-client";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { apiFor, bearer } from "./api-helpers";
+
+let ctx: TestContext;
+beforeAll(async () => {
+  ctx = await createTestContext();
+});
+afterAll(() => ctx.close());
+
+describe("GET /docs/json", () => {
+  it("is a valid OpenAPI document listing every route with its security", async () => {
+    const app = await apiFor(ctx);
+    const response = await app.inject({ method: "GET", url: "/docs/json" });
+    expect(response.statusCode).toBe(200);
+    const document = response.json();
+    const result = await new Validator().validate(document);
+    expect(result.errors ?? []).toEqual([]);
+    expect(result.valid).toBe(true);
+
+    const routes = Object.entries(document.paths as Record<string, Record<string, unknown>>).flatMap(
+      ([path, ops]) => Object.keys(ops).map((method) => `${method.toUpperCase()} ${path}`),
+    );
+    expect(routes.sort()).toEqual(
+      [
+        "GET /health",
+        "GET /health/ready",
+        "GET /metrics",
+        "GET /v1/stats",
+        "GET /v1/messages",
+        "GET /v1/messages/{id}",
+        "POST /v1/messages/{id}/retry",
+        "GET /v1/audit-logs",
+        "POST /admin/projects",
+        "GET /admin/projects",
+        "GET /admin/projects/{id}",
+        "PATCH /admin/projects/{id}",
+        "DELETE /admin/projects/{id}",
+        "POST /admin/projects/{id}/credentials",
+        "DELETE /admin/projects/{id}/credentials/{credentialId}",
+        "POST /admin/projects/{id}/tokens",
+        "DELETE /admin/projects/{id}/tokens/{tokenId}",
+        "GET /admin/audit-logs",
+        "GET /admin/audit-logs/stream",
+      ].sort(),
+    );
+    expect(document.paths["/v1/stats"].get.security).toEqual([{ bearer: [] }]);
+    expect(document.paths["/admin/projects"].post.security).toEqual([{ admin: [] }]);
+    expect((await app.inject({ method: "GET", url: "/docs" })).statusCode).toBeLessThan(400);
+    await app.close();
+  });
+});
+
+describe("GET /metrics", () => {
+  it("serves the process registry, other roles' metrics included, with HTTP latency by route", async () => {
+    const metrics = createMetricsRegistry();
+    // What the SMTP role would register when it runs in the same process.
+    new Counter({ name: "postern_smtp_messages_accepted_total", help: "test", registers: [metrics] }).inc(3);
+    const app = await apiFor(ctx, { metrics });
+    const project = await createProjectFixture(ctx.db, ctx.config);
+    await app.inject({ method: "GET", url: "/v1/messages", headers: bearer(project.apiToken.token) });
+    await app.inject({ method: "GET", url: "/health" });
+    const response = await app.inject({ method: "GET", url: "/metrics" });
+    expect(response.statusCode).toBe(200);
+    expect(response.headers["content-type"]).toMatch(/^text\/plain/);
+    expect(response.body).toContain("postern_smtp_messages_accepted_total 3");
+    expect(response.body).toMatch(
+      /postern_http_request_duration_seconds_count\{method="GET",route="\/v1\/messages",status="200"\} 1/,
+    );
+    expect(response.body).toMatch(
+      /postern_http_request_duration_seconds_count\{method="GET",route="\/health",status="200"\} 1/,
+    );
+    expect(response.body).toContain("postern_process_cpu_seconds_total");
+    await app.close();
+  });
+});

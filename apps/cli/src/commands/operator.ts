@@ -1,0 +1,65 @@
+import { pino } from "pino";
+import { exitWithStartupError, openRuntime, type Runtime } from "../runtime";
+
+/**
+ * Exit codes of the operator commands, for scripts: 0 done; 1 Postern could not run the command
+ * (configuration, database or Redis unavailable); 2 invalid usage or input; 3 no such project,
+ * credential or token; 4 refused in the current state (e.g. deleting a project with pending mail).
+ */
+export const exitCodes = { ok: 0, unavailable: 1, usage: 2, notFound: 3, conflict: 4 } as const;
+
+/** An expected refusal: printed as one line on stderr (or as JSON with --json), then the exit code. */
+export class CommandFailure extends Error {
+  constructor(
+    readonly exitCode: (typeof exitCodes)[keyof typeof exitCodes],
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface OutputOptions {
+  json?: boolean;
+}
+
+/**
+ * Runs an operator command against the database directly (attaching to a running embedded
+ * Postern in the same DATA_DIR, or starting its services for the duration), then exits.
+ */
+export async function operate(
+  options: OutputOptions,
+  command: (runtime: Runtime) => Promise<{ json: unknown; text: string }>,
+): Promise<never> {
+  let runtime: Runtime;
+  try {
+    runtime = await openRuntime({ attach: true, logDestination: pino.destination(2) });
+  } catch (error) {
+    exitWithStartupError(error);
+  }
+  let exitCode: number = exitCodes.ok;
+  try {
+    const result = await command(runtime);
+    process.stdout.write(options.json ? `${JSON.stringify(result.json, null, 2)}\n` : `${result.text}\n`);
+  } catch (error) {
+    if (error instanceof CommandFailure) {
+      exitCode = error.exitCode;
+      if (options.json) {
+        process.stdout.write(`${JSON.stringify({ error: { code: error.code, message: error.message } })}\n`);
+      }
+      process.stderr.write(`postern: ${error.message}\n`);
+    } else {
+      exitCode = exitCodes.unavailable;
+      process.stderr.write(`postern: ${(error as Error).message}\n`);
+    }
+  } finally {
+    await runtime.close();
+  }
+  process.exit(exitCode);
+}
+
+/** Aligned "key  value" lines for people; scripts use --json. */
+export function table(rows: [string, string | number | null | undefined][]): string {
+  const width = Math.max(...rows.map(([key]) => key.length));
+  return rows.map(([key, value]) => `${key.padEnd(width)}  ${value ?? "-"}`).join("\n");
+}

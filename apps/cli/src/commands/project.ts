@@ -1,0 +1,241 @@
+import {
+  type Actor,
+  createProjectService,
+  type ProjectService,
+  projectDetailView,
+  projectInputSchema,
+  projectPatchSchema,
+  projectView,
+} from "@postern/projects";
+import type { Command } from "commander";
+import type { z } from "zod";
+import type { Runtime } from "../runtime";
+import { CommandFailure, exitCodes, type OutputOptions, operate, table } from "./operator";
+
+export const cliActor: Actor = { actor: "cli" };
+
+export function projectServiceOf(runtime: Runtime): ProjectService {
+  return createProjectService({ db: runtime.db, redis: runtime.redis, config: runtime.config });
+}
+
+/** zod's verdict as the one line an operator reads, naming the option. */
+function validated<T extends z.ZodType>(
+  schema: T,
+  input: unknown,
+  options: Record<string, string>,
+): z.output<T> {
+  const parsed = schema.safeParse(input);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0];
+  const path = issue?.path.join(".") ?? "";
+  const option = options[path] ?? options[String(issue?.path[0])] ?? path;
+  throw new CommandFailure(exitCodes.usage, "validation_error", `${option}: ${issue?.message ?? "invalid"}`);
+}
+
+const optionNames: Record<string, string> = {
+  name: "--name",
+  upstream: "--upstream",
+  "quota.perMinute": "--quota-per-minute",
+  "quota.daily": "--quota-daily",
+  senderDomains: "--sender-domain",
+  maxRecipients: "--max-recipients",
+  "": "options",
+};
+
+interface SettingsOptions extends OutputOptions {
+  name?: string;
+  upstream?: string;
+  quotaPerMinute?: string;
+  quotaDaily?: string;
+  senderDomain?: string[];
+  maxRecipients?: string;
+}
+
+const number = (value: string | undefined) => (value === undefined ? undefined : Number(value));
+
+function settingsFrom(options: SettingsOptions) {
+  const quota =
+    options.quotaPerMinute === undefined && options.quotaDaily === undefined
+      ? undefined
+      : { perMinute: number(options.quotaPerMinute), daily: number(options.quotaDaily) };
+  return {
+    name: options.name,
+    upstream: options.upstream,
+    quota,
+    senderDomains: options.senderDomain,
+    maxRecipients: number(options.maxRecipients),
+  };
+}
+
+function notFound(what: string): never {
+  throw new CommandFailure(exitCodes.notFound, "not_found", what);
+}
+
+function withSettingsOptions(command: Command): Command {
+  return command
+    .option("--upstream <url>", "smtp://[user:pass@]host:port[?tls=required] or smtps://...")
+    .option("--quota-per-minute <n>", "recipients per minute")
+    .option("--quota-daily <n>", "recipients per day")
+    .option("--max-recipients <n>", "recipients per message")
+    .option("--sender-domain <domain>", "allowed sender domain (repeat for several; none: any)", collect)
+    .option("--json", "print JSON for scripts");
+}
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+function describeProject(view: ReturnType<typeof projectView>): string {
+  return table([
+    ["id", view.id],
+    ["name", view.name],
+    ["status", view.status],
+    ["upstream", view.upstream],
+    ["quota", `${view.quota.perMinute}/minute, ${view.quota.daily}/day`],
+    ["max recipients", view.maxRecipients],
+    ["sender domains", view.senderDomains.length > 0 ? view.senderDomains.join(", ") : "any"],
+    ["created", view.createdAt],
+  ]);
+}
+
+export function registerProjectCommands(program: Command): void {
+  const project = program.command("project").description("create, inspect and change projects");
+
+  withSettingsOptions(
+    project
+      .command("create")
+      .description("create a project with one SMTP credential and one API token (secrets printed once)")
+      .requiredOption("--name <name>", "project name"),
+  ).action((options: SettingsOptions) =>
+    operate(options, async (runtime) => {
+      const input = validated(projectInputSchema, settingsFrom(options), optionNames);
+      const result = await projectServiceOf(runtime).create(input, cliActor);
+      if (!result.ok) throw new CommandFailure(exitCodes.usage, result.code, `--${result.message}`);
+      const view = projectView(result.project);
+      return {
+        json: { ...view, smtp: result.smtp, apiToken: result.apiToken },
+        text: [
+          describeProject(view),
+          "",
+          "Shown once; store them now:",
+          table([
+            ["SMTP username", result.smtp.username],
+            ["SMTP password", result.smtp.password],
+            ["API token", result.apiToken.token],
+          ]),
+        ].join("\n"),
+      };
+    }),
+  );
+
+  project
+    .command("list")
+    .description("list every project, newest first")
+    .option("--json", "print JSON for scripts")
+    .action((options: OutputOptions) =>
+      operate(options, async (runtime) => {
+        const views = (await projectServiceOf(runtime).list()).map(projectView);
+        const text =
+          views.length === 0
+            ? "no projects"
+            : views.map((v) => `${v.id}  ${v.status.padEnd(9)}  ${v.name}  (${v.upstream})`).join("\n");
+        return { json: { items: views }, text };
+      }),
+    );
+
+  project
+    .command("show")
+    .description("show a project with its credentials and tokens (never their secrets)")
+    .argument("<id>", "project id")
+    .option("--json", "print JSON for scripts")
+    .action((id: string, options: OutputOptions) =>
+      operate(options, async (runtime) => {
+        const found = await projectServiceOf(runtime).show(validProjectId(id));
+        if (!found) notFound(`no project ${id}`);
+        const view = projectDetailView(found);
+        const lines = [
+          describeProject(view),
+          "",
+          "SMTP credentials:",
+          ...view.credentials.map(
+            (c) => `  ${c.id}  ${c.username}  ${c.revokedAt ? `revoked ${c.revokedAt}` : "active"}`,
+          ),
+          "API tokens:",
+          ...view.tokens.map(
+            (t) => `  ${t.id}  ${t.prefix}…  ${t.revokedAt ? `revoked ${t.revokedAt}` : "active"}`,
+          ),
+        ];
+        return { json: view, text: lines.join("\n") };
+      }),
+    );
+
+  withSettingsOptions(
+    project
+      .command("update")
+      .description("change a project's settings")
+      .argument("<id>", "project id")
+      .option("--name <name>", "project name"),
+  ).action((id: string, options: SettingsOptions) =>
+    operate(options, (runtime) =>
+      update(
+        projectServiceOf(runtime),
+        id,
+        validated(projectPatchSchema, settingsFrom(options), optionNames),
+      ),
+    ),
+  );
+
+  for (const [verb, status, what] of [
+    ["suspend", "suspended", "refuse the project's SMTP traffic (535 at AUTH) until resumed"],
+    ["resume", "active", "accept the project's SMTP traffic again"],
+  ] as const) {
+    project
+      .command(verb)
+      .description(what)
+      .argument("<id>", "project id")
+      .option("--json", "print JSON for scripts")
+      .action((id: string, options: OutputOptions) =>
+        operate(options, (runtime) => update(projectServiceOf(runtime), id, { status })),
+      );
+  }
+
+  project
+    .command("delete")
+    .description("delete a project; refused while messages are queued or deferred unless --force")
+    .argument("<id>", "project id")
+    .option("--force", "delete even if accepted messages are still waiting for delivery (they are dropped)")
+    .option("--json", "print JSON for scripts")
+    .action((id: string, options: OutputOptions & { force?: boolean }) =>
+      operate(options, async (runtime) => {
+        const result = await projectServiceOf(runtime).delete(
+          validProjectId(id),
+          { force: options.force === true },
+          cliActor,
+        );
+        if (!result.ok) {
+          if (result.code === "not_found") notFound(result.message);
+          throw new CommandFailure(exitCodes.conflict, result.code, result.message);
+        }
+        return { json: { id, deleted: true }, text: `deleted project ${id}` };
+      }),
+    );
+}
+
+async function update(projects: ProjectService, id: string, patch: Parameters<ProjectService["update"]>[1]) {
+  const result = await projects.update(validProjectId(id), patch, cliActor);
+  if (!result.ok) {
+    if (result.code === "not_found") notFound(result.message);
+    throw new CommandFailure(exitCodes.usage, result.code, `--${result.message}`);
+  }
+  const view = projectView(result.project);
+  return { json: view, text: describeProject(view) };
+}
+
+const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Ids are UUIDs: anything else cannot name a project (and would be a database error). */
+export function validProjectId(id: string, what = "project id"): string {
+  if (!uuid.test(id))
+    throw new CommandFailure(exitCodes.usage, "validation_error", `${what}: must be a UUID`);
+  return id;
+}

@@ -1,0 +1,365 @@
+import { recordAudit } from "@postern/audit";
+import { issueApiToken, issueSmtpCredential, publishAuthInvalidation, sealSecret } from "@postern/auth";
+import type { Database, Project } from "@postern/db";
+import type { Redis } from "@postern/queue";
+import { parseUpstreamUrl, UpstreamUrlError } from "@postern/relay";
+
+/**
+ * Project, credential and token management: the one implementation behind both `/admin` and the
+ * `postern` CLI. Every change writes its audit event in the transaction that makes it, and every
+ * change that can invalidate a cached SMTP authentication is announced to every SMTP node.
+ */
+export interface ProjectServiceDeps {
+  db: Database;
+  redis: Redis;
+  config: { encryptionKey: Buffer; redisKeyPrefix: string };
+}
+
+/** Who asks, for the audit trail. */
+export interface Actor {
+  actor: string;
+  ip?: string | null;
+}
+
+/** Defaults for a project created without them: generous enough for a trial, small enough to stop a runaway loop. */
+export const projectDefaults = { quotaPerMinute: 600, quotaDaily: 100_000, maxRecipients: 50 } as const;
+
+export interface ProjectInput {
+  name: string;
+  upstream: string;
+  quota?: { perMinute?: number; daily?: number };
+  senderDomains?: string[];
+  maxRecipients?: number;
+}
+
+export interface ProjectPatch {
+  name?: string;
+  upstream?: string;
+  quota?: { perMinute?: number; daily?: number };
+  senderDomains?: string[];
+  maxRecipients?: number;
+  status?: "active" | "suspended";
+}
+
+export type Failure<C extends string> = { ok: false; code: C; message: string };
+
+export interface IssuedCredential {
+  id: string;
+  username: string;
+  /** Shown once: only its bcrypt hash is stored. */
+  password: string;
+  createdAt: Date;
+}
+
+export interface IssuedToken {
+  id: string;
+  /** Shown once: only its SHA-256 is stored. */
+  token: string;
+  prefix: string;
+  createdAt: Date;
+}
+
+export type CreateProjectResult =
+  | { ok: true; project: Project; smtp: IssuedCredential; apiToken: IssuedToken }
+  | Failure<"invalid_upstream">;
+
+export type UpdateProjectResult = { ok: true; project: Project } | Failure<"not_found" | "invalid_upstream">;
+
+export type DeleteProjectResult = { ok: true } | Failure<"not_found" | "messages_pending">;
+
+export type RevokeResult = { ok: true; revokedAt: Date } | Failure<"not_found">;
+
+function sealedUpstream(url: string, encryptionKey: Buffer) {
+  const parsed = parseUpstreamUrl(url);
+  return {
+    upstreamUrl: parsed.publicUrl,
+    upstreamSecret: parsed.password === undefined ? null : sealSecret(parsed.password, encryptionKey),
+  };
+}
+
+function upstreamError(error: unknown): Failure<"invalid_upstream"> {
+  if (error instanceof UpstreamUrlError) {
+    return { ok: false, code: "invalid_upstream", message: `upstream: ${error.message}` };
+  }
+  throw error;
+}
+
+export function createProjectService(deps: ProjectServiceDeps) {
+  const { db, redis, config } = deps;
+  const invalidate = (event: Parameters<typeof publishAuthInvalidation>[2]) =>
+    publishAuthInvalidation(redis, config.redisKeyPrefix, event);
+
+  return {
+    async create(input: ProjectInput, by: Actor): Promise<CreateProjectResult> {
+      let upstream: ReturnType<typeof sealedUpstream>;
+      try {
+        upstream = sealedUpstream(input.upstream, config.encryptionKey);
+      } catch (error) {
+        return upstreamError(error);
+      }
+      // bcrypt runs before the transaction so that no connection is held while it hashes.
+      const credential = await issueSmtpCredential();
+      const token = issueApiToken();
+      return db.$transaction(async (tx) => {
+        const project = await tx.project.create({
+          data: {
+            name: input.name,
+            quotaPerMinute: input.quota?.perMinute ?? projectDefaults.quotaPerMinute,
+            quotaDaily: input.quota?.daily ?? projectDefaults.quotaDaily,
+            maxRecipients: input.maxRecipients ?? projectDefaults.maxRecipients,
+            senderDomains: input.senderDomains ?? [],
+            ...upstream,
+          },
+        });
+        const smtp = await tx.smtpCredential.create({
+          data: { projectId: project.id, key: credential.key, secretHash: credential.secretHash },
+        });
+        const apiToken = await tx.apiToken.create({
+          data: { projectId: project.id, tokenHash: token.tokenHash, prefix: token.prefix },
+        });
+        const audit = { actor: by.actor, ip: by.ip, projectId: project.id };
+        await recordAudit(tx, {
+          ...audit,
+          action: "project.created",
+          details: {
+            name: project.name,
+            upstream: project.upstreamUrl,
+            quota: { perMinute: project.quotaPerMinute, daily: project.quotaDaily },
+            maxRecipients: project.maxRecipients,
+            senderDomains: project.senderDomains,
+          },
+        });
+        await recordAudit(tx, {
+          ...audit,
+          action: "credential.created",
+          details: { credentialId: smtp.id, username: smtp.key },
+        });
+        await recordAudit(tx, {
+          ...audit,
+          action: "token.created",
+          details: { tokenId: apiToken.id, prefix: apiToken.prefix },
+        });
+        return {
+          ok: true as const,
+          project,
+          smtp: {
+            id: smtp.id,
+            username: credential.key,
+            password: credential.secret,
+            createdAt: smtp.createdAt,
+          },
+          apiToken: {
+            id: apiToken.id,
+            token: token.token,
+            prefix: token.prefix,
+            createdAt: apiToken.createdAt,
+          },
+        };
+      });
+    },
+
+    list(): Promise<Project[]> {
+      return db.project.findMany({ orderBy: [{ createdAt: "desc" }, { id: "desc" }] });
+    },
+
+    /** The project with its credentials and tokens (public parts only). */
+    show(id: string) {
+      return db.project.findUnique({
+        where: { id },
+        include: {
+          credentials: {
+            select: { id: true, key: true, createdAt: true, lastUsedAt: true, revokedAt: true },
+            orderBy: { createdAt: "asc" },
+          },
+          tokens: {
+            select: { id: true, prefix: true, createdAt: true, lastUsedAt: true, revokedAt: true },
+            orderBy: { createdAt: "asc" },
+          },
+        },
+      });
+    },
+
+    async update(id: string, patch: ProjectPatch, by: Actor): Promise<UpdateProjectResult> {
+      let upstream: ReturnType<typeof sealedUpstream> | undefined;
+      if (patch.upstream !== undefined) {
+        try {
+          upstream = sealedUpstream(patch.upstream, config.encryptionKey);
+        } catch (error) {
+          return upstreamError(error);
+        }
+      }
+      const result = await db.$transaction(async (tx) => {
+        const before = await tx.project.findUnique({ where: { id } });
+        if (!before) return undefined;
+        const project = await tx.project.update({
+          where: { id },
+          data: {
+            name: patch.name,
+            status: patch.status,
+            quotaPerMinute: patch.quota?.perMinute,
+            quotaDaily: patch.quota?.daily,
+            maxRecipients: patch.maxRecipients,
+            senderDomains: patch.senderDomains,
+            ...upstream,
+          },
+        });
+        const audit = { actor: by.actor, ip: by.ip, projectId: id };
+        if (before.status !== project.status) {
+          await recordAudit(tx, {
+            ...audit,
+            action: project.status === "suspended" ? "project.suspended" : "project.resumed",
+          });
+        }
+        const changed = changedSettings(before, project, upstream !== undefined);
+        if (Object.keys(changed).length > 0) {
+          await recordAudit(tx, { ...audit, action: "project.updated", details: changed });
+        }
+        return project;
+      });
+      if (!result) return { ok: false, code: "not_found", message: `no project ${id}` };
+      await invalidate({ kind: "project", projectId: id });
+      return { ok: true, project: result };
+    },
+
+    /**
+     * Refuses while messages wait for delivery (queued or deferred): deleting would silently drop
+     * mail that was accepted with a 250. `force` is the operator saying they accept that loss.
+     */
+    async delete(id: string, options: { force: boolean }, by: Actor): Promise<DeleteProjectResult> {
+      const outcome = await db.$transaction(async (tx) => {
+        // Lock the row so that no concurrent update slips between the check and the delete.
+        const locked = await tx.$queryRaw<{ id: string }[]>`
+          SELECT id FROM "Project" WHERE id = ${id}::uuid FOR UPDATE`;
+        if (locked.length === 0) return { ok: false as const, code: "not_found" as const };
+        const pending = await tx.message.count({
+          where: { projectId: id, status: { in: ["queued", "deferred"] } },
+        });
+        if (pending > 0 && !options.force) {
+          return { ok: false as const, code: "messages_pending" as const, pending };
+        }
+        await tx.project.delete({ where: { id } });
+        await recordAudit(tx, {
+          actor: by.actor,
+          ip: by.ip,
+          projectId: id,
+          action: "project.deleted",
+          details: { forced: options.force, pendingMessagesDropped: pending },
+        });
+        return { ok: true as const };
+      });
+      if (!outcome.ok) {
+        return outcome.code === "not_found"
+          ? { ok: false, code: "not_found", message: `no project ${id}` }
+          : {
+              ok: false,
+              code: "messages_pending",
+              message: `${outcome.pending} message(s) are still queued or deferred; delete with force to drop them`,
+            };
+      }
+      await invalidate({ kind: "project", projectId: id });
+      return { ok: true };
+    },
+
+    async createCredential(projectId: string, by: Actor): Promise<IssuedCredential | undefined> {
+      if (!(await db.project.findUnique({ where: { id: projectId }, select: { id: true } })))
+        return undefined;
+      const issued = await issueSmtpCredential();
+      return db.$transaction(async (tx) => {
+        const row = await tx.smtpCredential.create({
+          data: { projectId, key: issued.key, secretHash: issued.secretHash },
+        });
+        await recordAudit(tx, {
+          actor: by.actor,
+          ip: by.ip,
+          projectId,
+          action: "credential.created",
+          details: { credentialId: row.id, username: row.key },
+        });
+        return { id: row.id, username: issued.key, password: issued.secret, createdAt: row.createdAt };
+      });
+    },
+
+    /** Revoking twice answers the first revocation's time and writes no second audit event. */
+    async revokeCredential(projectId: string, credentialId: string, by: Actor): Promise<RevokeResult> {
+      const result = await db.$transaction(async (tx) => {
+        const row = await tx.smtpCredential.findFirst({ where: { id: credentialId, projectId } });
+        if (!row) return undefined;
+        if (row.revokedAt) return row.revokedAt;
+        const revoked = await tx.smtpCredential.update({
+          where: { id: credentialId },
+          data: { revokedAt: new Date() },
+        });
+        await recordAudit(tx, {
+          actor: by.actor,
+          ip: by.ip,
+          projectId,
+          action: "credential.revoked",
+          details: { credentialId, username: row.key },
+        });
+        return revoked.revokedAt as Date;
+      });
+      if (!result)
+        return { ok: false, code: "not_found", message: `no credential ${credentialId} in this project` };
+      await invalidate({ kind: "credential", credentialId });
+      return { ok: true, revokedAt: result };
+    },
+
+    async createToken(projectId: string, by: Actor): Promise<IssuedToken | undefined> {
+      if (!(await db.project.findUnique({ where: { id: projectId }, select: { id: true } })))
+        return undefined;
+      const issued = issueApiToken();
+      return db.$transaction(async (tx) => {
+        const row = await tx.apiToken.create({
+          data: { projectId, tokenHash: issued.tokenHash, prefix: issued.prefix },
+        });
+        await recordAudit(tx, {
+          actor: by.actor,
+          ip: by.ip,
+          projectId,
+          action: "token.created",
+          details: { tokenId: row.id, prefix: row.prefix },
+        });
+        return { id: row.id, token: issued.token, prefix: row.prefix, createdAt: row.createdAt };
+      });
+    },
+
+    async revokeToken(projectId: string, tokenId: string, by: Actor): Promise<RevokeResult> {
+      const result = await db.$transaction(async (tx) => {
+        const row = await tx.apiToken.findFirst({ where: { id: tokenId, projectId } });
+        if (!row) return undefined;
+        if (row.revokedAt) return row.revokedAt;
+        const revoked = await tx.apiToken.update({ where: { id: tokenId }, data: { revokedAt: new Date() } });
+        await recordAudit(tx, {
+          actor: by.actor,
+          ip: by.ip,
+          projectId,
+          action: "token.revoked",
+          details: { tokenId, prefix: row.prefix },
+        });
+        return revoked.revokedAt as Date;
+      });
+      if (!result) return { ok: false, code: "not_found", message: `no token ${tokenId} in this project` };
+      return { ok: true, revokedAt: result };
+    },
+  };
+}
+
+export type ProjectService = ReturnType<typeof createProjectService>;
+
+/** What an update changed, for the audit trail: public values only (never the upstream password). */
+function changedSettings(
+  before: Project,
+  after: Project,
+  upstreamGiven: boolean,
+): Record<string, string | number | string[]> {
+  const changed: Record<string, string | number | string[]> = {};
+  if (before.name !== after.name) changed.name = after.name;
+  if (before.quotaPerMinute !== after.quotaPerMinute) changed.quotaPerMinute = after.quotaPerMinute;
+  if (before.quotaDaily !== after.quotaDaily) changed.quotaDaily = after.quotaDaily;
+  if (before.maxRecipients !== after.maxRecipients) changed.maxRecipients = after.maxRecipients;
+  if (before.senderDomains.join(",") !== after.senderDomains.join(","))
+    changed.senderDomains = after.senderDomains;
+  // A new password behind the same public URL is still a change worth recording.
+  if (upstreamGiven) changed.upstream = after.upstreamUrl;
+  return changed;
+}

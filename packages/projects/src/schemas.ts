@@ -1,0 +1,48 @@
+import { z } from "zod";
+
+/**
+ * The shapes of project settings as operators give them, shared by `/admin` (request validation
+ * and OpenAPI) and the CLI, so both accept and refuse exactly the same input.
+ */
+
+// RFC 1035 host names, lower-cased: sender domains are compared case-insensitively.
+const domainName = z
+  .string()
+  .toLowerCase()
+  .regex(
+    /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/,
+    "must be a domain name like example.com",
+  );
+
+const quota = z.object({
+  perMinute: z.number().int().positive().max(1_000_000).optional().describe("recipients per minute"),
+  daily: z.number().int().positive().max(100_000_000).optional().describe("recipients per day"),
+});
+
+export const projectName = z.string().trim().min(1).max(200);
+
+export const projectInputSchema = z.object({
+  name: projectName,
+  upstream: z
+    .string()
+    .min(1)
+    .max(2000)
+    .describe("smtp://[user:pass@]host:port[?tls=required] or smtps://[user:pass@]host:port"),
+  quota: quota.optional(),
+  senderDomains: z.array(domainName).max(1000).optional().describe("empty: any sender domain"),
+  maxRecipients: z.number().int().positive().max(10_000).optional(),
+});
+
+export const projectPatchSchema = z
+  .object({
+    name: projectName.optional(),
+    upstream: projectInputSchema.shape.upstream.optional(),
+    quota: quota.optional(),
+    senderDomains: z.array(domainName).max(1000).optional(),
+    maxRecipients: z.number().int().positive().max(10_000).optional(),
+    status: z.enum(["active", "suspended"]).optional(),
+  })
+  .refine(
+    (patch) => Object.values(patch).some((v) => v !== undefined),
+    "give at least one setting to change",
+  );

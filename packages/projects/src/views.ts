@@ -1,0 +1,45 @@
+import type { Project } from "@postern/db";
+
+/** How a project is shown to operators, by the API and the CLI alike: never its upstream password. */
+export function projectView(project: Project) {
+  return {
+    id: project.id,
+    name: project.name,
+    status: project.status,
+    upstream: project.upstreamUrl,
+    quota: { perMinute: project.quotaPerMinute, daily: project.quotaDaily },
+    maxRecipients: project.maxRecipients,
+    senderDomains: project.senderDomains,
+    createdAt: project.createdAt.toISOString(),
+    updatedAt: project.updatedAt.toISOString(),
+  };
+}
+
+export type ProjectView = ReturnType<typeof projectView>;
+
+const iso = (date: Date | null) => date?.toISOString() ?? null;
+
+interface Usage {
+  createdAt: Date;
+  lastUsedAt: Date | null;
+  revokedAt: Date | null;
+}
+
+/** A project with the public parts of its credentials and tokens. */
+export function projectDetailView(
+  project: Project & {
+    credentials: (Usage & { id: string; key: string })[];
+    tokens: (Usage & { id: string; prefix: string })[];
+  },
+) {
+  const usage = (row: Usage) => ({
+    createdAt: row.createdAt.toISOString(),
+    lastUsedAt: iso(row.lastUsedAt),
+    revokedAt: iso(row.revokedAt),
+  });
+  return {
+    ...projectView(project),
+    credentials: project.credentials.map((c) => ({ id: c.id, username: c.key, ...usage(c) })),
+    tokens: project.tokens.map((t) => ({ id: t.id, prefix: t.prefix, ...usage(t) })),
+  };
+}
