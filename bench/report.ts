@@ -86,6 +86,8 @@ export interface StatsEndpointReport {
   seededMessages: number;
   seedSeconds: number;
   latencyMs?: LatencySummary;
+  /** `counts.accepted` of the default window (last 24 h) in the first answer. */
+  acceptedInWindow?: number;
   skipped?: string;
 }
 
@@ -282,7 +284,7 @@ export function renderMarkdown(report: BenchReport): string {
       "### Stats endpoint",
       stats.skipped
         ? `Not measured: ${stats.skipped}`
-        : `\`GET /v1/stats\` with ${stats.seededMessages.toLocaleString("en")} messages stored (seeded in ${stats.seedSeconds.toFixed(1)} s): p50 / p95 / p99 ${ms(stats.latencyMs)} ms.`,
+        : `\`GET /v1/stats\` with ${stats.seededMessages.toLocaleString("en")} messages stored (seeded in ${stats.seedSeconds.toFixed(1)} s; ${n0(stats.acceptedInWindow)} of them counted in the default 24 h window): p50 / p95 / p99 ${ms(stats.latencyMs)} ms.`,
     );
   }
   const share = (h: { selfShare: number }) => `${(h.selfShare * 100).toFixed(1)}%`;
