@@ -63,7 +63,7 @@ function transport(spec: LoadSpec, login: SmtpLogin | undefined, pooled: boolean
   return created;
 }
 
-export async function runLoad(spec: LoadSpec): Promise<LoadResult> {
+async function runLoad(spec: LoadSpec): Promise<LoadResult> {
   const body = messageBody(spec.messageBytes);
   const accepted: SendRecord[] = [];
   const errorSamples = new Set<string>();

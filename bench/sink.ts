@@ -16,14 +16,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { chmod, open, readdir, rm, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { SMTPServer } from "smtp-server";
-import {
-  type Arrival,
-  type SinkKind,
-  type SinkReply,
-  type SinkRequest,
-  sentAtFromHead,
-  waitForPort,
-} from "./protocol";
+import { type Arrival, type SinkReply, type SinkRequest, sentAtFromHead, waitForPort } from "./protocol";
 
 const arrivals: Arrival[] = [];
 
@@ -109,8 +102,7 @@ let reaping = Promise.resolve();
 
 process.on("message", async (request: SinkRequest) => {
   if (request.type === "start") {
-    const kind: SinkKind = request.kind;
-    if (kind === "smtp-sink") {
+    if (request.kind === "smtp-sink") {
       await startPostfixSink(request.port);
       // Reaping keeps the tmpfs small during long or large-message scenarios.
       reaper = setInterval(() => {
