@@ -102,6 +102,8 @@ export async function startPostern(options: {
   repositoryRoot: string;
   /** Where `node --cpu-prof` writes Postern's profile when it exits; unset: no profiling. */
   profileDir?: string;
+  /** Run the delivery worker as a second process (`postern start worker`) beside `start api smtp`. */
+  splitRoles?: boolean;
 }): Promise<PosternPeer> {
   const dataDir = await mkdtemp(join(tmpdir(), "postern-bench-"));
   // PostgreSQL runs as its own user when we are root: it must reach its directory.
@@ -110,27 +112,48 @@ export async function startPostern(options: {
   // Node refuses --cpu-prof in NODE_OPTIONS: it goes on the command line.
   const profile = options.profileDir ? ["--cpu-prof", `--cpu-prof-dir=${options.profileDir}`] : [];
   const postern = join(options.repositoryRoot, "apps/cli/bin/postern.js");
-  const child = spawn(process.execPath, [...profile, postern, "start"], {
-    cwd: options.repositoryRoot,
-    env: {
-      PATH: process.env.PATH,
-      HOME: process.env.HOME,
-      DATA_DIR: dataDir,
-      SMTP_HOST: "127.0.0.1",
-      SMTP_PORT: String(smtpPort),
-      SMTPS_PORT: "0",
-      HTTP_HOST: "127.0.0.1",
-      HTTP_PORT: String(httpPort),
-      SMTP_HOSTNAME: "bench.postern.local",
-      LOG_LEVEL: "warn",
+  const base = { PATH: process.env.PATH, HOME: process.env.HOME, LOG_LEVEL: "warn", HTTP_HOST: "127.0.0.1" };
+  const child = spawn(
+    process.execPath,
+    [...profile, postern, "start", ...(options.splitRoles ? ["api", "smtp"] : [])],
+    {
+      cwd: options.repositoryRoot,
+      env: {
+        ...base,
+        DATA_DIR: dataDir,
+        SMTP_HOST: "127.0.0.1",
+        SMTP_PORT: String(smtpPort),
+        SMTPS_PORT: "0",
+        HTTP_PORT: String(httpPort),
+        SMTP_HOSTNAME: "bench.postern.local",
+      },
+      stdio: ["ignore", "pipe", "pipe"],
     },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  );
   await waitForOutput(child, /Postern is running/, 120_000);
   const pid = child.pid as number;
-  const { databaseUrl } = JSON.parse(await readFile(join(dataDir, "embedded.json"), "utf8")) as {
+  const { databaseUrl, redisUrl } = JSON.parse(await readFile(join(dataDir, "embedded.json"), "utf8")) as {
     databaseUrl: string;
+    redisUrl: string;
   };
+  // The worker process attaches to the first one's embedded services, with the secrets it generated.
+  const secret = (name: string) => readFile(join(dataDir, "secrets", name), "utf8").then((v) => v.trim());
+  const worker = options.splitRoles
+    ? spawn(process.execPath, [...profile, postern, "start", "worker"], {
+        cwd: options.repositoryRoot,
+        env: {
+          ...base,
+          DATA_DIR: join(dataDir, "worker"),
+          DATABASE_URL: databaseUrl,
+          REDIS_URL: redisUrl,
+          ENCRYPTION_KEY: await secret("encryption-key"),
+          ADMIN_TOKEN: await secret("admin-token"),
+          HTTP_PORT: String(await freePort()),
+        },
+        stdio: ["ignore", "pipe", "pipe"],
+      })
+    : undefined;
+  if (worker) await waitForOutput(worker, /Postern is running/, 120_000);
   const db = createDatabase(databaseUrl);
   const upstream = parseUpstreamUrl(`smtp://127.0.0.1:${options.sinkPort}`);
   // Quotas far above what one machine can send, so the benchmark measures the relay, not its limits.
@@ -177,13 +200,18 @@ export async function startPostern(options: {
     freshLogins,
     groups: [
       { name: "postern", roots: () => [pid], exclude: services },
+      ...(worker ? [{ name: "postern worker", roots: () => [worker.pid as number] }] : []),
       { name: "postgres", roots: () => [postmaster()].filter((p): p is number => p !== undefined) },
       { name: "redis", roots: () => [redis()].filter((p): p is number => p !== undefined) },
     ],
-    rssProcesses: () => [{ name: "postern", pid }],
+    rssProcesses: () => [
+      { name: "postern", pid },
+      ...(worker ? [{ name: "postern worker", pid: worker.pid as number }] : []),
+    ],
     version: { postgresql: pgVersion[0]?.server_version ?? "unknown", redis: redisVersion },
     async stop() {
       await db.$disconnect();
+      if (worker) await stopChild(worker);
       await stopChild(child);
       await rm(dataDir, { recursive: true, force: true });
     },

@@ -102,6 +102,8 @@ interface Options {
   render?: string;
   /** Run Postern under `node --cpu-prof` and list its hottest functions. */
   profile: boolean;
+  /** Postern as two processes: `start api smtp` and `start worker`. */
+  splitRoles: boolean;
 }
 
 function positiveNumber(value: string): number {
@@ -130,6 +132,7 @@ function parseOptions(argv: string[]): Options {
     .option("--quick", "a smoke run: 3 s per scenario", false)
     .option("--render <json>", "write docs/benchmarks.md from the results of an earlier run, measure nothing")
     .option("--profile", "run Postern under node --cpu-prof and list where its CPU went", false)
+    .option("--split-roles", "run Postern's delivery worker as a second process", false)
     .parse(argv);
   const raw = program.opts<Omit<Options, "scenarios"> & { scenarios?: string }>();
   if (raw.peer !== undefined && raw.peer !== "postfix")
@@ -244,6 +247,7 @@ async function measurePeer(kind: PeerName, options: Options, report: BenchReport
             freshLogins,
             repositoryRoot: root,
             profileDir: profileDir(options, report),
+            splitRoles: options.splitRoles,
           })
         : kind === "postfix"
           ? await startPostfix({ sinkPort: sink.port, freshLogins, repositoryRoot: root })
@@ -343,7 +347,10 @@ async function main(): Promise<number> {
   process.stdout.write(`\n${markdown}\n\nResults: ${jsonFile}\n`);
   // The table in the docs is the latest complete, comparable run.
   const partial =
-    options.quick || options.profile || options.scenarios.length < Object.keys(scenarios).length;
+    options.quick ||
+    options.profile ||
+    options.splitRoles ||
+    options.scenarios.length < Object.keys(scenarios).length;
   if (partial)
     process.stdout.write(`docs/benchmarks.md left alone (partial run); --render ${jsonFile} writes it\n`);
   else await writeDocs(report);
