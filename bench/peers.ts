@@ -70,6 +70,10 @@ function waitForOutput(child: ChildProcess, pattern: RegExp, timeoutMs: number):
       clearTimeout(timer);
       reject(new Error(`postern exited with ${code} while starting:\n${output}`));
     });
+    child.once("error", (error) => {
+      clearTimeout(timer);
+      reject(new Error(`postern could not be started: ${error.message}`));
+    });
   });
 }
 
@@ -108,114 +112,131 @@ export async function startPostern(options: {
   const dataDir = await mkdtemp(join(tmpdir(), "postern-bench-"));
   // PostgreSQL runs as its own user when we are root: it must reach its directory.
   await chmod(dataDir, 0o755);
-  const [smtpPort, httpPort] = [await freePort(), await freePort()];
-  // Node refuses --cpu-prof in NODE_OPTIONS: it goes on the command line.
-  const profile = options.profileDir ? ["--cpu-prof", `--cpu-prof-dir=${options.profileDir}`] : [];
-  const postern = join(options.repositoryRoot, "apps/cli/bin/postern.js");
-  const base = { PATH: process.env.PATH, HOME: process.env.HOME, LOG_LEVEL: "warn", HTTP_HOST: "127.0.0.1" };
-  const child = spawn(
-    process.execPath,
-    [...profile, postern, "start", ...(options.splitRoles ? ["api", "smtp"] : [])],
-    {
-      cwd: options.repositoryRoot,
-      env: {
-        ...base,
-        DATA_DIR: dataDir,
-        SMTP_HOST: "127.0.0.1",
-        SMTP_PORT: String(smtpPort),
-        SMTPS_PORT: "0",
-        HTTP_PORT: String(httpPort),
-        SMTP_HOSTNAME: "bench.postern.local",
-      },
-      stdio: ["ignore", "pipe", "pipe"],
-    },
-  );
-  await waitForOutput(child, /Postern is running/, 120_000);
-  const pid = child.pid as number;
-  const { databaseUrl, redisUrl } = JSON.parse(await readFile(join(dataDir, "embedded.json"), "utf8")) as {
-    databaseUrl: string;
-    redisUrl: string;
+  // Stopped in reverse order of starting: the worker, the database client, then Postern with its
+  // embedded services. Also what a failed start runs, so nothing is left behind.
+  const teardown: (() => Promise<unknown>)[] = [];
+  const stop = async () => {
+    for (const step of teardown) await step().catch(() => {});
+    await rm(dataDir, { recursive: true, force: true });
   };
-  // The worker process attaches to the first one's embedded services, with the secrets it generated.
-  const secret = (name: string) => readFile(join(dataDir, "secrets", name), "utf8").then((v) => v.trim());
-  const worker = options.splitRoles
-    ? spawn(process.execPath, [...profile, postern, "start", "worker"], {
+  try {
+    const [smtpPort, httpPort] = [await freePort(), await freePort()];
+    // Node refuses --cpu-prof in NODE_OPTIONS: it goes on the command line.
+    const profile = options.profileDir ? ["--cpu-prof", `--cpu-prof-dir=${options.profileDir}`] : [];
+    const postern = join(options.repositoryRoot, "apps/cli/bin/postern.js");
+    const base = {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      LOG_LEVEL: "warn",
+      HTTP_HOST: "127.0.0.1",
+    };
+    const child = spawn(
+      process.execPath,
+      [...profile, postern, "start", ...(options.splitRoles ? ["api", "smtp"] : [])],
+      {
         cwd: options.repositoryRoot,
         env: {
           ...base,
-          DATA_DIR: join(dataDir, "worker"),
-          DATABASE_URL: databaseUrl,
-          REDIS_URL: redisUrl,
-          ENCRYPTION_KEY: await secret("encryption-key"),
-          ADMIN_TOKEN: await secret("admin-token"),
-          HTTP_PORT: String(await freePort()),
+          DATA_DIR: dataDir,
+          SMTP_HOST: "127.0.0.1",
+          SMTP_PORT: String(smtpPort),
+          SMTPS_PORT: "0",
+          HTTP_PORT: String(httpPort),
+          SMTP_HOSTNAME: "bench.postern.local",
         },
         stdio: ["ignore", "pipe", "pipe"],
-      })
-    : undefined;
-  if (worker) await waitForOutput(worker, /Postern is running/, 120_000);
-  const db = createDatabase(databaseUrl);
-  const upstream = parseUpstreamUrl(`smtp://127.0.0.1:${options.sinkPort}`);
-  // Quotas far above what one machine can send, so the benchmark measures the relay, not its limits.
-  const project = await db.project.create({
-    data: {
-      name: "benchmark",
-      quotaPerMinute: 100_000_000,
-      quotaDaily: 1_000_000_000,
-      maxRecipients: 50,
-      upstreamUrl: upstream.publicUrl,
-    },
-  });
-  const main = await issueSmtpCredential();
-  await db.smtpCredential.create({
-    data: { projectId: project.id, key: main.key, secretHash: main.secretHash },
-  });
-  const token = issueApiToken();
-  await db.apiToken.create({
-    data: { projectId: project.id, tokenHash: token.tokenHash, prefix: token.prefix },
-  });
-  const freshLogins = await createFreshCredentials(db, project.id, options.freshLogins);
+      },
+    );
+    teardown.unshift(() => stopChild(child));
+    await waitForOutput(child, /Postern is running/, 120_000);
+    const pid = child.pid as number;
+    const { databaseUrl, redisUrl } = JSON.parse(await readFile(join(dataDir, "embedded.json"), "utf8")) as {
+      databaseUrl: string;
+      redisUrl: string;
+    };
+    // The worker process attaches to the first one's embedded services, with the secrets it generated.
+    const secret = (name: string) => readFile(join(dataDir, "secrets", name), "utf8").then((v) => v.trim());
+    const worker = options.splitRoles
+      ? spawn(process.execPath, [...profile, postern, "start", "worker"], {
+          cwd: options.repositoryRoot,
+          env: {
+            ...base,
+            DATA_DIR: join(dataDir, "worker"),
+            DATABASE_URL: databaseUrl,
+            REDIS_URL: redisUrl,
+            ENCRYPTION_KEY: await secret("encryption-key"),
+            ADMIN_TOKEN: await secret("admin-token"),
+            HTTP_PORT: String(await freePort()),
+          },
+          stdio: ["ignore", "pipe", "pipe"],
+        })
+      : undefined;
+    if (worker) {
+      teardown.unshift(() => stopChild(worker));
+      await waitForOutput(worker, /Postern is running/, 120_000);
+    }
+    const db = createDatabase(databaseUrl);
+    teardown.unshift(() => db.$disconnect());
+    const upstream = parseUpstreamUrl(`smtp://127.0.0.1:${options.sinkPort}`);
+    // Quotas far above what one machine can send, so the benchmark measures the relay, not its limits.
+    const project = await db.project.create({
+      data: {
+        name: "benchmark",
+        quotaPerMinute: 100_000_000,
+        quotaDaily: 1_000_000_000,
+        maxRecipients: 50,
+        upstreamUrl: upstream.publicUrl,
+      },
+    });
+    const main = await issueSmtpCredential();
+    await db.smtpCredential.create({
+      data: { projectId: project.id, key: main.key, secretHash: main.secretHash },
+    });
+    const token = issueApiToken();
+    await db.apiToken.create({
+      data: { projectId: project.id, tokenHash: token.tokenHash, prefix: token.prefix },
+    });
+    const freshLogins = await createFreshCredentials(db, project.id, options.freshLogins);
 
-  const postmaster = () => pidFromFile(join(dataDir, "postgres", "postmaster.pid"));
-  const redis = () => pidFromFile(join(dataDir, "redis", "redis.pid"));
-  const services = () => [postmaster(), redis()].filter((p): p is number => p !== undefined);
-  const pgVersion = await db.$queryRawUnsafe<{ server_version: string }[]>("SHOW server_version");
-  const redisVersion = (await run("redis-server", ["--version"])).stdout.match(/v=(\S+)/)?.[1] ?? "unknown";
+    const postmaster = () => pidFromFile(join(dataDir, "postgres", "postmaster.pid"));
+    const redis = () => pidFromFile(join(dataDir, "redis", "redis.pid"));
+    const services = () => [postmaster(), redis()].filter((p): p is number => p !== undefined);
+    const pgVersion = await db.$queryRawUnsafe<{ server_version: string }[]>("SHOW server_version");
+    const redisVersion = (await run("redis-server", ["--version"])).stdout.match(/v=(\S+)/)?.[1] ?? "unknown";
 
-  // A role still missing on this branch is reported, not guessed around.
-  const unavailable = await waitForPort(smtpPort, 2000).then(
-    () => undefined,
-    () => "Postern has no SMTP listener (the smtp role is not on this branch)",
-  );
+    // A role still missing on this branch is reported, not guessed around.
+    const unavailable = await waitForPort(smtpPort, 2000).then(
+      () => undefined,
+      () => "Postern has no SMTP listener (the smtp role is not on this branch)",
+    );
 
-  return {
-    name: "postern",
-    smtpPort,
-    unavailable,
-    httpPort,
-    projectId: project.id,
-    apiToken: token.token,
-    db,
-    login: { username: main.key, password: main.secret },
-    freshLogins,
-    groups: [
-      { name: "postern", roots: () => [pid], exclude: services },
-      ...(worker ? [{ name: "postern worker", roots: () => [worker.pid as number] }] : []),
-      { name: "postgres", roots: () => [postmaster()].filter((p): p is number => p !== undefined) },
-      { name: "redis", roots: () => [redis()].filter((p): p is number => p !== undefined) },
-    ],
-    rssProcesses: () => [
-      { name: "postern", pid },
-      ...(worker ? [{ name: "postern worker", pid: worker.pid as number }] : []),
-    ],
-    version: { postgresql: pgVersion[0]?.server_version ?? "unknown", redis: redisVersion },
-    async stop() {
-      await db.$disconnect();
-      if (worker) await stopChild(worker);
-      await stopChild(child);
-      await rm(dataDir, { recursive: true, force: true });
-    },
-  };
+    return {
+      name: "postern",
+      smtpPort,
+      unavailable,
+      httpPort,
+      projectId: project.id,
+      apiToken: token.token,
+      db,
+      login: { username: main.key, password: main.secret },
+      freshLogins,
+      groups: [
+        { name: "postern", roots: () => [pid], exclude: services },
+        ...(worker ? [{ name: "postern worker", roots: () => [worker.pid as number] }] : []),
+        { name: "postgres", roots: () => [postmaster()].filter((p): p is number => p !== undefined) },
+        { name: "redis", roots: () => [redis()].filter((p): p is number => p !== undefined) },
+      ],
+      rssProcesses: () => [
+        { name: "postern", pid },
+        ...(worker ? [{ name: "postern worker", pid: worker.pid as number }] : []),
+      ],
+      version: { postgresql: pgVersion[0]?.server_version ?? "unknown", redis: redisVersion },
+      stop,
+    };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
 }
 
 /** SIGTERM is Postern's graceful stop (drains, stops its embedded services); SIGKILL after 60 s. */
