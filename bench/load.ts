@@ -1,0 +1,148 @@
+/**
+ * The load generator, run as its own process (`fork`ed by bench/run.ts, IPC) so that its CPU is
+ * measured apart and does not compete inside the runner's event loop.
+ *
+ * in {type:"run", spec} → out {type:"result", result}
+ */
+import { connect, type Socket } from "node:net";
+import nodemailer, { type Transporter } from "nodemailer";
+import {
+  type LoadReply,
+  type LoadRequest,
+  type LoadResult,
+  type LoadSpec,
+  messageBody,
+  messageHead,
+  type SendRecord,
+  type SmtpLogin,
+} from "./protocol";
+
+/**
+ * Opens the TCP connection ourselves with TCP_NODELAY: nodemailer writes a command batch and then
+ * waits for the reply, and with Nagle on, a server that delays its ACKs costs ~40 ms per message.
+ */
+function noDelaySocket(
+  spec: LoadSpec,
+): (options: unknown, callback: (error: Error | null, socket?: { connection: Socket }) => void) => void {
+  return (_options, callback) => {
+    const socket = connect({ host: spec.host, port: spec.port, noDelay: true });
+    socket.once("connect", () => {
+      socket.removeAllListeners("error");
+      callback(null, { connection: socket });
+    });
+    socket.once("error", (error) => callback(error));
+  };
+}
+
+/** Without a login: plain SMTP, no TLS, no AUTH (the ceiling run straight into the sink). */
+function transport(spec: LoadSpec, login: SmtpLogin | undefined, pooled: boolean): Transporter {
+  const common = {
+    host: spec.host,
+    port: spec.port,
+    secure: false,
+    ...(login
+      ? {
+          requireTLS: true,
+          tls: { rejectUnauthorized: false },
+          auth: { user: login.username, pass: login.password },
+        }
+      : { ignoreTLS: true }),
+    connectionTimeout: 30_000,
+    greetingTimeout: 30_000,
+    socketTimeout: 120_000,
+  };
+  const created = pooled
+    ? nodemailer.createTransport({
+        ...common,
+        pool: true,
+        maxConnections: spec.concurrency,
+        maxMessages: Infinity,
+      })
+    : nodemailer.createTransport(common);
+  (created as unknown as { getSocket: ReturnType<typeof noDelaySocket> }).getSocket = noDelaySocket(spec);
+  return created;
+}
+
+async function runLoad(spec: LoadSpec): Promise<LoadResult> {
+  const body = messageBody(spec.messageBytes);
+  const accepted: SendRecord[] = [];
+  const errorSamples = new Set<string>();
+  let errors = 0;
+  let sequence = 0;
+  const startedAt = Date.now();
+  const deadline = startedAt + spec.durationMs;
+  const maxMessages = spec.maxMessages ?? Number.POSITIVE_INFINITY;
+  const [login] = spec.logins;
+
+  const recordError = (error: Error) => {
+    errors++;
+    if (errorSamples.size < 5) errorSamples.add(error.message.slice(0, 200));
+  };
+
+  const sendOne = async (via: Transporter) => {
+    const n = ++sequence;
+    const sentAt = Date.now();
+    try {
+      await via.sendMail({
+        envelope: { from: spec.from, to: [spec.to] },
+        raw: Buffer.concat([messageHead(spec, sentAt, n), body]),
+      });
+      accepted.push({ startedAt: sentAt, acceptedAt: Date.now() });
+    } catch (error) {
+      recordError(error as Error);
+    }
+  };
+  const more = () => Date.now() < deadline && sequence < maxMessages;
+
+  if (spec.mode === "auth") {
+    let next = 0;
+    const client = async () => {
+      // Each login once (uncached path), or a single login over and over (cached path).
+      const reuse = spec.logins.length === 1;
+      while (Date.now() < deadline && (reuse || next < spec.logins.length)) {
+        const via = transport(spec, spec.logins[reuse ? 0 : next++] as SmtpLogin, false);
+        const begun = Date.now();
+        try {
+          await via.verify();
+          accepted.push({ startedAt: begun, acceptedAt: Date.now() });
+        } catch (error) {
+          recordError(error as Error);
+        } finally {
+          via.close();
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: spec.concurrency }, client));
+  } else if (spec.ratePerSecond) {
+    // Open loop: a message starts every 1/rate seconds whether or not earlier ones are answered.
+    const via = transport(spec, login, true);
+    const inFlight = new Set<Promise<void>>();
+    const interval = 1000 / spec.ratePerSecond;
+    for (let due = startedAt; more(); due += interval) {
+      const wait = due - Date.now();
+      if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+      const sending = sendOne(via).finally(() => inFlight.delete(sending));
+      inFlight.add(sending);
+    }
+    await Promise.all(inFlight);
+    via.close();
+  } else {
+    const pooled = spec.mode === "pooled";
+    const shared = pooled ? transport(spec, login, true) : undefined;
+    const client = async () => {
+      const own = shared ?? transport(spec, login, false);
+      while (more()) await sendOne(own);
+      if (!shared) own.close();
+    };
+    await Promise.all(Array.from({ length: spec.concurrency }, client));
+    shared?.close();
+  }
+  return { startedAt, endedAt: Date.now(), accepted, errors, errorSamples: [...errorSamples] };
+}
+
+process.on("message", async (request: LoadRequest) => {
+  if (request.type !== "run") return;
+  const reply: LoadReply = { type: "result", result: await runLoad(request.spec) };
+  process.send?.(reply);
+});
+process.on("disconnect", () => process.exit(0));

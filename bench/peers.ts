@@ -1,0 +1,319 @@
+/**
+ * The relays under test: Postern all-in-one as a child process on a fresh DATA_DIR, and a private
+ * Postfix (bench/postfix/postfix.sh). Each gives its SMTP port, the logins to use, and the process
+ * groups whose CPU and memory the report shows.
+ */
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
+import { chmod, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { issueApiToken, issueSmtpCredential, smtpKeyPrefix } from "@postern/auth";
+import { createDatabase, type Database } from "@postern/db";
+import { freePort } from "@postern/embedded";
+import { parseUpstreamUrl } from "@postern/relay";
+import type { ProcessGroup } from "./procstat";
+import { type SmtpLogin, waitForPort } from "./protocol";
+
+const run = promisify(execFile);
+
+/** `ceiling`: no relay, the load generator straight into the sink: what the machine can show at best. */
+export type PeerName = "ceiling" | "postfix" | "postern";
+
+export interface Peer {
+  name: PeerName;
+  smtpPort: number;
+  /** The main login (pooled, fresh, cached AUTH); none: plain SMTP without TLS (the ceiling). */
+  login: SmtpLogin | undefined;
+  /** Distinct logins, each used once, for the uncached (bcrypt) AUTH path. */
+  freshLogins: SmtpLogin[];
+  /** Why the scenarios cannot run (e.g. no SMTP listener yet); the peer is up for the rest. */
+  unavailable?: string;
+  /** CPU is reported per group; the first group is the relay itself. */
+  groups: ProcessGroup[];
+  /** Processes whose peak RSS is reported. */
+  rssProcesses(): { name: string; pid: number }[];
+  version: Record<string, string>;
+  stop(): Promise<void>;
+}
+
+function pidFromFile(file: string): number | undefined {
+  try {
+    const pid = Number(readFileSync(file, "utf8").split("\n")[0]?.trim());
+    return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function waitForOutput(child: ChildProcess, pattern: RegExp, timeoutMs: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let output = "";
+    const timer = setTimeout(
+      () => reject(new Error(`postern did not start in ${timeoutMs} ms:\n${output}`)),
+      timeoutMs,
+    );
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString();
+      if (pattern.test(output)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    child.stdout?.on("data", onData);
+    child.stderr?.on("data", (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      reject(new Error(`postern exited with ${code} while starting:\n${output}`));
+    });
+    child.once("error", (error) => {
+      clearTimeout(timer);
+      reject(new Error(`postern could not be started: ${error.message}`));
+    });
+  });
+}
+
+/**
+ * Credentials for the bcrypt path. They share one secret (and so one bcrypt hash, computed once)
+ * under distinct keys: every AUTH is still a cache miss, because the cache is keyed by (key, secret).
+ */
+async function createFreshCredentials(db: Database, projectId: string, count: number): Promise<SmtpLogin[]> {
+  const shared = await issueSmtpCredential();
+  const keys = Array.from(
+    { length: count },
+    () => `${smtpKeyPrefix}${randomBytes(24).toString("base64url")}`,
+  );
+  await db.smtpCredential.createMany({
+    data: keys.map((key) => ({ projectId, key, secretHash: shared.secretHash })),
+  });
+  return keys.map((username) => ({ username, password: shared.secret }));
+}
+
+export interface PosternPeer extends Peer {
+  httpPort: number;
+  projectId: string;
+  apiToken: string;
+  db: Database;
+}
+
+export async function startPostern(options: {
+  sinkPort: number;
+  freshLogins: number;
+  repositoryRoot: string;
+  /** Where `node --cpu-prof` writes Postern's profile when it exits; unset: no profiling. */
+  profileDir?: string;
+  /** Run the delivery worker as a second process (`postern start worker`) beside `start api smtp`. */
+  splitRoles?: boolean;
+}): Promise<PosternPeer> {
+  const dataDir = await mkdtemp(join(tmpdir(), "postern-bench-"));
+  // PostgreSQL runs as its own user when we are root: it must reach its directory.
+  await chmod(dataDir, 0o755);
+  // Stopped in reverse order of starting: the worker, the database client, then Postern with its
+  // embedded services. Also what a failed start runs, so nothing is left behind.
+  const teardown: (() => Promise<unknown>)[] = [];
+  const stop = async () => {
+    for (const step of teardown) await step().catch(() => {});
+    await rm(dataDir, { recursive: true, force: true });
+  };
+  try {
+    const [smtpPort, httpPort] = [await freePort(), await freePort()];
+    // Node refuses --cpu-prof in NODE_OPTIONS: it goes on the command line.
+    const profile = options.profileDir ? ["--cpu-prof", `--cpu-prof-dir=${options.profileDir}`] : [];
+    const postern = join(options.repositoryRoot, "apps/cli/bin/postern.js");
+    const base = {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      LOG_LEVEL: "warn",
+      HTTP_HOST: "127.0.0.1",
+    };
+    const child = spawn(
+      process.execPath,
+      [...profile, postern, "start", ...(options.splitRoles ? ["api", "smtp"] : [])],
+      {
+        cwd: options.repositoryRoot,
+        env: {
+          ...base,
+          DATA_DIR: dataDir,
+          SMTP_HOST: "127.0.0.1",
+          SMTP_PORT: String(smtpPort),
+          SMTPS_PORT: "0",
+          HTTP_PORT: String(httpPort),
+          SMTP_HOSTNAME: "bench.postern.local",
+        },
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
+    teardown.unshift(() => stopChild(child));
+    await waitForOutput(child, /Postern is running/, 120_000);
+    const pid = child.pid as number;
+    const { databaseUrl, redisUrl } = JSON.parse(await readFile(join(dataDir, "embedded.json"), "utf8")) as {
+      databaseUrl: string;
+      redisUrl: string;
+    };
+    // The worker process attaches to the first one's embedded services, with the secrets it generated.
+    const secret = (name: string) => readFile(join(dataDir, "secrets", name), "utf8").then((v) => v.trim());
+    const worker = options.splitRoles
+      ? spawn(process.execPath, [...profile, postern, "start", "worker"], {
+          cwd: options.repositoryRoot,
+          env: {
+            ...base,
+            DATA_DIR: join(dataDir, "worker"),
+            DATABASE_URL: databaseUrl,
+            REDIS_URL: redisUrl,
+            ENCRYPTION_KEY: await secret("encryption-key"),
+            ADMIN_TOKEN: await secret("admin-token"),
+            HTTP_PORT: String(await freePort()),
+          },
+          stdio: ["ignore", "pipe", "pipe"],
+        })
+      : undefined;
+    if (worker) {
+      teardown.unshift(() => stopChild(worker));
+      await waitForOutput(worker, /Postern is running/, 120_000);
+    }
+    const db = createDatabase(databaseUrl);
+    teardown.unshift(() => db.$disconnect());
+    const upstream = parseUpstreamUrl(`smtp://127.0.0.1:${options.sinkPort}`);
+    // Quotas far above what one machine can send, so the benchmark measures the relay, not its limits.
+    const project = await db.project.create({
+      data: {
+        name: "benchmark",
+        quotaPerMinute: 100_000_000,
+        quotaDaily: 1_000_000_000,
+        maxRecipients: 50,
+        upstreamUrl: upstream.publicUrl,
+      },
+    });
+    const main = await issueSmtpCredential();
+    await db.smtpCredential.create({
+      data: { projectId: project.id, key: main.key, secretHash: main.secretHash },
+    });
+    const token = issueApiToken();
+    await db.apiToken.create({
+      data: { projectId: project.id, tokenHash: token.tokenHash, prefix: token.prefix },
+    });
+    const freshLogins = await createFreshCredentials(db, project.id, options.freshLogins);
+
+    const postmaster = () => pidFromFile(join(dataDir, "postgres", "postmaster.pid"));
+    const redis = () => pidFromFile(join(dataDir, "redis", "redis.pid"));
+    const services = () => [postmaster(), redis()].filter((p): p is number => p !== undefined);
+    const pgVersion = await db.$queryRawUnsafe<{ server_version: string }[]>("SHOW server_version");
+    const redisVersion = (await run("redis-server", ["--version"])).stdout.match(/v=(\S+)/)?.[1] ?? "unknown";
+
+    // A role still missing on this branch is reported, not guessed around.
+    const unavailable = await waitForPort(smtpPort, 2000).then(
+      () => undefined,
+      () => "Postern has no SMTP listener (the smtp role is not on this branch)",
+    );
+
+    return {
+      name: "postern",
+      smtpPort,
+      unavailable,
+      httpPort,
+      projectId: project.id,
+      apiToken: token.token,
+      db,
+      login: { username: main.key, password: main.secret },
+      freshLogins,
+      groups: [
+        { name: "postern", roots: () => [pid], exclude: services },
+        ...(worker ? [{ name: "postern worker", roots: () => [worker.pid as number] }] : []),
+        { name: "postgres", roots: () => [postmaster()].filter((p): p is number => p !== undefined) },
+        { name: "redis", roots: () => [redis()].filter((p): p is number => p !== undefined) },
+      ],
+      rssProcesses: () => [
+        { name: "postern", pid },
+        ...(worker ? [{ name: "postern worker", pid: worker.pid as number }] : []),
+      ],
+      version: { postgresql: pgVersion[0]?.server_version ?? "unknown", redis: redisVersion },
+      stop,
+    };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+/** SIGTERM is Postern's graceful stop (drains, stops its embedded services); SIGKILL after 60 s. */
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  child.kill("SIGTERM");
+  const timer = setTimeout(() => child.kill("SIGKILL"), 60_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** The sink itself as the "relay": plain SMTP, no TLS, no AUTH, nothing stored. */
+export function ceiling(sinkPort: number): Peer {
+  return {
+    name: "ceiling",
+    smtpPort: sinkPort,
+    login: undefined,
+    freshLogins: [],
+    groups: [],
+    rssProcesses: () => [],
+    version: {},
+    stop: async () => {},
+  };
+}
+
+export function postfixInstalled(): boolean {
+  return ["/usr/sbin/postfix", "/usr/sbin/saslpasswd2"].every((file) => existsSync(file));
+}
+
+export async function startPostfix(options: {
+  sinkPort: number;
+  freshLogins: number;
+  repositoryRoot: string;
+}): Promise<Peer> {
+  if (!postfixInstalled())
+    throw new Error(
+      "--peer postfix needs Postfix and Cyrus SASL: apt-get install -y postfix sasl2-bin libsasl2-modules",
+    );
+  if (process.getuid?.() !== 0) throw new Error("--peer postfix needs root (Postfix's master runs as root)");
+  const dir = await mkdtemp(join(tmpdir(), "postern-bench-postfix-"));
+  await chmod(dir, 0o755); // Postfix's daemons run as the postfix user
+  const smtpPort = await freePort();
+  const password = randomBytes(18).toString("base64url");
+  const login = { username: "bench", password };
+  const freshLogins = Array.from({ length: options.freshLogins }, (_, i) => ({
+    username: `fresh${i}`,
+    password,
+  }));
+  const usersFile = join(dir, "users");
+  await writeFile(usersFile, [login, ...freshLogins].map((l) => `${l.username} ${l.password}\n`).join(""), {
+    mode: 0o600,
+  });
+  const script = join(options.repositoryRoot, "bench/postfix/postfix.sh");
+  try {
+    await run(script, ["start", dir, String(smtpPort), String(options.sinkPort), usersFile]);
+    await waitForPort(smtpPort, 10_000);
+  } catch (error) {
+    const log = await readFile(join(dir, "log/postfix.log"), "utf8").catch(() => "");
+    await run(script, ["stop", dir]).catch(() => {});
+    await rm(dir, { recursive: true, force: true });
+    throw new Error(`private Postfix did not start: ${(error as Error).message}\n${log.slice(-2000)}`);
+  }
+  const master = () => pidFromFile(join(dir, "queue/pid/master.pid"));
+  const version = (await run("postconf", ["-c", join(dir, "etc"), "-h", "mail_version"])).stdout.trim();
+  return {
+    name: "postfix",
+    smtpPort,
+    login,
+    freshLogins,
+    groups: [{ name: "postfix", roots: () => [master()].filter((p): p is number => p !== undefined) }],
+    // Postfix is many short-lived processes; a per-process peak says nothing about it.
+    rssProcesses: () => [],
+    version: { postfix: version },
+    async stop() {
+      await run(script, ["stop", dir]).catch(() => {});
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,302 @@
+/** The benchmark's results: one JSON document per run, and the markdown table in docs/benchmarks.md. */
+import { type LatencySummary, ratePerSecond, summarizeLatencies } from "./latency";
+import type { PeerName } from "./peers";
+import type { ProfileSummary } from "./profile";
+import type { Arrival, LoadResult } from "./protocol";
+
+export interface ScenarioResult {
+  scenario: string;
+  durationS: number;
+  accepted: number;
+  /** Undefined for the single-message scenario, where a rate means nothing. */
+  acceptedPerSecond: number | undefined;
+  /** Arrivals at the sink during the load window, per second; undefined for AUTH-only scenarios. */
+  deliveredPerSecond: number | undefined;
+  /** Accepted but not yet at the sink when the load stopped. */
+  backlogAtEnd: number | undefined;
+  /** Arrivals at the sink in all, the drain after the window included. */
+  delivered: number | undefined;
+  errors: number;
+  errorSamples: string[];
+  acceptLatencyMs: LatencySummary;
+  arrivalLatencyMs: LatencySummary | undefined;
+  /** Cores used over the load window, per process group. */
+  cpuCores: Record<string, number>;
+  peakRssBytes: Record<string, number>;
+  /** RSS of the same processes when the scenario started, to see growth (25 MB message). */
+  startRssBytes: Record<string, number>;
+}
+
+/**
+ * Rates are taken over the window after a warm-up (10% of the run, at most 2 s: connections,
+ * TLS sessions, Postfix's smtpd processes and JIT warm up there); latencies cover every message.
+ * `arrivals` is undefined for scenarios that deliver nothing (AUTH only); `rates` false for the
+ * single-message scenario.
+ */
+export function summarize(
+  scenario: string,
+  result: LoadResult,
+  arrivals: Arrival[] | undefined,
+  resources: Pick<ScenarioResult, "cpuCores" | "peakRssBytes" | "startRssBytes">,
+  rates = true,
+): ScenarioResult {
+  const from = result.startedAt + Math.min(2000, 0.1 * (result.endedAt - result.startedAt));
+  const to = result.endedAt;
+  const arrivedInWindow = arrivals?.filter((a) => a.arrivedAt <= to).length ?? 0;
+  return {
+    scenario,
+    durationS: (to - result.startedAt) / 1000,
+    accepted: result.accepted.length,
+    acceptedPerSecond: !rates
+      ? undefined
+      : ratePerSecond(
+          result.accepted.map((r) => r.acceptedAt),
+          from,
+          to,
+        ),
+    deliveredPerSecond:
+      arrivals && rates
+        ? ratePerSecond(
+            arrivals.map((a) => a.arrivedAt),
+            from,
+            to,
+          )
+        : undefined,
+    backlogAtEnd: arrivals && rates ? result.accepted.length - arrivedInWindow : undefined,
+    delivered: arrivals?.length,
+    errors: result.errors,
+    errorSamples: result.errorSamples,
+    acceptLatencyMs: summarizeLatencies(result.accepted.map((r) => r.acceptedAt - r.startedAt)),
+    arrivalLatencyMs: arrivals
+      ? summarizeLatencies(arrivals.flatMap((a) => (a.sentAt === undefined ? [] : [a.arrivedAt - a.sentAt])))
+      : undefined,
+    ...resources,
+  };
+}
+
+export type ScenarioOutcome = ScenarioResult | { scenario: string; skipped: string };
+
+export interface PeerReport {
+  version: Record<string, string>;
+  scenarios: ScenarioOutcome[];
+  error?: string;
+}
+
+export interface StatsEndpointReport {
+  seededMessages: number;
+  seedSeconds: number;
+  latencyMs?: LatencySummary;
+  /** `counts.accepted` of the default window (last 24 h) in the first answer. */
+  acceptedInWindow?: number;
+  skipped?: string;
+}
+
+export interface BenchReport {
+  startedAt: string;
+  machine: Record<string, string | number>;
+  options: Record<string, unknown>;
+  peers: Partial<Record<PeerName, PeerReport>>;
+  stats?: StatsEndpointReport;
+  /** With `--profile`: the hottest functions of each Postern process profile. */
+  profile?: ProfileSummary[];
+}
+
+export const markers = { start: "<!-- bench:results:start -->", end: "<!-- bench:results:end -->" };
+
+/** Replaces what stands between the markers (appending a marked section when there is none). */
+export function replaceBetweenMarkers(document: string, content: string): string {
+  const block = `${markers.start}\n${content.trim()}\n${markers.end}`;
+  const start = document.indexOf(markers.start);
+  const end = document.indexOf(markers.end);
+  if (start === -1 || end === -1 || end < start) return `${document.trimEnd()}\n\n${block}\n`;
+  return document.slice(0, start) + block + document.slice(end + markers.end.length);
+}
+
+const isResult = (o: ScenarioOutcome | undefined): o is ScenarioResult =>
+  o !== undefined && !("skipped" in o);
+const n0 = (v: number | undefined) =>
+  v === undefined || Number.isNaN(v) ? "–" : Math.round(v).toLocaleString("en");
+const ms = (l: LatencySummary | undefined) =>
+  l && l.count > 0 ? `${n0(l.p50)} / ${n0(l.p95)} / ${n0(l.p99)}` : "–";
+const mb = (bytes: number | undefined) => (bytes === undefined ? "–" : `${Math.round(bytes / 2 ** 20)}`);
+const cores = (c: Record<string, number>) =>
+  Object.entries(c)
+    .map(([name, value]) => `${name} ${value.toFixed(2)}`)
+    .join(", ");
+
+/** Backlog when the load stopped → what had still not arrived when the harness stopped waiting. */
+const backlog = (o: ScenarioResult) =>
+  o.backlogAtEnd === undefined || o.delivered === undefined
+    ? "–"
+    : `${n0(o.backlogAtEnd)} → ${n0(o.accepted - o.delivered)}`;
+
+function peerTable(peer: PeerReport): string {
+  const rows = [
+    "| scenario | accepted/s | delivered/s | backlog at end → after drain | accept ms p50 / p95 / p99 | send→arrival ms p50 / p95 / p99 | peak RSS MB | CPU cores | errors |",
+    "|---|--:|--:|--:|--:|--:|--:|---|--:|",
+  ];
+  for (const outcome of peer.scenarios) {
+    if (!isResult(outcome)) {
+      rows.push(`| ${outcome.scenario} | skipped: ${outcome.skipped} ||||||||`);
+      continue;
+    }
+    const rss = Object.entries(outcome.peakRssBytes)
+      .map(([name, peak]) => `${mb(peak)} (from ${mb(outcome.startRssBytes[name])})`)
+      .join(", ");
+    rows.push(
+      `| ${outcome.scenario} | ${n0(outcome.acceptedPerSecond)} | ${n0(outcome.deliveredPerSecond)} | ${backlog(outcome)} | ${ms(outcome.acceptLatencyMs)} | ${ms(outcome.arrivalLatencyMs)} | ${rss || "–"} | ${cores(outcome.cpuCores)} | ${outcome.errors} |`,
+    );
+  }
+  return rows.join("\n");
+}
+
+const ratio = (a: number | undefined, b: number | undefined) =>
+  a === undefined || b === undefined || !b ? "–" : `${(a / b).toFixed(2)}×`;
+
+function ratioTable(postern: PeerReport, postfix: PeerReport): string {
+  const rows = [
+    "| scenario | accepted/s Postern / Postfix | delivered/s Postern / Postfix | send→arrival p99 Postfix / Postern |",
+    "|---|--:|--:|--:|",
+  ];
+  for (const ours of postern.scenarios) {
+    const theirs = postfix.scenarios.find((s) => s.scenario === ours.scenario);
+    if (!isResult(ours) || !isResult(theirs)) continue;
+    rows.push(
+      `| ${ours.scenario} | ${ratio(ours.acceptedPerSecond, theirs.acceptedPerSecond)} | ${ratio(ours.deliveredPerSecond, theirs.deliveredPerSecond)} | ${ratio(theirs.arrivalLatencyMs?.p99, ours.arrivalLatencyMs?.p99)} |`,
+    );
+  }
+  return rows.join("\n");
+}
+
+const titles: Record<PeerName, string> = {
+  ceiling: "Ceiling: the load generator straight into the sink (no relay, no TLS, no AUTH)",
+  postfix: "Postfix",
+  postern: "Postern",
+};
+
+export interface TargetCheck {
+  target: string;
+  measured: string;
+  /** undefined: not measured in this run. */
+  met: boolean | undefined;
+}
+
+const scenarioOf = (peer: PeerReport | undefined, name: string) => {
+  const outcome = peer?.scenarios.find((s) => s.scenario === name);
+  return isResult(outcome) ? outcome : undefined;
+};
+
+/** The targets of issue 6, checked against one run (reported, never asserted in tests). */
+export function checkTargets(report: BenchReport): TargetCheck[] {
+  const { postern, postfix } = report.peers;
+  const checks: TargetCheck[] = [];
+  const versus = (name: string, factor: number) => {
+    const ours = scenarioOf(postern, name)?.deliveredPerSecond;
+    const theirs = scenarioOf(postfix, name)?.deliveredPerSecond;
+    const known = ours !== undefined && theirs !== undefined && theirs > 0;
+    checks.push({
+      target: `${name}: delivered/s ≥ ${factor} × Postfix`,
+      measured: known ? `${(ours / theirs).toFixed(2)}× (${n0(ours)} vs ${n0(theirs)}/s)` : "–",
+      met: known ? ours >= factor * theirs : undefined,
+    });
+  };
+  versus("pooled-10k", 2);
+  const pooled = scenarioOf(postern, "pooled-10k");
+  if (pooled?.acceptedPerSecond && pooled.deliveredPerSecond !== undefined) {
+    // "Keeping up": no growing backlog, i.e. deliveries within 5% of accepts over the window.
+    const share = pooled.deliveredPerSecond / pooled.acceptedPerSecond;
+    checks.push({
+      target: "pooled-10k: delivered keeps up with accepted (≥ 95%)",
+      measured: `${Math.round(share * 100)}% (backlog ${n0(pooled.backlogAtEnd)} at the end)`,
+      met: share >= 0.95,
+    });
+  }
+  versus("fresh-10k", 1.25);
+  const fixed = scenarioOf(postern, "fixed-rate");
+  checks.push({
+    target: `fixed-rate at ${n0(report.options.fixedRate as number | undefined)}/s: send→arrival p99 ≤ 500 ms`,
+    measured: fixed?.arrivalLatencyMs ? `${n0(fixed.arrivalLatencyMs.p99)} ms` : "–",
+    met: fixed?.arrivalLatencyMs ? fixed.arrivalLatencyMs.p99 <= 500 : undefined,
+  });
+  const peaks = (postern?.scenarios ?? []).filter(isResult).map((s) => s.peakRssBytes.postern ?? 0);
+  const peak = peaks.length > 0 ? Math.max(...peaks) : undefined;
+  checks.push({
+    target: "peak RSS of the all-in-one process ≤ 350 MB in any scenario",
+    measured: peak === undefined ? "–" : `${mb(peak)} MB`,
+    met: peak === undefined ? undefined : peak <= 350 * 2 ** 20,
+  });
+  const single = scenarioOf(postern, "single-25m");
+  const growth = single
+    ? (single.peakRssBytes.postern ?? 0) - (single.startRssBytes.postern ?? 0)
+    : undefined;
+  checks.push({
+    target: "25 MB message: accepted, delivered, RSS growth ≤ 3 × its size (75 MB)",
+    measured:
+      single && growth !== undefined
+        ? `${single.accepted} accepted, ${single.delivered} delivered, +${mb(growth)} MB`
+        : "–",
+    met:
+      single && growth !== undefined
+        ? single.accepted === 1 && single.delivered === 1 && growth <= 3 * 25e6
+        : undefined,
+  });
+  const stats = report.stats?.latencyMs;
+  checks.push({
+    target: "GET /v1/stats p95 < 50 ms with 1,000,000 messages",
+    measured: stats ? `${n0(stats.p95)} ms with ${n0(report.stats?.seededMessages)}` : "–",
+    met: stats && report.stats?.seededMessages === 1_000_000 ? stats.p95 < 50 : undefined,
+  });
+  return checks;
+}
+
+function targetTable(checks: TargetCheck[]): string {
+  const verdict = (met: boolean | undefined) =>
+    met === undefined ? "not measured" : met ? "met" : "**not met**";
+  return [
+    "| target | measured | |",
+    "|---|---|---|",
+    ...checks.map((c) => `| ${c.target} | ${c.measured} | ${verdict(c.met)} |`),
+  ].join("\n");
+}
+
+export function renderMarkdown(report: BenchReport): string {
+  const { machine } = report;
+  const parts = [
+    `Run of ${report.startedAt}: ${machine.cpuCount} × ${machine.cpuModel}, ${machine.memoryGiB} GiB, ${machine.os}; ` +
+      Object.entries(machine)
+        .filter(([key]) => !["cpuCount", "cpuModel", "memoryGiB", "os"].includes(key))
+        .map(([key, value]) => `${key} ${value}`)
+        .join(", ") +
+      `. Options: ${JSON.stringify(report.options)}.`,
+  ];
+  const { postern, postfix } = report.peers;
+  parts.push("### Targets (issue 6)", targetTable(checkTargets(report)));
+  if (postern && postfix && !postern.error && !postfix.error) {
+    parts.push("### Postern / Postfix", ratioTable(postern, postfix));
+  }
+  for (const [name, peer] of Object.entries(report.peers)) {
+    parts.push(`### ${titles[name as PeerName]}`);
+    parts.push(peer.error ? `Not measured: ${peer.error}` : peerTable(peer));
+  }
+  if (report.stats) {
+    const { stats } = report;
+    parts.push(
+      "### Stats endpoint",
+      stats.skipped
+        ? `Not measured: ${stats.skipped}`
+        : `\`GET /v1/stats\` with ${stats.seededMessages.toLocaleString("en")} messages stored (seeded in ${stats.seedSeconds.toFixed(1)} s; ${n0(stats.acceptedInWindow)} of them counted in the default 24 h window): p50 / p95 / p99 ${ms(stats.latencyMs)} ms.`,
+    );
+  }
+  const share = (h: { selfShare: number }) => `${(h.selfShare * 100).toFixed(1)}%`;
+  for (const { file, origins, hot } of report.profile ?? []) {
+    parts.push(
+      `### Profile of the Postern process (${file.split("/").pop()})`,
+      `Self time by origin: ${origins
+        .slice(0, 12)
+        .map((o) => `${o.name} ${share(o)}`)
+        .join(", ")}.`,
+      ["| function | self |", "|---|--:|", ...hot.map((h) => `| \`${h.name}\` | ${share(h)} |`)].join("\n"),
+    );
+  }
+  return parts.join("\n\n");
+}

@@ -1,0 +1,379 @@
+/**
+ * `npm run bench`: Postern all-in-one (and, with `--peer postfix`, a private Postfix) between a
+ * load generator and an upstream sink, each in its own process. See docs/benchmarks.md.
+ */
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { cpus, release, totalmem } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { Command, InvalidArgumentError } from "commander";
+import { LoadGenerator, Sink } from "./children";
+import { ceiling, type Peer, type PeerName, type PosternPeer, startPostern, startPostfix } from "./peers";
+import { peakRss, resetPeakRss, startCpuWindow } from "./procstat";
+import { summarizeProfiles } from "./profile";
+import type { Arrival, LoadResult, LoadSpec } from "./protocol";
+import {
+  type BenchReport,
+  type PeerReport,
+  renderMarkdown,
+  replaceBetweenMarkers,
+  type ScenarioOutcome,
+  summarize,
+} from "./report";
+import { measureStatsEndpoint } from "./stats";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+interface Scenario {
+  mode: LoadSpec["mode"];
+  concurrency: number;
+  messageBytes: number;
+  maxMessages?: number;
+  /** Open loop at this many messages per second (see `fixedRate`). */
+  fixedRate?: boolean;
+  /** AUTH scenarios: which logins (one reused login = the cached path). */
+  logins?: "same" | "fresh";
+  what: string;
+}
+
+/** The scenarios, in the order they run. docs/benchmarks.md explains each. */
+const scenarios: Record<string, Scenario> = {
+  "pooled-10k": {
+    mode: "pooled",
+    concurrency: 50,
+    messageBytes: 10 * KiB,
+    what: "50 persistent connections",
+  },
+  "fresh-10k": {
+    mode: "fresh",
+    concurrency: 20,
+    messageBytes: 10 * KiB,
+    what: "20 clients, new connection each",
+  },
+  "pooled-1m": {
+    mode: "pooled",
+    concurrency: 50,
+    messageBytes: MiB,
+    what: "50 persistent connections, 1 MiB",
+  },
+  "single-25m": {
+    mode: "pooled",
+    concurrency: 1,
+    messageBytes: 25 * 1000 * 1000,
+    maxMessages: 1,
+    what: "one 25 MB message",
+  },
+  "fixed-rate": {
+    mode: "pooled",
+    concurrency: 50,
+    messageBytes: 10 * KiB,
+    fixedRate: true,
+    what: "open loop at Postfix's pooled delivered rate",
+  },
+  "auth-cached": {
+    mode: "auth",
+    concurrency: 20,
+    messageBytes: 0,
+    logins: "same",
+    what: "AUTH, same credential",
+  },
+  "auth-bcrypt": {
+    mode: "auth",
+    concurrency: 20,
+    messageBytes: 0,
+    logins: "fresh",
+    what: "AUTH, a new credential each",
+  },
+};
+
+/** Postfix's pooled delivered rate in the reference run of issue 6; used when Postfix is not measured. */
+const referencePostfixRate = 278;
+
+interface Options {
+  peer?: string;
+  scenarios: string[];
+  duration: number;
+  seedMessages: number;
+  quick: boolean;
+  rate?: number;
+  /** Re-render docs/benchmarks.md from an earlier run's JSON instead of measuring. */
+  render?: string;
+  /** Run Postern under `node --cpu-prof` and list its hottest functions. */
+  profile: boolean;
+  /** Postern as two processes: `start api smtp` and `start worker`. */
+  splitRoles: boolean;
+}
+
+function positiveNumber(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError("must be a number greater than 0");
+  return n;
+}
+
+function parseOptions(argv: string[]): Options {
+  const program = new Command("bench")
+    .description("Benchmark Postern end to end (and a private Postfix with --peer postfix)")
+    .option("--peer <name>", "also measure this peer: postfix")
+    .option("--scenarios <list>", `comma-separated, from: ${Object.keys(scenarios).join(", ")}`)
+    .option("--duration <seconds>", "load time per scenario", positiveNumber, 20)
+    .option(
+      "--seed-messages <n>",
+      "store this many messages, then time GET /v1/stats",
+      (v) => Math.floor(positiveNumber(v)),
+      0,
+    )
+    .option(
+      "--rate <perSecond>",
+      "rate of the fixed-rate scenario (default: Postfix's pooled delivered rate)",
+      positiveNumber,
+    )
+    .option("--quick", "a smoke run: 3 s per scenario", false)
+    .option("--render <json>", "write docs/benchmarks.md from the results of an earlier run, measure nothing")
+    .option("--profile", "run Postern under node --cpu-prof and list where its CPU went", false)
+    .option("--split-roles", "run Postern's delivery worker as a second process", false)
+    .parse(argv);
+  const raw = program.opts<Omit<Options, "scenarios"> & { scenarios?: string }>();
+  if (raw.peer !== undefined && raw.peer !== "postfix")
+    program.error(`--peer: unknown peer ${raw.peer} (known: postfix)`);
+  const selected = raw.scenarios ? raw.scenarios.split(",").map((s) => s.trim()) : Object.keys(scenarios);
+  const unknown = selected.filter((s) => !(s in scenarios));
+  if (unknown.length > 0)
+    program.error(`--scenarios: unknown ${unknown.join(", ")} (known: ${Object.keys(scenarios).join(", ")})`);
+  return { ...raw, scenarios: selected, duration: raw.quick ? Math.min(raw.duration, 3) : raw.duration };
+}
+
+async function runScenario(
+  name: string,
+  scenario: Scenario,
+  peer: Peer,
+  sink: Sink,
+  load: LoadGenerator,
+  options: Options & { fixedRate: number },
+): Promise<ScenarioOutcome> {
+  const logins = scenario.logins === "fresh" ? peer.freshLogins : peer.login ? [peer.login] : [];
+  const spec: LoadSpec = {
+    host: "127.0.0.1",
+    port: peer.smtpPort,
+    mode: scenario.mode,
+    concurrency: scenario.concurrency,
+    messageBytes: scenario.messageBytes,
+    durationMs: scenario.maxMessages ? 300_000 : options.duration * 1000,
+    maxMessages: scenario.maxMessages,
+    ratePerSecond: scenario.fixedRate ? options.fixedRate : undefined,
+    logins,
+    from: "bench@bench.example",
+    to: "sink@bench.example",
+  };
+  const rssProcesses = peer.rssProcesses();
+  for (const { pid } of rssProcesses) resetPeakRss(pid);
+  const startRssBytes = Object.fromEntries(rssProcesses.map(({ name: n, pid }) => [n, peakRss(pid) ?? 0]));
+  const groups = [
+    ...peer.groups,
+    { name: "load", roots: () => [load.process.pid as number] },
+    { name: "sink", roots: () => [sink.process.pid as number] },
+  ];
+  await sink.collect(); // stragglers of earlier scenarios are not this one's
+  const cpu = startCpuWindow(groups);
+  const result = await load.run(spec);
+  const cpuCores = cpu.stop();
+  const peakRssBytes = Object.fromEntries(rssProcesses.map(({ name: n, pid }) => [n, peakRss(pid) ?? 0]));
+
+  const delivers = scenario.mode !== "auth";
+  const arrivals = delivers ? await drain(sink, result, drainTimeoutMs(options)) : [];
+  return summarize(
+    name,
+    result,
+    delivers ? arrivals : undefined,
+    { cpuCores, peakRssBytes, startRssBytes },
+    scenario.maxMessages === undefined,
+  );
+}
+
+/**
+ * How long to wait for a backlog to reach the sink after the load stops. Bounded so that a relay
+ * that cannot keep up does not stretch the run past its budget; what is still queued then is
+ * reported (and is delivered while the next scenario runs, which it slows down).
+ */
+function drainTimeoutMs(options: Options): number {
+  return options.quick ? 15_000 : Math.max(30_000, 1500 * options.duration);
+}
+
+/** Collects arrivals until every accepted message has arrived at the sink, or the time is up. */
+async function drain(sink: Sink, result: LoadResult, timeoutMs: number): Promise<Arrival[]> {
+  const arrivals: Arrival[] = [];
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    arrivals.push(
+      ...(await sink.collect()).filter((a) => a.sentAt !== undefined && a.sentAt >= result.startedAt),
+    );
+    if (arrivals.length >= result.accepted.length || Date.now() > deadline) return arrivals;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}
+
+function describeMachine(): Record<string, string | number> {
+  const list = cpus();
+  return {
+    cpuCount: list.length,
+    cpuModel: list[0]?.model.trim() ?? "unknown",
+    memoryGiB: Math.round(totalmem() / 2 ** 30),
+    os: `Linux ${release()}`,
+    node: process.version,
+  };
+}
+
+/** The open-loop rate: `--rate`, else Postfix's pooled delivered rate in this run, else the reference run's. */
+function fixedRateOf(options: Options, postfix: PeerReport | undefined): number {
+  const pooled = postfix?.scenarios.find((s) => s.scenario === "pooled-10k");
+  const measured = pooled && !("skipped" in pooled) ? pooled.deliveredPerSecond : undefined;
+  return options.rate ?? (measured && measured > 0 ? measured : referencePostfixRate);
+}
+
+/** Without a relay only the plain message scenarios mean something. */
+const ceilingScenarios = ["pooled-10k", "fresh-10k"];
+
+async function measurePeer(kind: PeerName, options: Options, report: BenchReport): Promise<PeerReport> {
+  const sink = await Sink.start();
+  const freshLogins = Math.ceil(options.duration * 60);
+  let peer: Peer | undefined;
+  const load = new LoadGenerator();
+  try {
+    peer =
+      kind === "postern"
+        ? await startPostern({
+            sinkPort: sink.port,
+            freshLogins,
+            repositoryRoot: root,
+            profileDir: profileDir(options, report),
+            splitRoles: options.splitRoles,
+          })
+        : kind === "postfix"
+          ? await startPostfix({ sinkPort: sink.port, freshLogins, repositoryRoot: root })
+          : ceiling(sink.port);
+    stopOnInterrupt.add(peer);
+    const outcome: PeerReport = { version: { ...peer.version, sink: sink.kind }, scenarios: [] };
+    const names =
+      kind === "ceiling" ? options.scenarios.filter((n) => ceilingScenarios.includes(n)) : options.scenarios;
+    for (const name of names) {
+      const scenario = scenarios[name] as Scenario;
+      if (peer.unavailable) {
+        outcome.scenarios.push({ scenario: name, skipped: peer.unavailable });
+        continue;
+      }
+      process.stdout.write(`${kind}: ${name} (${scenario.what})…\n`);
+      const fixedRate = fixedRateOf(options, kind === "postfix" ? outcome : report.peers.postfix);
+      if (scenario.fixedRate) report.options.fixedRate = Math.round(fixedRate);
+      const result = await runScenario(name, scenario, peer, sink, load, { ...options, fixedRate });
+      outcome.scenarios.push(result);
+      process.stdout.write(`  ${JSON.stringify(brief(result))}\n`);
+    }
+    if (kind === "postern" && options.seedMessages > 0) {
+      report.stats = await measureStatsEndpoint(
+        peer as PosternPeer,
+        options.seedMessages,
+        options.quick ? 20 : 200,
+      );
+    }
+    return outcome;
+  } catch (error) {
+    process.stderr.write(`${kind}: ${(error as Error).message}\n`);
+    return {
+      version: {},
+      scenarios: [],
+      error: (error as Error).message.replace(/\s*\n\s*/g, " ").slice(0, 500),
+    };
+  } finally {
+    stopOnInterrupt.delete(peer);
+    await peer?.stop();
+    load.stop();
+    sink.stop();
+    const dir = profileDir(options, report);
+    if (kind === "postern" && dir) report.profile = await summarizeProfiles(dir, root);
+  }
+}
+
+const resultsDir = join(root, "bench", "results");
+const runName = (report: BenchReport) => report.startedAt.replace(/[:.]/g, "-");
+
+function profileDir(options: Options, report: BenchReport): string | undefined {
+  return options.profile ? join(resultsDir, `${runName(report)}-profile`) : undefined;
+}
+
+function brief(outcome: ScenarioOutcome) {
+  if ("skipped" in outcome) return outcome;
+  const round = (v: number | undefined) => (v === undefined ? undefined : Math.round(v));
+  return {
+    acceptedPerSecond: round(outcome.acceptedPerSecond),
+    deliveredPerSecond: round(outcome.deliveredPerSecond),
+    acceptP99: round(outcome.acceptLatencyMs.p99),
+    arrivalP99: round(outcome.arrivalLatencyMs?.p99),
+    errors: outcome.errors,
+    errorSamples: outcome.errorSamples,
+  };
+}
+
+async function writeDocs(report: BenchReport): Promise<void> {
+  const docs = join(root, "docs", "benchmarks.md");
+  const current = await readFile(docs, "utf8").catch(() => "# Benchmarks\n");
+  await writeFile(docs, replaceBetweenMarkers(current, renderMarkdown(report)));
+  process.stdout.write(`Table written to ${docs}\n`);
+}
+
+async function main(): Promise<number> {
+  const options = parseOptions(process.argv);
+  if (options.render) {
+    await writeDocs(JSON.parse(await readFile(options.render, "utf8")) as BenchReport);
+    return 0;
+  }
+  const startedAt = new Date();
+  const report: BenchReport = {
+    startedAt: startedAt.toISOString(),
+    machine: describeMachine(),
+    options: { ...options },
+    peers: {},
+  };
+  report.peers.ceiling = await measurePeer("ceiling", options, report);
+  // Postfix before Postern: Postern's open-loop run goes at the rate Postfix delivered pooled (the target's yardstick).
+  if (options.peer === "postfix") report.peers.postfix = await measurePeer("postfix", options, report);
+  report.peers.postern = await measurePeer("postern", options, report);
+  for (const peer of Object.values(report.peers)) Object.assign(report.machine, peer.version);
+
+  await mkdir(resultsDir, { recursive: true });
+  const jsonFile = join(resultsDir, `${runName(report)}.json`);
+  await writeFile(jsonFile, `${JSON.stringify(report, null, 2)}\n`);
+  const markdown = renderMarkdown(report);
+  process.stdout.write(`\n${markdown}\n\nResults: ${jsonFile}\n`);
+  // The table in the docs is the latest complete, comparable run.
+  const partial =
+    options.quick ||
+    options.profile ||
+    options.splitRoles ||
+    options.scenarios.length < Object.keys(scenarios).length;
+  if (partial)
+    process.stdout.write(`docs/benchmarks.md left alone (partial run); --render ${jsonFile} writes it\n`);
+  else await writeDocs(report);
+  return Object.values(report.peers).some((p) => p.error) ? 1 : 0;
+}
+
+/**
+ * The relay running when the run is interrupted. Postern, the sink and the load generator die with
+ * the terminal's process group anyway, but a private Postfix is a daemon: it must be stopped.
+ */
+const stopOnInterrupt = new Set<Peer | undefined>();
+for (const signal of ["SIGINT", "SIGTERM"] as const) {
+  process.once(signal, async () => {
+    process.stderr.write(`bench: ${signal}, stopping\n`);
+    for (const peer of stopOnInterrupt) await peer?.stop().catch(() => {});
+    process.exit(130);
+  });
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error) => {
+    process.stderr.write(`bench: ${(error as Error).stack ?? error}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,258 @@
+import { spawn } from "node:child_process";
+import { describe, expect, it } from "vitest";
+import { percentile, ratePerSecond, summarizeLatencies } from "../latency";
+import {
+  coresUsed,
+  groupTicks,
+  type ProcessSample,
+  parseStat,
+  processTree,
+  snapshotProcesses,
+} from "../procstat";
+import { hotFunctions, hotOrigins } from "../profile";
+import { messageBody, messageHead, sentAtFromHead } from "../protocol";
+import {
+  type BenchReport,
+  checkTargets,
+  markers,
+  replaceBetweenMarkers,
+  type ScenarioResult,
+  summarize,
+} from "../report";
+
+describe("percentiles", () => {
+  it("uses the nearest rank", () => {
+    const sorted = Array.from({ length: 100 }, (_, i) => i + 1);
+    expect(percentile(sorted, 50)).toBe(50);
+    expect(percentile(sorted, 95)).toBe(95);
+    expect(percentile(sorted, 99)).toBe(99);
+    expect(percentile(sorted, 100)).toBe(100);
+    expect(percentile([7], 99)).toBe(7);
+    expect(percentile([], 50)).toBeNaN();
+  });
+
+  it("summarises unsorted samples", () => {
+    expect(summarizeLatencies([30, 10, 20])).toEqual({ count: 3, p50: 20, p95: 30, p99: 30, max: 30 });
+  });
+
+  it("counts a rate over a closed window", () => {
+    expect(ratePerSecond([0, 500, 999, 1000, 1500], 0, 1000)).toBe(4);
+    expect(ratePerSecond([1], 5, 5)).toBe(0);
+  });
+});
+
+describe("/proc accounting", () => {
+  it("parses a stat line whose command name holds spaces and parentheses", () => {
+    const line =
+      "4242 (postgres: a) b) S 4200 4242 4242 0 -1 4194560 100 0 0 0 250 50 7 3 20 0 1 0 1000 100000 200 18446744073709551615";
+    expect(parseStat(line)).toEqual({ pid: 4242, ppid: 4200, comm: "postgres: a) b", cpuTicks: 310 });
+  });
+
+  it("sums a process tree and leaves out excluded subtrees", () => {
+    const sample = (pid: number, ppid: number, cpuTicks: number): [number, ProcessSample] => [
+      pid,
+      { pid, ppid, comm: String(pid), cpuTicks },
+    ];
+    // 10 is Postern; 11 its worker thread pool child; 12 its redis-server (another group) with child 13.
+    const processes = new Map([
+      sample(1, 0, 5),
+      sample(10, 1, 100),
+      sample(11, 10, 20),
+      sample(12, 10, 7),
+      sample(13, 12, 1),
+    ]);
+    expect(processTree(processes, 10, new Set([12])).sort()).toEqual([10, 11]);
+    expect(groupTicks(processes, { name: "postern", roots: () => [10], exclude: () => [12] })).toBe(120);
+    expect(groupTicks(processes, { name: "redis", roots: () => [12] })).toBe(8);
+    expect(groupTicks(processes, { name: "gone", roots: () => [99] })).toBe(0);
+  });
+
+  it("converts ticks over a window into cores", () => {
+    expect(coresUsed(100, 300, 2)).toBe(1);
+    expect(coresUsed(300, 100, 2)).toBe(0);
+    expect(coresUsed(0, 100, 0)).toBe(0);
+  });
+
+  it("keeps the CPU of a child that exited inside the window (reaped into the parent's cutime)", async () => {
+    // A shell that runs a CPU-bound child to completion, then waits: the child is gone when we look.
+    const shell = spawn("sh", ["-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done & wait; sleep 30"], {
+      stdio: "ignore",
+    });
+    try {
+      const pid = shell.pid as number;
+      const group = { name: "shell", roots: () => [pid] };
+      const before = groupTicks(snapshotProcesses(), group);
+      // Wait until only the shell and its `sleep` are left, i.e. the busy child has been reaped.
+      for (;;) {
+        const processes = snapshotProcesses();
+        const tree = processTree(processes, pid).map((p) => processes.get(p)?.comm);
+        if (tree.includes("sleep")) break;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      const after = groupTicks(snapshotProcesses(), group);
+      expect(after - before).toBeGreaterThan(0);
+    } finally {
+      shell.kill("SIGKILL");
+    }
+  });
+});
+
+describe("messages", () => {
+  it("finds the send timestamp below headers a relay prepended", () => {
+    const head = messageHead({ from: "a@b.example", to: "c@d.example" }, 1_790_000_000_123, 7).toString();
+    const relayed = `Received: from x by y; Sat, 21 Nov 2026 20:00:00 +0000\r\n${head}`;
+    expect(sentAtFromHead(relayed)).toBe(1_790_000_000_123);
+    expect(sentAtFromHead("Subject: X-Bench-Sent: 5\r\n")).toBeUndefined();
+  });
+
+  it("builds bodies of about the requested size in short lines", () => {
+    const body = messageBody(10 * 1024);
+    expect(body.length).toBeGreaterThanOrEqual(10 * 1024);
+    expect(body.length).toBeLessThan(10 * 1024 + 80);
+    expect(
+      body
+        .toString()
+        .split("\r\n")
+        .every((line) => line.length <= 76),
+    ).toBe(true);
+  });
+});
+
+describe("results", () => {
+  it("takes rates after the warm-up and counts what had not arrived by the end as backlog", () => {
+    const startedAt = 1_000_000;
+    const endedAt = startedAt + 10_000; // warm-up: the first 1 s
+    const accepted = Array.from({ length: 100 }, (_, i) => ({
+      startedAt: startedAt + i * 100,
+      acceptedAt: startedAt + i * 100 + 50,
+    }));
+    const arrivals = accepted.map((r, i) => ({
+      sentAt: r.startedAt,
+      arrivedAt: r.startedAt + (i < 90 ? 200 : 20_000),
+    }));
+    const result = summarize(
+      "pooled-10k",
+      { startedAt, endedAt, accepted, errors: 1, errorSamples: ["451 4.3.0"] },
+      arrivals,
+      { cpuCores: {}, peakRssBytes: {}, startRssBytes: {} },
+    );
+    expect(result.acceptedPerSecond).toBeCloseTo(90 / 9, 5);
+    expect(result.deliveredPerSecond).toBeCloseTo(82 / 9, 5);
+    expect(result.backlogAtEnd).toBe(10);
+    expect(result.delivered).toBe(100);
+    expect(result.acceptLatencyMs.p50).toBe(50);
+    expect(result.arrivalLatencyMs?.p50).toBe(200);
+    expect(result.arrivalLatencyMs?.p99).toBe(20_000);
+  });
+
+  it("rewrites only what stands between the markers", () => {
+    const document = `# Benchmarks\n\nprose before\n\n${markers.start}\nold table\n${markers.end}\n\nprose after\n`;
+    const updated = replaceBetweenMarkers(document, "new table");
+    expect(updated).toBe(
+      `# Benchmarks\n\nprose before\n\n${markers.start}\nnew table\n${markers.end}\n\nprose after\n`,
+    );
+    expect(replaceBetweenMarkers("# Benchmarks\n", "t")).toBe(
+      `# Benchmarks\n\n${markers.start}\nt\n${markers.end}\n`,
+    );
+  });
+});
+
+describe("targets", () => {
+  const latency = (p99: number) => ({ count: 100, p50: p99 / 2, p95: p99, p99, max: p99 });
+  const scenario = (name: string, fields: Partial<ScenarioResult>): ScenarioResult => ({
+    scenario: name,
+    durationS: 20,
+    accepted: 1000,
+    acceptedPerSecond: 50,
+    deliveredPerSecond: 50,
+    backlogAtEnd: 0,
+    delivered: 1000,
+    errors: 0,
+    errorSamples: [],
+    acceptLatencyMs: latency(100),
+    arrivalLatencyMs: latency(200),
+    cpuCores: {},
+    peakRssBytes: { postern: 300 * 2 ** 20 },
+    startRssBytes: { postern: 250 * 2 ** 20 },
+    ...fields,
+  });
+  const report: BenchReport = {
+    startedAt: "2026-11-21T00:00:00.000Z",
+    machine: {},
+    options: { fixedRate: 278 },
+    peers: {
+      postfix: {
+        version: {},
+        scenarios: [
+          scenario("pooled-10k", { deliveredPerSecond: 278 }),
+          scenario("fresh-10k", { deliveredPerSecond: 128 }),
+        ],
+      },
+      postern: {
+        version: {},
+        scenarios: [
+          scenario("pooled-10k", { acceptedPerSecond: 700, deliveredPerSecond: 600, backlogAtEnd: 2000 }),
+          scenario("fresh-10k", { deliveredPerSecond: 170 }),
+          scenario("fixed-rate", { arrivalLatencyMs: latency(700) }),
+          scenario("single-25m", {
+            accepted: 1,
+            delivered: 1,
+            peakRssBytes: { postern: 400 * 2 ** 20 },
+            startRssBytes: { postern: 300 * 2 ** 20 },
+          }),
+        ],
+      },
+    },
+  };
+
+  it("says which targets a run met, missed or did not measure", () => {
+    expect(checkTargets(report).map((c) => [c.target, c.met])).toEqual([
+      ["pooled-10k: delivered/s ≥ 2 × Postfix", true],
+      ["pooled-10k: delivered keeps up with accepted (≥ 95%)", false],
+      ["fresh-10k: delivered/s ≥ 1.25 × Postfix", true],
+      ["fixed-rate at 278/s: send→arrival p99 ≤ 500 ms", false],
+      ["peak RSS of the all-in-one process ≤ 350 MB in any scenario", false],
+      ["25 MB message: accepted, delivered, RSS growth ≤ 3 × its size (75 MB)", false],
+      ["GET /v1/stats p95 < 50 ms with 1,000,000 messages", undefined],
+    ]);
+  });
+});
+
+describe("profile summary", () => {
+  it("ranks functions by self time, merging the nodes of one function", () => {
+    const frame = (functionName: string, url: string, lineNumber: number) => ({
+      functionName,
+      url,
+      lineNumber,
+    });
+    const profile = {
+      nodes: [
+        { id: 1, callFrame: frame("(root)", "", -1), hitCount: 0 },
+        { id: 2, callFrame: frame("acceptMessage", "file:///repo/apps/smtp/src/accept.ts", 9), hitCount: 3 },
+        { id: 3, callFrame: frame("acceptMessage", "file:///repo/apps/smtp/src/accept.ts", 9), hitCount: 2 },
+        { id: 4, callFrame: frame("(garbage collector)", "", -1), hitCount: 5 },
+        {
+          id: 5,
+          callFrame: frame("Ni", "file:///repo/node_modules/@prisma/client/runtime/client.js", 10),
+          hitCount: 4,
+        },
+        { id: 6, callFrame: frame("emit", "node:events", 470), hitCount: 1 },
+        { id: 7, callFrame: frame("writev", "", -1), hitCount: 5 },
+      ],
+      samples: Array.from({ length: 20 }, (_, i) => i),
+    };
+    expect(hotFunctions(profile, "/repo", 3)).toEqual([
+      { name: "acceptMessage apps/smtp/src/accept.ts:10", selfShare: 0.25 },
+      { name: "(garbage collector)", selfShare: 0.25 },
+      { name: "writev", selfShare: 0.25 },
+    ]);
+    expect(hotOrigins(profile, "/repo")).toEqual([
+      { name: "apps/smtp", selfShare: 0.25 },
+      { name: "(garbage collector)", selfShare: 0.25 },
+      { name: "node (native)", selfShare: 0.25 },
+      { name: "@prisma/client", selfShare: 0.2 },
+      { name: "node (internals)", selfShare: 0.05 },
+      { name: "(root)", selfShare: 0 },
+    ]);
+  });
+});
