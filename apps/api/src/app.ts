@@ -19,7 +19,7 @@ import { adminAuditRoutes } from "./routes/admin-audit";
 import { adminProjectRoutes } from "./routes/admin-projects";
 import { healthRoutes } from "./routes/health";
 import { messageRoutes } from "./routes/messages";
-import { installHttpMetrics, metricsRoutes } from "./routes/metrics";
+import { installHttpMetrics, type MetricsExposition, metricsRoutes } from "./routes/metrics";
 import { projectAuditRoutes } from "./routes/project-audit";
 import { statsRoutes } from "./routes/stats";
 
@@ -30,6 +30,8 @@ export interface ApiDependencies {
   redis: Redis;
   log: Logger;
   metrics: Registry;
+  /** What GET /metrics serves when it is more than `metrics` (worker processes merged in). */
+  metricsExposition?: MetricsExposition;
   /** Schedules retries; created on `redis` when not given. */
   deliveryProducer?: DeliveryProducer;
   /** Current quota usage of a project; packages/quota's counters in Redis when not given. */
@@ -91,7 +93,7 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
   const quota = createProjectQuota(deps.redis, deps.config.redisKeyPrefix);
   const routeDeps = { ...deps, deliveryProducer, quotaUsage: deps.quotaUsage ?? ((p) => quota.usage(p)) };
 
-  await app.register(metricsRoutes(deps.metrics));
+  await app.register(metricsRoutes(deps.metricsExposition ?? deps.metrics));
   await app.register(healthRoutes(deps));
 
   await app.register(

@@ -27,3 +27,4 @@ export async function startApi(deps: ApiDependencies) {
   };
 }
 export { startProbes } from "./probes";
+export type { MetricsExposition } from "./routes/metrics";

@@ -5,7 +5,7 @@ import Fastify, { type FastifyBaseLogger } from "fastify";
 import { serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
 import { installErrorHandling } from "./errors";
 import { healthRoutes } from "./routes/health";
-import { metricsRoutes } from "./routes/metrics";
+import { type MetricsExposition, metricsRoutes } from "./routes/metrics";
 
 /**
  * `/health`, `/health/ready` and `/metrics` on HTTP_PORT for a process that runs the SMTP or
@@ -18,13 +18,14 @@ export async function startProbes(deps: {
   redis: Redis;
   log: Logger;
   metrics: Registry;
+  metricsExposition?: MetricsExposition;
 }) {
   const app = Fastify({ loggerInstance: deps.log as FastifyBaseLogger, disableRequestLogging: true });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandling(app);
   await app.register(healthRoutes(deps));
-  await app.register(metricsRoutes(deps.metrics));
+  await app.register(metricsRoutes(deps.metricsExposition ?? deps.metrics));
   const address = await app.listen({ host: deps.config.http.host, port: deps.config.http.port });
   return {
     address,

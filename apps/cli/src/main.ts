@@ -1,4 +1,4 @@
-import { Command } from "commander";
+import { Command, Option } from "commander";
 import { registerAuditCommands } from "./commands/audit";
 import { registerSecretCommands } from "./commands/credentials";
 import { exitCodes } from "./commands/operator";
@@ -20,7 +20,9 @@ program
   .command("start")
   .description(`run the relay: every role, or only the named ones (${roleNames.join(", ")})`)
   .argument("[roles...]", "roles to run in this process")
-  .action(startCommand);
+  // Internal: a worker process forked by `postern start` (apps/cli/src/worker-processes.ts).
+  .addOption(new Option("--supervised").hideHelp())
+  .action((roles: string[], options: { supervised?: boolean }) => startCommand(roles, options));
 
 registerProjectCommands(program);
 registerSecretCommands(program);

@@ -12,6 +12,8 @@ export interface Runtime {
   redis: Redis;
   log: Logger;
   metrics: Registry;
+  /** Set when worker processes were forked: /metrics merges their registries with `metrics`. */
+  metricsExposition?: { contentType: string; metrics(): Promise<string> };
   services: Services;
   /** Closes the database and Redis clients and stops embedded services this process started. */
   close(): Promise<void>;

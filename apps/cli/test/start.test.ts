@@ -101,10 +101,14 @@ describe("postern start, embedded", () => {
 
     const postgresPid = await pidFrom(join(dataDir, "postgres/postmaster.pid"));
     const redisPid = await pidFrom(join(dataDir, "redis/redis.pid"));
+    // The delivery worker runs in a child process of its own (WORKER_PROCESSES, default 1).
+    const workerPid = Number(first.output().match(/worker {3}1 process \(pid (\d+)\)/)?.[1]);
+    expect(alive(workerPid)).toBe(true);
     first.child.kill("SIGINT");
     expect(await first.exited).toBe(0);
     expect(alive(postgresPid)).toBe(false);
     expect(alive(redisPid)).toBe(false);
+    expect(alive(workerPid)).toBe(false);
 
     // Second start: no new token is printed; then the whole process group is killed with SIGKILL.
     const second = await start(env);
@@ -137,6 +141,10 @@ describe("postern start, with DATABASE_URL and REDIS_URL", () => {
     expect(started.output()).toContain("PostgreSQL from DATABASE_URL");
     expect(started.output()).toContain("Redis      from REDIS_URL");
     expect((await ready(Number(env.HTTP_PORT))).status).toBe(200);
+    // The delivery metrics come from the forked worker process, merged into this one's /metrics.
+    const metrics = await (await fetch(`http://127.0.0.1:${env.HTTP_PORT}/metrics`)).text();
+    expect(metrics).toContain("postern_delivery_queue_jobs");
+    expect(metrics).toContain("postern_smtp_");
     await expect(stat(join(ctx.dataDir, "postgres"))).rejects.toThrow();
     await expect(stat(join(ctx.dataDir, "redis"))).rejects.toThrow();
     started.child.kill("SIGTERM");

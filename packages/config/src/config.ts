@@ -40,6 +40,8 @@ export interface Config {
     maxAttempts: number;
     concurrency: number;
     projectConcurrency: number;
+    /** Worker processes `postern start` forks when the worker runs beside other roles. */
+    workerProcesses: number;
     sweepIntervalMs: number;
     stalledTimeoutMs: number;
     bodyRetentionDays: number;
@@ -122,6 +124,7 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
       maxAttempts: e.DELIVERY_MAX_ATTEMPTS,
       concurrency: e.DELIVERY_CONCURRENCY,
       projectConcurrency: e.DELIVERY_PROJECT_CONCURRENCY,
+      workerProcesses: e.WORKER_PROCESSES,
       sweepIntervalMs: e.DELIVERY_SWEEP_INTERVAL * 1000,
       stalledTimeoutMs: e.DELIVERY_STALLED_TIMEOUT * 1000,
       bodyRetentionDays: e.BODY_RETENTION_DAYS,

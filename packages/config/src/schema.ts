@@ -196,6 +196,11 @@ export const variables = {
     default: "10",
     doc: "Deliveries in flight per project per worker process, so one project's backlog cannot starve the others.",
   },
+  WORKER_PROCESSES: {
+    schema: z.coerce.number().int("must be a whole number").min(0, "must be 0 or more").default(1),
+    default: "1",
+    doc: "Delivery worker processes that `postern start` forks when it runs the worker role together with other roles (as `npm start` does), so SMTP and delivery use separate cores. `0` runs the worker inside the same process.",
+  },
   DELIVERY_SWEEP_INTERVAL: {
     schema: seconds.default(30),
     default: "30",

@@ -6,11 +6,18 @@ import { z } from "zod";
 
 const httpDurationName = "postern_http_request_duration_seconds";
 
+/** What `/metrics` serves: a prom-client Registry, or one that merges several processes' registries. */
+export interface MetricsExposition {
+  contentType: string;
+  metrics(): Promise<string>;
+}
+
 /**
  * `GET /metrics` serves the process's one registry, so the SMTP and delivery roles' metrics appear
- * here when they run in the same process; the API adds its request latency by route.
+ * here when they run in the same process (or in worker processes `postern start` forked, merged
+ * in); the API adds its request latency by route.
  */
-export function metricsRoutes(registry: Registry): FastifyPluginAsyncZod {
+export function metricsRoutes(registry: MetricsExposition): FastifyPluginAsyncZod {
   return async (app) => {
     app.get(
       "/metrics",

@@ -1,11 +1,18 @@
 import { probes, type RunningRole, roleNames, roles } from "../roles";
 import { exitWithStartupError, openRuntime, type Runtime } from "../runtime";
+import { mergedExposition, startWorkerProcesses, superviseThisWorker } from "../worker-processes";
+
+export interface StartOptions {
+  /** Internal: this process is a worker forked by `postern start` (see worker-processes.ts). */
+  supervised?: boolean;
+}
 
 /**
- * `postern start [roles...]`: every role in one process by default, or the named ones for
- * scaling out. SIGINT/SIGTERM stop gracefully (exit 0); a second signal exits at once (exit 1).
+ * `postern start [roles...]`: every role by default, or the named ones for scaling out. Run
+ * beside other roles, the worker runs in WORKER_PROCESSES child processes. SIGINT/SIGTERM stop
+ * gracefully (exit 0); a second signal exits at once (exit 1).
  */
-export async function startCommand(requested: string[]): Promise<void> {
+export async function startCommand(requested: string[], options: StartOptions = {}): Promise<void> {
   const unknown = requested.filter((role) => !roleNames.includes(role));
   if (unknown.length > 0)
     exitWithStartupError(new Error(`unknown role ${unknown.join(", ")} (roles: ${roleNames.join(", ")})`));
@@ -23,6 +30,15 @@ export async function startCommand(requested: string[]): Promise<void> {
   } catch (error) {
     exitWithStartupError(error);
   }
+  const forkWorkers =
+    !options.supervised &&
+    selected.includes("worker") &&
+    selected.length > 1 &&
+    runtime.config.delivery.workerProcesses > 0;
+
+  // The API starts before the workers; its /metrics asks them once they run.
+  let workerMetrics: Parameters<typeof mergedExposition>[1] = async () => [];
+  if (forkWorkers) runtime.metricsExposition = mergedExposition(runtime, () => workerMetrics());
 
   const running: { name: string; role: RunningRole }[] = [];
   let stopping = false;
@@ -42,12 +58,20 @@ export async function startCommand(requested: string[]): Promise<void> {
     runtime.log.info("stopped");
     process.exit(0);
   };
-  process.on("SIGINT", () => void stop("SIGINT"));
+  if (!options.supervised) process.on("SIGINT", () => void stop("SIGINT"));
   process.on("SIGTERM", () => void stop("SIGTERM"));
 
   try {
-    if (!selected.includes("api")) running.push({ name: "probes", role: await probes(runtime) });
+    if (!selected.includes("api") && !options.supervised) {
+      running.push({ name: "probes", role: await probes(runtime) });
+    }
     for (const name of selected) {
+      if (name === "worker" && forkWorkers) {
+        const workers = await startWorkerProcesses(runtime, runtime.config.delivery.workerProcesses);
+        workerMetrics = workers.metricsJson;
+        running.push({ name, role: workers });
+        continue;
+      }
       const starter = roles[name];
       if (starter) running.push({ name, role: await starter(runtime) });
     }
@@ -57,6 +81,11 @@ export async function startCommand(requested: string[]): Promise<void> {
     exitWithStartupError(error);
   }
 
+  if (options.supervised) {
+    const worker = running[0];
+    if (worker) superviseThisWorker(runtime, worker.role, (reason) => void stop(reason));
+    return;
+  }
   const { services } = runtime;
   const lines = [
     `Postern is running (${selected.join(", ")}), pid ${process.pid}`,
