@@ -6,12 +6,16 @@ import { Redis, type RedisOptions } from "ioredis";
  * command quickly (451 4.3.0) instead of waiting forever.
  */
 export function createRedis(url: string, options: RedisOptions = {}): Redis {
-  return new Redis(url, {
+  const redis = new Redis(url, {
     maxRetriesPerRequest: null,
     enableReadyCheck: true,
     lazyConnect: false,
     ...options,
   });
+  // ioredis reconnects by itself; meanwhile commands fail (callers handle that) and /health/ready
+  // reports it. Without a listener every failed reconnect would print "Unhandled error event".
+  redis.on("error", () => {});
+  return redis;
 }
 
 export type { Redis } from "ioredis";
