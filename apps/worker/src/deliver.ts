@@ -1,13 +1,13 @@
-import { recordAudit } from "@postern/audit";
 import { openSecret } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
-import type { Database, MessageStatus, Prisma } from "@postern/db";
+import { type MessageStatus, uuidv7 } from "@postern/db";
 import { retryDelayMs } from "@postern/queue";
 import type { DeliveryOutcome, RecipientVerdict, UpstreamTransports } from "@postern/relay";
+import type { DeliveryStore } from "./store";
 
 export interface DeliveryDeps {
   config: Pick<ResolvedConfig, "encryptionKey" | "delivery">;
-  db: Database;
+  store: DeliveryStore;
   transports: UpstreamTransports;
 }
 
@@ -27,17 +27,14 @@ type RecipientState = "pending" | "delivered" | "failed";
  * One delivery attempt of one message: read it from PostgreSQL (one query), send it to the
  * pending recipients through the project's pooled transport, and record the attempt, every
  * recipient's result, the message's new status and, when final, its audit event in one
- * transaction.
+ * statement (see store.ts).
  *
- * At least once: a crash after the upstream's 250 and before that transaction commits sends the
+ * At least once: a crash after the upstream's 250 and before that statement commits sends the
  * message again on the next run (see docs/delivery.md).
  */
 export async function deliverMessage(deps: DeliveryDeps, messageId: string): Promise<DeliveryRun> {
-  const { db, config } = deps;
-  const message = await db.message.findUnique({
-    where: { id: messageId },
-    include: { project: true, body: true, recipients: true },
-  });
+  const { store, config } = deps;
+  const message = await store.load(messageId);
   if (!message) return { kind: "skipped", reason: "unknown_message" };
   if (message.status === "delivered" || message.status === "failed") {
     return { kind: "skipped", reason: "already_final", projectId: message.projectId };
@@ -46,7 +43,7 @@ export async function deliverMessage(deps: DeliveryDeps, messageId: string): Pro
   const attemptNumber = message.attempts + 1;
   const startedAt = new Date();
 
-  let upstreamHost = message.project.upstreamUrl;
+  let upstreamHost = message.upstreamUrl;
   let verdicts: RecipientVerdict[];
   let transaction: { code: number | null; enhancedCode: string | null; response: string } | undefined;
   if (!message.body) {
@@ -60,15 +57,15 @@ export async function deliverMessage(deps: DeliveryDeps, messageId: string): Pro
       response,
     }));
   } else if (pending.length > 0) {
-    const password = message.project.upstreamSecret
-      ? openSecret(message.project.upstreamSecret, config.encryptionKey)
+    const password = message.upstreamSecret
+      ? openSecret(message.upstreamSecret, config.encryptionKey)
       : undefined;
     const result = await deps.transports.relay(
-      { projectId: message.projectId, upstreamUrl: message.project.upstreamUrl, password },
+      { projectId: message.projectId, upstreamUrl: message.upstreamUrl, password },
       {
         mailFrom: message.mailFrom,
         recipients: pending.map((r) => r.address),
-        raw: Buffer.from(message.body.data),
+        raw: message.body,
       },
     );
     upstreamHost = result.upstreamHost;
@@ -96,83 +93,65 @@ export async function deliverMessage(deps: DeliveryDeps, messageId: string): Pro
   const now = new Date();
   const final = status === "delivered" || status === "failed";
 
-  const recorded = await db.$transaction(async (tx) => {
-    // Guarded by the attempt count: if a second run of the same message (a stalled job picked up
-    // again while the first still ran) recorded first, this one records nothing.
-    const claimed = await tx.message.updateMany({
-      where: { id: message.id, attempts: message.attempts, status: { in: ["queued", "deferred"] } },
-      data: {
-        status,
-        attempts: attemptNumber,
-        nextAttemptAt: status === "deferred" ? new Date(now.getTime() + retryInMs) : null,
-        lastError,
-        ...(status === "delivered" ? { deliveredAt: now } : {}),
-        ...(final ? { completedAt: now } : {}),
-      },
-    });
-    if (claimed.count === 0) return false;
-    await tx.deliveryAttempt.create({
-      data: {
-        messageId: message.id,
-        number: attemptNumber,
-        startedAt,
-        durationMs,
-        upstreamHost,
-        outcome: status,
-        code: transaction?.code ?? results[0]?.code ?? null,
-        enhancedCode: transaction?.enhancedCode ?? results[0]?.enhancedCode ?? null,
-        response: transaction?.response ?? results[0]?.response ?? null,
-        recipients: results.map(({ address, outcome, code, enhancedCode, response }) => ({
-          address,
-          outcome,
-          code,
-          enhancedCode,
-          response,
-        })),
-      },
-    });
-    // Recipients sharing one answer (the usual case: all of them) are updated in one statement.
-    const groups = new Map<string, { ids: string[]; data: Prisma.MessageRecipientUpdateManyMutationInput }>();
-    for (const recipient of message.recipients) {
-      const result = resultByAddress.get(recipient.address);
-      if (!result) continue;
-      const data = {
-        status: result.state,
-        code: result.code,
-        enhancedCode: result.enhancedCode,
-        response: result.response,
-      };
-      const key = JSON.stringify(data);
-      const group = groups.get(key) ?? { ids: [] as string[], data };
-      group.ids.push(recipient.id);
-      groups.set(key, group);
-    }
-    for (const { ids, data } of groups.values()) {
-      await tx.messageRecipient.updateMany({ where: { id: { in: ids } }, data });
-    }
-    if (final) {
-      await recordAudit(tx, {
-        action: status === "delivered" ? "message.delivered" : "message.failed",
-        actor: "system",
-        projectId: message.projectId,
-        details: {
-          messageId: message.id,
-          attempts: attemptNumber,
-          upstreamHost,
-          recipients: message.recipients.map((r) => {
-            const result = resultByAddress.get(r.address);
-            return {
-              address: r.address,
-              status: result?.state ?? r.status,
-              code: result?.code ?? r.code,
-              enhancedCode: result?.enhancedCode ?? r.enhancedCode,
-              response: result?.response ?? r.response,
-            };
-          }),
-        },
-      });
-    }
-    return true;
+  const updated = message.recipients.flatMap((recipient) => {
+    const result = resultByAddress.get(recipient.address);
+    return result
+      ? [
+          {
+            id: recipient.id,
+            status: result.state,
+            code: result.code,
+            enhancedCode: result.enhancedCode,
+            response: result.response,
+          },
+        ]
+      : [];
+  });
+  const recorded = await store.record({
+    messageId: message.id,
+    loadedAttempts: message.attempts,
+    status,
+    nextAttemptAt: status === "deferred" ? new Date(now.getTime() + retryInMs) : null,
+    lastError,
+    now,
+    attempt: {
+      id: uuidv7(startedAt.getTime()),
+      number: attemptNumber,
+      startedAt,
+      durationMs,
+      upstreamHost,
+      code: transaction?.code ?? results[0]?.code ?? null,
+      enhancedCode: transaction?.enhancedCode ?? results[0]?.enhancedCode ?? null,
+      response: transaction?.response ?? results[0]?.response ?? null,
+      recipients: results.map(({ address, outcome, code, enhancedCode, response }) => ({
+        address,
+        outcome,
+        code,
+        enhancedCode,
+        response,
+      })),
+    },
+    recipients: updated,
+    audit: final
+      ? {
+          action: status === "delivered" ? "message.delivered" : "message.failed",
+          details: {
+            messageId: message.id,
+            attempts: attemptNumber,
+            upstreamHost,
+            recipients: message.recipients.map((r) => {
+              const result = resultByAddress.get(r.address);
+              return {
+                address: r.address,
+                status: result?.state ?? r.status,
+                code: result?.code ?? r.code,
+                enhancedCode: result?.enhancedCode ?? r.enhancedCode,
+                response: result?.response ?? r.response,
+              };
+            }),
+          },
+        }
+      : null,
   });
 
   if (!recorded) return { kind: "superseded", projectId: message.projectId };

@@ -1,17 +1,18 @@
 import type { ResolvedConfig } from "@postern/config";
 import type { Database } from "@postern/db";
 import {
+  createBacklogLedger,
   createDeliveryProducer,
   createDeliveryQueue,
   createDeliveryWorker,
   type DeliveryJobResult,
-  leaveBacklog,
   type Redis,
 } from "@postern/queue";
 import { UpstreamTransports } from "@postern/relay";
 import type { Logger, Registry } from "@postern/telemetry";
 import { deliverMessage } from "./deliver";
 import { registerDeliveryMetrics } from "./metrics";
+import { createDeliveryStore } from "./store";
 import { startSweeper } from "./sweeper";
 
 export interface WorkerDeps {
@@ -37,15 +38,19 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const queue = createDeliveryQueue(redis, prefix);
   const producer = createDeliveryProducer(redis, prefix);
   const metrics = registerDeliveryMetrics(deps.metrics, { queue, db });
+  // Two short statements per delivery, never held across the upstream exchange: a few
+  // connections serve every delivery in flight.
+  const store = createDeliveryStore(config.databaseUrl, { max: Math.min(config.delivery.concurrency, 10) });
+  const backlog = createBacklogLedger(redis, prefix, {
+    onError: (error) => log.warn({ err: error }, "backlog counts not updated; the next sweep resets them"),
+  });
 
   const worker = createDeliveryWorker(
     redis,
     prefix,
     async ({ messageId }): Promise<DeliveryJobResult> => {
-      const run = await deliverMessage({ config, db, transports }, messageId);
-      if (run.kind !== "skipped" || run.reason === "already_final") {
-        await leaveBacklog(redis, prefix, run.projectId).catch(() => {});
-      }
+      const run = await deliverMessage({ config, store, transports }, messageId);
+      if (run.kind !== "skipped" || run.reason === "already_final") backlog.leave(run.projectId);
       switch (run.kind) {
         case "skipped":
         case "superseded":
@@ -105,6 +110,8 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
         await worker.close(true);
       }
       transports.close();
+      await backlog.close();
+      await store.close();
       await producer.close();
       await queue.close();
     },

@@ -1,3 +1,4 @@
 export { createDatabase, type Database } from "./client";
 export * from "./generated/client";
+export { uuidv7 } from "./ids";
 export { defaultMigrationsDir, MigrationError, type MigrationResult, migrate } from "./migrate";

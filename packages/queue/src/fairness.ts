@@ -23,10 +23,62 @@ export function priorityFromBacklog(backlog: number): number {
   return Math.min(Math.max(1, Math.floor(backlog)), highestPriorityNumber);
 }
 
-/** A job of this project left the queue (delivered, failed or moved to a later retry). */
-export async function leaveBacklog(redis: Redis, prefix: string, projectId: string): Promise<void> {
-  const left = await redis.hincrby(backlogKey(prefix), projectId, -1);
-  if (left <= 0) await redis.hdel(backlogKey(prefix), projectId);
+/**
+ * Jobs leaving the queue (delivered, failed or moved to a later retry), counted out of their
+ * projects' backlogs in batches: one Redis round trip per `flushMs` for every job that left in
+ * that time, instead of one or two per job. The counts are priorities, not truth: a decrement
+ * that arrives `flushMs` late, or is lost with the process, only shifts a priority until the
+ * next sweep resets the counts from PostgreSQL.
+ */
+export interface BacklogLedger {
+  leave(projectId: string): void;
+  /** Writes what is pending (at shutdown). */
+  flush(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Decrements and drops counts that reach zero atomically, so a concurrent enqueue's count is not deleted. */
+const leaveScript = `
+for i = 1, #ARGV, 2 do
+  if redis.call('HINCRBY', KEYS[1], ARGV[i], -tonumber(ARGV[i + 1])) <= 0 then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return 0`;
+
+export function createBacklogLedger(
+  redis: Redis,
+  prefix: string,
+  options: { flushMs?: number; onError?: (error: unknown) => void } = {},
+): BacklogLedger {
+  const key = backlogKey(prefix);
+  let pending = new Map<string, number>();
+  let flushing: Promise<void> = Promise.resolve();
+  const flush = () => {
+    if (pending.size === 0) return flushing;
+    const batch = pending;
+    pending = new Map();
+    const args = [...batch].flatMap(([projectId, count]) => [projectId, String(count)]);
+    flushing = flushing
+      .then(() => redis.eval(leaveScript, 1, key, ...args))
+      .then(
+        () => {},
+        (error) => options.onError?.(error),
+      );
+    return flushing;
+  };
+  const timer = setInterval(flush, options.flushMs ?? 50);
+  timer.unref();
+  return {
+    leave(projectId) {
+      pending.set(projectId, (pending.get(projectId) ?? 0) + 1);
+    },
+    flush,
+    async close() {
+      clearInterval(timer);
+      await flush();
+    },
+  };
 }
 
 /** Replaces every project's count with the truth from PostgreSQL (the sweeper's view). */

@@ -11,5 +11,11 @@ export {
   deliveryJobOptions,
   deliveryQueueName,
 } from "./delivery";
-export { backlogKey, leaveBacklog, priorityFromBacklog, resetBacklog } from "./fairness";
+export {
+  type BacklogLedger,
+  backlogKey,
+  createBacklogLedger,
+  priorityFromBacklog,
+  resetBacklog,
+} from "./fairness";
 export { createRedis, type Redis } from "./redis";
