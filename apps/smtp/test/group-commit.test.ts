@@ -54,7 +54,11 @@ async function messages(count: number, options: { size?: number; subject?: (i: n
         client,
         ip: "192.0.2.10",
         mailFrom: "app@example.com",
-        recipients: [`a${i}@example.org`, `b${i}@example.org`],
+        // Quotes and backslashes survive the array and JSON encodings of the statement.
+        recipients: [
+          `a${i}@example.org`,
+          i === 0 ? '"quoted \\ \\"local\\""@example.org' : `b${i}@example.org`,
+        ],
         bytes: Buffer.from(`${head}${body}\r\n`),
         headers: { messageId: `<m${i}@example.com>`, subject, from: ["app@example.com"], fromFields: 1 },
       };
@@ -108,7 +112,7 @@ describe("group commit of accepted messages", () => {
       expect(row.body?.createdAt).toEqual(row.createdAt);
       expect(Buffer.from(row.body?.data ?? []).equals(sent.bytes)).toBe(true);
       expect(row.recipients.map((r) => [r.address, r.status, r.code]).sort()).toEqual(
-        sent.recipients.map((address) => [address, "pending", null]),
+        sent.recipients.map((address) => [address, "pending", null]).sort(),
       );
       for (const r of row.recipients) expect(r.id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7/);
     }
@@ -118,6 +122,7 @@ describe("group commit of accepted messages", () => {
       orderBy: { id: "asc" },
     });
     expect(audit.map((a) => (a.details as { messageId: string }).messageId)).toEqual(list.map((m) => m.id));
+    expect((audit[0]?.details as { recipients: string[] }).recipients).toEqual(list[0]?.recipients);
     expect(audit[3]).toMatchObject({
       actor: `smtp:${list[3]?.client.key}`,
       ip: "192.0.2.10",
