@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import type { AuthenticatedClient } from "@postern/auth";
-import type { Database } from "@postern/db";
+import type { SqlPool } from "@postern/db";
 import type { DeliveryProducer } from "@postern/queue";
 import type { Logger } from "@postern/telemetry";
 import type { HeaderSummary } from "./message";
@@ -20,71 +20,207 @@ export type AcceptOutcome =
   | { ok: true; enqueued: boolean }
   | { ok: false; reason: "store_unavailable"; error: Error };
 
+export interface AcceptorOptions {
+  /** Most messages written by one statement. */
+  maxBatchMessages?: number;
+  /** Most message bytes in one statement (a larger message is written alone). */
+  maxBatchBytes?: number;
+  /** Batches being written at once; the next batch fills while they are. */
+  maxBatchesInFlight?: number;
+}
+
+export interface Acceptor {
+  /** Resolves once the message is committed (and enqueued, or known not to be): then 250 may be sent. */
+  accept(message: MessageToAccept): Promise<AcceptOutcome>;
+}
+
+interface Waiting {
+  message: MessageToAccept;
+  resolve: (outcome: AcceptOutcome) => void;
+}
+
 /**
- * The durability point. Message, body, one row per recipient and the `message.accepted` audit
- * event commit in ONE transaction: after it, the message survives any crash, so 250 may be sent.
- * The delivery job is added afterwards with jobId = message id (idempotent); if that fails the
- * message is still accepted: the delivery sweeper re-enqueues queued messages that have no job.
+ * The durability point, with group commit. Concurrent accepts are written together: while a
+ * batch is being written the next one fills, and a batch is ONE SQL statement (Message, body,
+ * one row per recipient and the `message.accepted` audit event of every message in it), so one
+ * round trip and one commit (one WAL fsync) serve the whole batch. Nobody waits for a batch to
+ * fill: a message that finds no batch being written is written at once, alone if need be.
+ * Every message of a batch is answered after that commit; a failed batch answers each of its
+ * messages 451 (the caller refunds the quota). The delivery jobs of a committed batch are then
+ * added with one pipeline, jobId = message id (idempotent); if that fails the messages are still
+ * accepted: the delivery sweeper enqueues queued messages that have no job.
  */
-export async function acceptMessage(
-  deps: { db: Database; producer: DeliveryProducer; log: Logger },
-  message: MessageToAccept,
-): Promise<AcceptOutcome> {
-  const { client } = message;
-  try {
-    await deps.db.$transaction([
-      deps.db.message.create({
-        data: {
-          id: message.id,
-          projectId: client.project.id,
-          credentialId: client.credentialId,
-          mailFrom: message.mailFrom,
-          headerMessageId: message.headers.messageId ?? null,
-          subject: message.headers.subject ?? null,
-          size: message.bytes.length,
-          sha256: createHash("sha256").update(message.bytes).digest("hex"),
-          body: { create: { data: new Uint8Array(message.bytes) } },
-          recipients: { createMany: { data: message.recipients.map((address) => ({ address })) } },
-        },
-        select: { id: true },
-      }),
-      deps.db.auditEvent.create({
-        data: {
-          action: "message.accepted",
-          actor: `smtp:${client.key}`,
-          projectId: client.project.id,
-          ip: message.ip,
-          details: {
-            messageId: message.id,
-            mailFrom: message.mailFrom,
-            recipients: message.recipients,
-            size: message.bytes.length,
-            headerMessageId: message.headers.messageId ?? null,
-          },
-        },
-        select: { id: true },
-      }),
-    ]);
-  } catch (error) {
-    return { ok: false, reason: "store_unavailable", error: error as Error };
+export function createAcceptor(
+  deps: { sql: Pick<SqlPool, "query">; producer: DeliveryProducer; log: Logger },
+  options: AcceptorOptions = {},
+): Acceptor {
+  const maxMessages = options.maxBatchMessages ?? 64;
+  const maxBytes = options.maxBatchBytes ?? 16 * 1024 * 1024;
+  const maxInFlight = options.maxBatchesInFlight ?? 2;
+  const waiting: Waiting[] = [];
+  let inFlight = 0;
+
+  const takeBatch = (): Waiting[] => {
+    const batch: Waiting[] = [];
+    let bytes = 0;
+    for (const next of waiting) {
+      if (batch.length === maxMessages) break;
+      if (batch.length > 0 && bytes + next.message.bytes.length > maxBytes) break;
+      batch.push(next);
+      bytes += next.message.bytes.length;
+    }
+    waiting.splice(0, batch.length);
+    return batch;
+  };
+
+  const writeNext = () => {
+    while (inFlight < maxInFlight && waiting.length > 0) {
+      const batch = takeBatch();
+      inFlight++;
+      void write(batch);
+    }
+  };
+
+  const write = async (batch: Waiting[]) => {
+    const messages = batch.map((w) => w.message);
+    const failure = await store(messages);
+    let failures = messages.map(() => failure);
+    if (failure && messages.length > 1 && refusedContent(failure)) {
+      // One message's content refused (a NUL byte in a subject, say) must not cost the other
+      // messages of the batch their 250: each is written alone.
+      failures = [];
+      for (const message of messages) failures.push(await store([message]));
+    }
+    // The connection is free: the next batch is written while this one is enqueued.
+    inFlight--;
+    writeNext();
+    const stored = batch.filter((_, i) => !failures[i]);
+    batch.forEach((w, i) => {
+      const error = failures[i];
+      if (error) w.resolve({ ok: false, reason: "store_unavailable", error });
+    });
+    if (stored.length === 0) return;
+    let enqueued = true;
+    try {
+      await deps.producer.enqueueMany(
+        stored.map(({ message }) => ({ id: message.id, projectId: message.client.project.id })),
+      );
+    } catch (error) {
+      enqueued = false;
+      deps.log.warn(
+        { err: error, messageIds: stored.map((w) => w.message.id) },
+        "messages stored but not enqueued; the delivery sweeper will enqueue them",
+      );
+    }
+    for (const w of stored) w.resolve({ ok: true, enqueued });
+  };
+
+  /** Commits the messages; returns the error when they were not committed. */
+  const store = async (messages: MessageToAccept[]): Promise<Error | undefined> => {
+    try {
+      await deps.sql.query(insertStatement(messages.length), insertParameters(messages));
+      return undefined;
+    } catch (error) {
+      return error as Error;
+    }
+  };
+
+  return {
+    accept(message) {
+      return new Promise<AcceptOutcome>((resolve) => {
+        waiting.push({ message, resolve });
+        writeNext();
+      });
+    },
+  };
+}
+
+const statements = new Map<number, string>();
+
+/**
+ * One statement for n messages: data-modifying CTEs run exactly once and a statement is its own
+ * transaction. Rows come from arrays (`unnest`), so the text depends only on n (bodies are one
+ * binary parameter each, never hex in an array literal). Column values are those Prisma wrote:
+ * ids generated here (UUIDv7), createdAt and updatedAt the same instant in UTC, every other
+ * column its default. The statement-level stats trigger on "Message" sees the batch as one
+ * insert. Foreign keys are checked at the end of the statement, when every row exists.
+ */
+function insertStatement(count: number): string {
+  let text = statements.get(count);
+  if (text) return text;
+  const at = `($1::timestamptz AT TIME ZONE 'UTC')`;
+  const bodies = Array.from({ length: count }, (_, i) => `$${16 + i}::bytea`).join(", ");
+  text = `WITH m AS (
+  INSERT INTO "Message" ("id", "projectId", "credentialId", "mailFrom", "headerMessageId", "subject", "size", "sha256", "createdAt", "updatedAt")
+  SELECT t.*, ${at}, ${at}
+  FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[]) AS t
+), b AS (
+  INSERT INTO "MessageBody" ("messageId", "data", "createdAt")
+  SELECT t.*, ${at} FROM unnest($2::uuid[], ARRAY[${bodies}]) AS t
+), r AS (
+  INSERT INTO "MessageRecipient" ("id", "messageId", "address", "updatedAt")
+  SELECT t.*, ${at} FROM unnest($10::uuid[], $11::uuid[], $12::text[]) AS t
+), a AS (
+  INSERT INTO "AuditEvent" ("createdAt", "projectId", "actor", "action", "ip", "details")
+  SELECT ${at}, t.project_id, t.actor, 'message.accepted', t.ip, t.details
+  FROM unnest($3::uuid[], $13::text[], $14::text[], $15::jsonb[]) WITH ORDINALITY AS t(project_id, actor, ip, details, n)
+  ORDER BY t.n
+)
+SELECT 1`;
+  statements.set(count, text);
+  return text;
+}
+
+function insertParameters(messages: MessageToAccept[]): unknown[] {
+  const recipientIds: string[] = [];
+  const recipientMessageIds: string[] = [];
+  const recipientAddresses: string[] = [];
+  for (const message of messages) {
+    for (const address of message.recipients) {
+      recipientIds.push(uuidv7());
+      recipientMessageIds.push(message.id);
+      recipientAddresses.push(address);
+    }
   }
-  try {
-    await deps.producer.enqueue({ id: message.id, projectId: client.project.id });
-    return { ok: true, enqueued: true };
-  } catch (error) {
-    deps.log.warn(
-      { err: error, messageId: message.id },
-      "message stored but not enqueued; the delivery sweeper will enqueue it",
-    );
-    return { ok: true, enqueued: false };
-  }
+  return [
+    new Date().toISOString(),
+    messages.map((m) => m.id),
+    messages.map((m) => m.client.project.id),
+    messages.map((m) => m.client.credentialId),
+    messages.map((m) => m.mailFrom),
+    messages.map((m) => m.headers.messageId ?? null),
+    messages.map((m) => m.headers.subject ?? null),
+    messages.map((m) => m.bytes.length),
+    messages.map((m) => createHash("sha256").update(m.bytes).digest("hex")),
+    recipientIds,
+    recipientMessageIds,
+    recipientAddresses,
+    messages.map((m) => `smtp:${m.client.key}`),
+    messages.map((m) => m.ip),
+    messages.map((m) =>
+      JSON.stringify({
+        messageId: m.id,
+        mailFrom: m.mailFrom,
+        recipients: m.recipients,
+        size: m.bytes.length,
+        headerMessageId: m.headers.messageId ?? null,
+      }),
+    ),
+    ...messages.map((m) => m.bytes),
+  ];
+}
+
+/** PostgreSQL refused the data itself (SQLSTATE classes 22 and 23), not the connection or the server. */
+function refusedContent(error: Error): boolean {
+  const code = (error as { code?: unknown }).code;
+  return typeof code === "string" && (code.startsWith("22") || code.startsWith("23"));
 }
 
 /**
  * A UUIDv7 (RFC 9562 5.7): time-ordered like the ids Prisma generates for the other rows, and
- * known before the insert so the Received header can carry it.
+ * known before the insert so the Received header can carry the message's.
  */
-export function newMessageId(now = Date.now()): string {
+export function uuidv7(now = Date.now()): string {
   const bytes = randomBytes(16);
   bytes.writeUIntBE(now, 0, 6);
   bytes[6] = ((bytes[6] as number) & 0x0f) | 0x70;

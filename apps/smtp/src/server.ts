@@ -2,12 +2,13 @@ import { readFile } from "node:fs/promises";
 import type { AddressInfo } from "node:net";
 import { createCredentialVerifier } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
-import type { Database } from "@postern/db";
+import { type Database, sqlPoolOf } from "@postern/db";
 import { ensureDevCertificate } from "@postern/embedded";
 import { createDeliveryProducer, type Redis } from "@postern/queue";
 import { createProjectQuota } from "@postern/quota";
 import type { Logger, Registry } from "@postern/telemetry";
 import { SMTPServer } from "smtp-server";
+import { createAcceptor } from "./accept";
 import { createAuditBuffer } from "./audit-buffer";
 import { createSmtpMetrics } from "./metrics";
 import { installReplyCodes } from "./protocol";
@@ -66,11 +67,10 @@ export async function startSmtp(deps: SmtpDeps, overrides: SmtpListenOverrides =
   const metrics = createSmtpMetrics(deps.metrics);
   const { handlers, inData } = createSessionHandlers({
     config,
-    db: deps.db,
     log,
     verifier,
     quota: createProjectQuota(redis, config.redisKeyPrefix),
-    producer,
+    acceptor: createAcceptor({ sql: sqlPoolOf(deps.db), producer, log }),
     audit,
     metrics,
   });

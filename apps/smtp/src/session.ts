@@ -1,8 +1,6 @@
 import type { AuthenticatedClient, CredentialVerifier } from "@postern/auth";
 import { smtpSecretPrefix } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
-import type { Database } from "@postern/db";
-import type { DeliveryProducer } from "@postern/queue";
 import type { ProjectQuota } from "@postern/quota";
 import type { Logger } from "@postern/telemetry";
 import type {
@@ -13,7 +11,7 @@ import type {
   SMTPServerOptions,
   SMTPServerSession,
 } from "smtp-server";
-import { acceptMessage, newMessageId } from "./accept";
+import { type Acceptor, uuidv7 } from "./accept";
 import type { AuditBuffer } from "./audit-buffer";
 import { domainOf, isMailbox, readMessageData, receivedHeader, summariseHeaders } from "./message";
 import type { SmtpMetrics } from "./metrics";
@@ -29,11 +27,10 @@ import {
 
 export interface SessionDeps {
   config: ResolvedConfig;
-  db: Database;
   log: Logger;
   verifier: CredentialVerifier;
   quota: ProjectQuota;
-  producer: DeliveryProducer;
+  acceptor: Acceptor;
   audit: AuditBuffer;
   metrics: SmtpMetrics;
 }
@@ -310,7 +307,7 @@ export function createSessionHandlers(deps: SessionDeps) {
           if (foreign) return reject(session, "header_from", { details: { headerFrom: foreign } });
         }
         const { mailFrom, recipients } = envelopeOf(session);
-        const id = newMessageId();
+        const id = uuidv7();
         const trace = receivedHeader({
           helo: session.hostNameAppearsAs || "",
           clientHostname: session.clientHostname,
@@ -323,7 +320,7 @@ export function createSessionHandlers(deps: SessionDeps) {
           at: new Date(),
         });
         const bytes = Buffer.concat([Buffer.from(trace, "latin1"), data.bytes]);
-        const outcome = await acceptMessage(deps, {
+        const outcome = await deps.acceptor.accept({
           id,
           client,
           ip: state.ip,

@@ -108,6 +108,7 @@ export function createCredentialVerifier(options: CredentialVerifierOptions): Cr
   // The same entries by credential, so a session's per-transaction check is one lookup.
   const byCredential = new Map<string, Remembered>();
   const inFlight = new Map<string, Promise<VerificationOutcome>>();
+  const standingInFlight = new Map<string, Promise<CurrentStanding>>();
   // Bumped by every invalidation: a verification that read the database before an invalidation
   // arrived must not put its (possibly stale) result into the cache after it.
   let generation = 0;
@@ -203,6 +204,26 @@ export function createCredentialVerifier(options: CredentialVerifierOptions): Cr
     return outcome;
   };
 
+  const readStanding = async (client: AuthenticatedClient): Promise<CurrentStanding> => {
+    const startedAt = generation;
+    try {
+      const row = await db.smtpCredential.findUnique({
+        where: { id: client.credentialId },
+        select: credentialWithProject,
+      });
+      if (!row) return { ok: false, reason: "unknown_key", projectId: client.project.id };
+      if (row.revokedAt) return { ok: false, reason: "revoked", projectId: row.project.id };
+      if (row.project.status === "suspended")
+        return { ok: false, reason: "suspended", projectId: row.project.id };
+      const current = toClient(row);
+      if (generation === startedAt)
+        byCredential.set(current.credentialId, { client: current, expiresAt: Date.now() + cacheTtlMs });
+      return { ok: true, client: current };
+    } catch (error) {
+      return { ok: false, reason: "unavailable", error: error as Error };
+    }
+  };
+
   return {
     get cacheSize() {
       return bySecret.size;
@@ -224,23 +245,20 @@ export function createCredentialVerifier(options: CredentialVerifierOptions): Cr
     async standing(client) {
       const entry = byCredential.get(client.credentialId);
       if (entry && entry.expiresAt > Date.now()) return { ok: true, client: entry.client };
-      try {
-        const row = await db.smtpCredential.findUnique({
-          where: { id: client.credentialId },
-          select: credentialWithProject,
-        });
-        if (!row) return { ok: false, reason: "unknown_key", projectId: client.project.id };
-        if (row.revokedAt) return { ok: false, reason: "revoked", projectId: row.project.id };
-        if (row.project.status === "suspended")
-          return { ok: false, reason: "suspended", projectId: row.project.id };
-        return { ok: true, client: toClient(row) };
-      } catch (error) {
-        return { ok: false, reason: "unavailable", error: error as Error };
+      // Every session of a credential asks before each transaction: one query answers them all,
+      // and its answer is remembered for the TTL like a verification.
+      let pending = standingInFlight.get(client.credentialId);
+      if (!pending) {
+        pending = readStanding(client).finally(() => standingInFlight.delete(client.credentialId));
+        standingInFlight.set(client.credentialId, pending);
       }
+      return pending;
     },
 
     invalidate(event) {
       generation++;
+      // A check that read the database before this event must not answer those who ask after it.
+      standingInFlight.clear();
       for (const [id, entry] of bySecret) {
         const matches =
           event.kind === "credential"
@@ -279,6 +297,7 @@ export function createCredentialVerifier(options: CredentialVerifierOptions): Cr
 
   function forgetAll() {
     generation++;
+    standingInFlight.clear();
     bySecret.clear();
     byCredential.clear();
   }

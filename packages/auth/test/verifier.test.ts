@@ -102,4 +102,19 @@ describe("credential verifier", () => {
       projectId: project.id,
     });
   });
+  it("standing() reads the database once per TTL for all sessions of a credential; an invalidation applies at once", async () => {
+    const { smtp } = await createProjectFixture(ctx.db, ctx.config);
+    const v = verifier(300);
+    const outcome = await v.verify(smtp.username, smtp.password, "192.0.2.6");
+    if (!outcome.ok) throw new Error("expected ok");
+    await new Promise((r) => setTimeout(r, 350));
+    // Expired: concurrent checks share one read, whose answer is remembered for the TTL.
+    const checks = await Promise.all(Array.from({ length: 5 }, () => v.standing(outcome.client)));
+    expect(checks.every((c) => c.ok)).toBe(true);
+    await ctx.db.smtpCredential.update({ where: { id: smtp.credentialId }, data: { revokedAt: new Date() } });
+    expect(await v.standing(outcome.client)).toMatchObject({ ok: true });
+    // Published revocations apply at once; one written only in the database within the TTL.
+    v.invalidate({ kind: "credential", credentialId: smtp.credentialId });
+    expect(await v.standing(outcome.client)).toMatchObject({ ok: false, reason: "revoked" });
+  });
 });

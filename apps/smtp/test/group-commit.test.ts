@@ -1,0 +1,209 @@
+import { randomUUID } from "node:crypto";
+import { type SqlPool, sqlPoolOf } from "@postern/db";
+import { freePort } from "@postern/embedded";
+import { createDeliveryProducer, type DeliveryProducer, deliveryQueueName } from "@postern/queue";
+import { type AcceptorOptions, createAcceptor, type MessageToAccept } from "@postern/smtp";
+import { createLogger } from "@postern/telemetry";
+import { createProjectFixture, createTestContext, type TestContext } from "@postern/testkit";
+import { Queue } from "bullmq";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+let ctx: TestContext;
+let producer: DeliveryProducer;
+beforeAll(async () => {
+  ctx = await createTestContext();
+  producer = createDeliveryProducer(ctx.redis, ctx.redisKeyPrefix);
+});
+afterAll(async () => {
+  await producer.close();
+  await ctx.close();
+});
+
+const log = createLogger({ level: "silent" });
+
+/** The test database's pool, counting the statements the acceptor sends. */
+function countingPool() {
+  const pool = sqlPoolOf(ctx.db);
+  const counted = { statements: 0, batchSizes: [] as number[] };
+  const sql = {
+    query: ((text: string, values: unknown[]) => {
+      counted.statements++;
+      counted.batchSizes.push((values[1] as string[]).length);
+      return pool.query(text, values);
+    }) as SqlPool["query"],
+  };
+  return { sql, counted };
+}
+
+async function messages(count: number, options: { size?: number; subject?: (i: number) => string } = {}) {
+  const { project, smtp } = await createProjectFixture(ctx.db, ctx.config);
+  const client = {
+    credentialId: smtp.credentialId,
+    key: smtp.username,
+    project: { ...project, senderDomains: [] },
+  };
+  return {
+    project,
+    list: Array.from({ length: count }, (_, i): MessageToAccept => {
+      const subject = options.subject?.(i) ?? `message ${i}`;
+      const head = `From: app@example.com\r\nSubject: ${subject}\r\n\r\n`;
+      const body = "x".repeat(Math.max(0, (options.size ?? 0) - head.length));
+      return {
+        id: randomUUID(),
+        client,
+        ip: "192.0.2.10",
+        mailFrom: "app@example.com",
+        // Quotes and backslashes survive the array and JSON encodings of the statement.
+        recipients: [
+          `a${i}@example.org`,
+          i === 0 ? '"quoted \\ \\"local\\""@example.org' : `b${i}@example.org`,
+        ],
+        bytes: Buffer.from(`${head}${body}\r\n`),
+        headers: { messageId: `<m${i}@example.com>`, subject, from: ["app@example.com"], fromFields: 1 },
+      };
+    }),
+  };
+}
+
+function acceptAll(
+  list: MessageToAccept[],
+  sql: ReturnType<typeof countingPool>["sql"],
+  options: AcceptorOptions,
+) {
+  const acceptor = createAcceptor({ sql, producer, log }, options);
+  return Promise.all(list.map((m) => acceptor.accept(m)));
+}
+
+describe("group commit of accepted messages", () => {
+  it("writes concurrent accepts together, one statement per batch, with the rows the Prisma path wrote", async () => {
+    const { project, list } = await messages(20);
+    const { sql, counted } = countingPool();
+    const before = Date.now();
+    const outcomes = await acceptAll(list, sql, { maxBatchesInFlight: 1 });
+    expect(outcomes.every((o) => o.ok && o.enqueued)).toBe(true);
+    // The first message finds nothing being written and goes alone; the others fill the next batch.
+    expect(counted.batchSizes).toEqual([1, 19]);
+
+    const stored = await ctx.db.message.findMany({
+      where: { projectId: project.id },
+      include: { body: true, recipients: true },
+    });
+    expect(stored.map((m) => m.id).sort()).toEqual(list.map((m) => m.id).sort());
+    for (const row of stored) {
+      const sent = list.find((m) => m.id === row.id) as MessageToAccept;
+      expect(row).toMatchObject({
+        credentialId: sent.client.credentialId,
+        mailFrom: "app@example.com",
+        headerMessageId: sent.headers.messageId,
+        subject: sent.headers.subject,
+        size: sent.bytes.length,
+        status: "queued",
+        attempts: 0,
+        nextAttemptAt: null,
+        lastError: null,
+        deliveredAt: null,
+        completedAt: null,
+      });
+      // Timestamps are UTC like Prisma's, whatever the session's time zone.
+      expect(row.createdAt.getTime()).toBeGreaterThanOrEqual(before - 1);
+      expect(row.createdAt.getTime()).toBeLessThanOrEqual(Date.now() + 1);
+      expect(row.updatedAt).toEqual(row.createdAt);
+      expect(row.body?.createdAt).toEqual(row.createdAt);
+      expect(Buffer.from(row.body?.data ?? []).equals(sent.bytes)).toBe(true);
+      expect(row.recipients.map((r) => [r.address, r.status, r.code]).sort()).toEqual(
+        sent.recipients.map((address) => [address, "pending", null]).sort(),
+      );
+      for (const r of row.recipients) expect(r.id).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7/);
+    }
+
+    const audit = await ctx.db.auditEvent.findMany({
+      where: { projectId: project.id, action: "message.accepted" },
+      orderBy: { id: "asc" },
+    });
+    expect(audit.map((a) => (a.details as { messageId: string }).messageId)).toEqual(list.map((m) => m.id));
+    expect((audit[0]?.details as { recipients: string[] } | undefined)?.recipients).toEqual(
+      list[0]?.recipients,
+    );
+    expect(audit[3]).toMatchObject({
+      actor: `smtp:${list[3]?.client.key}`,
+      ip: "192.0.2.10",
+      details: {
+        messageId: list[3]?.id,
+        mailFrom: "app@example.com",
+        recipients: list[3]?.recipients,
+        size: list[3]?.bytes.length,
+        headerMessageId: "<m3@example.com>",
+      },
+    });
+
+    // The statement-level stats trigger counted the batch.
+    const stats = await ctx.db.messageStatsHour.aggregate({
+      where: { projectId: project.id, status: "queued" },
+      _sum: { count: true },
+    });
+    expect(stats._sum.count).toBe(20);
+
+    const queue = new Queue(deliveryQueueName, { connection: ctx.redis, prefix: ctx.redisKeyPrefix });
+    const jobs = await Promise.all(list.map((m) => queue.getJob(m.id)));
+    expect(jobs.map((j) => j?.data.messageId)).toEqual(list.map((m) => m.id));
+    await queue.close();
+  });
+
+  it("bounds a batch by messages and by bytes; a message over the byte budget is written alone", async () => {
+    const small = await messages(9);
+    const byCount = countingPool();
+    await acceptAll(small.list, byCount.sql, { maxBatchesInFlight: 1, maxBatchMessages: 4 });
+    expect(byCount.counted.batchSizes).toEqual([1, 4, 4]);
+
+    const large = await messages(5, { size: 4_000 });
+    const byBytes = countingPool();
+    const outcomes = await acceptAll(large.list, byBytes.sql, {
+      maxBatchesInFlight: 1,
+      maxBatchBytes: 9_000,
+    });
+    expect(outcomes.every((o) => o.ok)).toBe(true);
+    expect(byBytes.counted.batchSizes).toEqual([1, 2, 2]);
+    const alone = countingPool();
+    await acceptAll((await messages(3, { size: 10_000 })).list, alone.sql, {
+      maxBatchesInFlight: 1,
+      maxBatchBytes: 9_000,
+    });
+    expect(alone.counted.batchSizes).toEqual([1, 1, 1]);
+  });
+
+  it("a message PostgreSQL refuses fails alone: the rest of its batch is stored and answered", async () => {
+    const { project, list } = await messages(5, {
+      subject: (i) => (i === 3 ? "nul \u0000 byte" : `ok ${i}`),
+    });
+    const { sql } = countingPool();
+    const outcomes = await acceptAll(list, sql, { maxBatchesInFlight: 1 });
+    expect(outcomes.map((o) => o.ok)).toEqual([true, true, true, false, true]);
+    expect(outcomes[3]).toMatchObject({ ok: false, reason: "store_unavailable" });
+    const stored = await ctx.db.message.findMany({ where: { projectId: project.id }, select: { id: true } });
+    expect(stored.map((m) => m.id).sort()).toEqual(
+      list
+        .filter((_, i) => i !== 3)
+        .map((m) => m.id)
+        .sort(),
+    );
+    expect(
+      await ctx.db.auditEvent.count({ where: { projectId: project.id, action: "message.accepted" } }),
+    ).toBe(4);
+  });
+
+  it("a batch that cannot be written answers every message in it store_unavailable and enqueues nothing", async () => {
+    const { list } = await messages(6);
+    const dead = new pg.Pool({
+      connectionString: `postgresql://postern@127.0.0.1:${await freePort()}/postern`,
+      connectionTimeoutMillis: 2_000,
+    });
+    dead.on("error", () => {});
+    const outcomes = await acceptAll(list, dead, { maxBatchesInFlight: 1 });
+    await dead.end();
+    expect(outcomes.every((o) => !o.ok && o.reason === "store_unavailable")).toBe(true);
+    const queue = new Queue(deliveryQueueName, { connection: ctx.redis, prefix: ctx.redisKeyPrefix });
+    expect(await Promise.all(list.map((m) => queue.getJob(m.id)))).toEqual(list.map(() => undefined));
+    await queue.close();
+  });
+});
