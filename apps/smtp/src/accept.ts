@@ -1,6 +1,6 @@
-import { createHash, randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import type { AuthenticatedClient } from "@postern/auth";
-import type { SqlPool } from "@postern/db";
+import { type SqlPool, uuidv7 } from "@postern/db";
 import type { DeliveryProducer } from "@postern/queue";
 import type { Logger } from "@postern/telemetry";
 import type { HeaderSummary } from "./message";
@@ -214,17 +214,4 @@ function insertParameters(messages: MessageToAccept[]): unknown[] {
 function refusedContent(error: Error): boolean {
   const code = (error as { code?: unknown }).code;
   return typeof code === "string" && (code.startsWith("22") || code.startsWith("23"));
-}
-
-/**
- * A UUIDv7 (RFC 9562 5.7): time-ordered like the ids Prisma generates for the other rows, and
- * known before the insert so the Received header can carry the message's.
- */
-export function uuidv7(now = Date.now()): string {
-  const bytes = randomBytes(16);
-  bytes.writeUIntBE(now, 0, 6);
-  bytes[6] = ((bytes[6] as number) & 0x0f) | 0x70;
-  bytes[8] = ((bytes[8] as number) & 0x3f) | 0x80;
-  const hex = bytes.toString("hex");
-  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }

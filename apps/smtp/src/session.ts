@@ -1,6 +1,7 @@
 import type { AuthenticatedClient, CredentialVerifier } from "@postern/auth";
 import { smtpSecretPrefix } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
+import { uuidv7 } from "@postern/db";
 import type { ProjectQuota } from "@postern/quota";
 import type { Logger } from "@postern/telemetry";
 import type {
@@ -11,7 +12,7 @@ import type {
   SMTPServerOptions,
   SMTPServerSession,
 } from "smtp-server";
-import { type Acceptor, uuidv7 } from "./accept";
+import type { Acceptor } from "./accept";
 import type { AuditBuffer } from "./audit-buffer";
 import { domainOf, isMailbox, readMessageData, receivedHeader, summariseHeaders } from "./message";
 import type { SmtpMetrics } from "./metrics";
