@@ -25,22 +25,36 @@ export default async function setup(project: TestProject) {
   const root = await mkdtemp(join(tmpdir(), "postern-test-"));
   // mkdtemp makes it 0700; run as root, PostgreSQL runs as `postgres` and must reach its directory.
   await chmod(root, 0o755);
-  const [postgres, redis] = await Promise.all([
+  const started = await Promise.allSettled([
     startEmbeddedPostgres({ dir: join(root, "postgres"), ephemeral: true, database: templateDatabase }),
     startEmbeddedRedis({ dir: join(root, "redis"), ephemeral: true }),
   ]);
-  await migrate(postgres.url);
-  // Nobody may be connected to a template while it is cloned; migrate() has closed its connection.
-  const adminUrl = postgres.url.replace(new RegExp(`/${templateDatabase}$`), "/postgres");
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query(`ALTER DATABASE "${templateDatabase}" WITH IS_TEMPLATE true`);
-  await admin.end();
-
-  project.provide("postgresAdminUrl", adminUrl);
-  project.provide("redisUrl", redis.url);
-  return async () => {
-    await Promise.all([postgres.stop(), redis.stop()]);
+  const stopAll = async () => {
+    for (const result of started) if (result.status === "fulfilled") await result.value.stop();
     await rm(root, { recursive: true, force: true });
   };
+  const [postgres, redis] = started;
+  if (postgres?.status !== "fulfilled" || redis?.status !== "fulfilled") {
+    // Leave no server behind when the other one could not start.
+    await stopAll();
+    const failed = started.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    throw failed?.reason;
+  }
+  let adminUrl: string;
+  try {
+    await migrate(postgres.value.url);
+    // Nobody may be connected to a template while it is cloned; migrate() has closed its connection.
+    adminUrl = postgres.value.url.replace(new RegExp(`/${templateDatabase}$`), "/postgres");
+    const admin = new pg.Client({ connectionString: adminUrl });
+    await admin.connect();
+    await admin.query(`ALTER DATABASE "${templateDatabase}" WITH IS_TEMPLATE true`);
+    await admin.end();
+  } catch (error) {
+    await stopAll();
+    throw error;
+  }
+
+  project.provide("postgresAdminUrl", adminUrl);
+  project.provide("redisUrl", redis.value.url);
+  return stopAll;
 }
