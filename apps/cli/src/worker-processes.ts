@@ -136,20 +136,29 @@ export function mergedExposition(
 /**
  * The child's side: `postern start worker --supervised`. It leaves Ctrl-C to its parent (which
  * stops SMTP first, then asks it to stop), stops on `stop`, SIGTERM, or when the parent is gone.
+ * These often come together (systemd signals the whole group, then the parent asks and exits):
+ * the first starts a graceful stop and the others do not cut it short.
  */
 export function superviseThisWorker(
   runtime: Runtime,
   role: RunningRole,
   stop: (reason: string) => void,
 ): void {
+  let stopping = false;
+  const stopOnce = (reason: string) => {
+    if (stopping) return;
+    stopping = true;
+    stop(reason);
+  };
   process.on("SIGINT", () => {});
+  process.on("SIGTERM", () => stopOnce("SIGTERM"));
   process.on("message", async (message: ToWorker) => {
-    if (message.type === "stop") stop("parent");
+    if (message.type === "stop") stopOnce("parent");
     if (message.type === "metrics") {
       const metrics = (await runtime.metrics.getMetricsAsJSON()) as MetricsJson;
       process.send?.({ type: "metrics", id: message.id, metrics } satisfies FromWorker);
     }
   });
-  process.on("disconnect", () => stop("parent gone"));
+  process.on("disconnect", () => stopOnce("parent gone"));
   process.send?.({ type: "ready", describe: role.describe } satisfies FromWorker);
 }

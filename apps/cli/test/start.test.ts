@@ -147,8 +147,13 @@ describe("postern start, with DATABASE_URL and REDIS_URL", () => {
     expect(metrics).toContain("postern_smtp_");
     await expect(stat(join(ctx.dataDir, "postgres"))).rejects.toThrow();
     await expect(stat(join(ctx.dataDir, "redis"))).rejects.toThrow();
-    started.child.kill("SIGTERM");
+    // SIGTERM to the whole process group (as systemd sends it): the worker process gets it and
+    // then its parent's stop request; both must lead to one graceful stop, not a forced exit.
+    const workerPid = Number(started.output().match(/worker {3}1 process \(pid (\d+)\)/)?.[1]);
+    process.kill(-(started.child.pid as number), "SIGTERM");
     expect(await started.exited).toBe(0);
+    await expect.poll(() => alive(workerPid)).toBe(false);
+    expect(started.output()).not.toContain("second signal");
   });
 
   it("serves health probes and metrics on HTTP_PORT when it runs roles without the API", async () => {

@@ -58,8 +58,11 @@ export async function startCommand(requested: string[], options: StartOptions = 
     runtime.log.info("stopped");
     process.exit(0);
   };
-  if (!options.supervised) process.on("SIGINT", () => void stop("SIGINT"));
-  process.on("SIGTERM", () => void stop("SIGTERM"));
+  // A supervised worker takes its stop requests from superviseThisWorker instead.
+  if (!options.supervised) {
+    process.on("SIGINT", () => void stop("SIGINT"));
+    process.on("SIGTERM", () => void stop("SIGTERM"));
+  }
 
   try {
     if (!selected.includes("api") && !options.supervised) {
