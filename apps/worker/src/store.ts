@@ -1,5 +1,4 @@
-import type { MessageStatus, RecipientStatus } from "@postern/db";
-import pg from "pg";
+import type { MessageStatus, RecipientStatus, SqlPool } from "@postern/db";
 
 /** A message as the delivery of one attempt needs it: envelope, body, recipients, upstream. */
 export interface StoredMessage {
@@ -55,11 +54,11 @@ export interface DeliveryStore {
   load(messageId: string): Promise<StoredMessage | undefined>;
   /** False when another run of the same message recorded its attempt first: nothing was written. */
   record(record: AttemptRecord): Promise<boolean>;
-  close(): Promise<void>;
 }
 
 /**
- * The delivery hot path's two statements, in raw SQL over its own `pg` pool rather than Prisma:
+ * The delivery hot path's two statements, in raw SQL over the process's `pg` pool (the one under
+ * its Prisma client, `sqlPoolOf`) rather than through Prisma:
  * one query loads a message with its project, body and recipients, one statement records an
  * attempt. With Prisma they were ~4 queries and a 6-round-trip interactive transaction per
  * delivery, and its client runtime was a quarter of the process's CPU (docs/benchmarks.md).
@@ -70,18 +69,10 @@ export interface DeliveryStore {
  * `timestamp without time zone` holding UTC, as Prisma writes them, and PostgreSQL ignores the
  * zone of the literal, so the session's TimeZone cannot shift them.
  */
-export function createDeliveryStore(databaseUrl: string, options: { max: number }): DeliveryStore {
-  const pool = new pg.Pool({
-    connectionString: databaseUrl,
-    max: options.max,
-    connectionTimeoutMillis: 10_000,
-  });
-  // A connection lost while idle (PostgreSQL restarted) is dropped from the pool; the next query
-  // opens a new one, and a query that fails fails its job, which BullMQ retries.
-  pool.on("error", () => {});
+export function createDeliveryStore(sql: Pick<SqlPool, "query">): DeliveryStore {
   return {
     async load(messageId) {
-      const result = await pool.query<LoadedRow>({
+      const result = await sql.query<LoadedRow>({
         name: "postern-delivery-load",
         text: loadSql,
         values: [messageId],
@@ -103,7 +94,7 @@ export function createDeliveryStore(databaseUrl: string, options: { max: number 
     },
     async record(record) {
       const { attempt, recipients } = record;
-      const result = await pool.query<{ claimed: number }>({
+      const result = await sql.query<{ claimed: number }>({
         name: "postern-delivery-record",
         text: recordSql,
         values: [
@@ -133,7 +124,6 @@ export function createDeliveryStore(databaseUrl: string, options: { max: number 
       });
       return (result.rows[0]?.claimed ?? 0) > 0;
     },
-    close: () => pool.end(),
   };
 }
 

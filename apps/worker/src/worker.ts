@@ -1,5 +1,5 @@
 import type { ResolvedConfig } from "@postern/config";
-import type { Database } from "@postern/db";
+import { type Database, sqlPoolOf } from "@postern/db";
 import {
   createBacklogLedger,
   createDeliveryProducer,
@@ -40,7 +40,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const metrics = registerDeliveryMetrics(deps.metrics, { queue, db });
   // Two short statements per delivery, never held across the upstream exchange: a few
   // connections serve every delivery in flight.
-  const store = createDeliveryStore(config.databaseUrl, { max: Math.min(config.delivery.concurrency, 10) });
+  const store = createDeliveryStore(sqlPoolOf(db));
   const backlog = createBacklogLedger(redis, prefix, {
     onError: (error) => log.warn({ err: error }, "backlog counts not updated; the next sweep resets them"),
   });
@@ -111,7 +111,6 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
       }
       transports.close();
       await backlog.close();
-      await store.close();
       await producer.close();
       await queue.close();
     },

@@ -5,21 +5,24 @@ import {
   createTestContext,
   type TestContext,
 } from "@postern/testkit";
+import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type AttemptRecord, createDeliveryStore, type DeliveryStore } from "../src/store";
 
 let ctx: TestContext;
 let store: DeliveryStore;
+let pool: pg.Pool;
 
 beforeAll(async () => {
   ctx = await createTestContext();
   // A session time zone 14 hours from UTC: the columns hold UTC whatever the session says.
   const url = new URL(ctx.databaseUrl);
   url.searchParams.set("options", "-c TimeZone=Pacific/Kiritimati");
-  store = createDeliveryStore(url.toString(), { max: 2 });
+  pool = new pg.Pool({ connectionString: url.toString(), max: 2 });
+  store = createDeliveryStore(pool);
 });
 afterAll(async () => {
-  await store?.close();
+  await pool?.end();
   await ctx?.close();
 });
 
