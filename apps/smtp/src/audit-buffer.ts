@@ -1,5 +1,5 @@
 import { type AuditEntry, recordAuditMany } from "@postern/audit";
-import type { Database } from "@postern/db";
+import { type Database, sqlPoolOf } from "@postern/db";
 import type { Logger } from "@postern/telemetry";
 
 /**
@@ -17,6 +17,7 @@ export function createAuditBuffer(
   let pending: AuditEntry[] = [];
   let timer: NodeJS.Timeout | undefined;
   let writing: Promise<void> = Promise.resolve();
+  const sql = sqlPoolOf(db);
 
   const flush = (): Promise<void> => {
     if (timer) clearTimeout(timer);
@@ -25,7 +26,7 @@ export function createAuditBuffer(
     pending = [];
     if (batch.length === 0) return writing;
     writing = writing.then(() =>
-      recordAuditMany(db, batch).then(
+      recordAuditMany(sql, batch).then(
         () => {},
         // PostgreSQL is down: the events survive in the log (they hold no secrets).
         (error: Error) => log.error({ err: error, auditEvents: batch }, "audit events could not be stored"),
