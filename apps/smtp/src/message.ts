@@ -13,10 +13,14 @@ const LF = 0x0a;
  * CR and LF of the client's bytes is still here, so a CR or LF that is not part of a CRLF pair is
  * seen (SMTP smuggling relies on them, e.g. "\n.\n" read as end of data by a later hop). Once the
  * message is known to be refused, the rest is read and dropped: at most one message's bytes
- * (MAX_MESSAGE_SIZE) are ever held per session.
+ * (MAX_MESSAGE_SIZE) are ever held per session. `bytes` is `prefix` (our trace header) followed by
+ * the message, assembled in one copy: for a large message every extra copy is its size again.
  */
-export async function readMessageData(stream: Readable & { sizeExceeded?: boolean }): Promise<ReceivedData> {
-  const chunks: Buffer[] = [];
+export async function readMessageData(
+  stream: Readable & { sizeExceeded?: boolean },
+  prefix: Buffer,
+): Promise<ReceivedData> {
+  const chunks: Buffer[] = [prefix];
   let length = 0;
   let bareNewline = false;
   // The byte before the current chunk, and whether a CR ended the previous chunk.
@@ -38,7 +42,7 @@ export async function readMessageData(stream: Readable & { sizeExceeded?: boolea
   }
   if (stream.sizeExceeded) return { ok: false, reason: "size", bytesRead: length };
   if (bareNewline || previous === CR) return { ok: false, reason: "bare_lf", bytesRead: length };
-  return { ok: true, bytes: Buffer.concat(chunks, length) };
+  return { ok: true, bytes: Buffer.concat(chunks, prefix.length + length) };
 }
 
 export interface HeaderSummary {

@@ -297,18 +297,11 @@ export function createSessionHandlers(deps: SessionDeps) {
         .finally(() => inData.delete(session.id));
 
       async function receive(): Promise<string | Error> {
-        const data = await readMessageData(stream);
-        if (!data.ok) return reject(session, data.reason, { details: { size: data.bytesRead } });
         const client = clientOf(session);
-        const headers = summariseHeaders(data.bytes);
-        if (client.project.senderDomains.length > 0) {
-          if (headers.fromFields !== 1 || headers.from.length === 0)
-            return reject(session, "header_from", { reply: replies.headerFromMissing });
-          const foreign = headers.from.find((from) => !domainAllowed(client, from));
-          if (foreign) return reject(session, "header_from", { details: { headerFrom: foreign } });
-        }
         const { mailFrom, recipients } = envelopeOf(session);
         const id = uuidv7();
+        // Stamped when DATA starts, as Postfix's smtpd does, so the message is assembled behind it
+        // in one copy.
         const trace = receivedHeader({
           helo: session.hostNameAppearsAs || "",
           clientHostname: session.clientHostname,
@@ -320,7 +313,16 @@ export function createSessionHandlers(deps: SessionDeps) {
           recipients,
           at: new Date(),
         });
-        const bytes = Buffer.concat([Buffer.from(trace, "latin1"), data.bytes]);
+        const data = await readMessageData(stream, Buffer.from(trace, "latin1"));
+        if (!data.ok) return reject(session, data.reason, { details: { size: data.bytesRead } });
+        const bytes = data.bytes;
+        const headers = summariseHeaders(bytes);
+        if (client.project.senderDomains.length > 0) {
+          if (headers.fromFields !== 1 || headers.from.length === 0)
+            return reject(session, "header_from", { reply: replies.headerFromMissing });
+          const foreign = headers.from.find((from) => !domainAllowed(client, from));
+          if (foreign) return reject(session, "header_from", { details: { headerFrom: foreign } });
+        }
         const outcome = await deps.acceptor.accept({
           id,
           client,
