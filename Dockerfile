@@ -8,15 +8,18 @@ ENV NODE_ENV=production \
 COPY package.json package-lock.json ./
 COPY prisma ./prisma
 COPY prisma.config.ts tsconfig.json ./
+COPY scripts ./scripts
 COPY apps ./apps
 COPY packages ./packages
 
-# The postinstall script generates the Prisma client (no engine download, see prisma/generate.mjs).
+# The postinstall script generates the Prisma client (no engine download, see prisma/generate.mjs);
+# the bundle (dist/postern.mjs) is what every role runs: plain node, no tsx loader thread.
 RUN npm ci --omit=dev --no-audit --no-fund \
+ && node scripts/bundle.mjs \
  && npm cache clean --force \
  && mkdir -p /var/lib/postern && chown node:node /var/lib/postern
 
 USER node
 EXPOSE 587 465 8080
-ENTRYPOINT ["node", "apps/cli/bin/postern.js"]
+ENTRYPOINT ["node", "dist/postern.mjs"]
 CMD ["start"]

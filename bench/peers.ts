@@ -19,6 +19,11 @@ import { type SmtpLogin, waitForPort } from "./protocol";
 
 const run = promisify(execFile);
 
+/** Builds dist/postern.mjs from the sources of this checkout (scripts/bundle.mjs, about a second). */
+async function bundlePostern(repositoryRoot: string): Promise<void> {
+  await run(process.execPath, [join(repositoryRoot, "scripts/bundle.mjs")]);
+}
+
 /** `ceiling`: no relay, the load generator straight into the sink: what the machine can show at best. */
 export type PeerName = "ceiling" | "postfix" | "postern";
 
@@ -123,7 +128,13 @@ export async function startPostern(options: {
     const [smtpPort, httpPort] = [await freePort(), await freePort()];
     // Node refuses --cpu-prof in NODE_OPTIONS: it goes on the command line.
     const profile = options.profileDir ? ["--cpu-prof", `--cpu-prof-dir=${options.profileDir}`] : [];
-    const postern = join(options.repositoryRoot, "apps/cli/bin/postern.js");
+    // Postern as production runs it (the Dockerfile, `npm start`): the bundle, plain node. A profiled
+    // run uses the sources through tsx, so that the profile names apps/ and packages/ files.
+    if (!options.profileDir) await bundlePostern(options.repositoryRoot);
+    const postern = join(
+      options.repositoryRoot,
+      options.profileDir ? "apps/cli/bin/postern.js" : "dist/postern.mjs",
+    );
     const base = {
       PATH: process.env.PATH,
       HOME: process.env.HOME,

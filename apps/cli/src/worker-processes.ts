@@ -20,7 +20,10 @@ export type FromWorker =
   | { type: "ready"; describe: string[] }
   | { type: "metrics"; id: number; metrics: MetricsJson };
 
-const bin = fileURLToPath(new URL("../bin/postern.js", import.meta.url));
+// Run from the sources, this module forks the tsx launcher; inside the bundle (dist/postern.mjs,
+// scripts/bundle.mjs), the bundle itself.
+const self = fileURLToPath(import.meta.url);
+const bin = self.endsWith(".ts") ? fileURLToPath(new URL("../bin/postern.js", import.meta.url)) : self;
 const restartDelayMs = 1000;
 
 interface Child {

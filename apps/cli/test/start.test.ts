@@ -1,14 +1,17 @@
-import { type ChildProcess, spawn } from "node:child_process";
+import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { chmod, mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import { freePort } from "@postern/embedded";
 import { createTestContext, type TestContext } from "@postern/testkit";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 const bin = fileURLToPath(new URL("../bin/postern.js", import.meta.url));
+const bundleScript = fileURLToPath(new URL("../../../scripts/bundle.mjs", import.meta.url));
+const bundle = fileURLToPath(new URL("../../../dist/postern.mjs", import.meta.url));
 
 interface Started {
   child: ChildProcess;
@@ -17,8 +20,8 @@ interface Started {
 }
 
 /** Spawns `postern start` in a process group of its own and waits until it says it runs. */
-async function start(env: Record<string, string>): Promise<Started> {
-  const child = spawn(process.execPath, [bin, "start"], {
+async function start(env: Record<string, string>, entry = bin): Promise<Started> {
+  const child = spawn(process.execPath, [entry, "start"], {
     env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/root", LOG_LEVEL: "warn", ...env },
     detached: true,
     stdio: ["ignore", "pipe", "pipe"],
@@ -126,6 +129,28 @@ describe("postern start, embedded", () => {
     third.child.kill("SIGTERM");
     expect(await third.exited).toBe(0);
   }, 90_000);
+});
+
+describe("the production bundle (dist/postern.mjs)", () => {
+  let dataDir: string;
+  beforeAll(async () => {
+    dataDir = await mkdtemp(join(tmpdir(), "postern-bundle-"));
+    // Embedded PostgreSQL runs as an unprivileged user when Postern runs as root.
+    await chmod(dataDir, 0o755);
+  });
+  afterAll(() => rm(dataDir, { recursive: true, force: true }));
+
+  it("builds, migrates a fresh database, forks its worker from itself and stops cleanly", async () => {
+    await promisify(execFile)(process.execPath, [bundleScript]);
+    const env = { DATA_DIR: join(dataDir, "data"), ...(await portsEnv()) };
+    const started = await start(env, bundle);
+    expect((await ready(Number(env.HTTP_PORT))).status).toBe(200);
+    const workerPid = Number(started.output().match(/worker {3}1 process \(pid (\d+)\)/)?.[1]);
+    expect((await readFile(`/proc/${workerPid}/cmdline`, "utf8")).split("\0")).toContain(bundle);
+    started.child.kill("SIGINT");
+    expect(await started.exited).toBe(0);
+    expect(alive(workerPid)).toBe(false);
+  }, 60_000);
 });
 
 describe("postern start, with DATABASE_URL and REDIS_URL", () => {

@@ -1,10 +1,20 @@
 import { createHash, randomUUID } from "node:crypto";
+import { existsSync } from "node:fs";
 import { readdir, readFile } from "node:fs/promises";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
 
-export const defaultMigrationsDir = fileURLToPath(new URL("../../../prisma/migrations", import.meta.url));
+/** prisma/migrations of the repository this module runs from: its sources or the bundle in dist/. */
+export const defaultMigrationsDir = findMigrationsDir(dirname(fileURLToPath(import.meta.url)));
+
+function findMigrationsDir(from: string): string {
+  const candidate = join(from, "prisma", "migrations");
+  if (existsSync(candidate)) return candidate;
+  const parent = dirname(from);
+  if (parent === from) throw new Error("prisma/migrations not found above the running module");
+  return findMigrationsDir(parent);
+}
 
 /** The key Prisma's own migrate engine locks with, so Postern and `prisma migrate` exclude each other. */
 const prismaAdvisoryLock = 72707369;
