@@ -42,6 +42,18 @@ export function createSmtpMetrics(registry: Registry) {
       buckets: [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers: [registry],
     }),
+    inflowHeld: new Counter({
+      name: "postern_smtp_inflow_held_total",
+      help: "Transactions held at MAIL FROM by in-flow control (delivery jobs waiting at or above SMTP_INFLOW_BACKLOG)",
+      registers: [registry],
+    }),
+    inflowHoldSeconds: new Histogram({
+      name: "postern_smtp_inflow_hold_duration_seconds",
+      help: "How long in-flow control held a transaction at MAIL FROM, by what ended the hold (backlog, delay, unavailable, shutdown)",
+      labelNames: ["ended"] as const,
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers: [registry],
+    }),
   };
 }
 

@@ -4,12 +4,18 @@ import { createCredentialVerifier } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
 import { type Database, sqlPoolOf } from "@postern/db";
 import { ensureDevCertificate } from "@postern/embedded";
-import { createDeliveryProducer, type Redis } from "@postern/queue";
+import {
+  countWaitingDeliveries,
+  createDeliveryProducer,
+  createDeliveryQueue,
+  type Redis,
+} from "@postern/queue";
 import { createProjectQuota } from "@postern/quota";
 import type { Logger, Registry } from "@postern/telemetry";
 import { SMTPServer } from "smtp-server";
 import { createAcceptor } from "./accept";
 import { createAuditBuffer } from "./audit-buffer";
+import { createInflowControl } from "./inflow";
 import { createSmtpMetrics } from "./metrics";
 import { installReplyCodes } from "./protocol";
 import { replies } from "./replies";
@@ -65,6 +71,16 @@ export async function startSmtp(deps: SmtpDeps, overrides: SmtpListenOverrides =
   const producer = createDeliveryProducer(redis, config.redisKeyPrefix);
   const audit = createAuditBuffer(deps.db, log);
   const metrics = createSmtpMetrics(deps.metrics);
+  // Polled on the reply-path connection: with Redis gone a poll fails within its command
+  // timeout and in-flow control stops holding, instead of waiting on a connection that retries.
+  const deliveryQueue = createDeliveryQueue(redis, config.redisKeyPrefix);
+  const inflow = createInflowControl({
+    backlog: config.smtp.inflowBacklog,
+    maxHoldMs: config.smtp.inflowDelayMs,
+    waitingDeliveries: () => countWaitingDeliveries(deliveryQueue),
+    metrics,
+    log,
+  });
   const { handlers, inData } = createSessionHandlers({
     config,
     log,
@@ -73,6 +89,7 @@ export async function startSmtp(deps: SmtpDeps, overrides: SmtpListenOverrides =
     acceptor: createAcceptor({ sql: sqlPoolOf(deps.db), producer, log }),
     audit,
     metrics,
+    inflow,
   });
 
   const certificateFiles =
@@ -170,12 +187,15 @@ export async function startSmtp(deps: SmtpDeps, overrides: SmtpListenOverrides =
           if (!inData.has(connection.session.id)) connection.send(421, replies.shuttingDown.text);
         }
       }
+      // A held transaction is idle: it heard 421 above and its connection is closing.
+      inflow.close();
       await Promise.race([
         Promise.all(closed),
         new Promise((resolve) => setTimeout(resolve, config.shutdownTimeoutMs + 1_000).unref()),
       ]);
       await audit.flush();
       await producer.close().catch(() => {});
+      await deliveryQueue.close().catch(() => {});
       subscriber.disconnect();
       redis.disconnect();
     },

@@ -14,6 +14,7 @@ import type {
 } from "smtp-server";
 import type { Acceptor } from "./accept";
 import type { AuditBuffer } from "./audit-buffer";
+import type { InflowControl } from "./inflow";
 import { domainOf, isMailbox, readMessageData, receivedHeader, summariseHeaders } from "./message";
 import type { SmtpMetrics } from "./metrics";
 import {
@@ -34,6 +35,7 @@ export interface SessionDeps {
   acceptor: Acceptor;
   audit: AuditBuffer;
   metrics: SmtpMetrics;
+  inflow: InflowControl;
 }
 
 /** What Postern keeps per SMTP connection, beside smtp-server's own session. */
@@ -53,7 +55,7 @@ type Callback = (error?: Error | null) => void;
  * reply comes from the table in replies.ts; every refusal is counted, logged and audited here.
  */
 export function createSessionHandlers(deps: SessionDeps) {
-  const { config, verifier, quota, audit, metrics } = deps;
+  const { config, verifier, quota, audit, metrics, inflow } = deps;
   const states = new Map<string, SessionState>();
   const connectionsByIp = new Map<string, number>();
   /** Sessions inside DATA (reading or storing): graceful shutdown waits for them. */
@@ -216,7 +218,9 @@ export function createSessionHandlers(deps: SessionDeps) {
           return callback(reject(session, "sender_syntax", { details }));
         if (!domainAllowed(standing.client, sender))
           return callback(reject(session, "sender_domain", { details }));
-        callback();
+        // In-flow control: while deliveries lag behind, the 250 waits (the client keeps its
+        // message meanwhile). After the refusals above, so that a refused MAIL is answered at once.
+        inflow.hold().then(() => callback());
       });
     },
 

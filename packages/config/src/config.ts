@@ -33,6 +33,10 @@ export interface Config {
     authCacheTtlMs: number;
     authFailuresPerIp: number;
     authFailuresPerKey: number;
+    /** Waiting delivery jobs at which new transactions are held at MAIL FROM; 0: never held. */
+    inflowBacklog: number;
+    /** Longest hold of one transaction. */
+    inflowDelayMs: number;
   };
   http: { host: string; port: number; rateLimitPerMinute: number };
   delivery: {
@@ -117,6 +121,8 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
       authCacheTtlMs: e.SMTP_AUTH_CACHE_TTL * 1000,
       authFailuresPerIp: e.SMTP_AUTH_FAILURES_PER_IP,
       authFailuresPerKey: e.SMTP_AUTH_FAILURES_PER_KEY,
+      inflowBacklog: e.SMTP_INFLOW_BACKLOG,
+      inflowDelayMs: e.SMTP_INFLOW_DELAY * 1000,
     },
     http: { host: e.HTTP_HOST, port: e.HTTP_PORT, rateLimitPerMinute: e.API_RATE_LIMIT },
     delivery: {

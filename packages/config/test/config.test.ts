@@ -43,6 +43,14 @@ describe("loadConfig", () => {
     expect(config.delivery.backoffSeconds).toEqual([60, 300, 900, 3600, 14400]);
     expect(config.delivery.maxAttempts).toBe(10);
     expect(config.logLevel).toBe("info");
+    expect(config.smtp.inflowBacklog).toBe(1000);
+    expect(config.smtp.inflowDelayMs).toBe(1000);
+  });
+
+  it("reads in-flow control's backlog (0 disables it) and delay (fractions of a second)", () => {
+    const config = loadConfig({ ...production, SMTP_INFLOW_BACKLOG: "0", SMTP_INFLOW_DELAY: "0.25" }, cwd);
+    expect(config.smtp.inflowBacklog).toBe(0);
+    expect(config.smtp.inflowDelayMs).toBe(250);
   });
 
   it("parses every production variable", () => {
@@ -83,6 +91,12 @@ describe("loadConfig", () => {
     [{ ADMIN_TOKEN: "short" }, "ADMIN_TOKEN: must be at least 32 characters"],
     [{ SMTP_PROXY_PROTOCOL: "maybe" }, "SMTP_PROXY_PROTOCOL: must be true or false"],
     [{ SMTPS_PORT: "2525" }, "SMTPS_PORT: must differ from SMTP_PORT"],
+    [{ SMTP_INFLOW_BACKLOG: "-1" }, "SMTP_INFLOW_BACKLOG: must be 0 or more"],
+    [{ SMTP_INFLOW_BACKLOG: "1.5" }, "SMTP_INFLOW_BACKLOG: must be a whole number"],
+    [{ SMTP_INFLOW_BACKLOG: "lots" }, "SMTP_INFLOW_BACKLOG:"],
+    [{ SMTP_INFLOW_DELAY: "0" }, "SMTP_INFLOW_DELAY: must be a number of seconds greater than 0"],
+    [{ SMTP_INFLOW_DELAY: "1s" }, "SMTP_INFLOW_DELAY:"],
+    [{ SMTP_INFLOW_DELAY: "120" }, "SMTP_INFLOW_DELAY: must be at most 60 seconds"],
     [
       { SMTP_TLS_CERT: "/nonexistent/cert.pem" },
       "SMTP_TLS_CERT: set SMTP_TLS_CERT and SMTP_TLS_KEY together",

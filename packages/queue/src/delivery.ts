@@ -54,6 +54,17 @@ export function createDeliveryQueue(connection: Redis, prefix: string): Queue<De
   return queue;
 }
 
+/**
+ * Delivery jobs waiting for a worker: BullMQ keeps them in `wait` (jobs without a priority) and
+ * `prioritized` (every job of the fairness scheme); delayed retries and active jobs are not
+ * waiting. One Lua call of an LLEN and a ZCARD, whatever the queue's size; the same count as the
+ * `waiting` state of `postern_delivery_queue_jobs`.
+ */
+export async function countWaitingDeliveries(queue: Queue<DeliveryJob>): Promise<number> {
+  const counts = await queue.getJobCounts("waiting", "prioritized");
+  return (counts.waiting ?? 0) + (counts.prioritized ?? 0);
+}
+
 export function createDeliveryProducer(connection: Redis, prefix: string): DeliveryProducer {
   const queue = createDeliveryQueue(connection, prefix);
   const backlog = backlogKey(prefix);

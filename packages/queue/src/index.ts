@@ -1,5 +1,6 @@
 export { retryDelayMs } from "./backoff";
 export {
+  countWaitingDeliveries,
   createDeliveryProducer,
   createDeliveryQueue,
   createDeliveryWorker,
