@@ -1,6 +1,6 @@
 import { DelayedError, type JobsOptions, Queue, UnrecoverableError, Worker } from "bullmq";
 import type { Redis } from "ioredis";
-import { backlogKey, priorityFromBacklog } from "./fairness";
+import { enterBacklog } from "./fairness";
 
 /** The queue of delivery work. Its jobs carry only the message id; PostgreSQL has the rest. */
 export const deliveryQueueName = "delivery";
@@ -67,14 +67,15 @@ export async function countWaitingDeliveries(queue: Queue<DeliveryJob>): Promise
 
 export function createDeliveryProducer(connection: Redis, prefix: string): DeliveryProducer {
   const queue = createDeliveryQueue(connection, prefix);
-  const backlog = backlogKey(prefix);
   const enqueueMany = async (messages: DeliverableMessage[], options: { delayMs?: number } = {}) => {
     if (messages.length === 0) return;
-    // Count each message into its project's backlog first: the count is the job's priority, so
-    // a project with a short backlog overtakes one with a long backlog (see fairness.ts).
-    const pipeline = connection.pipeline();
-    for (const message of messages) pipeline.hincrby(backlog, message.projectId, 1);
-    const counts = (await pipeline.exec()) ?? [];
+    // Count each message into its project's backlog first: that gives the job's priority, so a
+    // project with a short backlog overtakes one with a long backlog (see fairness.ts).
+    const priorities = await enterBacklog(
+      connection,
+      prefix,
+      messages.map((message) => message.projectId),
+    );
     await queue.addBulk(
       messages.map((message, i) => ({
         name: "deliver",
@@ -83,7 +84,7 @@ export function createDeliveryProducer(connection: Redis, prefix: string): Deliv
           ...deliveryJobOptions,
           jobId: message.id,
           delay: options.delayMs ?? 0,
-          priority: priorityFromBacklog(Number(counts[i]?.[1] ?? 1)),
+          priority: priorities[i],
         },
       })),
     );

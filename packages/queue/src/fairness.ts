@@ -3,12 +3,19 @@ import type { Redis } from "ioredis";
 /**
  * Fairness between projects on one BullMQ queue.
  *
- * BullMQ's open-source limiter is per queue, so the tenant share is built here: every job's
- * priority is its project's backlog (messages waiting for delivery) at enqueue time. Lower
- * priority runs first, equal priorities run in insertion order, so the next free worker slot
- * goes to the project with the shortest backlog: a project that queued 2,000 messages gets
- * priorities 1..2,000 and a project that then queues one message gets priority 1 and runs next.
- * The counts live in one Redis hash (field = project id); workers decrement when a job leaves
+ * BullMQ's open-source limiter is per queue, so the tenant share is built here: a job's priority
+ * is its project's backlog (messages waiting for delivery) when it is enqueued. Lower priority
+ * runs first, equal priorities run in insertion order, so the next free worker slot goes to the
+ * project with the shortest backlog: a project that queued 2,000 messages gets priorities
+ * 1..2,000 and a project that then queues one message gets priority 1 and runs next.
+ *
+ * Within a project, mail must still leave in the order it came. The backlog alone would break
+ * that as soon as it shrinks: with 1,500 waiting and 500 delivered since, a new message would get
+ * 1,000 and overtake the 500 queued before it, again and again while the backlog holds level (as
+ * in-flow control keeps it), leaving early messages waiting for minutes. So a project's priority
+ * never goes down while it has messages waiting: it is the larger of its backlog and the last
+ * priority it was given, and it starts again from the backlog once the project's queue is empty.
+ * The counts live in two Redis hashes (field = project id); workers decrement when a job leaves
  * the queue and the sweeper resets them from PostgreSQL, so drift (duplicate adds, crashes)
  * heals at every sweep.
  */
@@ -16,11 +23,39 @@ export function backlogKey(prefix: string): string {
   return `${prefix}:delivery:backlog`;
 }
 
+/** The last priority each project with waiting messages was given. */
+export function lastPriorityKey(prefix: string): string {
+  return `${prefix}:delivery:last-priority`;
+}
+
 /** BullMQ accepts priorities 1..2^21-1 (0 would mean "before every prioritised job"). */
 const highestPriorityNumber = 2 ** 21 - 1;
 
-export function priorityFromBacklog(backlog: number): number {
-  return Math.min(Math.max(1, Math.floor(backlog)), highestPriorityNumber);
+const enterScript = `
+local priorities = {}
+for i, project in ipairs(ARGV) do
+  local backlog = redis.call('HINCRBY', KEYS[1], project, 1)
+  local last = tonumber(redis.call('HGET', KEYS[2], project) or '0')
+  local priority = math.min(math.max(backlog, last), ${highestPriorityNumber})
+  redis.call('HSET', KEYS[2], project, priority)
+  priorities[i] = priority
+end
+return priorities`;
+
+/**
+ * Counts messages into their projects' backlogs (one Redis round trip for all) and returns each
+ * one's job priority, in order.
+ */
+export async function enterBacklog(redis: Redis, prefix: string, projectIds: string[]): Promise<number[]> {
+  if (projectIds.length === 0) return [];
+  const priorities = (await redis.eval(
+    enterScript,
+    2,
+    backlogKey(prefix),
+    lastPriorityKey(prefix),
+    ...projectIds,
+  )) as number[];
+  return priorities;
 }
 
 /**
@@ -37,11 +72,15 @@ export interface BacklogLedger {
   close(): Promise<void>;
 }
 
-/** Decrements and drops counts that reach zero atomically, so a concurrent enqueue's count is not deleted. */
+/**
+ * Decrements and drops counts that reach zero atomically, so a concurrent enqueue's count is not
+ * deleted; a project whose queue is empty starts its priorities from its backlog again.
+ */
 const leaveScript = `
 for i = 1, #ARGV, 2 do
   if redis.call('HINCRBY', KEYS[1], ARGV[i], -tonumber(ARGV[i + 1])) <= 0 then
     redis.call('HDEL', KEYS[1], ARGV[i])
+    redis.call('HDEL', KEYS[2], ARGV[i])
   end
 end
 return 0`;
@@ -51,7 +90,7 @@ export function createBacklogLedger(
   prefix: string,
   options: { flushMs?: number; onError?: (error: unknown) => void } = {},
 ): BacklogLedger {
-  const key = backlogKey(prefix);
+  const keys = [backlogKey(prefix), lastPriorityKey(prefix)];
   let pending = new Map<string, number>();
   let flushing: Promise<void> = Promise.resolve();
   const flush = () => {
@@ -60,7 +99,7 @@ export function createBacklogLedger(
     pending = new Map();
     const args = [...batch].flatMap(([projectId, count]) => [projectId, String(count)]);
     flushing = flushing
-      .then(() => redis.eval(leaveScript, 1, key, ...args))
+      .then(() => redis.eval(leaveScript, 2, ...keys, ...args))
       .then(
         () => {},
         (error) => options.onError?.(error),
@@ -81,10 +120,23 @@ export function createBacklogLedger(
   };
 }
 
-/** Replaces every project's count with the truth from PostgreSQL (the sweeper's view). */
+/**
+ * Replaces every project's count with the truth from PostgreSQL (the sweeper's view, ARGV: project,
+ * count, project, count, ...); the last priority of a project with nothing queued is dropped.
+ */
+const resetScript = `
+redis.call('DEL', KEYS[1])
+local counted = {}
+for i = 1, #ARGV, 2 do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  counted[ARGV[i]] = true
+end
+for _, project in ipairs(redis.call('HKEYS', KEYS[2])) do
+  if not counted[project] then redis.call('HDEL', KEYS[2], project) end
+end
+return 0`;
+
 export async function resetBacklog(redis: Redis, prefix: string, counts: Map<string, number>): Promise<void> {
-  const key = backlogKey(prefix);
-  const transaction = redis.multi().del(key);
-  if (counts.size > 0) transaction.hset(key, Object.fromEntries(counts));
-  await transaction.exec();
+  const args = [...counts].flatMap(([projectId, count]) => [projectId, String(count)]);
+  await redis.eval(resetScript, 2, backlogKey(prefix), lastPriorityKey(prefix), ...args);
 }

@@ -16,7 +16,8 @@ export {
   type BacklogLedger,
   backlogKey,
   createBacklogLedger,
-  priorityFromBacklog,
+  enterBacklog,
+  lastPriorityKey,
   resetBacklog,
 } from "./fairness";
 export { createRedis, type Redis } from "./redis";

@@ -1,4 +1,4 @@
-import { backlogKey, createBacklogLedger } from "@postern/queue";
+import { backlogKey, createBacklogLedger, enterBacklog, lastPriorityKey, resetBacklog } from "@postern/queue";
 import { createTestContext, type TestContext } from "@postern/testkit";
 import { afterAll, beforeAll, expect, it } from "vitest";
 
@@ -31,4 +31,34 @@ it("a count gone below zero (sweeper reset meanwhile) is dropped, not left negat
   ledger.leave("c");
   await ledger.close();
   expect(await ctx.redis.hexists(key, "c")).toBe(0);
+});
+
+it("keeps a project's priorities in arrival order while its backlog shrinks, and restarts them once it is empty", async () => {
+  const prefix = `${ctx.redisKeyPrefix}:order`;
+  const ledger = createBacklogLedger(ctx.redis, prefix, { flushMs: 60_000 });
+  const first = await enterBacklog(ctx.redis, prefix, Array(10).fill("a"));
+  expect(first).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+  for (let i = 0; i < 5; i++) ledger.leave("a");
+  await ledger.flush();
+  // Five still wait with priorities 6..10: a newcomer must not get 6 and overtake them.
+  expect(await enterBacklog(ctx.redis, prefix, ["a", "b"])).toEqual([10, 1]);
+  for (let i = 0; i < 6; i++) ledger.leave("a");
+  await ledger.close();
+  expect(await ctx.redis.hexists(lastPriorityKey(prefix), "a")).toBe(0);
+  expect(await enterBacklog(ctx.redis, prefix, ["a"])).toEqual([1]);
+});
+
+it("the sweeper's reset keeps the last priority of projects with messages queued and drops the others", async () => {
+  const prefix = `${ctx.redisKeyPrefix}:reset`;
+  await enterBacklog(ctx.redis, prefix, ["a", "a", "a", "b"]);
+  await resetBacklog(ctx.redis, prefix, new Map([["a", 1]]));
+  expect(await ctx.redis.hgetall(backlogKey(prefix))).toEqual({ a: "1" });
+  expect(await ctx.redis.hgetall(lastPriorityKey(prefix))).toEqual({ a: "3" });
+  expect(await enterBacklog(ctx.redis, prefix, ["a", "b"])).toEqual([3, 1]);
+});
+
+it("caps priorities at BullMQ's largest, 2^21-1", async () => {
+  const prefix = `${ctx.redisKeyPrefix}:cap`;
+  await ctx.redis.hset(backlogKey(prefix), "a", String(2 ** 22));
+  expect(await enterBacklog(ctx.redis, prefix, ["a"])).toEqual([2 ** 21 - 1]);
 });

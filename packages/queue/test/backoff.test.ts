@@ -1,4 +1,4 @@
-import { priorityFromBacklog, retryDelayMs } from "@postern/queue";
+import { retryDelayMs } from "@postern/queue";
 import { describe, expect, it } from "vitest";
 
 describe("retryDelayMs", () => {
@@ -13,14 +13,5 @@ describe("retryDelayMs", () => {
   it("adds at most ±10% jitter", () => {
     expect(retryDelayMs(1, backoff, () => 0)).toBe(54_000);
     expect(retryDelayMs(1, backoff, () => 0.999999)).toBeLessThanOrEqual(66_000);
-  });
-});
-
-describe("priorityFromBacklog", () => {
-  it("keeps priorities within BullMQ's range 1..2^21-1", () => {
-    expect(priorityFromBacklog(0)).toBe(1);
-    expect(priorityFromBacklog(-3)).toBe(1);
-    expect(priorityFromBacklog(2_000)).toBe(2_000);
-    expect(priorityFromBacklog(10_000_000)).toBe(2 ** 21 - 1);
   });
 });
