@@ -24,7 +24,7 @@ export interface StoredRecipient {
   response: string | null;
 }
 
-/** Everything one attempt writes, in one statement. */
+/** Everything one attempt writes, in one statement (shared with the attempts recorded beside it). */
 export interface AttemptRecord {
   messageId: string;
   /** The attempt count the message had when it was loaded: the guard against a second run. */
@@ -56,75 +56,175 @@ export interface DeliveryStore {
   record(record: AttemptRecord): Promise<boolean>;
 }
 
+export interface DeliveryStoreOptions {
+  /** Most messages loaded, or recorded, by one statement. */
+  maxBatchMessages?: number;
+}
+
 /**
  * The delivery hot path's two statements, in raw SQL over the process's `pg` pool (the one under
- * its Prisma client, `sqlPoolOf`) rather than through Prisma:
- * one query loads a message with its project, body and recipients, one statement records an
- * attempt. With Prisma they were ~4 queries and a 6-round-trip interactive transaction per
- * delivery, and its client runtime was a quarter of the process's CPU (docs/benchmarks.md).
- * Both are named (prepared once per connection). The columns written are exactly those Prisma
- * wrote, including `updatedAt` (Prisma's `@updatedAt` is filled by the client, not the database).
+ * its Prisma client, `sqlPoolOf`) rather than through Prisma: one query loads messages with their
+ * project, body and recipients, one statement records attempts. With Prisma they were ~4 queries
+ * and a 6-round-trip interactive transaction per delivery, and its client runtime was a quarter
+ * of the process's CPU (docs/benchmarks.md). Both are named (prepared once per connection). The
+ * columns written are exactly those Prisma wrote, including `updatedAt` (Prisma's `@updatedAt` is
+ * filled by the client, not the database).
+ *
+ * Group commit, as on the accept path (apps/smtp/src/accept.ts): the worker runs up to
+ * DELIVERY_CONCURRENCY deliveries at once, and the loads (or records) they ask for while one is
+ * being run, or in the same tick, go out together as one statement, so one round trip, one
+ * commit and one run of the statement-level stats triggers on "Message" serve a batch. Each
+ * caller still gets its own message, or its own `claimed`. A failed batch fails each of its
+ * callers (BullMQ retries their jobs), except when PostgreSQL refused one of its rows (see
+ * `refusedARow`): then each is run alone, so one poisoned record cannot fail its neighbours.
  *
  * Timestamps cross the wire as ISO strings cast to `timestamp(3)`: the columns are
  * `timestamp without time zone` holding UTC, as Prisma writes them, and PostgreSQL ignores the
  * zone of the literal, so the session's TimeZone cannot shift them.
  */
-export function createDeliveryStore(sql: Pick<SqlPool, "query">): DeliveryStore {
-  return {
-    async load(messageId) {
+export function createDeliveryStore(
+  sql: Pick<SqlPool, "query">,
+  options: DeliveryStoreOptions = {},
+): DeliveryStore {
+  const maxMessages = options.maxBatchMessages ?? 64;
+  const load = groupStatements(
+    async (messageIds: string[]): Promise<Array<StoredMessage | undefined>> => {
       const result = await sql.query<LoadedRow>({
         name: "postern-delivery-load",
         text: loadSql,
-        values: [messageId],
+        values: [messageIds],
       });
-      const row = result.rows[0];
-      if (!row) return undefined;
-      return {
-        id: row.id,
-        projectId: row.projectId,
-        mailFrom: row.mailFrom,
-        status: row.status,
-        attempts: row.attempts,
-        createdAt: new Date(row.createdAtMs),
-        upstreamUrl: row.upstreamUrl,
-        upstreamSecret: row.upstreamSecret,
-        body: row.body,
-        recipients: row.recipients,
-      };
+      const rowById = new Map(result.rows.map((row) => [row.id, row]));
+      return messageIds.map((id) => {
+        const row = rowById.get(id);
+        if (!row) return undefined;
+        return {
+          id: row.id,
+          projectId: row.projectId,
+          mailFrom: row.mailFrom,
+          status: row.status,
+          attempts: row.attempts,
+          createdAt: new Date(row.createdAtMs),
+          upstreamUrl: row.upstreamUrl,
+          upstreamSecret: row.upstreamSecret,
+          body: row.body,
+          recipients: row.recipients,
+        };
+      });
     },
-    async record(record) {
-      const { attempt, recipients } = record;
-      const result = await sql.query<{ claimed: number }>({
+    (messageId) => messageId,
+    maxMessages,
+  );
+  const record = groupStatements(
+    async (records: AttemptRecord[]): Promise<boolean[]> => {
+      const result = await sql.query<{ id: string }>({
         name: "postern-delivery-record",
         text: recordSql,
-        values: [
-          record.messageId,
-          record.loadedAttempts,
-          record.status,
-          attempt.number,
-          record.nextAttemptAt?.toISOString() ?? null,
-          record.lastError,
-          record.now.toISOString(),
-          attempt.id,
-          attempt.startedAt.toISOString(),
-          attempt.durationMs,
-          attempt.upstreamHost,
-          attempt.code,
-          attempt.enhancedCode,
-          attempt.response,
-          JSON.stringify(attempt.recipients),
-          recipients.map((r) => r.id),
-          recipients.map((r) => r.status),
-          recipients.map((r) => r.code),
-          recipients.map((r) => r.enhancedCode),
-          recipients.map((r) => r.response),
-          record.audit?.action ?? null,
-          record.audit ? JSON.stringify(record.audit.details) : null,
-        ],
+        values: recordParameters(records),
       });
-      return (result.rows[0]?.claimed ?? 0) > 0;
+      const claimed = new Set(result.rows.map((row) => row.id));
+      return records.map((r) => claimed.has(r.messageId));
     },
+    (record) => record.messageId,
+    maxMessages,
+  );
+  return { load, record };
+}
+
+interface Waiting<Item, Result> {
+  item: Item;
+  resolve: (result: Result) => void;
+  reject: (error: unknown) => void;
+}
+
+type Settled<Result> = { ok: true; result: Result } | { ok: false; error: unknown };
+
+/**
+ * Turns a statement over many items (`run`: one result per item, in their order) into a call per
+ * item whose concurrent calls share statements. One statement runs at a time and the next batch
+ * fills while it does; nobody waits for a batch to fill: calls made in one tick go out together
+ * at the end of it when no statement is running. (The accept path keeps two batches in flight;
+ * here one gave twice the messages per statement in the benchmark, and a delivery does not wait
+ * on its statements with a client on the line.) A batch never holds the same key (message id)
+ * twice: a second call for a message already in it waits for the next batch, so a record's guard
+ * decides between two runs of one message exactly as when each had its own statement.
+ */
+function groupStatements<Item, Result>(
+  run: (items: Item[]) => Promise<Result[]>,
+  keyOf: (item: Item) => string,
+  maxMessages: number,
+): (item: Item) => Promise<Result> {
+  const waiting: Array<Waiting<Item, Result>> = [];
+  let running = false;
+  let flushScheduled = false;
+
+  const takeBatch = (): Array<Waiting<Item, Result>> => {
+    const batch: Array<Waiting<Item, Result>> = [];
+    const keys = new Set<string>();
+    const left: Array<Waiting<Item, Result>> = [];
+    for (const next of waiting) {
+      const key = keyOf(next.item);
+      if (batch.length < maxMessages && !keys.has(key)) {
+        batch.push(next);
+        keys.add(key);
+      } else {
+        left.push(next);
+      }
+    }
+    waiting.splice(0, waiting.length, ...left);
+    return batch;
   };
+
+  const settle = async (items: Item[]): Promise<Array<Settled<Result>>> => {
+    try {
+      const results = await run(items);
+      return results.map((result) => ({ ok: true, result }));
+    } catch (error) {
+      if (items.length === 1 || !refusedARow(error)) return items.map(() => ({ ok: false, error }));
+      const alone: Array<Settled<Result>> = [];
+      for (const item of items) alone.push(...(await settle([item])));
+      return alone;
+    }
+  };
+
+  const runBatch = async (batch: Array<Waiting<Item, Result>>) => {
+    const settled = await settle(batch.map((w) => w.item));
+    running = false;
+    runNext();
+    batch.forEach((w, i) => {
+      const outcome = settled[i];
+      if (outcome?.ok) w.resolve(outcome.result);
+      else w.reject(outcome?.error);
+    });
+  };
+
+  const runNext = () => {
+    if (running || waiting.length === 0) return;
+    running = true;
+    void runBatch(takeBatch());
+  };
+
+  return (item) =>
+    new Promise<Result>((resolve, reject) => {
+      waiting.push({ item, resolve, reject });
+      if (flushScheduled) return;
+      flushScheduled = true;
+      queueMicrotask(() => {
+        flushScheduled = false;
+        runNext();
+      });
+    });
+}
+
+/**
+ * PostgreSQL refused something in the batch itself, which the same rows alone may not all meet:
+ * its data (SQLSTATE class 22, e.g. a NUL byte in an upstream's reply text), a constraint (class
+ * 23), or a deadlock or serialization failure with another batch holding some of the same
+ * messages (class 40). Not the connection or the server: those would fail each row alone too.
+ */
+function refusedARow(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" && /^(22|23|40)/.test(code);
 }
 
 interface LoadedRow extends Omit<StoredMessage, "createdAt"> {
@@ -143,44 +243,96 @@ SELECT m."id", m."projectId", m."mailFrom", m."status", m."attempts",
 FROM "Message" m
 JOIN "Project" p ON p."id" = m."projectId"
 LEFT JOIN "MessageBody" b ON b."messageId" = m."id"
-WHERE m."id" = $1::uuid`;
+WHERE m."id" = ANY($1::uuid[])`;
 
 /**
- * The guarded UPDATE of "Message" claims the attempt: if a second run of the same message (a
+ * One array per column, one element per record (recipients: one per recipient, with its
+ * message's id), so the statement's text is the same for any batch. Records are sorted by
+ * message id: two batches that share messages (two runs of one message in two worker processes)
+ * then lock their "Message" rows in the same order rather than deadlock.
+ */
+function recordParameters(records: AttemptRecord[]): unknown[] {
+  const sorted = [...records].sort((a, b) => (a.messageId < b.messageId ? -1 : 1));
+  const recipients = sorted.flatMap((r) =>
+    r.recipients.map((recipient) => ({ ...recipient, messageId: r.messageId })),
+  );
+  return [
+    sorted.map((r) => r.messageId),
+    sorted.map((r) => r.loadedAttempts),
+    sorted.map((r) => r.status),
+    sorted.map((r) => r.attempt.number),
+    sorted.map((r) => r.nextAttemptAt?.toISOString() ?? null),
+    sorted.map((r) => r.lastError),
+    sorted.map((r) => r.now.toISOString()),
+    sorted.map((r) => r.attempt.id),
+    sorted.map((r) => r.attempt.startedAt.toISOString()),
+    sorted.map((r) => r.attempt.durationMs),
+    sorted.map((r) => r.attempt.upstreamHost),
+    sorted.map((r) => r.attempt.code),
+    sorted.map((r) => r.attempt.enhancedCode),
+    sorted.map((r) => r.attempt.response),
+    sorted.map((r) => JSON.stringify(r.attempt.recipients)),
+    sorted.map((r) => r.audit?.action ?? null),
+    sorted.map((r) => (r.audit ? JSON.stringify(r.audit.details) : null)),
+    recipients.map((r) => r.messageId),
+    recipients.map((r) => r.id),
+    recipients.map((r) => r.status),
+    recipients.map((r) => r.code),
+    recipients.map((r) => r.enhancedCode),
+    recipients.map((r) => r.response),
+  ];
+}
+
+/**
+ * The guarded UPDATE of "Message" claims each attempt: if a second run of the same message (a
  * stalled job picked up again while the first still ran) recorded first, the attempt count or
- * the status no longer match, `claimed` is empty and every other part writes nothing. The
- * statement-level stats triggers on "Message" see the UPDATE as before.
+ * the status no longer match, that message is not in `claimed` and every other part writes
+ * nothing for it; the other messages of the batch are written. `claimed` returns the row as
+ * written, so its `updatedAt` is the record's `now` for the recipients and the audit event.
+ * The statement-level stats triggers on "Message" see one UPDATE per batch.
  */
 const recordSql = `
-WITH claimed AS (
-  UPDATE "Message"
-  SET "status" = $3::"MessageStatus",
-      "attempts" = $4::int,
-      "nextAttemptAt" = $5::timestamp(3),
-      "lastError" = $6::text,
-      "deliveredAt" = CASE WHEN $3::"MessageStatus" = 'delivered' THEN $7::timestamp(3) ELSE "deliveredAt" END,
-      "completedAt" = CASE WHEN $3::"MessageStatus" IN ('delivered', 'failed') THEN $7::timestamp(3) ELSE "completedAt" END,
-      "updatedAt" = $7::timestamp(3)
-  WHERE "id" = $1::uuid AND "attempts" = $2::int AND "status" IN ('queued', 'deferred')
-  RETURNING "id", "projectId"
+WITH input AS (
+  SELECT *
+  FROM unnest($1::uuid[], $2::int[], $3::"MessageStatus"[], $4::int[], $5::timestamp(3)[], $6::text[],
+              $7::timestamp(3)[], $8::uuid[], $9::timestamp(3)[], $10::int[], $11::text[], $12::int[],
+              $13::text[], $14::text[], $15::jsonb[], $16::text[], $17::jsonb[])
+       WITH ORDINALITY
+       AS t("messageId", "loadedAttempts", "status", "number", "nextAttemptAt", "lastError", "now",
+            "attemptId", "startedAt", "durationMs", "upstreamHost", "code", "enhancedCode", "response",
+            "recipients", "auditAction", "auditDetails", "n")
+), claimed AS (
+  UPDATE "Message" AS m
+  SET "status" = i."status",
+      "attempts" = i."number",
+      "nextAttemptAt" = i."nextAttemptAt",
+      "lastError" = i."lastError",
+      "deliveredAt" = CASE WHEN i."status" = 'delivered' THEN i."now" ELSE m."deliveredAt" END,
+      "completedAt" = CASE WHEN i."status" IN ('delivered', 'failed') THEN i."now" ELSE m."completedAt" END,
+      "updatedAt" = i."now"
+  FROM input i
+  WHERE m."id" = i."messageId" AND m."attempts" = i."loadedAttempts" AND m."status" IN ('queued', 'deferred')
+  RETURNING m."id", m."projectId", m."updatedAt"
 ), attempt AS (
   INSERT INTO "DeliveryAttempt"
     ("id", "messageId", "number", "startedAt", "durationMs", "upstreamHost", "outcome", "code",
      "enhancedCode", "response", "recipients")
-  SELECT $8::uuid, "id", $4::int, $9::timestamp(3), $10::int, $11::text, $3::"MessageStatus", $12::int,
-         $13::text, $14::text, $15::jsonb
-  FROM claimed
+  SELECT i."attemptId", c."id", i."number", i."startedAt", i."durationMs", i."upstreamHost", i."status",
+         i."code", i."enhancedCode", i."response", i."recipients"
+  FROM input i JOIN claimed c ON c."id" = i."messageId"
 ), recipients AS (
   UPDATE "MessageRecipient" AS r
   SET "status" = u."status"::"RecipientStatus", "code" = u."code", "enhancedCode" = u."enhancedCode",
-      "response" = u."response", "updatedAt" = $7::timestamp(3)
-  FROM unnest($16::uuid[], $17::text[], $18::int[], $19::text[], $20::text[])
-       AS u("id", "status", "code", "enhancedCode", "response")
-  WHERE r."id" = u."id" AND r."messageId" IN (SELECT "id" FROM claimed)
+      "response" = u."response", "updatedAt" = c."updatedAt"
+  FROM unnest($18::uuid[], $19::uuid[], $20::text[], $21::int[], $22::text[], $23::text[])
+       AS u("messageId", "id", "status", "code", "enhancedCode", "response")
+  JOIN claimed c ON c."id" = u."messageId"
+  WHERE r."id" = u."id" AND r."messageId" = c."id"
 ), audit AS (
   INSERT INTO "AuditEvent" ("createdAt", "projectId", "actor", "action", "details")
-  SELECT $7::timestamp(3), "projectId", 'system', $21::text, $22::jsonb
-  FROM claimed
-  WHERE $21::text IS NOT NULL
+  SELECT c."updatedAt", c."projectId", 'system', i."auditAction", i."auditDetails"
+  FROM input i JOIN claimed c ON c."id" = i."messageId"
+  WHERE i."auditAction" IS NOT NULL
+  ORDER BY i."n"
 )
-SELECT count(*)::int AS "claimed" FROM claimed`;
+SELECT "id" FROM claimed`;

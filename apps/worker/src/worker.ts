@@ -38,8 +38,8 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const queue = createDeliveryQueue(redis, prefix);
   const producer = createDeliveryProducer(redis, prefix);
   const metrics = registerDeliveryMetrics(deps.metrics, { queue, db });
-  // Two short statements per delivery, never held across the upstream exchange: a few
-  // connections serve every delivery in flight.
+  // Two short statements per delivery, never held across the upstream exchange, and grouped
+  // across the deliveries in flight: one load and one record statement at a time serve them all.
   const store = createDeliveryStore(sqlPoolOf(db));
   const backlog = createBacklogLedger(redis, prefix, {
     onError: (error) => log.warn({ err: error }, "backlog counts not updated; the next sweep resets them"),

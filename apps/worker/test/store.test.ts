@@ -7,7 +7,12 @@ import {
 } from "@postern/testkit";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type AttemptRecord, createDeliveryStore, type DeliveryStore } from "../src/store";
+import {
+  type AttemptRecord,
+  createDeliveryStore,
+  type DeliveryStore,
+  type DeliveryStoreOptions,
+} from "../src/store";
 
 let ctx: TestContext;
 let store: DeliveryStore;
@@ -211,5 +216,182 @@ describe("the delivery store (raw SQL on the hot path)", () => {
     });
     expect(stored.status).toBe("delivered");
     expect(stored.recipients.every((r) => r.status === "delivered")).toBe(true);
+  });
+});
+
+/** A store whose statements are counted, over `query` (which fails with `failWith` when given). */
+function countingStore(options: DeliveryStoreOptions & { failWith?: Error } = {}) {
+  const counted = { statements: 0 };
+  const query = ((...args: Parameters<pg.Pool["query"]>) => {
+    counted.statements++;
+    if (options.failWith) return Promise.reject(options.failWith);
+    return (pool.query as (...a: typeof args) => unknown)(...args);
+  }) as pg.Pool["query"];
+  return { store: createDeliveryStore({ query }, options), counted };
+}
+
+async function statsOf(projectId: string) {
+  const stats = await ctx.db.messageStatsHour.groupBy({
+    by: ["status"],
+    where: { projectId },
+    _sum: { count: true },
+  });
+  return Object.fromEntries(stats.map((s) => [s.status, s._sum.count]));
+}
+
+describe("concurrent deliveries share statements (group commit)", () => {
+  it("loads asked for in the same tick are one query; each caller gets its own message", async () => {
+    const { project } = await createProjectFixture(ctx.db, ctx.config, { upstream: "smtp://127.0.0.1:2525" });
+    const ids: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const message = await createQueuedMessageFixture(ctx.db, project, {
+        to: [`rcpt${i}@example.net`],
+        raw: `Subject: number ${i}\r\n\r\nbody\r\n`,
+      });
+      ids.push(message.id);
+    }
+    const { store, counted } = countingStore();
+    const unknown = uuidv7();
+    const loaded = await Promise.all([...ids.map((id) => store.load(id)), store.load(unknown)]);
+
+    expect(counted.statements).toBe(1);
+    expect(loaded.pop()).toBeUndefined();
+    loaded.forEach((message, i) => {
+      expect(message?.id).toBe(ids[i]);
+      expect(message?.body?.toString()).toBe(`Subject: number ${i}\r\n\r\nbody\r\n`);
+      expect(message?.recipients.map((r) => r.address)).toEqual([`rcpt${i}@example.net`]);
+    });
+  });
+
+  it("a batch holds at most maxBatchMessages; the rest follow in further statements", async () => {
+    const { project } = await createProjectFixture(ctx.db, ctx.config);
+    const ids: string[] = [];
+    for (let i = 0; i < 10; i++) ids.push((await createQueuedMessageFixture(ctx.db, project)).id);
+    const { store, counted } = countingStore({ maxBatchMessages: 4 });
+    const loaded = await Promise.all(ids.map((id) => store.load(id)));
+    expect(counted.statements).toBe(3);
+    expect(loaded.map((m) => m?.id)).toEqual(ids);
+  });
+
+  it("records share one statement; a superseded one writes nothing while its neighbours are written", async () => {
+    const stale = await queued();
+    const second = await queued();
+    const third = await queued();
+    expect(await store.record(delivered(stale.loaded, new Date()))).toBe(true);
+
+    const { store: batching, counted } = countingStore();
+    const now = new Date(Date.now() - 2_000);
+    const superseded = delivered(stale.loaded, now);
+    superseded.status = "failed";
+    superseded.recipients = superseded.recipients.map((r) => ({ ...r, status: "failed", code: 550 }));
+    const claims = await Promise.all([
+      batching.record(superseded),
+      batching.record(delivered(second.loaded, now)),
+      batching.record(delivered(third.loaded, now)),
+    ]);
+
+    expect(counted.statements).toBe(1);
+    expect(claims).toEqual([false, true, true]);
+    const staleRow = await ctx.db.message.findUniqueOrThrow({
+      where: { id: stale.message.id },
+      include: { recipients: true, deliveryAttempts: true },
+    });
+    expect(staleRow).toMatchObject({ status: "delivered", attempts: 1 });
+    expect(staleRow.deliveryAttempts).toHaveLength(1);
+    expect(staleRow.recipients.every((r) => r.status === "delivered" && r.code === 250)).toBe(true);
+    expect(
+      await ctx.db.auditEvent.count({ where: { projectId: stale.project.id, action: "message.failed" } }),
+    ).toBe(0);
+
+    for (const { project, message } of [second, third]) {
+      const row = await ctx.db.message.findUniqueOrThrow({
+        where: { id: message.id },
+        include: { recipients: true, deliveryAttempts: true },
+      });
+      expect(row).toMatchObject({ status: "delivered", attempts: 1 });
+      expect(row.updatedAt.getTime()).toBe(now.getTime());
+      expect(row.deliveryAttempts.map((a) => [a.number, a.outcome])).toEqual([[1, "delivered"]]);
+      expect(row.recipients.map((r) => [r.status, r.code, r.updatedAt.getTime()])).toEqual([
+        ["delivered", 250, now.getTime()],
+        ["delivered", 250, now.getTime()],
+      ]);
+      const audit = await ctx.db.auditEvent.findMany({
+        where: { projectId: project.id, action: "message.delivered" },
+      });
+      expect(
+        audit.map((a) => [a.createdAt.getTime(), (a.details as { messageId: string }).messageId]),
+      ).toEqual([[now.getTime(), message.id]]);
+      expect(await statsOf(project.id)).toEqual({ queued: 0, delivered: 1 });
+    }
+  });
+
+  it("two runs of one message in the same tick go in separate statements: exactly one claims", async () => {
+    const { message, loaded } = await queued();
+    const { store: batching, counted } = countingStore();
+    const claims = await Promise.all([
+      batching.record(delivered(loaded, new Date())),
+      batching.record({ ...delivered(loaded, new Date()), status: "failed" }),
+    ]);
+    expect(counted.statements).toBe(2);
+    expect(claims).toEqual([true, false]);
+    const row = await ctx.db.message.findUniqueOrThrow({
+      where: { id: message.id },
+      include: { deliveryAttempts: true },
+    });
+    expect(row.status).toBe("delivered");
+    expect(row.deliveryAttempts.map((a) => a.outcome)).toEqual(["delivered"]);
+  });
+
+  it("a record PostgreSQL refuses fails alone: the others of its batch are recorded", async () => {
+    const first = await queued();
+    const poisoned = await queued();
+    const last = await queued();
+    const bad = delivered(poisoned.loaded, new Date());
+    bad.attempt.response = "250 ok\u0000";
+
+    const { store: batching, counted } = countingStore();
+    const settled = await Promise.allSettled([
+      batching.record(delivered(first.loaded, new Date())),
+      batching.record(bad),
+      batching.record(delivered(last.loaded, new Date())),
+    ]);
+
+    // The batch, then each of its three records alone.
+    expect(counted.statements).toBe(4);
+    expect(settled[0]).toEqual({ status: "fulfilled", value: true });
+    expect(settled[1]).toMatchObject({ status: "rejected", reason: { code: "22021" } });
+    expect(settled[2]).toEqual({ status: "fulfilled", value: true });
+    const statuses = await ctx.db.message.findMany({
+      where: { id: { in: [first.message.id, poisoned.message.id, last.message.id] } },
+      select: { id: true, status: true, _count: { select: { deliveryAttempts: true } } },
+    });
+    expect(new Map(statuses.map((m) => [m.id, [m.status, m._count.deliveryAttempts]]))).toEqual(
+      new Map([
+        [first.message.id, ["delivered", 1]],
+        [poisoned.message.id, ["queued", 0]],
+        [last.message.id, ["delivered", 1]],
+      ]),
+    );
+  });
+
+  it("a batch that fails for any other reason fails each of its callers with that error", async () => {
+    const { loaded } = await queued();
+    const { loaded: other } = await queued();
+    const lost = new Error("Connection terminated unexpectedly");
+    const { store: broken, counted } = countingStore({ failWith: lost });
+    const settled = await Promise.allSettled([
+      broken.record(delivered(loaded, new Date())),
+      broken.record(delivered(other, new Date())),
+      broken.load(loaded.id),
+      broken.load(other.id),
+    ]);
+    expect(settled.map((s) => (s.status === "rejected" ? s.reason : s.value))).toEqual([
+      lost,
+      lost,
+      lost,
+      lost,
+    ]);
+    // One record statement and one load statement, not retried message by message.
+    expect(counted.statements).toBe(2);
   });
 });
