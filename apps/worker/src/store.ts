@@ -107,7 +107,7 @@ export function createDeliveryStore(
           createdAt: new Date(row.createdAtMs),
           upstreamUrl: row.upstreamUrl,
           upstreamSecret: row.upstreamSecret,
-          body: row.body,
+          body: row.body === null ? null : Buffer.from(row.body, "base64"),
           recipients: row.recipients,
         };
       });
@@ -227,15 +227,22 @@ function refusedARow(error: unknown): boolean {
   return typeof code === "string" && /^(22|23|40)/.test(code);
 }
 
-interface LoadedRow extends Omit<StoredMessage, "createdAt"> {
+interface LoadedRow extends Omit<StoredMessage, "createdAt" | "body"> {
   createdAtMs: number;
+  /** Base64 (see loadSql). */
+  body: string | null;
 }
 
-/** `extract(epoch …)` of a timestamp without time zone reads it as UTC, which it holds. */
+/**
+ * `extract(epoch …)` of a timestamp without time zone reads it as UTC, which it holds. The body
+ * comes as base64 text rather than bytea: `pg` reads every column as text, and bytea's text form
+ * is hex, twice the body's size to send, hold as a string and decode; base64 is 1.37 times
+ * (PostgreSQL breaks its lines, which Node's decoder skips).
+ */
 const loadSql = `
 SELECT m."id", m."projectId", m."mailFrom", m."status", m."attempts",
        (extract(epoch FROM m."createdAt") * 1000)::float8 AS "createdAtMs",
-       p."upstreamUrl", p."upstreamSecret", b."data" AS "body",
+       p."upstreamUrl", p."upstreamSecret", encode(b."data", 'base64') AS "body",
        (SELECT coalesce(json_agg(json_build_object(
                 'id', r."id", 'address', r."address", 'status', r."status", 'code', r."code",
                 'enhancedCode', r."enhancedCode", 'response', r."response") ORDER BY r."id"), '[]')

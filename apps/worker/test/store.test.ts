@@ -97,6 +97,14 @@ describe("the delivery store (raw SQL on the hot path)", () => {
     expect(await store.load(uuidv7())).toBeUndefined();
   });
 
+  it("loads a body of every byte value (including NUL, CR, LF) byte for byte", async () => {
+    const { project } = await createProjectFixture(ctx.db, ctx.config, { upstream: "smtp://127.0.0.1:2525" });
+    // 1 MiB of all 256 byte values in turn: many lines of the base64 text it travels as.
+    const raw = Buffer.alloc(1024 * 1024, Buffer.from(Array.from({ length: 256 }, (_, i) => i)));
+    const message = await createQueuedMessageFixture(ctx.db, project, { raw });
+    expect((await store.load(message.id))?.body?.equals(raw)).toBe(true);
+  });
+
   it("records status, attempt, recipients, audit event and stats in one statement, times in UTC", async () => {
     const { project, message, loaded } = await queued();
     const now = new Date(Date.now() - 1_000);
