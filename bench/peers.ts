@@ -140,6 +140,9 @@ export async function startPostern(options: {
       HOME: process.env.HOME,
       LOG_LEVEL: "warn",
       HTTP_HOST: "127.0.0.1",
+      // The malloc settings production runs with (Dockerfile ENV, `npm start`).
+      MALLOC_ARENA_MAX: "2",
+      MALLOC_MMAP_THRESHOLD_: "131072",
     };
     const child = spawn(
       process.execPath,

@@ -54,3 +54,21 @@ describe("docker-compose.yml", async () => {
       expect(compose.services[role]?.healthcheck?.test.join(" ")).toContain("/health/ready");
   });
 });
+
+describe("malloc settings of production processes", async () => {
+  const root = new URL("../../../", import.meta.url);
+  const text = (path: string) => readFile(new URL(path, root), "utf8");
+  const settings = ["MALLOC_ARENA_MAX=2", "MALLOC_MMAP_THRESHOLD_=131072"];
+
+  it("are the same in the Docker image, `npm start` and the benchmark's Postern", async () => {
+    const dockerfile = await text("Dockerfile");
+    const start = JSON.parse(await text("package.json")).scripts.start as string;
+    const bench = await text("bench/peers.ts");
+    for (const setting of settings) {
+      expect(dockerfile).toContain(setting);
+      expect(start).toContain(setting);
+      const [name, value] = setting.split("=");
+      expect(bench).toContain(`${name}: "${value}"`);
+    }
+  });
+});
