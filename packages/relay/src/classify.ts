@@ -46,6 +46,18 @@ export function parseReply(reply: string): { code: number | null; enhancedCode: 
   return { code: Number(match[1]), enhancedCode: match[2] ?? null };
 }
 
+/** Longest upstream text stored per attempt and recipient (a reply can be many lines long). */
+const maxResponseLength = 2_000;
+
+/**
+ * An upstream's words as they can be stored: PostgreSQL text and jsonb cannot hold NUL, and a
+ * reply that could not be recorded would fail its delivery forever (re-sending the message each
+ * time), so NUL bytes are dropped; very long replies are cut.
+ */
+function storable(text: string): string {
+  return text.replaceAll("\0", "").trim().slice(0, maxResponseLength);
+}
+
 export function verdictOfReply(reply: string, fallbackCode?: number): UpstreamVerdict {
   const parsed = parseReply(reply);
   const code = parsed.code ?? fallbackCode ?? null;
@@ -53,7 +65,7 @@ export function verdictOfReply(reply: string, fallbackCode?: number): UpstreamVe
     outcome: code === null ? "deferred" : outcomeOfReplyCode(code),
     code,
     enhancedCode: parsed.enhancedCode,
-    response: reply.trim(),
+    response: storable(reply),
   };
 }
 
@@ -62,13 +74,18 @@ export function verdictOfError(error: SmtpClientError): UpstreamVerdict {
   if (error.responseCode !== undefined) {
     const verdict = error.response
       ? verdictOfReply(error.response, error.responseCode)
-      : { ...verdictOfReply("", error.responseCode), response: error.message };
+      : { ...verdictOfReply("", error.responseCode), response: storable(error.message) };
     // A session-level refusal says what was refused, not only the upstream's words.
     return byPhase
-      ? { ...verdict, outcome: byPhase, response: `${error.message}: ${verdict.response}` }
+      ? { ...verdict, outcome: byPhase, response: storable(`${error.message}: ${verdict.response}`) }
       : verdict;
   }
   // No reply at all: refused, reset, timed out, TLS handshake failed. The network or the
   // upstream may recover, so it is retried.
-  return { outcome: byPhase ?? "deferred", code: null, enhancedCode: null, response: error.message };
+  return {
+    outcome: byPhase ?? "deferred",
+    code: null,
+    enhancedCode: null,
+    response: storable(error.message),
+  };
 }

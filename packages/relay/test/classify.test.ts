@@ -14,6 +14,12 @@ describe("classification of upstream answers", () => {
     expect(verdictOfReply(reply)).toEqual({ outcome, code, enhancedCode, response: reply });
   });
 
+  it("keeps replies storable: NUL bytes dropped, very long text cut at 2,000 characters", () => {
+    expect(verdictOfReply("550 5.1.1 no\0 such user\0").response).toBe("550 5.1.1 no such user");
+    expect(verdictOfError({ code: "ESOCKET", message: "reset\0" }).response).toBe("reset");
+    expect(verdictOfReply(`451 4.3.0 ${"x".repeat(5_000)}`).response).toHaveLength(2_000);
+  });
+
   it("parses multi-line replies by their first line", () => {
     expect(parseReply("550-5.7.1 first line\r\n550 5.7.1 second line")).toEqual({
       code: 550,
