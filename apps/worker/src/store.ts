@@ -238,18 +238,26 @@ interface LoadedRow extends Omit<StoredMessage, "createdAt" | "body"> {
  * comes as base64 text rather than bytea: `pg` reads every column as text, and bytea's text form
  * is hex, twice the body's size to send, hold as a string and decode; base64 is 1.37 times
  * (PostgreSQL breaks its lines, which Node's decoder skips).
+ *
+ * Every table is reached through its primary key, per message, whatever the statistics say:
+ * the body and the recipients by correlated subqueries, the project by a LATERAL subquery that
+ * LIMIT keeps from being flattened into a join. As a plain join, a planner working from stale
+ * statistics (a table that grew from empty since its last ANALYZE, as under a burst) chose a
+ * sequential scan of "MessageBody" (every body retained) for each load.
  */
-const loadSql = `
+export const loadSql = `
 SELECT m."id", m."projectId", m."mailFrom", m."status", m."attempts",
        (extract(epoch FROM m."createdAt") * 1000)::float8 AS "createdAtMs",
-       p."upstreamUrl", p."upstreamSecret", encode(b."data", 'base64') AS "body",
+       p."upstreamUrl", p."upstreamSecret",
+       (SELECT encode(b."data", 'base64') FROM "MessageBody" b WHERE b."messageId" = m."id") AS "body",
        (SELECT coalesce(json_agg(json_build_object(
                 'id', r."id", 'address', r."address", 'status', r."status", 'code', r."code",
                 'enhancedCode', r."enhancedCode", 'response', r."response") ORDER BY r."id"), '[]')
         FROM "MessageRecipient" r WHERE r."messageId" = m."id") AS "recipients"
 FROM "Message" m
-JOIN "Project" p ON p."id" = m."projectId"
-LEFT JOIN "MessageBody" b ON b."messageId" = m."id"
+CROSS JOIN LATERAL (
+  SELECT p."upstreamUrl", p."upstreamSecret" FROM "Project" p WHERE p."id" = m."projectId" LIMIT 1
+) p
 WHERE m."id" = ANY($1::uuid[])`;
 
 /**
@@ -297,8 +305,13 @@ function recordParameters(records: AttemptRecord[]): unknown[] {
  * nothing for it; the other messages of the batch are written. `claimed` returns the row as
  * written, so its `updatedAt` is the record's `now` for the recipients and the audit event.
  * The statement-level stats triggers on "Message" see one UPDATE per batch.
+ *
+ * Rows are found by primary key (`= ANY` of the batch's ids) whatever the statistics say. The
+ * status guard is compared as text so that it cannot be answered from the status index: with
+ * statistics taken while few messages were queued, the planner read every queued message through
+ * that index and joined them with the batch, so each record cost as much as the backlog was long.
  */
-const recordSql = `
+export const recordSql = `
 WITH input AS (
   SELECT *
   FROM unnest($1::uuid[], $2::int[], $3::"MessageStatus"[], $4::int[], $5::timestamp(3)[], $6::text[],
@@ -318,7 +331,8 @@ WITH input AS (
       "completedAt" = CASE WHEN i."status" IN ('delivered', 'failed') THEN i."now" ELSE m."completedAt" END,
       "updatedAt" = i."now"
   FROM input i
-  WHERE m."id" = i."messageId" AND m."attempts" = i."loadedAttempts" AND m."status" IN ('queued', 'deferred')
+  WHERE m."id" = ANY($1::uuid[]) AND m."id" = i."messageId" AND m."attempts" = i."loadedAttempts"
+    AND m."status"::text IN ('queued', 'deferred')
   RETURNING m."id", m."projectId", m."updatedAt"
 ), attempt AS (
   INSERT INTO "DeliveryAttempt"
@@ -334,7 +348,7 @@ WITH input AS (
   FROM unnest($18::uuid[], $19::uuid[], $20::text[], $21::int[], $22::text[], $23::text[])
        AS u("messageId", "id", "status", "code", "enhancedCode", "response")
   JOIN claimed c ON c."id" = u."messageId"
-  WHERE r."id" = u."id" AND r."messageId" = c."id"
+  WHERE r."id" = ANY($19::uuid[]) AND r."id" = u."id" AND r."messageId" = c."id"
 ), audit AS (
   INSERT INTO "AuditEvent" ("createdAt", "projectId", "actor", "action", "details")
   SELECT c."updatedAt", c."projectId", 'system', i."auditAction", i."auditDetails"

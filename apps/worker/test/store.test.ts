@@ -12,6 +12,8 @@ import {
   createDeliveryStore,
   type DeliveryStore,
   type DeliveryStoreOptions,
+  loadSql,
+  recordSql,
 } from "../src/store";
 
 let ctx: TestContext;
@@ -401,5 +403,21 @@ describe("concurrent deliveries share statements (group commit)", () => {
     ]);
     // One record statement and one load statement, not retried message by message.
     expect(counted.statements).toBe(2);
+  });
+});
+
+describe("plans of the hot-path statements", () => {
+  // A freshly migrated database has no statistics, as a table that grew since its last ANALYZE
+  // has stale ones: the plans must reach every row by key anyway, or each statement costs as much
+  // as the tables (every retained body, every queued message) are large.
+  it.each([
+    ["load", loadSql],
+    ["record", recordSql],
+  ])("%s reaches rows by primary key, never by a scan of a table or of the status index", async (_, sql) => {
+    const { rows } = await pool.query<{ "QUERY PLAN": string }>(`EXPLAIN (GENERIC_PLAN) ${sql}`);
+    const plan = rows.map((row) => row["QUERY PLAN"]).join("\n");
+    expect(plan).not.toMatch(/Seq Scan on "(Message|MessageBody|MessageRecipient|Project)"/);
+    expect(plan).not.toContain("Message_status_nextAttemptAt_idx");
+    expect(plan).toContain("Message_pkey");
   });
 });
