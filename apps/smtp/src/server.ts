@@ -81,12 +81,18 @@ export async function startSmtp(deps: SmtpDeps, overrides: SmtpListenOverrides =
     metrics,
     log,
   });
+  const acceptor = createAcceptor({
+    sql: sqlPoolOf(deps.db),
+    producer,
+    log,
+    onEnqueueFailed: (count) => metrics.enqueueFailures.inc(count),
+  });
   const { handlers, inData } = createSessionHandlers({
     config,
     log,
     verifier,
     quota: createProjectQuota(redis, config.redisKeyPrefix),
-    acceptor: createAcceptor({ sql: sqlPoolOf(deps.db), producer, log }),
+    acceptor,
     audit,
     metrics,
     inflow,
@@ -194,6 +200,8 @@ export async function startSmtp(deps: SmtpDeps, overrides: SmtpListenOverrides =
         new Promise((resolve) => setTimeout(resolve, config.shutdownTimeoutMs + 1_000).unref()),
       ]);
       await audit.flush();
+      // Jobs of the last messages accepted, so that they need not wait for a sweep.
+      await acceptor.settled();
       await producer.close().catch(() => {});
       await deliveryQueue.close().catch(() => {});
       subscriber.disconnect();

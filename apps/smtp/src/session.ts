@@ -340,7 +340,6 @@ export function createSessionHandlers(deps: SessionDeps) {
           state.log.error({ err: outcome.error }, "message could not be stored");
           return reject(session, "store_unavailable", { details: { size: bytes.length } });
         }
-        if (!outcome.enqueued) metrics.enqueueFailures.inc();
         state.log.info({ messageId: id, size: bytes.length, recipients: recipients.length }, "accepted");
         return accepted(id);
       }

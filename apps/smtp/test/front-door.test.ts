@@ -410,7 +410,7 @@ describe("DATA", () => {
 });
 
 describe("accept", () => {
-  it("stores message, body, recipients and audit event, enqueues it, then answers 250 2.0.0 queued as <id>", async () => {
+  it("stores message, body, recipients and audit event, answers 250 2.0.0 queued as <id>, and enqueues it", async () => {
     const { project: p, smtp: auth } = await project({ senderDomains: ["example.com"] });
     const info = await mailer(auth).sendMail(
       message({
@@ -456,9 +456,9 @@ describe("accept", () => {
       recipients: ["one@example.org", "two@example.org"],
     });
 
+    // The job is added right after the commit that the 250 waited for, not before the 250.
     const queue = new Queue(deliveryQueueName, { connection: ctx.redis, prefix: ctx.redisKeyPrefix });
-    const job = await queue.getJob(id as string);
-    expect(job?.data).toEqual({ messageId: id });
+    await expect.poll(async () => (await queue.getJob(id as string))?.data).toEqual({ messageId: id });
     await queue.close();
   });
 

@@ -66,13 +66,15 @@ async function messages(count: number, options: { size?: number; subject?: (i: n
   };
 }
 
-function acceptAll(
+async function acceptAll(
   list: MessageToAccept[],
   sql: ReturnType<typeof countingPool>["sql"],
   options: AcceptorOptions,
 ) {
   const acceptor = createAcceptor({ sql, producer, log }, options);
-  return Promise.all(list.map((m) => acceptor.accept(m)));
+  const outcomes = await Promise.all(list.map((m) => acceptor.accept(m)));
+  await acceptor.settled();
+  return outcomes;
 }
 
 describe("group commit of accepted messages", () => {
@@ -81,7 +83,7 @@ describe("group commit of accepted messages", () => {
     const { sql, counted } = countingPool();
     const before = Date.now();
     const outcomes = await acceptAll(list, sql, { maxBatchesInFlight: 1 });
-    expect(outcomes.every((o) => o.ok && o.enqueued)).toBe(true);
+    expect(outcomes.every((o) => o.ok)).toBe(true);
     // The first message finds nothing being written and goes alone; the others fill the next batch.
     expect(counted.batchSizes).toEqual([1, 19]);
 
@@ -190,6 +192,27 @@ describe("group commit of accepted messages", () => {
     expect(
       await ctx.db.auditEvent.count({ where: { projectId: project.id, action: "message.accepted" } }),
     ).toBe(4);
+  });
+
+  it("answers once the batch is committed, without waiting for its delivery jobs to be added", async () => {
+    const { list } = await messages(3);
+    const { sql } = countingPool();
+    const held: Array<() => void> = [];
+    const stalled: DeliveryProducer = {
+      ...producer,
+      // Redis slow to answer: no batch's jobs are added until released.
+      enqueueMany: () => new Promise<void>((resolve) => held.push(resolve)),
+    };
+    const acceptor = createAcceptor({ sql, producer: stalled, log });
+    const outcomes = await Promise.all(list.map((m) => acceptor.accept(m)));
+    expect(outcomes.every((o) => o.ok)).toBe(true);
+    expect(await ctx.db.message.count({ where: { id: { in: list.map((m) => m.id) } } })).toBe(3);
+    let settled = false;
+    const settling = acceptor.settled().then(() => (settled = true));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(settled).toBe(false);
+    for (const release of held) release();
+    await settling;
   });
 
   it("a batch that cannot be written answers every message in it store_unavailable and enqueues nothing", async () => {
