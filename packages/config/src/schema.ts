@@ -202,9 +202,9 @@ export const variables = {
     doc: "Deliveries in flight per worker process.",
   },
   DELIVERY_PROJECT_CONCURRENCY: {
-    schema: positiveInt.default(10),
-    default: "10",
-    doc: "Deliveries in flight per project per worker process, so one project's backlog cannot starve the others.",
+    schema: positiveInt.default(20),
+    default: "20",
+    doc: "Connections to a project's upstream (deliveries in flight per project) per worker process, so one project's backlog cannot starve the others. 20 is Postfix's default destination concurrency.",
   },
   WORKER_PROCESSES: {
     schema: z.coerce.number().int("must be a whole number").min(0, "must be 0 or more").default(1),
