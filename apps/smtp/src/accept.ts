@@ -132,7 +132,12 @@ export function createAcceptor(
   /** Commits the messages; returns the error when they were not committed. */
   const store = async (messages: MessageToAccept[]): Promise<Error | undefined> => {
     try {
-      await deps.sql.query(insertStatement(messages.length), insertParameters(messages));
+      await deps.sql.query({
+        // Named, so each connection parses and plans the statement for a batch size once.
+        name: `postern-accept-${messages.length}`,
+        text: insertStatement(messages.length),
+        values: insertParameters(messages),
+      });
       return undefined;
     } catch (error) {
       return error as Error;

@@ -25,12 +25,13 @@ const log = createLogger({ level: "silent" });
 /** The test database's pool, counting the statements the acceptor sends. */
 function countingPool() {
   const pool = sqlPoolOf(ctx.db);
-  const counted = { statements: 0, batchSizes: [] as number[] };
+  const counted = { statements: 0, batchSizes: [] as number[], names: [] as string[] };
   const sql = {
-    query: ((text: string, values: unknown[]) => {
+    query: ((config: { name: string; text: string; values: unknown[] }) => {
       counted.statements++;
-      counted.batchSizes.push((values[1] as string[]).length);
-      return pool.query(text, values);
+      counted.batchSizes.push((config.values[1] as string[]).length);
+      counted.names.push(config.name);
+      return pool.query(config);
     }) as SqlPool["query"],
   };
   return { sql, counted };
@@ -86,6 +87,8 @@ describe("group commit of accepted messages", () => {
     expect(outcomes.every((o) => o.ok)).toBe(true);
     // The first message finds nothing being written and goes alone; the others fill the next batch.
     expect(counted.batchSizes).toEqual([1, 19]);
+    // Named per batch size: each connection plans a statement once, not at every batch.
+    expect(counted.names).toEqual(["postern-accept-1", "postern-accept-19"]);
 
     const stored = await ctx.db.message.findMany({
       where: { projectId: project.id },
