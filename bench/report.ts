@@ -218,17 +218,20 @@ export function checkTargets(report: BenchReport): TargetCheck[] {
     measured: fixed?.arrivalLatencyMs ? `${n0(fixed.arrivalLatencyMs.p99)} ms` : "–",
     met: fixed?.arrivalLatencyMs ? fixed.arrivalLatencyMs.p99 <= 500 : undefined,
   });
-  const peaks = (postern?.scenarios ?? []).filter(isResult).map((s) => s.peakRssBytes.postern ?? 0);
+  // `postern start` forks its delivery worker (WORKER_PROCESSES): the all-in-one relay is that
+  // process and its worker process, so their peaks are added (peaks at different moments: an
+  // upper bound).
+  const together = (bytes: Record<string, number>) => (bytes.postern ?? 0) + (bytes["postern worker"] ?? 0);
+  const peaks = (postern?.scenarios ?? []).filter(isResult).map((s) => together(s.peakRssBytes));
   const peak = peaks.length > 0 ? Math.max(...peaks) : undefined;
   checks.push({
-    target: "peak RSS of the all-in-one process ≤ 350 MB in any scenario",
+    target:
+      "peak RSS of the all-in-one Postern (its process and its forked worker, added) ≤ 350 MB in any scenario",
     measured: peak === undefined ? "–" : `${mb(peak)} MB`,
     met: peak === undefined ? undefined : peak <= 350 * 2 ** 20,
   });
   const single = scenarioOf(postern, "single-25m");
-  const growth = single
-    ? (single.peakRssBytes.postern ?? 0) - (single.startRssBytes.postern ?? 0)
-    : undefined;
+  const growth = single ? together(single.peakRssBytes) - together(single.startRssBytes) : undefined;
   checks.push({
     target: "25 MB message: accepted, delivered, RSS growth ≤ 3 × its size (75 MB)",
     measured:
