@@ -5,15 +5,17 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import pg from "pg";
 
-/** prisma/migrations of the repository this module runs from: its sources or the bundle in dist/. */
-export const defaultMigrationsDir = findMigrationsDir(dirname(fileURLToPath(import.meta.url)));
-
-function findMigrationsDir(from: string): string {
+/**
+ * prisma/migrations of the repository this module runs from: its sources or the bundle in dist/.
+ * Looked up when migrations are applied, not when the module loads: commands that never migrate
+ * (`postern --help`, the operator CLI) work from a copy without prisma/.
+ */
+export function defaultMigrationsDir(from = dirname(fileURLToPath(import.meta.url))): string {
   const candidate = join(from, "prisma", "migrations");
   if (existsSync(candidate)) return candidate;
   const parent = dirname(from);
-  if (parent === from) throw new Error("prisma/migrations not found above the running module");
-  return findMigrationsDir(parent);
+  if (parent === from) throw new MigrationError("prisma/migrations not found above the running Postern");
+  return defaultMigrationsDir(parent);
 }
 
 /** The key Prisma's own migrate engine locks with, so Postern and `prisma migrate` exclude each other. */
@@ -36,7 +38,7 @@ export class MigrationError extends Error {
  */
 export async function migrate(
   connectionString: string,
-  migrationsDir = defaultMigrationsDir,
+  migrationsDir = defaultMigrationsDir(),
 ): Promise<MigrationResult> {
   const migrations = await readMigrations(migrationsDir);
   const client = new pg.Client({ connectionString });

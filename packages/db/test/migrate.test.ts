@@ -58,7 +58,7 @@ describe("migrate", () => {
       url,
       `SELECT * FROM "_prisma_migrations" WHERE migration_name = '20261121000000_init'`,
     );
-    const bytes = await readFile(join(defaultMigrationsDir, "20261121000000_init", "migration.sql"));
+    const bytes = await readFile(join(defaultMigrationsDir(), "20261121000000_init", "migration.sql"));
     expect(row).toMatchObject({
       migration_name: "20261121000000_init",
       checksum: createHash("sha256").update(bytes).digest("hex"),
@@ -82,6 +82,11 @@ describe("migrate", () => {
         "AuditEvent",
       ]),
     );
+  });
+
+  it("finds prisma/migrations above the running module, and says so when there is none", () => {
+    expect(defaultMigrationsDir()).toMatch(/\/prisma\/migrations$/);
+    expect(() => defaultMigrationsDir(tmpdir())).toThrow(MigrationError);
   });
 
   it("applies in name order, and a second run applies nothing", async () => {

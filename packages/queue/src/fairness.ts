@@ -48,14 +48,13 @@ return priorities`;
  */
 export async function enterBacklog(redis: Redis, prefix: string, projectIds: string[]): Promise<number[]> {
   if (projectIds.length === 0) return [];
-  const priorities = (await redis.eval(
+  return (await redis.eval(
     enterScript,
     2,
     backlogKey(prefix),
     lastPriorityKey(prefix),
     ...projectIds,
   )) as number[];
-  return priorities;
 }
 
 /**
