@@ -68,24 +68,27 @@ async function startPostfixSink(port: number): Promise<void> {
 
 /**
  * Records and deletes the dump files that are complete. smtp-sink creates a file when DATA starts
- * and writes as bytes come, so a file modified within `settleMs` may still be growing (a 25 MB
- * message takes a while); it is left for the next round.
+ * and writes through stdio buffers, so a file may stay empty, or hold half a header section, long
+ * after its mtime when the relay sends slowly (1 MiB messages under load: a whole second and
+ * more). A file is taken once it has not changed for `settleMs` and its head holds the
+ * X-Bench-Sent header; one whose head still lacks it is left for a later round, until
+ * `headerlessAfterMs` have passed (the relay dropped the header: counted, not timed).
  */
-async function reapDumpFiles(settleMs = 250): Promise<void> {
+async function reapDumpFiles(settleMs = 250, headerlessAfterMs = 30_000): Promise<void> {
   const now = Date.now();
   const buffer = Buffer.alloc(8192);
   for (const name of await readdir(dumpDir)) {
     const file = join(dumpDir, name);
     try {
       const info = await stat(file);
-      if (now - info.mtimeMs < settleMs) continue;
+      const unchangedMs = now - info.mtimeMs;
+      if (unchangedMs < settleMs) continue;
       const handle = await open(file, "r");
       const { bytesRead } = await handle.read(buffer, 0, buffer.length, 0);
       await handle.close();
-      arrivals.push({
-        sentAt: sentAtFromHead(buffer.toString("latin1", 0, bytesRead)),
-        arrivedAt: info.mtimeMs,
-      });
+      const sentAt = sentAtFromHead(buffer.toString("latin1", 0, bytesRead));
+      if (sentAt === undefined && unchangedMs < headerlessAfterMs) continue;
+      arrivals.push({ sentAt, arrivedAt: info.mtimeMs });
       await rm(file, { force: true });
     } catch {
       // removed concurrently; nothing to record

@@ -1,7 +1,8 @@
+import { createConnection, type Socket } from "node:net";
 import { SmtpSink } from "@postern/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LoadGenerator, Sink, smtpSinkInstalled } from "../children";
-import type { Arrival, LoadSpec } from "../protocol";
+import { type Arrival, benchSentHeader, type LoadSpec } from "../protocol";
 
 let load: LoadGenerator;
 beforeAll(() => {
@@ -51,7 +52,73 @@ describe.each(kinds)("load generator into the %s sink", (kind) => {
     for (const arrival of arrivals)
       expect(arrival.arrivedAt).toBeGreaterThanOrEqual((arrival.sentAt as number) - coarseClock);
   });
+
+  it("does not count a message whose data is still on its way", async () => {
+    const client = await RawSmtpClient.connect(sink.port);
+    for (const command of [
+      "EHLO bench.example",
+      "MAIL FROM:<bench@bench.example>",
+      "RCPT TO:<sink@bench.example>",
+      "DATA",
+    ])
+      await client.command(command);
+    // smtp-sink has created its dump file; nothing of the message is in it yet.
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    expect(await sink.collect()).toEqual([]);
+
+    const sentAt = Date.now();
+    expect(await client.command(`${benchSentHeader}: ${sentAt}\r\nSubject: slow\r\n\r\nbody\r\n.`)).toMatch(
+      /^250/,
+    );
+    await client.close();
+    const arrivals = await arrivalsOf(sink, 1);
+    expect(arrivals.map((a) => a.sentAt)).toEqual([sentAt]);
+  });
 });
+
+/** Just enough of an SMTP client to stop halfway through a transaction. */
+class RawSmtpClient {
+  private buffered = "";
+  private waiting: ((reply: string) => void) | undefined;
+
+  private constructor(private readonly socket: Socket) {
+    socket.setEncoding("latin1");
+    socket.on("data", (chunk: string) => {
+      this.buffered += chunk;
+      // A reply is complete at its last line: code, space, text.
+      const last = /(?:^|\r\n)(\d{3} [^\r\n]*)\r\n$/.exec(this.buffered);
+      if (last && this.waiting) {
+        const reply = this.buffered;
+        this.buffered = "";
+        this.waiting(reply);
+      }
+    });
+  }
+
+  static async connect(port: number): Promise<RawSmtpClient> {
+    const socket = createConnection(port, "127.0.0.1");
+    const client = new RawSmtpClient(socket);
+    await client.reply();
+    return client;
+  }
+
+  command(line: string): Promise<string> {
+    const reply = this.reply();
+    this.socket.write(`${line}\r\n`);
+    return reply;
+  }
+
+  async close(): Promise<void> {
+    await this.command("QUIT");
+    this.socket.destroy();
+  }
+
+  private reply(): Promise<string> {
+    return new Promise((resolve) => {
+      this.waiting = resolve;
+    });
+  }
+}
 
 describe("load generator against an authenticating server", () => {
   let upstream: SmtpSink;
