@@ -332,7 +332,7 @@ describe("POST /v1/messages/:id/retry", () => {
     });
     const queue = new Queue(deliveryQueueName, { connection: ctx.redis, prefix: ctx.config.redisKeyPrefix });
     const job = await queue.getJob(id);
-    expect(job?.data).toEqual({ messageId: id });
+    expect(job?.data).toEqual({ messageId: id, projectId: mine.project.id });
     // Ready to run now (prioritized: the fair scheduler orders ready jobs by project backlog).
     expect(["waiting", "prioritized"]).toContain(await job?.getState());
     const audit = await ctx.db.auditEvent.findFirst({

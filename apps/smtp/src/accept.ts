@@ -64,7 +64,9 @@ export function createAcceptor(
   options: AcceptorOptions = {},
 ): Acceptor {
   const maxMessages = options.maxBatchMessages ?? 64;
-  const maxBytes = options.maxBatchBytes ?? 16 * 1024 * 1024;
+  // Large messages gain little from sharing a commit, and node-postgres builds each statement in
+  // a buffer of its own (a 16 MiB batch held about 48 MB while it was written).
+  const maxBytes = options.maxBatchBytes ?? 4 * 1024 * 1024;
   const maxInFlight = options.maxBatchesInFlight ?? 2;
   const waiting: Waiting[] = [];
   let inFlight = 0;

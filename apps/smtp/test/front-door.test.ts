@@ -458,7 +458,9 @@ describe("accept", () => {
 
     // The job is added right after the commit that the 250 waited for, not before the 250.
     const queue = new Queue(deliveryQueueName, { connection: ctx.redis, prefix: ctx.redisKeyPrefix });
-    await expect.poll(async () => (await queue.getJob(id as string))?.data).toEqual({ messageId: id });
+    await expect
+      .poll(async () => (await queue.getJob(id as string))?.data)
+      .toEqual({ messageId: id, projectId: p.id });
     await queue.close();
   });
 

@@ -1,5 +1,6 @@
 import type { Database } from "@postern/db";
 import type { DeliveryJob } from "@postern/queue";
+import type { UpstreamTransports } from "@postern/relay";
 import type { Registry } from "@postern/telemetry";
 import type { Queue } from "bullmq";
 import { Counter, Gauge, Histogram } from "prom-client";
@@ -11,12 +12,13 @@ export interface DeliveryMetrics {
 
 /**
  * Delivery metrics on the process registry: attempts by outcome, accept → delivered latency,
- * queue depth by state and the age of the oldest message still waiting for delivery. The two
- * gauges are read when Prometheus scrapes, not kept up to date on the hot path.
+ * queue depth by state, jobs waiting for one of their project's connections and the age of the
+ * oldest message still waiting for delivery. The gauges are read when Prometheus scrapes, not
+ * kept up to date on the hot path.
  */
 export function registerDeliveryMetrics(
   registry: Registry,
-  sources: { queue: Queue<DeliveryJob>; db: Database },
+  sources: { queue: Queue<DeliveryJob>; db: Database; transports: UpstreamTransports },
 ): DeliveryMetrics {
   const attempts = new Counter({
     name: "postern_delivery_attempts_total",
@@ -40,6 +42,14 @@ export function registerDeliveryMetrics(
       this.set({ state: "waiting" }, (counts.waiting ?? 0) + (counts.prioritized ?? 0));
       this.set({ state: "delayed" }, counts.delayed ?? 0);
       this.set({ state: "active" }, counts.active ?? 0);
+    },
+  });
+  new Gauge({
+    name: "postern_delivery_waiting_for_connection",
+    help: "Active delivery jobs of this process waiting for one of their project's upstream connections (DELIVERY_PROJECT_CONCURRENCY)",
+    registers: [registry],
+    collect() {
+      this.set(sources.transports.waitingForConnection());
     },
   });
   new Gauge({

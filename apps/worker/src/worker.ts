@@ -37,7 +37,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const transports = new UpstreamTransports({ maxConnections: config.delivery.projectConcurrency });
   const queue = createDeliveryQueue(redis, prefix);
   const producer = createDeliveryProducer(redis, prefix);
-  const metrics = registerDeliveryMetrics(deps.metrics, { queue, db });
+  const metrics = registerDeliveryMetrics(deps.metrics, { queue, db, transports });
   // Two short statements per delivery, never held across the upstream exchange, and grouped
   // across the deliveries in flight: one load and one record statement at a time serve them all.
   const store = createDeliveryStore(sqlPoolOf(db));
@@ -48,8 +48,9 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const worker = createDeliveryWorker(
     redis,
     prefix,
-    async ({ messageId }): Promise<DeliveryJobResult> => {
-      const run = await deliverMessage({ config, store, transports }, messageId);
+    async ({ messageId, projectId }): Promise<DeliveryJobResult> => {
+      const deliver = () => deliverMessage({ config, store, transports }, messageId);
+      const run = await (projectId ? transports.whenConnectionFree(projectId, deliver) : deliver());
       if (run.kind !== "skipped" || run.reason === "already_final") backlog.leave(run.projectId);
       switch (run.kind) {
         case "skipped":

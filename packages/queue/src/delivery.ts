@@ -2,11 +2,16 @@ import { DelayedError, type JobsOptions, Queue, UnrecoverableError, Worker } fro
 import type { Redis } from "ioredis";
 import { enterBacklog } from "./fairness";
 
-/** The queue of delivery work. Its jobs carry only the message id; PostgreSQL has the rest. */
+/** The queue of delivery work. Its jobs carry the message's ids; PostgreSQL has the rest. */
 export const deliveryQueueName = "delivery";
 
 export interface DeliveryJob {
   messageId: string;
+  /**
+   * The project, so that a worker can wait for one of the project's connections before it loads
+   * the body. Absent from jobs queued by earlier versions: those load first, then wait.
+   */
+  projectId?: string;
 }
 
 /** What a message needs to be queued for delivery. */
@@ -79,7 +84,7 @@ export function createDeliveryProducer(connection: Redis, prefix: string): Deliv
     await queue.addBulk(
       messages.map((message, i) => ({
         name: "deliver",
-        data: { messageId: message.id },
+        data: { messageId: message.id, projectId: message.projectId },
         opts: {
           ...deliveryJobOptions,
           jobId: message.id,

@@ -1,5 +1,6 @@
 import nodemailer, { type Transporter } from "nodemailer";
 import type SMTPPool from "nodemailer/lib/smtp-pool";
+import pLimit, { type LimitFunction } from "p-limit";
 import { type UpstreamVerdict, verdictOfError, verdictOfReply } from "./classify";
 import { parseUpstreamUrl } from "./upstream";
 
@@ -58,12 +59,37 @@ interface PooledTransport {
  */
 export class UpstreamTransports {
   private readonly pools = new Map<string, PooledTransport>();
+  /** Per project: deliveries holding one of its `maxConnections` turns, and those waiting for one. */
+  private readonly turns = new Map<string, LimitFunction>();
   private readonly idleTimer: NodeJS.Timeout;
 
   constructor(private readonly options: UpstreamTransportsOptions) {
     const idleCloseMs = options.idleCloseMs ?? 60_000;
     this.idleTimer = setInterval(() => this.closeIdle(idleCloseMs), Math.min(idleCloseMs, 10_000));
     this.idleTimer.unref();
+  }
+
+  /**
+   * Runs `delivery` once the project has a connection's worth of room: at most `maxConnections`
+   * of its deliveries run at once, the others wait here, first come first served. A worker
+   * takes up to DELIVERY_CONCURRENCY jobs; loading a body inside `delivery` rather than before
+   * it bounds the bodies held in memory by the project's connections, instead of keeping the
+   * rest loaded in the pool's queue until a connection frees up.
+   */
+  async whenConnectionFree<T>(projectId: string, delivery: () => Promise<T>): Promise<T> {
+    let limit = this.turns.get(projectId);
+    if (!limit) {
+      limit = pLimit(this.options.maxConnections);
+      this.turns.set(projectId, limit);
+    }
+    return limit(delivery);
+  }
+
+  /** Deliveries waiting in `whenConnectionFree` for a turn of their project, over all projects. */
+  waitingForConnection(): number {
+    let waiting = 0;
+    for (const limit of this.turns.values()) waiting += limit.pendingCount;
+    return waiting;
   }
 
   /** Sends one message through the project's pool and classifies every recipient's answer. */
@@ -136,6 +162,8 @@ export class UpstreamTransports {
   }
 
   private closeIdle(idleCloseMs: number): void {
+    for (const [projectId, limit] of this.turns)
+      if (limit.activeCount === 0 && limit.pendingCount === 0) this.turns.delete(projectId);
     const now = Date.now();
     for (const [projectId, pooled] of this.pools) {
       if (pooled.inFlight === 0 && now - pooled.lastUsedAt > idleCloseMs) {
