@@ -70,28 +70,39 @@ function waitForOutput(child: ChildProcess, pattern: RegExp, timeoutMs: number):
   return new Promise((resolve, reject) => {
     let output = "";
     const timer = setTimeout(
-      () => reject(new Error(`postern did not start in ${timeoutMs} ms:\n${output}`)),
+      () => fail(new Error(`postern did not start in ${timeoutMs} ms:\n${output}`)),
       timeoutMs,
     );
+    // Once started, its output is read and dropped: kept, it grew without end and was searched
+    // again at every chunk, costing the harness CPU that the relays share; unread, a full pipe
+    // would block Postern's log writes.
+    const settle = () => {
+      clearTimeout(timer);
+      child.stdout?.off("data", onData);
+      child.stderr?.off("data", onData);
+      child.off("exit", onExit);
+      child.off("error", onError);
+      child.stdout?.resume();
+      child.stderr?.resume();
+    };
+    const fail = (error: Error) => {
+      settle();
+      reject(error);
+    };
     const onData = (chunk: Buffer) => {
       output += chunk.toString();
       if (pattern.test(output)) {
-        clearTimeout(timer);
+        settle();
         resolve();
       }
     };
+    const onExit = (code: number | null) =>
+      fail(new Error(`postern exited with ${code} while starting:\n${output}`));
+    const onError = (error: Error) => fail(new Error(`postern could not be started: ${error.message}`));
     child.stdout?.on("data", onData);
-    child.stderr?.on("data", (chunk: Buffer) => {
-      output += chunk.toString();
-    });
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      reject(new Error(`postern exited with ${code} while starting:\n${output}`));
-    });
-    child.once("error", (error) => {
-      clearTimeout(timer);
-      reject(new Error(`postern could not be started: ${error.message}`));
-    });
+    child.stderr?.on("data", onData);
+    child.once("exit", onExit);
+    child.once("error", onError);
   });
 }
 
@@ -151,7 +162,9 @@ export async function startPostern(options: {
     const base = {
       PATH: process.env.PATH,
       HOME: process.env.HOME,
-      LOG_LEVEL: "warn",
+      // Production's level: a line per session, accepted and delivered message, as Postfix's
+      // maillog has in its runs.
+      LOG_LEVEL: "info",
       HTTP_HOST: "127.0.0.1",
       // The malloc settings production runs with (Dockerfile ENV, `npm start`).
       MALLOC_ARENA_MAX: "2",
