@@ -1,4 +1,4 @@
-import type { Database } from "@postern/db";
+import type { SqlPool } from "@postern/db";
 import type { DeliveryJob } from "@postern/queue";
 import type { UpstreamTransports } from "@postern/relay";
 import type { Registry } from "@postern/telemetry";
@@ -18,7 +18,7 @@ export interface DeliveryMetrics {
  */
 export function registerDeliveryMetrics(
   registry: Registry,
-  sources: { queue: Queue<DeliveryJob>; db: Database; transports: UpstreamTransports },
+  sources: { queue: Queue<DeliveryJob>; sql: Pick<SqlPool, "query">; transports: UpstreamTransports },
 ): DeliveryMetrics {
   const attempts = new Counter({
     name: "postern_delivery_attempts_total",
@@ -57,12 +57,13 @@ export function registerDeliveryMetrics(
     help: "Age of the oldest queued or deferred message (0 when none)",
     registers: [registry],
     async collect() {
-      const oldest = await sources.db.message.findFirst({
-        where: { status: { in: ["queued", "deferred"] } },
-        orderBy: { createdAt: "asc" },
-        select: { createdAt: true },
-      });
-      this.set(oldest ? (Date.now() - oldest.createdAt.getTime()) / 1000 : 0);
+      // Raw SQL, like the rest of the delivery process (see sweeper.ts).
+      const { rows } = await sources.sql.query<{ oldestMs: number | null }>(
+        `SELECT (extract(epoch FROM min("createdAt")) * 1000)::float8 AS "oldestMs"
+         FROM "Message" WHERE "status" IN ('queued', 'deferred')`,
+      );
+      const oldestMs = rows[0]?.oldestMs;
+      this.set(oldestMs ? (Date.now() - oldestMs) / 1000 : 0);
     },
   });
   return { attempts, latency };

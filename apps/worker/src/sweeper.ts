@@ -1,11 +1,12 @@
 import type { ResolvedConfig } from "@postern/config";
-import type { Database } from "@postern/db";
+import type { SqlPool } from "@postern/db";
 import { type DeliveryJob, type DeliveryProducer, type Redis, resetBacklog } from "@postern/queue";
 import type { Queue } from "bullmq";
 
 export interface SweeperDeps {
   config: Pick<ResolvedConfig, "redisKeyPrefix" | "delivery">;
-  db: Database;
+  /** The process's `pg` pool (`sqlPoolOf`): no Prisma in the worker process, see below. */
+  sql: Pick<SqlPool, "query">;
   redis: Redis;
   queue: Queue<DeliveryJob>;
   producer: DeliveryProducer;
@@ -19,6 +20,33 @@ export interface SweepResult {
 
 const pageSize = 1000;
 
+/*
+ * Raw SQL over the process's pool, as the delivery store's: these were the delivery process's only
+ * Prisma queries, and the first of them loaded Prisma's query compiler, about 65 MB of the worker
+ * process's RSS (docs/benchmarks.md). Timestamps cross as ISO strings cast to `timestamp(3)`, as
+ * in store.ts: the columns hold UTC without a zone.
+ */
+
+/** Messages that must have a job: queued, or deferred with the retry due; by id, after a cursor. */
+const dueSql = `
+SELECT "id", "projectId" FROM "Message"
+WHERE ("status" = 'queued' OR ("status" = 'deferred' AND "nextAttemptAt" <= $1::timestamp(3)))
+  AND ($2::uuid IS NULL OR "id" > $2::uuid)
+ORDER BY "id" LIMIT ${pageSize}`;
+
+interface DueMessage {
+  id: string;
+  projectId: string;
+}
+
+const backlogSql = `
+SELECT "projectId", count(*)::int AS "count" FROM "Message" WHERE "status" = 'queued' GROUP BY "projectId"`;
+
+/** Only finished messages: a pending message's body is the only copy of mail we accepted. */
+const pruneSql = `
+DELETE FROM "MessageBody" b USING "Message" m
+WHERE m."id" = b."messageId" AND b."createdAt" < $1::timestamp(3) AND m."status" IN ('delivered', 'failed')`;
+
 /**
  * PostgreSQL is the truth and Redis only holds work, so the sweeper rebuilds work from truth:
  * every `queued` message and every `deferred` message whose retry is due must have a job; those
@@ -28,19 +56,16 @@ const pageSize = 1000;
  * counts from PostgreSQL and prunes bodies of finished messages past retention.
  */
 export async function sweep(deps: SweeperDeps, now = new Date()): Promise<SweepResult> {
-  const { db, redis, queue, producer, config } = deps;
+  const { sql, redis, queue, producer, config } = deps;
   let requeued = 0;
-  let cursor: string | undefined;
+  let cursor: string | null = null;
   for (;;) {
-    const page = await db.message.findMany({
-      where: { OR: [{ status: "queued" }, { status: "deferred", nextAttemptAt: { lte: now } }] },
-      select: { id: true, projectId: true },
-      orderBy: { id: "asc" },
-      take: pageSize,
-      ...(cursor ? { cursor: { id: cursor }, skip: 1 } : {}),
-    });
+    const { rows: page }: { rows: DueMessage[] } = await sql.query<DueMessage>(dueSql, [
+      now.toISOString(),
+      cursor,
+    ]);
     if (page.length === 0) break;
-    cursor = page[page.length - 1]?.id;
+    cursor = page[page.length - 1]?.id ?? null;
     const exists = redis.pipeline();
     for (const message of page) exists.exists(queue.toKey(message.id));
     const answers = (await exists.exec()) ?? [];
@@ -50,25 +75,13 @@ export async function sweep(deps: SweeperDeps, now = new Date()): Promise<SweepR
     if (page.length < pageSize) break;
   }
 
-  const backlog = await db.message.groupBy({
-    by: ["projectId"],
-    where: { status: "queued" },
-    _count: { _all: true },
-  });
-  await resetBacklog(
-    redis,
-    config.redisKeyPrefix,
-    new Map(backlog.map((row) => [row.projectId, row._count._all])),
-  );
+  const { rows: backlog } = await sql.query<{ projectId: string; count: number }>(backlogSql);
+  await resetBacklog(redis, config.redisKeyPrefix, new Map(backlog.map((row) => [row.projectId, row.count])));
 
   let prunedBodies = 0;
   if (config.delivery.bodyRetentionDays > 0) {
     const cutoff = new Date(now.getTime() - config.delivery.bodyRetentionDays * 86_400_000);
-    // Only finished messages: a pending message's body is the only copy of mail we accepted.
-    const pruned = await db.messageBody.deleteMany({
-      where: { createdAt: { lt: cutoff }, message: { status: { in: ["delivered", "failed"] } } },
-    });
-    prunedBodies = pruned.count;
+    prunedBodies = (await sql.query(pruneSql, [cutoff.toISOString()])).rowCount ?? 0;
   }
   return { requeued, prunedBodies };
 }

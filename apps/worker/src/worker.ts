@@ -37,10 +37,11 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const transports = new UpstreamTransports({ maxConnections: config.delivery.projectConcurrency });
   const queue = createDeliveryQueue(redis, prefix);
   const producer = createDeliveryProducer(redis, prefix);
-  const metrics = registerDeliveryMetrics(deps.metrics, { queue, db, transports });
+  const sql = sqlPoolOf(db);
+  const metrics = registerDeliveryMetrics(deps.metrics, { queue, sql, transports });
   // Two short statements per delivery, never held across the upstream exchange, and grouped
   // across the deliveries in flight: one load and one record statement at a time serve them all.
-  const store = createDeliveryStore(sqlPoolOf(db));
+  const store = createDeliveryStore(sql);
   const backlog = createBacklogLedger(redis, prefix, {
     onError: (error) => log.warn({ err: error }, "backlog counts not updated; the next sweep resets them"),
   });
@@ -82,7 +83,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   void worker.run();
 
   const sweeper = startSweeper(
-    { config, db, redis, queue, producer },
+    { config, sql, redis, queue, producer },
     (result) => {
       if (result.requeued > 0 || result.prunedBodies > 0) log.info(result, "sweep");
     },

@@ -1,4 +1,8 @@
+import { randomUUID } from "node:crypto";
+import { sqlPoolOf } from "@postern/db";
 import { createDeliveryQueue } from "@postern/queue";
+import { UpstreamTransports } from "@postern/relay";
+import { createMetricsRegistry } from "@postern/telemetry";
 import {
   createProjectFixture,
   createQueuedMessageFixture,
@@ -7,6 +11,7 @@ import {
 } from "@postern/testkit";
 import { sweep } from "@postern/worker";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { registerDeliveryMetrics } from "../src/metrics";
 import { producerFor } from "./running";
 
 let ctx: TestContext;
@@ -18,7 +23,7 @@ afterAll(() => ctx?.close());
 function sweeperDeps() {
   return {
     config: ctx.config,
-    db: ctx.db,
+    sql: sqlPoolOf(ctx.db),
     redis: ctx.redis,
     queue: createDeliveryQueue(ctx.redis, ctx.redisKeyPrefix),
     producer: producerFor(ctx),
@@ -62,4 +67,42 @@ it("prunes old bodies of delivered and failed messages only, never of pending on
   expect((await sweep(deps)).requeued).toBe(0);
   await deps.queue.close();
   await deps.producer.close();
+});
+
+it("requeues every due message, a thousand at a time, and the gauge reads the oldest pending one", async () => {
+  const { project } = await createProjectFixture(ctx.db, ctx.config);
+  await ctx.db.message.createMany({
+    data: Array.from({ length: 1_005 }, () => ({
+      id: randomUUID(),
+      projectId: project.id,
+      mailFrom: "sender@example.com",
+      size: 1,
+      sha256: "0".repeat(64),
+    })),
+  });
+  const hourAgo = new Date(Date.now() - 3_600_000);
+  const due = await createQueuedMessageFixture(ctx.db, project);
+  await ctx.db.message.update({
+    where: { id: due.id },
+    data: { status: "deferred", nextAttemptAt: new Date(Date.now() - 1000), createdAt: hourAgo },
+  });
+
+  const deps = sweeperDeps();
+  const transports = new UpstreamTransports({ maxConnections: 1 });
+  try {
+    // The first test's queued message still has its job; these 1,006 get theirs, over two pages.
+    expect((await sweep(deps)).requeued).toBe(1_006);
+    expect(await deps.queue.getJob(due.id)).toBeDefined();
+
+    const registry = createMetricsRegistry();
+    registerDeliveryMetrics(registry, { queue: deps.queue, sql: deps.sql, transports });
+    const exposition = await registry.getSingleMetricAsString("postern_delivery_oldest_pending_seconds");
+    const seconds = Number(/^postern_delivery_oldest_pending_seconds (\S+)$/m.exec(exposition)?.[1]);
+    expect(seconds).toBeGreaterThanOrEqual(3_600);
+    expect(seconds).toBeLessThan(3_700);
+  } finally {
+    transports.close();
+    await deps.queue.close();
+    await deps.producer.close();
+  }
 });
