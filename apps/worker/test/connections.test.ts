@@ -8,7 +8,7 @@ import {
 } from "@postern/testkit";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { producerFor, runWorker } from "./running";
-import { waitForStatus } from "./wait";
+import { until, waitForStatus } from "./wait";
 
 let ctx: TestContext;
 let sink: SmtpSink;
@@ -21,14 +21,6 @@ afterAll(async () => {
   await sink?.stop();
   await ctx?.close();
 });
-
-async function until(condition: () => Promise<boolean> | boolean, what: string, timeoutMs = 10_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
 
 it("loads a message's body only once one of its project's connections is free", async () => {
   const { project } = await createProjectFixture(ctx.db, ctx.config, { upstream: sink.url });

@@ -13,7 +13,7 @@ import {
 } from "@postern/testkit";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { producerFor, runWorker } from "./running";
-import { waitForStatus } from "./wait";
+import { until, waitForStatus } from "./wait";
 
 const cli = join(import.meta.dirname, "../../cli/bin/postern.js");
 
@@ -61,14 +61,6 @@ async function activeJobs(): Promise<number> {
   return ctx.redis.llen(`${ctx.redisKeyPrefix}:delivery:active`);
 }
 
-async function until(condition: () => Promise<boolean>, timeoutMs = 15_000) {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
-}
-
 describe("nothing accepted is lost", () => {
   it("a worker killed with SIGKILL mid-delivery: another worker delivers the message (at most once more)", async () => {
     sink.messages.length = 0;
@@ -80,7 +72,7 @@ describe("nothing accepted is lost", () => {
     await producer.enqueue(message);
     await producer.close();
     // The job is taken and the upstream holds the DATA reply back: kill the worker now.
-    await until(async () => (await activeJobs()) > 0);
+    await until(async () => (await activeJobs()) > 0, "an active delivery job");
     await new Promise((resolve) => setTimeout(resolve, 500));
     first.kill("SIGKILL");
     sink.dataDelayMs = 0;
@@ -134,7 +126,7 @@ describe("nothing accepted is lost", () => {
       await producer.enqueueMany(messages);
       await producer.close();
       // Deliveries are at the upstream, waiting for its DATA reply, when PostgreSQL goes away.
-      await until(async () => (await activeJobs()) > 0);
+      await until(async () => (await activeJobs()) > 0, "an active delivery job");
       await postgres.stop();
       sink.dataDelayMs = 0;
       await new Promise((resolve) => setTimeout(resolve, 2_000));
@@ -159,7 +151,7 @@ describe("nothing accepted is lost", () => {
     sink.dataDelayMs = 1_000;
     const producer = producerFor(ctx);
     await producer.enqueue(inFlight);
-    await until(async () => (await activeJobs()) > 0);
+    await until(async () => (await activeJobs()) > 0, "an active delivery job");
     await worker.stop();
     sink.dataDelayMs = 0;
     // Recorded before stop() returned, not left to another worker.
