@@ -3,7 +3,7 @@ import type { ResolvedConfig } from "@postern/config";
 import { type MessageStatus, uuidv7 } from "@postern/db";
 import { retryDelayMs } from "@postern/queue";
 import type { DeliveryOutcome, RecipientVerdict, UpstreamTransports } from "@postern/relay";
-import type { DeliveryStore } from "./store";
+import type { DeliveryStore, StoredMessage } from "./store";
 
 export interface DeliveryDeps {
   config: Pick<ResolvedConfig, "encryptionKey" | "delivery">;
@@ -23,30 +23,55 @@ export type DeliveryRun =
 
 type RecipientState = "pending" | "delivered" | "failed";
 
+/** A message after its attempt at the upstream, its body let go: what the record is made of. */
+interface Sent {
+  message: Omit<StoredMessage, "body">;
+  startedAt: Date;
+  durationMs: number;
+  upstreamHost: string;
+  verdicts: RecipientVerdict[];
+  transaction: { code: number | null; enhancedCode: string | null; response: string } | undefined;
+}
+
 /**
  * One delivery attempt of one message: read it from PostgreSQL (one query), send it to the
  * pending recipients through the project's pooled transport, and record the attempt, every
  * recipient's result, the message's new status and, when final, its audit event in one
  * statement (see store.ts).
  *
+ * The read and the send take one of the project's connection turns (`projectId`, known from the
+ * job; jobs enqueued before it was carried go without), so that a worker holds at most a body
+ * per connection. The record does not: it waits for a commit shared with other deliveries, and a
+ * turn held through it would leave the connection idle, capping a project's rate at its
+ * connections divided by the whole attempt's time instead of the exchange's.
+ *
  * At least once: a crash after the upstream's 250 and before that statement commits sends the
  * message again on the next run (see docs/delivery.md).
  */
-export async function deliverMessage(deps: DeliveryDeps, messageId: string): Promise<DeliveryRun> {
-  const { store, config } = deps;
-  const message = await store.load(messageId);
-  if (!message) return { kind: "skipped", reason: "unknown_message" };
+export async function deliverMessage(
+  deps: DeliveryDeps,
+  messageId: string,
+  projectId?: string,
+): Promise<DeliveryRun> {
+  const send = () => loadAndSend(deps, messageId);
+  const sent = await (projectId ? deps.transports.whenConnectionFree(projectId, send) : send());
+  return "kind" in sent ? sent : record(deps, sent);
+}
+
+async function loadAndSend(deps: DeliveryDeps, messageId: string): Promise<Sent | DeliveryRun> {
+  const loaded = await deps.store.load(messageId);
+  if (!loaded) return { kind: "skipped", reason: "unknown_message" };
+  const { body, ...message } = loaded;
   if (message.status === "delivered" || message.status === "failed") {
     return { kind: "skipped", reason: "already_final", projectId: message.projectId };
   }
   const pending = message.recipients.filter((r) => r.status === "pending");
-  const attemptNumber = message.attempts + 1;
   const startedAt = new Date();
 
   let upstreamHost = message.upstreamUrl;
   let verdicts: RecipientVerdict[];
-  let transaction: { code: number | null; enhancedCode: string | null; response: string } | undefined;
-  if (!message.body) {
+  let transaction: Sent["transaction"];
+  if (!body) {
     // Retention never prunes pending messages; a missing body means the row was damaged by hand.
     const response = "message body is missing; it cannot be delivered";
     verdicts = pending.map((r) => ({
@@ -58,14 +83,14 @@ export async function deliverMessage(deps: DeliveryDeps, messageId: string): Pro
     }));
   } else if (pending.length > 0) {
     const password = message.upstreamSecret
-      ? openSecret(message.upstreamSecret, config.encryptionKey)
+      ? openSecret(message.upstreamSecret, deps.config.encryptionKey)
       : undefined;
     const result = await deps.transports.relay(
       { projectId: message.projectId, upstreamUrl: message.upstreamUrl, password },
       {
         mailFrom: message.mailFrom,
         recipients: pending.map((r) => r.address),
-        raw: message.body,
+        raw: body,
       },
     );
     upstreamHost = result.upstreamHost;
@@ -75,6 +100,13 @@ export async function deliverMessage(deps: DeliveryDeps, messageId: string): Pro
     verdicts = [];
   }
   const durationMs = Date.now() - startedAt.getTime();
+  return { message, startedAt, durationMs, upstreamHost, verdicts, transaction };
+}
+
+async function record(deps: DeliveryDeps, sent: Sent): Promise<DeliveryRun> {
+  const { store, config } = deps;
+  const { message, startedAt, durationMs, upstreamHost, verdicts, transaction } = sent;
+  const attemptNumber = message.attempts + 1;
 
   const exhausted = attemptNumber >= config.delivery.maxAttempts;
   const stateOf = (outcome: DeliveryOutcome): RecipientState =>

@@ -50,8 +50,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     redis,
     prefix,
     async ({ messageId, projectId }): Promise<DeliveryJobResult> => {
-      const deliver = () => deliverMessage({ config, store, transports }, messageId);
-      const run = await (projectId ? transports.whenConnectionFree(projectId, deliver) : deliver());
+      const run = await deliverMessage({ config, store, transports }, messageId, projectId);
       if (run.kind !== "skipped" || run.reason === "already_final") backlog.leave(run.projectId);
       switch (run.kind) {
         case "skipped":

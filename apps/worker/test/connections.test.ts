@@ -1,3 +1,4 @@
+import { sqlPoolOf } from "@postern/db";
 import { createMetricsRegistry } from "@postern/telemetry";
 import {
   createProjectFixture,
@@ -63,6 +64,40 @@ it("loads a message's body only once one of its project's connections is free", 
   } finally {
     sink.rcptReply = () => undefined;
     sink.dataDelayMs = 0;
+    await worker.stop();
+    await producer.close();
+  }
+});
+
+it("lets the next message use the connection while the last attempt is being recorded", async () => {
+  const { project } = await createProjectFixture(ctx.db, ctx.config, { upstream: sink.url });
+  const [first, second] = await Promise.all(
+    ["first", "second"].map((text) =>
+      createQueuedMessageFixture(ctx.db, project, { raw: `Subject: ${text}\r\n\r\n${text}\r\n` }),
+    ),
+  );
+  if (!first || !second) throw new Error("fixtures");
+  // A transaction holding the first message's row keeps its attempt's record from committing.
+  const holder = await sqlPoolOf(ctx.db).connect();
+  await holder.query("BEGIN");
+  await holder.query(`SELECT 1 FROM "Message" WHERE "id" = $1 FOR UPDATE`, [first.id]);
+
+  const worker = await runWorker(ctx);
+  const producer = producerFor(ctx);
+  const arrived = (id: string) => sink.messages.some((m) => m.raw.toString().includes(`Subject: ${id}`));
+  try {
+    await producer.enqueueMany([first]);
+    await until(() => arrived("first"), "the first message at the upstream");
+    await producer.enqueueMany([second]);
+    // The project's only connection is free again although the first attempt is not recorded.
+    await until(() => arrived("second"), "the second message at the upstream");
+    expect((await ctx.db.message.findUniqueOrThrow({ where: { id: first.id } })).status).toBe("queued");
+
+    await holder.query("ROLLBACK");
+    for (const message of [first, second]) await waitForStatus(ctx.db, message.id, "delivered");
+  } finally {
+    await holder.query("ROLLBACK").catch(() => {});
+    holder.release();
     await worker.stop();
     await producer.close();
   }

@@ -204,7 +204,7 @@ export const variables = {
   DELIVERY_PROJECT_CONCURRENCY: {
     schema: positiveInt.default(20),
     default: "20",
-    doc: "Connections to a project's upstream (deliveries in flight per project) per worker process, so one project's backlog cannot starve the others. 20 is Postfix's default destination concurrency.",
+    doc: "Connections to a project's upstream (messages being read and sent for the project at once) per worker process, so one project's backlog cannot starve the others. 20 is Postfix's default destination concurrency.",
   },
   WORKER_PROCESSES: {
     schema: z.coerce.number().int("must be a whole number").min(0, "must be 0 or more").default(1),
