@@ -28,8 +28,9 @@ export interface ScenarioResult {
 }
 
 /**
- * Rates are taken over the window after a warm-up (10% of the run, at most 2 s: connections,
- * TLS sessions, Postfix's smtpd processes and JIT warm up there); latencies cover every message.
+ * Rates are taken over the window after the scenario's start (10% of the run, at most 2 s: its
+ * connections, TLS sessions and Postfix's smtpd processes are set up there; the relay itself was
+ * warmed up before its first scenario, see `warmUp` in run.ts); latencies cover every message.
  * `arrivals` is undefined for scenarios that deliver nothing (AUTH only); `rates` false for the
  * single-message scenario.
  */
