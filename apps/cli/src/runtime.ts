@@ -28,6 +28,8 @@ export async function openRuntime(options: {
   onAdminTokenGenerated?: (token: string) => void;
   /** Where log lines go; the operator CLI sends them to stderr so that stdout stays parseable. */
   logDestination?: DestinationStream;
+  /** The process runs the delivery worker alone (see `DatabaseOptions.genericPlans`). */
+  workerOnly?: boolean;
 }): Promise<Runtime> {
   const base = loadConfig();
   const log = createLogger({ level: base.logLevel, name: "postern" }, options.logDestination);
@@ -45,7 +47,7 @@ export async function openRuntime(options: {
     };
     const result = await migrate(config.databaseUrl);
     if (result.applied.length > 0) log.info({ migrations: result.applied }, "applied database migrations");
-    const db = createDatabase(config.databaseUrl);
+    const db = createDatabase(config.databaseUrl, { genericPlans: options.workerOnly });
     const redis = createRedis(config.redisUrl);
     return {
       config,

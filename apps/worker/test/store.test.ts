@@ -1,4 +1,4 @@
-import { uuidv7 } from "@postern/db";
+import { createDatabase, sqlPoolOf, uuidv7 } from "@postern/db";
 import {
   createProjectFixture,
   createQueuedMessageFixture,
@@ -419,5 +419,26 @@ describe("plans of the hot-path statements", () => {
     expect(plan).not.toMatch(/Seq Scan on "(Message|MessageBody|MessageRecipient|Project)"/);
     expect(plan).not.toContain("Message_status_nextAttemptAt_idx");
     expect(plan).toContain("Message_pkey");
+  });
+
+  it("in the worker's database the load runs its generic plan instead of being replanned at every run", async () => {
+    const plansOfLoad = async (genericPlans: boolean) => {
+      const db = createDatabase(ctx.databaseUrl, { max: 1, genericPlans });
+      try {
+        const sql = sqlPoolOf(db);
+        const own = createDeliveryStore(sql);
+        const { message } = await queued();
+        for (let run = 0; run < 8; run++) await own.load(message.id);
+        const { rows } = await sql.query<{ generic_plans: string; custom_plans: string }>(
+          `SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE name = 'postern-delivery-load'`,
+        );
+        return rows[0];
+      } finally {
+        await db.$disconnect();
+      }
+    };
+    expect(await plansOfLoad(true)).toEqual({ generic_plans: "8", custom_plans: "0" });
+    // Left to choose, PostgreSQL plans it afresh every time (the reason for the option).
+    expect(await plansOfLoad(false)).toEqual({ generic_plans: "0", custom_plans: "8" });
   });
 });

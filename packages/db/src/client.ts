@@ -8,13 +8,31 @@ export type SqlPool = pg.Pool;
 
 const pools = new WeakMap<Database, SqlPool>();
 
+export interface DatabaseOptions {
+  /** Connections in the pool: a role never needs more than it has concurrent transactions. */
+  max?: number;
+  /**
+   * Run prepared statements with their generic plan (`plan_cache_mode = force_generic_plan`), never
+   * replanning them for each execution's parameters. For a process whose every query is one of
+   * Postern's fixed raw statements, planned to reach rows by key whatever the parameters (the
+   * delivery worker): PostgreSQL otherwise replanned the worker's load statement at every run,
+   * because an array parameter makes the custom plan look cheaper, and the planning took longer
+   * than the execution. Not for processes running Prisma, whose parameterized queries
+   * (statistics, listings) need plans fitted to their parameters.
+   */
+  genericPlans?: boolean;
+}
+
 /**
- * The Prisma client over node-postgres (no query-engine binary). `max` bounds the pool: a role
- * never needs more connections than it has concurrent transactions. The pool is Postern's, so
- * raw statements (`sqlPoolOf`) share its connections; `$disconnect` ends it.
+ * The Prisma client over node-postgres (no query-engine binary). The pool is Postern's, so raw
+ * statements (`sqlPoolOf`) share its connections; `$disconnect` ends it.
  */
-export function createDatabase(connectionString: string, options: { max?: number } = {}): Database {
-  const pool = new pg.Pool({ connectionString, max: options.max ?? 20 });
+export function createDatabase(connectionString: string, options: DatabaseOptions = {}): Database {
+  const pool = new pg.Pool({
+    connectionString,
+    max: options.max ?? 20,
+    ...(options.genericPlans ? { options: "-c plan_cache_mode=force_generic_plan" } : {}),
+  });
   // An idle connection that breaks (PostgreSQL restarted) must not crash the process; the next
   // query reports the failure to its caller.
   pool.on("error", () => {});

@@ -22,6 +22,7 @@ export async function startCommand(requested: string[], options: StartOptions = 
   try {
     runtime = await openRuntime({
       attach: false,
+      workerOnly: selected.length === 1 && selected[0] === "worker",
       onAdminTokenGenerated: (token) =>
         process.stdout.write(
           `\nGenerated the operator token (ADMIN_TOKEN), shown once; it is kept in DATA_DIR/secrets/admin-token:\n  ${token}\n\n`,
