@@ -192,7 +192,6 @@ async function warmUp(peer: Peer, sink: Sink, load: LoadGenerator, options: Opti
     const spec = loadSpecOf(scenarios[name] as Scenario, peer, options.warmup * 1000, 0);
     await drain(sink, await load.run(spec), drainTimeoutMs(options));
   }
-  await sink.collect();
 }
 
 async function runScenario(
