@@ -17,7 +17,7 @@ import { createAcceptor } from "./accept";
 import { createAuditBuffer } from "./audit-buffer";
 import { createInflowControl } from "./inflow";
 import { createSmtpMetrics } from "./metrics";
-import { installReplyCodes } from "./protocol";
+import { adaptSmtpServer } from "./protocol";
 import { replies } from "./replies";
 import { createSessionHandlers } from "./session";
 
@@ -48,7 +48,7 @@ export interface RunningSmtp {
 const redisCommandTimeoutMs = 2_000;
 
 export async function startSmtp(deps: SmtpDeps, overrides: SmtpListenOverrides = {}): Promise<RunningSmtp> {
-  installReplyCodes();
+  adaptSmtpServer();
   const { config } = deps;
   const log = deps.log.child({ role: "smtp" });
 

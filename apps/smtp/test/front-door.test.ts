@@ -107,6 +107,16 @@ describe("greeting and TLS", () => {
     client.close();
   });
 
+  it("greets without a pause: a client that speaks before the greeting is answered, not refused", async () => {
+    // smtp-server's default holds the greeting 100 ms and answers such a client 421 "You talk too soon".
+    const { client, banner } = await RawSmtp.connect(smtp.ports.smtp, { firstBytes: "EHLO early.test\r\n" });
+    expect(banner.code).toBe(220);
+    const ehlo = await client.read();
+    expect(ehlo.code).toBe(250);
+    expect(ehlo.lines).toContain("STARTTLS");
+    client.close();
+  });
+
   it("refuses AUTH before TLS with 538 5.7.11", async () => {
     const { client } = await RawSmtp.connect(smtp.ports.smtp);
     await client.command("EHLO client.test");

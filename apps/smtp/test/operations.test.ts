@@ -130,7 +130,7 @@ describe("PROXY protocol", () => {
     const { ctx: c, smtp: s } = await start({ SMTP_PROXY_PROTOCOL: "true" });
     const { smtp: auth } = await createProjectFixture(c.db, c.config);
     const { client, banner } = await RawSmtp.connect(s.ports.smtp, {
-      proxyHeader: "PROXY TCP4 203.0.113.9 127.0.0.1 40001 2525\r\n",
+      firstBytes: "PROXY TCP4 203.0.113.9 127.0.0.1 40001 2525\r\n",
     });
     expect(banner.code).toBe(220);
     await client.command("EHLO client.test");

@@ -26,12 +26,13 @@ export class RawSmtp {
 
   static async connect(
     port: number,
-    options: { tls?: boolean; proxyHeader?: string } = {},
+    /** `firstBytes`: written at once, before the banner is read (a PROXY header, an early talker). */
+    options: { tls?: boolean; firstBytes?: string } = {},
   ): Promise<{ client: RawSmtp; banner: Reply }> {
     const socket = options.tls
       ? tlsConnect({ port, host: "127.0.0.1", rejectUnauthorized: false })
       : netConnect({ port, host: "127.0.0.1" });
-    if (options.proxyHeader) socket.write(options.proxyHeader);
+    if (options.firstBytes) socket.write(options.firstBytes);
     await new Promise<void>((resolve, reject) => {
       socket.once(options.tls ? "secureConnect" : "connect", () => resolve());
       socket.once("error", reject);
