@@ -6,9 +6,9 @@ import { replies } from "./replies";
  * 4.2.2, 538 → 5.7.0), while CONTRACT §3 fixes specific ones (553 5.7.1, 452 4.5.3, 538 5.7.11).
  * It has no option for that, so its single write method is wrapped once: a text that already
  * starts with an enhanced code is sent as is, and the built-in replies we must word differently
- * are translated. Two more things it cannot be told: hide AUTH from EHLO before TLS, and end the
- * session after a 521. A third, below: greet without a pause. Checked against smtp-server 3.21
- * (apps/smtp/test covers every reply and the greeting).
+ * are translated. Three more things it cannot be told: hide AUTH from EHLO before TLS, end the
+ * session after a 521, and greet without a pause (see `adaptSmtpServer`). Checked against
+ * smtp-server 3.21 (apps/smtp/test covers every reply and the greeting).
  */
 const enhancedCode = /^[245]\.\d{1,3}\.\d{1,3} /;
 
