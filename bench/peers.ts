@@ -44,19 +44,6 @@ export interface Peer {
   stop(): Promise<void>;
 }
 
-/** The delivery worker process `postern start` forked (WORKER_PROCESSES), when it runs. */
-function forkedWorker(parent: number): number | undefined {
-  try {
-    const children = readFileSync(`/proc/${parent}/task/${parent}/children`, "utf8")
-      .split(" ")
-      .filter(Boolean)
-      .map(Number);
-    return children.find((child) => readFileSync(`/proc/${child}/cmdline`, "utf8").includes("--supervised"));
-  } catch {
-    return undefined;
-  }
-}
-
 function pidFromFile(file: string): number | undefined {
   try {
     const pid = Number(readFileSync(file, "utf8").split("\n")[0]?.trim());
@@ -266,13 +253,11 @@ export async function startPostern(options: {
         { name: "postgres", roots: () => [postmaster()].filter((p): p is number => p !== undefined) },
         { name: "redis", roots: () => [redis()].filter((p): p is number => p !== undefined) },
       ],
-      rssProcesses: () => {
-        const workerPid = worker ? worker.pid : forkedWorker(pid);
-        return [
-          { name: "postern", pid },
-          ...(workerPid !== undefined ? [{ name: "postern worker", pid: workerPid }] : []),
-        ];
-      },
+      // All in one, the delivery worker is a thread of `postern start` (WORKER_THREADS).
+      rssProcesses: () => [
+        { name: "postern", pid },
+        ...(worker ? [{ name: "postern worker", pid: worker.pid as number }] : []),
+      ],
       version: { postgresql: pgVersion[0]?.server_version ?? "unknown", redis: redisVersion },
       stop,
     };

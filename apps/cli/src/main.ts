@@ -20,7 +20,7 @@ program
   .command("start")
   .description(`run the relay: every role, or only the named ones (${roleNames.join(", ")})`)
   .argument("[roles...]", "roles to run in this process")
-  // Internal: a worker process forked by `postern start` (apps/cli/src/worker-processes.ts).
+  // Internal: a worker thread started by `postern start` (apps/cli/src/worker-threads.ts).
   .addOption(new Option("--supervised").hideHelp())
   .action((roles: string[], options: { supervised?: boolean }) => startCommand(roles, options));
 

@@ -44,8 +44,8 @@ export interface Config {
     maxAttempts: number;
     concurrency: number;
     projectConcurrency: number;
-    /** Worker processes `postern start` forks when the worker runs beside other roles. */
-    workerProcesses: number;
+    /** Worker threads `postern start` runs when the worker runs beside other roles. */
+    workerThreads: number;
     sweepIntervalMs: number;
     stalledTimeoutMs: number;
     bodyRetentionDays: number;
@@ -65,6 +65,11 @@ export type ResolvedConfig = ConfigWithSecrets & { databaseUrl: string; redisUrl
 
 export type EnvSource = Record<string, string | undefined>;
 
+/** Variables of earlier versions, and what replaced them (CHANGELOG.md). */
+const replacedVariables: Record<string, string> = {
+  WORKER_PROCESSES: "WORKER_THREADS (the delivery worker runs in threads of `postern start`)",
+};
+
 /**
  * Reads the configuration from `env` (by default the process environment, over a `.env` file in
  * `cwd` when present). Throws ConfigError naming the variable and the problem.
@@ -74,6 +79,10 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
   const set = (source: EnvSource) =>
     Object.entries(source).filter(([, v]) => v !== undefined && v.trim() !== "");
   const input = Object.fromEntries([...set(readDotenv(cwd)), ...set(env)]);
+  // A variable that no longer exists would be ignored without a word: name its replacement.
+  for (const [old, replacement] of Object.entries(replacedVariables)) {
+    if (input[old] !== undefined) throw new ConfigError(`${old}: replaced by ${replacement}`);
+  }
   const parsed = environmentSchema.safeParse(input);
   if (!parsed.success) {
     const problems = parsed.error.issues.map((issue) => `${String(issue.path[0])}: ${issue.message}`);
@@ -130,7 +139,7 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
       maxAttempts: e.DELIVERY_MAX_ATTEMPTS,
       concurrency: e.DELIVERY_CONCURRENCY,
       projectConcurrency: e.DELIVERY_PROJECT_CONCURRENCY,
-      workerProcesses: e.WORKER_PROCESSES,
+      workerThreads: e.WORKER_THREADS,
       sweepIntervalMs: e.DELIVERY_SWEEP_INTERVAL * 1000,
       stalledTimeoutMs: e.DELIVERY_STALLED_TIMEOUT * 1000,
       bodyRetentionDays: e.BODY_RETENTION_DAYS,

@@ -199,17 +199,17 @@ export const variables = {
   DELIVERY_CONCURRENCY: {
     schema: positiveInt.default(50),
     default: "50",
-    doc: "Deliveries in flight per worker process.",
+    doc: "Deliveries in flight per worker (each worker thread of `postern start`, each `postern start worker` process).",
   },
   DELIVERY_PROJECT_CONCURRENCY: {
     schema: positiveInt.default(20),
     default: "20",
-    doc: "Connections to a project's upstream (messages being read and sent for the project at once) per worker process, so one project's backlog cannot starve the others. 20 is Postfix's default destination concurrency.",
+    doc: "Connections to a project's upstream (messages being read and sent for the project at once) per worker, so one project's backlog cannot starve the others. 20 is Postfix's default destination concurrency.",
   },
-  WORKER_PROCESSES: {
+  WORKER_THREADS: {
     schema: z.coerce.number().int("must be a whole number").min(0, "must be 0 or more").default(1),
     default: "1",
-    doc: "Delivery worker processes that `postern start` forks when it runs the worker role together with other roles (as `npm start` does), so SMTP and delivery use separate cores. `0` runs the worker inside the same process.",
+    doc: "Delivery worker threads that `postern start` runs when it runs the worker role together with other roles (as `npm start` does), so SMTP and delivery use separate cores in one process. `0` runs the worker on the main thread.",
   },
   DELIVERY_SWEEP_INTERVAL: {
     schema: seconds.default(30),

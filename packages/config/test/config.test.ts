@@ -71,6 +71,13 @@ describe("loadConfig", () => {
     expect(config.smtp.maxMessageSize).toBe(1000);
   });
 
+  it("stops on a replaced variable, naming its replacement, instead of ignoring it", () => {
+    expect(errorOf({ ...production, WORKER_PROCESSES: "2" })).toBe(
+      "WORKER_PROCESSES: replaced by WORKER_THREADS (the delivery worker runs in threads of `postern start`)",
+    );
+    expect(loadConfig({ ...production, WORKER_THREADS: "2" }, cwd).delivery.workerThreads).toBe(2);
+  });
+
   it("accepts ENCRYPTION_KEY as base64", () => {
     const key = Buffer.alloc(32, 7);
     const config = loadConfig({ ...production, ENCRYPTION_KEY: key.toString("base64") }, cwd);

@@ -1,18 +1,21 @@
+import { isMainThread } from "node:worker_threads";
 import { probes, type RunningRole, roleNames, roles } from "../roles";
 import { exitWithStartupError, openRuntime, type Runtime } from "../runtime";
-import { mergedExposition, startWorkerProcesses, superviseThisWorker } from "../worker-processes";
+import { mergedExposition, startWorkerThreads, superviseThisWorker } from "../worker-threads";
 
 export interface StartOptions {
-  /** Internal: this process is a worker forked by `postern start` (see worker-processes.ts). */
+  /** Internal: this is a worker thread started by `postern start` (see worker-threads.ts). */
   supervised?: boolean;
 }
 
 /**
  * `postern start [roles...]`: every role by default, or the named ones for scaling out. Run
- * beside other roles, the worker runs in WORKER_PROCESSES child processes. SIGINT/SIGTERM stop
+ * beside other roles, the worker runs in WORKER_THREADS threads of its own. SIGINT/SIGTERM stop
  * gracefully (exit 0); a second signal exits at once (exit 1).
  */
 export async function startCommand(requested: string[], options: StartOptions = {}): Promise<void> {
+  if (options.supervised && isMainThread)
+    exitWithStartupError(new Error("--supervised is internal to the worker threads of `postern start`"));
   const unknown = requested.filter((role) => !roleNames.includes(role));
   if (unknown.length > 0)
     exitWithStartupError(new Error(`unknown role ${unknown.join(", ")} (roles: ${roleNames.join(", ")})`));
@@ -31,15 +34,15 @@ export async function startCommand(requested: string[], options: StartOptions = 
   } catch (error) {
     exitWithStartupError(error);
   }
-  const forkWorkers =
+  const workerThreads =
     !options.supervised &&
     selected.includes("worker") &&
     selected.length > 1 &&
-    runtime.config.delivery.workerProcesses > 0;
+    runtime.config.delivery.workerThreads > 0;
 
   // The API starts before the workers; its /metrics asks them once they run.
   let workerMetrics: Parameters<typeof mergedExposition>[1] = async () => [];
-  if (forkWorkers) runtime.metricsExposition = mergedExposition(runtime, () => workerMetrics());
+  if (workerThreads) runtime.metricsExposition = mergedExposition(runtime, () => workerMetrics());
 
   const running: { name: string; role: RunningRole }[] = [];
   let stopping = false;
@@ -59,7 +62,7 @@ export async function startCommand(requested: string[], options: StartOptions = 
     runtime.log.info("stopped");
     process.exit(0);
   };
-  // A supervised worker takes its stop requests from superviseThisWorker instead.
+  // A worker thread takes its stop requests from superviseThisWorker instead.
   if (!options.supervised) {
     process.on("SIGINT", () => void stop("SIGINT"));
     process.on("SIGTERM", () => void stop("SIGTERM"));
@@ -70,8 +73,8 @@ export async function startCommand(requested: string[], options: StartOptions = 
       running.push({ name: "probes", role: await probes(runtime) });
     }
     for (const name of selected) {
-      if (name === "worker" && forkWorkers) {
-        const workers = await startWorkerProcesses(runtime, runtime.config.delivery.workerProcesses);
+      if (name === "worker" && workerThreads) {
+        const workers = await startWorkerThreads(runtime, runtime.config.delivery.workerThreads);
         workerMetrics = workers.metricsJson;
         running.push({ name, role: workers });
         continue;
