@@ -94,10 +94,18 @@ export function createDeliveryStore(
         text: loadSql,
         values: [messageIds],
       });
-      const rowById = new Map(result.rows.map((row) => [row.id, row]));
+      // A row per slice of a body (see loadSql); the first slice's row carries the recipients.
+      const loaded = new Map<string, { row: LoadedRow; slices: Buffer[] }>();
+      for (const row of result.rows) {
+        const message = loaded.get(row.id) ?? { row, slices: [] };
+        loaded.set(row.id, message);
+        if (row.body !== null) message.slices[row.part] = Buffer.from(row.body, "base64");
+        if (row.part === 0) message.row = row;
+      }
       return messageIds.map((id) => {
-        const row = rowById.get(id);
-        if (!row) return undefined;
+        const message = loaded.get(id);
+        if (!message) return undefined;
+        const { row, slices } = message;
         return {
           id: row.id,
           projectId: row.projectId,
@@ -107,8 +115,8 @@ export function createDeliveryStore(
           createdAt: new Date(row.createdAtMs),
           upstreamUrl: row.upstreamUrl,
           upstreamSecret: row.upstreamSecret,
-          body: row.body === null ? null : Buffer.from(row.body, "base64"),
-          recipients: row.recipients,
+          body: row.body === null ? null : Buffer.concat(slices),
+          recipients: row.recipients ?? [],
         };
       });
     },
@@ -227,17 +235,33 @@ function refusedARow(error: unknown): boolean {
   return typeof code === "string" && /^(22|23|40)/.test(code);
 }
 
-interface LoadedRow extends Omit<StoredMessage, "createdAt" | "body"> {
+interface LoadedRow extends Omit<StoredMessage, "createdAt" | "body" | "recipients"> {
   createdAtMs: number;
-  /** Base64 (see loadSql). */
+  /** Which slice of the body this row holds, from 0. */
+  part: number;
+  /** A slice of the body, in base64 (see loadSql); null when the message has no body. */
   body: string | null;
+  /** On the row of slice 0 only. */
+  recipients: StoredMessage["recipients"] | null;
 }
+
+/**
+ * Bytes of a body per row of the load. `pg` turns each column into a string; a body's string in
+ * one piece is a large object to V8 (over 128 KiB), which only a full collection frees, and with
+ * 1 MiB messages those strings made the worker's heap swing by about 100 MB between collections
+ * (docs/benchmarks.md). A slice's base64 text, 65,536 characters and PostgreSQL's line breaks,
+ * is an ordinary young object that the next scavenge frees once it is decoded.
+ */
+export const bodySliceBytes = 49_152;
 
 /**
  * `extract(epoch …)` of a timestamp without time zone reads it as UTC, which it holds. The body
  * comes as base64 text rather than bytea: `pg` reads every column as text, and bytea's text form
  * is hex, twice the body's size to send, hold as a string and decode; base64 is 1.37 times
- * (PostgreSQL breaks its lines, which Node's decoder skips).
+ * (PostgreSQL breaks its lines, which Node's decoder skips). It comes in slices of
+ * `bodySliceBytes`, a row each (one row for an empty body or none); `substring` reads only its
+ * slice of the stored body (stored uncompressed, EXTERNAL, for that), and the recipients are
+ * built for the first row only.
  *
  * Every table is reached through its primary key, per message, whatever the statistics say:
  * the body and the recipients by correlated subqueries, the project by a LATERAL subquery that
@@ -249,15 +273,21 @@ export const loadSql = `
 SELECT m."id", m."projectId", m."mailFrom", m."status", m."attempts",
        (extract(epoch FROM m."createdAt") * 1000)::float8 AS "createdAtMs",
        p."upstreamUrl", p."upstreamSecret",
-       (SELECT encode(b."data", 'base64') FROM "MessageBody" b WHERE b."messageId" = m."id") AS "body",
-       (SELECT coalesce(json_agg(json_build_object(
-                'id', r."id", 'address', r."address", 'status', r."status", 'code', r."code",
-                'enhancedCode', r."enhancedCode", 'response', r."response") ORDER BY r."id"), '[]')
-        FROM "MessageRecipient" r WHERE r."messageId" = m."id") AS "recipients"
+       s."part", encode(substring(b."data" FROM s."part" * ${bodySliceBytes} + 1 FOR ${bodySliceBytes}), 'base64') AS "body",
+       CASE WHEN s."part" = 0 THEN
+         (SELECT coalesce(json_agg(json_build_object(
+                  'id', r."id", 'address', r."address", 'status', r."status", 'code', r."code",
+                  'enhancedCode', r."enhancedCode", 'response', r."response") ORDER BY r."id"), '[]')
+          FROM "MessageRecipient" r WHERE r."messageId" = m."id")
+       END AS "recipients"
 FROM "Message" m
 CROSS JOIN LATERAL (
   SELECT p."upstreamUrl", p."upstreamSecret" FROM "Project" p WHERE p."id" = m."projectId" LIMIT 1
 ) p
+LEFT JOIN LATERAL (
+  SELECT b."data" FROM "MessageBody" b WHERE b."messageId" = m."id" LIMIT 1
+) b ON true
+CROSS JOIN LATERAL generate_series(0, greatest((octet_length(b."data") - 1) / ${bodySliceBytes}, 0)) AS s("part")
 WHERE m."id" = ANY($1::uuid[])`;
 
 /**

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { createDatabase, sqlPoolOf, uuidv7 } from "@postern/db";
 import {
   createProjectFixture,
@@ -9,6 +10,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   type AttemptRecord,
+  bodySliceBytes,
   createDeliveryStore,
   type DeliveryStore,
   type DeliveryStoreOptions,
@@ -105,6 +107,24 @@ describe("the delivery store (raw SQL on the hot path)", () => {
     const raw = Buffer.alloc(1024 * 1024, Buffer.from(Array.from({ length: 256 }, (_, i) => i)));
     const message = await createQueuedMessageFixture(ctx.db, project, { raw });
     expect((await store.load(message.id))?.body?.equals(raw)).toBe(true);
+  });
+
+  it("loads bodies at the edges of its slices byte for byte, an empty one as empty and a missing one as null", async () => {
+    const { project } = await createProjectFixture(ctx.db, ctx.config, { upstream: "smtp://127.0.0.1:2525" });
+    const to = ["a@example.net", "b@example.net"];
+    const sizes = [0, 1, bodySliceBytes - 1, bodySliceBytes, bodySliceBytes + 1, 3 * bodySliceBytes];
+    const bodies = sizes.map((size) => randomBytes(size));
+    const messages = await Promise.all(
+      bodies.map((raw) => createQueuedMessageFixture(ctx.db, project, { to, raw })),
+    );
+    const missing = await createQueuedMessageFixture(ctx.db, project, { to });
+    await ctx.db.messageBody.delete({ where: { messageId: missing.id } });
+    // All in one statement, as concurrent deliveries share it.
+    const loaded = await Promise.all([...messages, missing].map((m) => store.load(m.id)));
+    expect(loaded.map((m) => m?.body?.length ?? null)).toEqual([...sizes, null]);
+    const equal = loaded.slice(0, sizes.length).map((m, i) => m?.body?.equals(bodies[i] as Buffer));
+    expect(equal).toEqual(sizes.map(() => true));
+    expect(loaded.map((m) => m?.recipients.length)).toEqual([...sizes.map(() => 2), 2]);
   });
 
   it("records status, attempt, recipients, audit event and stats in one statement, times in UTC", async () => {
