@@ -9,10 +9,9 @@ import type { Runtime } from "./runtime";
  * roles: Node runs JavaScript on one core per thread, and SMTP sessions and deliveries each need
  * one. Threads rather than child processes, because one process carries Node's code, its
  * libraries and its allocator once: at rest 46 MB less than two processes (docs/architecture.md).
- * Each thread has its own event loop, heap and
- * connections to PostgreSQL and Redis, and answers over its message port: ready, metrics, stop.
- * A thread that dies (an uncaught error, its heap exhausted) is replaced; its jobs are picked up
- * again as stalled jobs.
+ * Each thread has its own event loop, heap and connections to PostgreSQL and Redis, and answers
+ * over its message port: ready, metrics, stop. A thread that dies (an uncaught error) is
+ * replaced; its jobs are picked up again as stalled jobs.
  */
 
 type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
