@@ -222,4 +222,16 @@ describe("postern start, with DATABASE_URL and REDIS_URL", () => {
     expect(stderr.trim().split("\n")).toHaveLength(1);
     expect(stderr).toMatch(/^postern: SMTP_PORT: /);
   });
+
+  it("refuses --supervised outside a worker thread of postern start, in one line", async () => {
+    const child = spawn(process.execPath, [bin, "start", "worker", "--supervised"], {
+      env: { ...process.env, ...ctx.env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stderr = "";
+    child.stderr.on("data", (d) => (stderr += d));
+    const code = await new Promise((resolve) => child.on("exit", resolve));
+    expect(code).toBe(1);
+    expect(stderr.trim()).toBe("postern: --supervised is internal to the worker threads of `postern start`");
+  });
 });

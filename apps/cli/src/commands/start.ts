@@ -34,7 +34,7 @@ export async function startCommand(requested: string[], options: StartOptions = 
   } catch (error) {
     exitWithStartupError(error);
   }
-  const workerThreads =
+  const runWorkerInThreads =
     !options.supervised &&
     selected.includes("worker") &&
     selected.length > 1 &&
@@ -42,7 +42,7 @@ export async function startCommand(requested: string[], options: StartOptions = 
 
   // The API starts before the workers; its /metrics asks them once they run.
   let workerMetrics: Parameters<typeof mergedExposition>[1] = async () => [];
-  if (workerThreads) runtime.metricsExposition = mergedExposition(runtime, () => workerMetrics());
+  if (runWorkerInThreads) runtime.metricsExposition = mergedExposition(runtime, () => workerMetrics());
 
   const running: { name: string; role: RunningRole }[] = [];
   let stopping = false;
@@ -73,7 +73,7 @@ export async function startCommand(requested: string[], options: StartOptions = 
       running.push({ name: "probes", role: await probes(runtime) });
     }
     for (const name of selected) {
-      if (name === "worker" && workerThreads) {
+      if (name === "worker" && runWorkerInThreads) {
         const workers = await startWorkerThreads(runtime, runtime.config.delivery.workerThreads);
         workerMetrics = workers.metricsJson;
         running.push({ name, role: workers });
