@@ -1,5 +1,6 @@
 import type { Readable } from "node:stream";
 import addressparser from "nodemailer/lib/addressparser";
+import type { DataHolder } from "./data-budget";
 
 export type ReceivedData =
   | { ok: true; bytes: Buffer }
@@ -14,13 +15,19 @@ const LF = 0x0a;
  * seen (SMTP smuggling relies on them, e.g. "\n.\n" read as end of data by a later hop). Once the
  * message is known to be refused, the rest is read and dropped: at most one message's bytes
  * (MAX_MESSAGE_SIZE) are ever held per session. `bytes` is `prefix` (our trace header) followed by
- * the message, assembled in one copy: for a large message every extra copy is its size again.
+ * the message, assembled in one copy at the end, and on the way by blocks of `blockBytes` (see
+ * there). Every byte kept is first taken from `holder` (SMTP_DATA_MEMORY): until it is granted, the
+ * stream is not read further.
  */
 export async function readMessageData(
   stream: Readable & { sizeExceeded?: boolean },
   prefix: Buffer,
+  holder: DataHolder,
 ): Promise<ReceivedData> {
-  const chunks: Buffer[] = [prefix];
+  await holder.take(prefix.length);
+  const blocks: Buffer[] = [prefix];
+  let chunks: Buffer[] = [];
+  let chunkBytes = 0;
   let length = 0;
   let bareNewline = false;
   // The byte before the current chunk, and whether a CR ended the previous chunk.
@@ -38,12 +45,31 @@ export async function readMessageData(
     }
     if (previous === CR && chunk[0] !== LF) bareNewline = true;
     previous = chunk[chunk.length - 1] ?? previous;
-    if (!bareNewline) chunks.push(chunk);
+    if (bareNewline) continue;
+    chunks.push(chunk);
+    chunkBytes += chunk.length;
+    if (chunkBytes >= blockBytes) {
+      blocks.push(Buffer.concat(chunks, chunkBytes));
+      chunks = [];
+      chunkBytes = 0;
+    }
+    await holder.take(chunk.length);
   }
   if (stream.sizeExceeded) return { ok: false, reason: "size", bytesRead: length };
   if (bareNewline || previous === CR) return { ok: false, reason: "bare_lf", bytesRead: length };
-  return { ok: true, bytes: Buffer.concat(chunks, prefix.length + length) };
+  return { ok: true, bytes: Buffer.concat([...blocks, ...chunks], prefix.length + length) };
 }
+
+/**
+ * A large message is gathered into blocks of this size as it arrives. TLS hands over its bytes
+ * in chunks of at most 16 KiB, each its own allocation from the C heap; a 25 MiB message held as
+ * 1,600 of them until its end left the allocator's arenas holding that much after they were
+ * freed (docs/benchmarks.md, Seventh round). Copied into a block while still young, a chunk is
+ * freed at the next scavenge and its space reused by the next one; a block is above the
+ * allocator's mmap threshold (MALLOC_MMAP_THRESHOLD_, docs/operations.md), so freeing it gives
+ * its memory back to the system. Messages smaller than a block are not copied more.
+ */
+const blockBytes = 256 * 1024;
 
 export interface HeaderSummary {
   /** Addresses of every From header (lower-cased domains are what policy checks). */

@@ -1,7 +1,7 @@
 import { Counter, Gauge, Histogram, type Registry } from "prom-client";
 
 /** The SMTP front end's metrics, registered on the process registry that GET /metrics serves. */
-export function createSmtpMetrics(registry: Registry) {
+export function createSmtpMetrics(registry: Registry, sources: { dataMemoryHeld: () => number }) {
   return {
     sessionsActive: new Gauge({
       name: "postern_smtp_sessions_active",
@@ -40,6 +40,19 @@ export function createSmtpMetrics(registry: Registry) {
       name: "postern_smtp_accept_duration_seconds",
       help: "From end of DATA to the 250 reply: policy checks, the store transaction and the enqueue",
       buckets: [0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers: [registry],
+    }),
+    dataMemoryHeld: new Gauge({
+      name: "postern_smtp_data_memory_bytes",
+      help: "Message bytes the SMTP sessions hold from DATA until stored (bounded by SMTP_DATA_MEMORY)",
+      registers: [registry],
+      collect() {
+        this.set(sources.dataMemoryHeld());
+      },
+    }),
+    dataMemoryWaits: new Counter({
+      name: "postern_smtp_data_memory_waits_total",
+      help: "Times a session receiving DATA stopped reading because the sessions held SMTP_DATA_MEMORY",
       registers: [registry],
     }),
     inflowHeld: new Counter({

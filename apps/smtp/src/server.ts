@@ -15,6 +15,7 @@ import type { Logger, Registry } from "@postern/telemetry";
 import { SMTPServer } from "smtp-server";
 import { createAcceptor } from "./accept";
 import { createAuditBuffer } from "./audit-buffer";
+import { createDataBudget } from "./data-budget";
 import { createInflowControl } from "./inflow";
 import { createSmtpMetrics } from "./metrics";
 import { adaptSmtpServer } from "./protocol";
@@ -70,7 +71,10 @@ export async function startSmtp(deps: SmtpDeps, overrides: SmtpListenOverrides =
   await verifier.subscribe(subscriber);
   const producer = createDeliveryProducer(redis, config.redisKeyPrefix);
   const audit = createAuditBuffer(deps.db, log);
-  const metrics = createSmtpMetrics(deps.metrics);
+  const dataBudget = createDataBudget(config.smtp.dataMemoryBytes, {
+    onWait: () => metrics.dataMemoryWaits.inc(),
+  });
+  const metrics = createSmtpMetrics(deps.metrics, { dataMemoryHeld: dataBudget.held });
   // Polled on the reply-path connection: with Redis gone a poll fails within its command
   // timeout and in-flow control stops holding, instead of waiting on a connection that retries.
   const deliveryQueue = createDeliveryQueue(redis, config.redisKeyPrefix);
@@ -96,6 +100,7 @@ export async function startSmtp(deps: SmtpDeps, overrides: SmtpListenOverrides =
     audit,
     metrics,
     inflow,
+    dataBudget,
   });
 
   const certificateFiles =

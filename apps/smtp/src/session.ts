@@ -14,6 +14,7 @@ import type {
 } from "smtp-server";
 import type { Acceptor } from "./accept";
 import type { AuditBuffer } from "./audit-buffer";
+import type { DataBudget } from "./data-budget";
 import type { InflowControl } from "./inflow";
 import { domainOf, isMailbox, readMessageData, receivedHeader, summariseHeaders } from "./message";
 import type { SmtpMetrics } from "./metrics";
@@ -36,6 +37,7 @@ export interface SessionDeps {
   audit: AuditBuffer;
   metrics: SmtpMetrics;
   inflow: InflowControl;
+  dataBudget: DataBudget;
 }
 
 /** What Postern keeps per SMTP connection, beside smtp-server's own session. */
@@ -277,6 +279,8 @@ export function createSessionHandlers(deps: SessionDeps) {
     ) {
       const state = stateOf(session);
       inData.add(session.id);
+      // Held from the first byte read until the store has answered.
+      const held = deps.dataBudget.holder();
       const startedAt = process.hrtime.bigint();
       receive()
         .then(
@@ -298,7 +302,10 @@ export function createSessionHandlers(deps: SessionDeps) {
             callback(reject(session, "store_unavailable"));
           },
         )
-        .finally(() => inData.delete(session.id));
+        .finally(() => {
+          held.release();
+          inData.delete(session.id);
+        });
 
       async function receive(): Promise<string | Error> {
         const client = clientOf(session);
@@ -317,7 +324,7 @@ export function createSessionHandlers(deps: SessionDeps) {
           recipients,
           at: new Date(),
         });
-        const data = await readMessageData(stream, Buffer.from(trace, "latin1"));
+        const data = await readMessageData(stream, Buffer.from(trace, "latin1"), held);
         if (!data.ok) return reject(session, data.reason, { details: { size: data.bytesRead } });
         const bytes = data.bytes;
         const headers = summariseHeaders(bytes);

@@ -37,6 +37,8 @@ export interface Config {
     inflowBacklog: number;
     /** Longest hold of one transaction. */
     inflowDelayMs: number;
+    /** SMTP_DATA_MEMORY. */
+    dataMemoryBytes: number;
   };
   http: { host: string; port: number; rateLimitPerMinute: number };
   delivery: {
@@ -132,6 +134,7 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
       authFailuresPerKey: e.SMTP_AUTH_FAILURES_PER_KEY,
       inflowBacklog: e.SMTP_INFLOW_BACKLOG,
       inflowDelayMs: e.SMTP_INFLOW_DELAY * 1000,
+      dataMemoryBytes: e.SMTP_DATA_MEMORY,
     },
     http: { host: e.HTTP_HOST, port: e.HTTP_PORT, rateLimitPerMinute: e.API_RATE_LIMIT },
     delivery: {

@@ -156,6 +156,11 @@ export const variables = {
     default: "1",
     doc: "Longest time in seconds (fractions allowed) in-flow control holds one transaction; then it proceeds. In-flow control slows clients down, it never refuses mail.",
   },
+  SMTP_DATA_MEMORY: {
+    schema: positiveInt.default(16777216),
+    default: "16777216",
+    doc: "Message bytes that all SMTP sessions together hold in memory (16 MiB), from DATA until the message is stored. A session that would go over it stops reading its DATA until stored messages free theirs (TCP makes the client wait; nothing is refused). The session that has held bytes longest always goes on, so a message up to `MAX_MESSAGE_SIZE` gets through whatever this is, and the process holds at most this plus one such message.",
+  },
   HTTP_HOST: {
     schema: z.string().min(1).default("0.0.0.0"),
     default: "0.0.0.0",

@@ -1,0 +1,94 @@
+/**
+ * Bounds the message bytes that the SMTP sessions of a process hold together, from DATA until
+ * the message is stored (SMTP_DATA_MEMORY). A message is held whole in memory until its commit;
+ * without a bound, 50 sessions each sending a 25 MiB message would hold 1.25 GB. A session that
+ * would go over the bound stops reading its DATA until stored messages free their bytes: the
+ * stream it reads from stops, smtp-server stops reading the socket, and TCP's window makes the
+ * client wait. Nothing is refused.
+ *
+ * The session that has held bytes longest always goes on, over the bound if need be. Otherwise
+ * sessions that each hold part of a message could all wait for each other; this way one of them
+ * always finishes and frees what it holds, and a message as large as MAX_MESSAGE_SIZE gets
+ * through whatever the bound. What the process holds is at most the bound plus that message.
+ */
+export interface DataBudget {
+  /** A holder for one message's bytes, to release once the message is stored or refused. */
+  holder(): DataHolder;
+  /** Bytes held now (metric). */
+  held(): number;
+}
+
+export interface DataHolder {
+  /** Resolves once `bytes` more may be held; at once when they fit. */
+  take(bytes: number): Promise<void> | undefined;
+  /** Frees everything this holder took, and lets waiting sessions go on. Idempotent. */
+  release(): void;
+}
+
+interface Waiter {
+  holder: DataHolder;
+  bytes: number;
+  resolve: () => void;
+}
+
+export function createDataBudget(limitBytes: number, options: { onWait?: () => void } = {}): DataBudget {
+  let used = 0;
+  // Insertion order is the order holders first took bytes: the first key is the oldest.
+  const holding = new Map<DataHolder, number>();
+  const waiters: Waiter[] = [];
+
+  const oldest = (holder: DataHolder) => holding.keys().next().value === holder;
+  const grant = (holder: DataHolder, bytes: number) => {
+    used += bytes;
+    holding.set(holder, (holding.get(holder) ?? 0) + bytes);
+  };
+  const fits = (holder: DataHolder, bytes: number) =>
+    used === 0 || used + bytes <= limitBytes || oldest(holder);
+
+  const wake = () => {
+    // The oldest holder first, wherever it waits; then the others in the order they came.
+    const first = waiters.findIndex((w) => oldest(w.holder));
+    if (first > 0) waiters.unshift(...waiters.splice(first, 1));
+    while (waiters.length > 0) {
+      const next = waiters[0] as Waiter;
+      if (!fits(next.holder, next.bytes)) return;
+      waiters.shift();
+      grant(next.holder, next.bytes);
+      next.resolve();
+    }
+  };
+
+  return {
+    holder() {
+      let released = false;
+      const holder: DataHolder = {
+        take(bytes) {
+          if (released) return undefined;
+          if ((waiters.length === 0 || oldest(holder)) && fits(holder, bytes)) {
+            grant(holder, bytes);
+            return undefined;
+          }
+          options.onWait?.();
+          return new Promise((resolve) => waiters.push({ holder, bytes, resolve }));
+        },
+        release() {
+          if (released) return;
+          released = true;
+          used -= holding.get(holder) ?? 0;
+          holding.delete(holder);
+          // A session that closed while it waited has nothing more to read.
+          for (let i = waiters.length - 1; i >= 0; i--) {
+            const waiter = waiters[i] as Waiter;
+            if (waiter.holder === holder) {
+              waiters.splice(i, 1);
+              waiter.resolve();
+            }
+          }
+          wake();
+        },
+      };
+      return holder;
+    },
+    held: () => used,
+  };
+}
