@@ -1,4 +1,4 @@
-import type { MessageStatus, RecipientStatus, SqlPool } from "@postern/db";
+import { forEachRow, type MessageStatus, type RecipientStatus, type SqlPool } from "@postern/db";
 
 /** A message as the delivery of one attempt needs it: envelope, body, recipients, upstream. */
 export interface StoredMessage {
@@ -83,29 +83,38 @@ export interface DeliveryStoreOptions {
  * zone of the literal, so the session's TimeZone cannot shift them.
  */
 export function createDeliveryStore(
-  sql: Pick<SqlPool, "query">,
+  sql: Pick<SqlPool, "query" | "connect">,
   options: DeliveryStoreOptions = {},
 ): DeliveryStore {
   const maxMessages = options.maxBatchMessages ?? 64;
   const load = groupStatements(
     async (messageIds: string[]): Promise<Array<StoredMessage | undefined>> => {
-      const result = await sql.query<LoadedRow>({
-        name: "postern-delivery-load",
-        text: loadSql,
-        values: [messageIds],
-      });
       // A row per slice of a body (see loadSql); the first slice's row carries the recipients.
-      const loaded = new Map<string, { row: LoadedRow; slices: Buffer[] }>();
-      for (const row of result.rows) {
-        const message = loaded.get(row.id) ?? { row, slices: [] };
-        loaded.set(row.id, message);
-        if (row.body !== null) message.slices[row.part] = Buffer.from(row.body, "base64");
-        if (row.part === 0) message.row = row;
-      }
+      // Each slice is decoded into its place in its body as it is read, and its text dropped: the
+      // bodies of a batch are never all held as text, and each is one buffer of its exact size.
+      const loaded = new Map<string, { row: LoadedRow; body: Buffer | null; decoded: number }>();
+      await forEachRow<LoadedRow>(
+        sql,
+        { name: "postern-delivery-load", text: loadSql, values: [messageIds] },
+        (row) => {
+          let message = loaded.get(row.id);
+          if (!message) {
+            const body = row.bodyBytes === null ? null : Buffer.allocUnsafe(row.bodyBytes);
+            message = { row, body, decoded: 0 };
+            loaded.set(row.id, message);
+          }
+          if (message.body && row.body !== null)
+            message.decoded += message.body.write(row.body, row.part * bodySliceBytes, "base64");
+          row.body = null;
+          if (row.part === 0) message.row = row;
+        },
+      );
       return messageIds.map((id) => {
         const message = loaded.get(id);
         if (!message) return undefined;
-        const { row, slices } = message;
+        const { row, body, decoded } = message;
+        if (body && decoded !== body.length)
+          throw new Error(`message ${id}: decoded ${decoded} of its body's ${body.length} bytes`);
         return {
           id: row.id,
           projectId: row.projectId,
@@ -115,7 +124,7 @@ export function createDeliveryStore(
           createdAt: new Date(row.createdAtMs),
           upstreamUrl: row.upstreamUrl,
           upstreamSecret: row.upstreamSecret,
-          body: row.body === null ? null : Buffer.concat(slices),
+          body,
           recipients: row.recipients ?? [],
         };
       });
@@ -241,6 +250,8 @@ interface LoadedRow extends Omit<StoredMessage, "createdAt" | "body" | "recipien
   part: number;
   /** A slice of the body, in base64 (see loadSql); null when the message has no body. */
   body: string | null;
+  /** The whole body's size; null when the message has no body. */
+  bodyBytes: number | null;
   /** On the row of slice 0 only. */
   recipients: StoredMessage["recipients"] | null;
 }
@@ -273,6 +284,7 @@ export const loadSql = `
 SELECT m."id", m."projectId", m."mailFrom", m."status", m."attempts",
        (extract(epoch FROM m."createdAt") * 1000)::float8 AS "createdAtMs",
        p."upstreamUrl", p."upstreamSecret",
+       octet_length(b."data") AS "bodyBytes",
        s."part", encode(substring(b."data" FROM s."part" * ${bodySliceBytes} + 1 FOR ${bodySliceBytes}), 'base64') AS "body",
        CASE WHEN s."part" = 0 THEN
          (SELECT coalesce(json_agg(json_build_object(

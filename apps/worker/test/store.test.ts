@@ -249,7 +249,10 @@ describe("the delivery store (raw SQL on the hot path)", () => {
   });
 });
 
-/** A store whose statements are counted, over `query` (which fails with `failWith` when given). */
+/**
+ * A store whose statements are counted (which fail with `failWith` when given): records through
+ * `query`, loads through a connection of their own (`connect`).
+ */
 function countingStore(options: DeliveryStoreOptions & { failWith?: Error } = {}) {
   const counted = { statements: 0 };
   const query = ((...args: Parameters<pg.Pool["query"]>) => {
@@ -257,7 +260,12 @@ function countingStore(options: DeliveryStoreOptions & { failWith?: Error } = {}
     if (options.failWith) return Promise.reject(options.failWith);
     return (pool.query as (...a: typeof args) => unknown)(...args);
   }) as pg.Pool["query"];
-  return { store: createDeliveryStore({ query }, options), counted };
+  const connect = (() => {
+    counted.statements++;
+    if (options.failWith) return Promise.reject(options.failWith);
+    return pool.connect();
+  }) as pg.Pool["connect"];
+  return { store: createDeliveryStore({ query, connect }, options), counted };
 }
 
 async function statsOf(projectId: string) {

@@ -47,3 +47,41 @@ export function sqlPoolOf(db: Database): SqlPool {
   if (!pool) throw new Error("sqlPoolOf: this Database was not made by createDatabase");
   return pool;
 }
+
+/**
+ * Runs one statement and hands each row to `onRow` as it is read, without keeping the rows: what
+ * a row holds can be freed while the next ones arrive (node-postgres keeps every row of a
+ * result until its end otherwise). Rejects with the statement's error, or with the first error
+ * `onRow` threw, once the statement has ended.
+ */
+export async function forEachRow<Row>(
+  pool: Pick<SqlPool, "connect">,
+  statement: { name?: string; text: string; values?: unknown[] },
+  onRow: (row: Row) => void,
+): Promise<void> {
+  const client = await pool.connect();
+  let failure: unknown;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      const query = new pg.Query(statement);
+      // A 'row' listener without a callback is what makes node-postgres drop each row after it.
+      query.on("row", (row: Row) => {
+        if (failure !== undefined) return;
+        try {
+          onRow(row);
+        } catch (error) {
+          failure = error;
+        }
+      });
+      query.on("end", () => resolve());
+      query.on("error", reject);
+      client.query(query);
+    });
+  } catch (error) {
+    // As pool.query does: a connection whose statement failed is not reused.
+    client.release(error as Error);
+    throw error;
+  }
+  client.release();
+  if (failure !== undefined) throw failure;
+}

@@ -1,4 +1,11 @@
-export { createDatabase, type Database, type DatabaseOptions, type SqlPool, sqlPoolOf } from "./client";
+export {
+  createDatabase,
+  type Database,
+  type DatabaseOptions,
+  forEachRow,
+  type SqlPool,
+  sqlPoolOf,
+} from "./client";
 export * from "./generated/client";
 export { uuidv7 } from "./ids";
 export { defaultMigrationsDir, MigrationError, type MigrationResult, migrate } from "./migrate";
