@@ -30,7 +30,7 @@ export interface ApiDependencies {
   redis: Redis;
   log: Logger;
   metrics: Registry;
-  /** What GET /metrics serves when it is more than `metrics` (worker processes merged in). */
+  /** What GET /metrics serves when it is more than `metrics` (worker threads merged in). */
   metricsExposition?: MetricsExposition;
   /** Schedules retries; created on `redis` when not given. */
   deliveryProducer?: DeliveryProducer;

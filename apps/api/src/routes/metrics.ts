@@ -6,7 +6,7 @@ import { z } from "zod";
 
 const httpDurationName = "postern_http_request_duration_seconds";
 
-/** What `/metrics` serves: a prom-client Registry, or one that merges several processes' registries. */
+/** What `/metrics` serves: a prom-client Registry, or one that merges several threads' registries. */
 export interface MetricsExposition {
   contentType: string;
   metrics(): Promise<string>;
@@ -14,7 +14,7 @@ export interface MetricsExposition {
 
 /**
  * `GET /metrics` serves the process's one registry, so the SMTP and delivery roles' metrics appear
- * here when they run in the same process (or in worker processes `postern start` forked, merged
+ * here when they run in the same process (or in worker threads of `postern start`, merged
  * in); the API adds its request latency by route.
  */
 export function metricsRoutes(registry: MetricsExposition): FastifyPluginAsyncZod {
