@@ -76,7 +76,7 @@ export function createDataBudget(limitBytes: number, options: { onWait?: () => v
           released = true;
           used -= holding.get(holder) ?? 0;
           holding.delete(holder);
-          // A session that closed while it waited has nothing more to read.
+          // A take still waiting when its holder is released is let go, not left in the queue.
           for (let i = waiters.length - 1; i >= 0; i--) {
             const waiter = waiters[i] as Waiter;
             if (waiter.holder === holder) {
