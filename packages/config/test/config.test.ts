@@ -45,6 +45,13 @@ describe("loadConfig", () => {
     expect(config.logLevel).toBe("info");
     expect(config.smtp.inflowBacklog).toBe(1000);
     expect(config.smtp.inflowDelayMs).toBe(1000);
+    expect(config.smtp.dataMemoryBytes).toBe(16 * 1024 * 1024);
+  });
+
+  it("reads SMTP_DATA_MEMORY in bytes", () => {
+    expect(loadConfig({ ...production, SMTP_DATA_MEMORY: "1048576" }, cwd).smtp.dataMemoryBytes).toBe(
+      1048576,
+    );
   });
 
   it("reads in-flow control's backlog (0 disables it) and delay (fractions of a second)", () => {
@@ -104,6 +111,8 @@ describe("loadConfig", () => {
     [{ SMTP_INFLOW_DELAY: "0" }, "SMTP_INFLOW_DELAY: must be a number of seconds greater than 0"],
     [{ SMTP_INFLOW_DELAY: "1s" }, "SMTP_INFLOW_DELAY:"],
     [{ SMTP_INFLOW_DELAY: "120" }, "SMTP_INFLOW_DELAY: must be at most 60 seconds"],
+    [{ SMTP_DATA_MEMORY: "0" }, "SMTP_DATA_MEMORY: must be greater than 0"],
+    [{ SMTP_DATA_MEMORY: "16MB" }, "SMTP_DATA_MEMORY:"],
     [
       { SMTP_TLS_CERT: "/nonexistent/cert.pem" },
       "SMTP_TLS_CERT: set SMTP_TLS_CERT and SMTP_TLS_KEY together",
