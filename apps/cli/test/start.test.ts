@@ -164,6 +164,30 @@ describe("the production bundle (dist/postern.mjs)", () => {
     started.child.kill("SIGINT");
     expect(await started.exited).toBe(0);
   }, 60_000);
+
+  it("loads the API's and the SMTP server's libraries only where those roles run", async () => {
+    // What a process or worker thread evaluates at start: the entry, the chunks it imports
+    // statically, and their packages (ES imports are all evaluated before any code runs). The
+    // roles' chunks come later, by dynamic import, in the process or thread that runs the role.
+    const dist = join(bundle, "..");
+    const packages = new Set<string>();
+    const seen = new Set<string>();
+    const visit = async (file: string) => {
+      if (seen.has(file)) return;
+      seen.add(file);
+      const code = await readFile(file, "utf8");
+      for (const [, specifier] of code.matchAll(/^import\s[^;]*?["']([^"']+)["'];?$/gms)) {
+        if (specifier?.startsWith(".")) await visit(join(file, "..", specifier));
+        else if (specifier && !specifier.startsWith("node:")) packages.add(specifier);
+      }
+    };
+    await visit(bundle);
+    expect([...seen].length).toBeGreaterThan(1);
+    expect([...packages]).toEqual(expect.arrayContaining(["pino", "zod", "pg", "bullmq", "ioredis"]));
+    for (const role of ["fastify", "@fastify/swagger", "@fastify/swagger-ui", "smtp-server", "selfsigned"])
+      expect([...packages]).not.toContain(role);
+    expect((await readdir(join(dist, "chunks"))).length).toBeGreaterThan(0);
+  });
 });
 
 describe("postern start, with DATABASE_URL and REDIS_URL", () => {

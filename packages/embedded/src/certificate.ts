@@ -1,6 +1,5 @@
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { generate } from "selfsigned";
 
 export interface CertificatePair {
   cert: string;
@@ -9,6 +8,9 @@ export interface CertificatePair {
 
 /** A self-signed certificate for `hostname`, localhost and 127.0.0.1: development and tests only. */
 export async function selfSignedCertificate(hostname: string): Promise<CertificatePair> {
+  // Loaded when a certificate is made, once per DATA_DIR: node-forge under it is 2 MB of heap that
+  // every process and worker thread would otherwise carry from its start.
+  const { generate } = await import("selfsigned");
   const pems = await generate([{ name: "commonName", value: hostname }], {
     keySize: 2048,
     notAfterDate: new Date(Date.now() + 825 * 86_400_000),
