@@ -153,9 +153,10 @@ export async function startPostern(options: {
       // maillog has in its runs.
       LOG_LEVEL: "info",
       HTTP_HOST: "127.0.0.1",
-      // The malloc settings production runs with (Dockerfile ENV, `npm start`).
+      // The malloc and V8 heap settings production runs with (Dockerfile ENV, `npm start`).
       MALLOC_ARENA_MAX: "2",
       MALLOC_MMAP_THRESHOLD_: "131072",
+      NODE_OPTIONS: "--max-old-space-size=512 --max-semi-space-size=8",
     };
     const child = spawn(
       process.execPath,

@@ -1,4 +1,6 @@
+import { execFile } from "node:child_process";
 import { access, readFile } from "node:fs/promises";
+import { promisify } from "node:util";
 import { variables } from "@postern/config";
 import { describe, expect, it } from "vitest";
 import { parse } from "yaml";
@@ -55,20 +57,39 @@ describe("docker-compose.yml", async () => {
   });
 });
 
-describe("malloc settings of production processes", async () => {
+describe("malloc and V8 heap settings of production processes", async () => {
   const root = new URL("../../../", import.meta.url);
   const text = (path: string) => readFile(new URL(path, root), "utf8");
-  const settings = ["MALLOC_ARENA_MAX=2", "MALLOC_MMAP_THRESHOLD_=131072"];
+  const nodeOptions = "--max-old-space-size=512 --max-semi-space-size=8";
+  const settings: [string, string][] = [
+    ["MALLOC_ARENA_MAX", "2"],
+    ["MALLOC_MMAP_THRESHOLD_", "131072"],
+    ["NODE_OPTIONS", nodeOptions],
+  ];
 
   it("are the same in the Docker image, `npm start` and the benchmark's Postern", async () => {
     const dockerfile = await text("Dockerfile");
     const start = JSON.parse(await text("package.json")).scripts.start as string;
     const bench = await text("bench/peers.ts");
-    for (const setting of settings) {
-      expect(dockerfile).toContain(setting);
-      expect(start).toContain(setting);
-      const [name, value] = setting.split("=");
+    for (const [name, value] of settings) {
+      const shell = value.includes(" ") ? `${name}="${value}"` : `${name}=${value}`;
+      expect(dockerfile).toContain(shell);
+      expect(start).toContain(shell);
       expect(bench).toContain(`${name}: "${value}"`);
     }
+  });
+
+  it("are V8 flags Node takes from NODE_OPTIONS, and worker threads get them too", async () => {
+    // Node refuses most V8 flags in NODE_OPTIONS (the process would not start); these two it takes.
+    // The limit is the old generation's 512 MB plus the young generation's three 8 MB semi-spaces.
+    const script = `const v8 = require("node:v8");
+const { Worker } = require("node:worker_threads");
+const limit = () => v8.getHeapStatistics().heap_size_limit / 1048576;
+new Worker("require('node:worker_threads').parentPort.postMessage(require('node:v8').getHeapStatistics().heap_size_limit / 1048576)", { eval: true })
+  .on("message", (thread) => console.log(JSON.stringify({ main: limit(), thread })));`;
+    const { stdout } = await promisify(execFile)(process.execPath, ["-e", script], {
+      env: { PATH: process.env.PATH ?? "", NODE_OPTIONS: nodeOptions },
+    });
+    expect(JSON.parse(stdout)).toEqual({ main: 536, thread: 536 });
   });
 });
