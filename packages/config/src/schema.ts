@@ -147,8 +147,8 @@ export const variables = {
     doc: "Failed SMTP AUTH attempts allowed per API key (username) within 15 minutes, from any IP; then AUTH with that key gets `421 4.7.0` until the window ends.",
   },
   SMTP_INFLOW_BACKLOG: {
-    schema: z.coerce.number().int("must be a whole number").min(0, "must be 0 or more").default(1000),
-    default: "1000",
+    schema: z.coerce.number().int("must be a whole number").min(0, "must be 0 or more").default(250),
+    default: "250",
     doc: "In-flow control, like Postfix's `in_flow_delay`: while this many delivery jobs or more wait for a worker, a new transaction is held at `MAIL FROM` (for at most `SMTP_INFLOW_DELAY`), so clients slow down to the delivery rate instead of the queue growing without bound. `0` disables it.",
   },
   SMTP_INFLOW_DELAY: {

@@ -43,7 +43,7 @@ describe("loadConfig", () => {
     expect(config.delivery.backoffSeconds).toEqual([60, 300, 900, 3600, 14400]);
     expect(config.delivery.maxAttempts).toBe(10);
     expect(config.logLevel).toBe("info");
-    expect(config.smtp.inflowBacklog).toBe(1000);
+    expect(config.smtp.inflowBacklog).toBe(250);
     expect(config.smtp.inflowDelayMs).toBe(1000);
     expect(config.smtp.dataMemoryBytes).toBe(16 * 1024 * 1024);
   });
