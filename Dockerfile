@@ -3,12 +3,12 @@ FROM node:20-bookworm-slim
 
 WORKDIR /app
 # glibc's malloc as Node servers that move large buffers want it (docs/operations.md, Memory):
-# two arenas instead of eight per core, and buffers of 128 KiB and more mapped and unmapped on
-# their own, so memory freed after a large message goes back to the system.
+# two arenas instead of eight per core, and buffers of 16 KiB and more (a TLS record's worth)
+# mapped and unmapped on their own, so memory freed after large messages goes back to the system.
 ENV NODE_ENV=production \
     DATA_DIR=/var/lib/postern \
     MALLOC_ARENA_MAX=2 \
-    MALLOC_MMAP_THRESHOLD_=131072
+    MALLOC_MMAP_THRESHOLD_=16384
 
 COPY package.json package-lock.json ./
 COPY prisma ./prisma

@@ -63,7 +63,7 @@ describe("malloc and V8 heap settings of production processes", async () => {
   const nodeOptions = "--max-old-space-size=512 --max-semi-space-size=8";
   const settings: [string, string][] = [
     ["MALLOC_ARENA_MAX", "2"],
-    ["MALLOC_MMAP_THRESHOLD_", "131072"],
+    ["MALLOC_MMAP_THRESHOLD_", "16384"],
     ["NODE_OPTIONS", nodeOptions],
   ];
 

@@ -65,9 +65,9 @@ export async function readMessageData(
  * in chunks of at most 16 KiB, each its own allocation from the C heap; a 25 MiB message held as
  * 1,600 of them until its end left the allocator's arenas holding that much after they were
  * freed (docs/benchmarks.md, Seventh round). Copied into a block while still young, a chunk is
- * freed at the next scavenge and its space reused by the next one; a block is above the
- * allocator's mmap threshold (MALLOC_MMAP_THRESHOLD_, docs/operations.md), so freeing it gives
- * its memory back to the system. Messages smaller than a block are not copied more.
+ * freed at the next scavenge; a block is above the allocator's mmap threshold
+ * (MALLOC_MMAP_THRESHOLD_, docs/operations.md), so freeing it gives its memory back to the
+ * system. Messages smaller than a block are not copied more.
  */
 const blockBytes = 256 * 1024;
 
