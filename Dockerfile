@@ -27,7 +27,7 @@ RUN npm ci --omit=dev --no-audit --no-fund \
 # V8's heap limits (docs/operations.md, Memory): the old generation's limit also sets how far it
 # grows between full collections, and Node's default on a large machine lets it reach 4 times what
 # is live. Set after the install, which is not a Postern process.
-ENV NODE_OPTIONS="--max-old-space-size=512 --max-semi-space-size=8"
+ENV NODE_OPTIONS=--max-old-space-size=512
 
 USER node
 EXPOSE 587 465 8080

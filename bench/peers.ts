@@ -156,7 +156,7 @@ export async function startPostern(options: {
       // The malloc and V8 heap settings production runs with (Dockerfile ENV, `npm start`).
       MALLOC_ARENA_MAX: "2",
       MALLOC_MMAP_THRESHOLD_: "16384",
-      NODE_OPTIONS: "--max-old-space-size=512 --max-semi-space-size=8",
+      NODE_OPTIONS: "--max-old-space-size=512",
     };
     const child = spawn(
       process.execPath,
