@@ -24,7 +24,7 @@ RUN npm ci --omit=dev --no-audit --no-fund \
  && npm cache clean --force \
  && mkdir -p /var/lib/postern && chown node:node /var/lib/postern
 
-# V8's heap limits (docs/operations.md, Memory): the old generation's limit also sets how far it
+# V8's old-generation limit (docs/operations.md, Memory): it also sets how far the generation
 # grows between full collections, and Node's default on a large machine lets it reach 4 times what
 # is live. Set after the install, which is not a Postern process.
 ENV NODE_OPTIONS=--max-old-space-size=512

@@ -24,7 +24,8 @@ export type FromWorker =
   | { type: "metrics"; id: number; metrics: MetricsJson };
 
 // Run from the sources, a thread starts the tsx launcher; inside the bundle (dist/postern.mjs,
-// scripts/bundle.mjs), the bundle itself.
+// scripts/bundle.mjs), the bundle's entry itself: this module is in the entry file, since only the
+// roles are split off into chunks (the bundle test starts a thread from it).
 const self = fileURLToPath(import.meta.url);
 const entry = self.endsWith(".ts") ? fileURLToPath(new URL("../bin/postern.js", import.meta.url)) : self;
 const restartDelayMs = 1000;
