@@ -16,8 +16,9 @@ const LF = 0x0a;
  * message is known to be refused, the rest is read and dropped: at most one message's bytes
  * (MAX_MESSAGE_SIZE) are ever held per session. `bytes` is `prefix` (our trace header) followed by
  * the message, assembled in one copy at the end, and on the way by blocks of `blockBytes` (see
- * there). Every byte kept is first taken from `holder` (SMTP_DATA_MEMORY): until it is granted, the
- * stream is not read further.
+ * there). Every byte kept is counted against `holder` (SMTP_DATA_MEMORY) as its chunk arrives:
+ * until the count is granted, the stream is not read further, so a waiting session holds that
+ * one chunk beyond the bound.
  */
 export async function readMessageData(
   stream: Readable & { sizeExceeded?: boolean },
