@@ -1,4 +1,4 @@
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import { type CertificatePair, selfSignedCertificate } from "@postern/embedded";
 import { SMTPServer, type SMTPServerOptions } from "smtp-server";
 
@@ -11,6 +11,8 @@ export interface ReceivedMessage {
   /** Whether the session was encrypted when DATA was sent. */
   secure: boolean;
   receivedAt: Date;
+  /** smtp-server's id of the session it came over: which messages shared a connection. */
+  sessionId: string;
 }
 
 /** A reply the sink gives instead of accepting: e.g. { code: 451, message: "4.3.0 try later" }. */
@@ -37,11 +39,14 @@ export class SmtpSink {
   readonly messages: ReceivedMessage[] = [];
   /** Per-recipient answer at RCPT; undefined accepts. */
   rcptReply: (address: string) => SinkReply | undefined = () => undefined;
+  /** Answer at MAIL FROM, given the transaction's number within its session (from 1); undefined accepts. */
+  mailReply: (transaction: number) => SinkReply | undefined = () => undefined;
   /** Answer at end of DATA; undefined accepts. */
   dataReply: (message: ReceivedMessage) => SinkReply | undefined = () => undefined;
   /** Milliseconds to wait before answering DATA (to observe in-flight deliveries). */
   dataDelayMs = 0;
   private server: SMTPServer | undefined;
+  private readonly sockets = new Set<Socket>();
   private waiters: { count: number; resolve: () => void }[] = [];
   port = 0;
 
@@ -82,6 +87,16 @@ export class SmtpSink {
     });
   }
 
+  /** Client connections open now. */
+  get openConnections(): number {
+    return this.sockets.size;
+  }
+
+  /** Hangs up on every client, as an upstream that restarts or times out idle sessions does. */
+  dropConnections(): void {
+    for (const socket of this.sockets) socket.destroy();
+  }
+
   /** Stops listening: new connections are refused until `up()`. */
   async down(): Promise<void> {
     const server = this.server;
@@ -111,6 +126,11 @@ export class SmtpSink {
           callback(Object.assign(new Error("5.7.8 bad credentials"), { responseCode: 535 }));
         }
       },
+      onMailFrom: (_address, session, callback) => {
+        const reply = this.mailReply(session.transaction);
+        if (reply) callback(Object.assign(new Error(reply.message), { responseCode: reply.code }));
+        else callback();
+      },
       onRcptTo: (address, _session, callback) => {
         const reply = this.rcptReply(address.address);
         if (reply) callback(Object.assign(new Error(reply.message), { responseCode: reply.code }));
@@ -127,6 +147,7 @@ export class SmtpSink {
             user: typeof session.user === "string" ? session.user : undefined,
             secure: session.secure,
             receivedAt: new Date(),
+            sessionId: session.id,
           };
           setTimeout(() => {
             const reply = this.dataReply(message);
@@ -140,6 +161,10 @@ export class SmtpSink {
     };
     const server = new SMTPServer(serverOptions);
     server.on("error", () => {});
+    server.server.on("connection", (socket: Socket) => {
+      this.sockets.add(socket);
+      socket.once("close", () => this.sockets.delete(socket));
+    });
     await new Promise<void>((resolve, reject) => {
       server.server.once("error", reject);
       server.listen(this.port, "127.0.0.1", () => resolve());

@@ -1,0 +1,105 @@
+import { type RelayEnvelope, UpstreamTransports } from "@postern/relay";
+import { SmtpSink } from "@postern/testkit";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+
+let sink: SmtpSink;
+let transports: UpstreamTransports;
+beforeEach(async () => {
+  sink = await SmtpSink.start({ starttls: false });
+});
+afterEach(async () => {
+  transports?.close();
+  await sink?.stop();
+});
+
+const envelope = (n: number, recipients = ["rcpt@example.net"]): RelayEnvelope => ({
+  mailFrom: "sender@example.com",
+  recipients,
+  raw: Buffer.from(`Subject: message ${n}\r\n\r\nbody ${n}\r\n`),
+});
+const upstream = () => ({ projectId: "project", upstreamUrl: sink.url, password: undefined });
+const sessionsOf = (messages: SmtpSink["messages"]) => new Set(messages.map((m) => m.sessionId)).size;
+
+async function until(condition: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+describe("a project's connections to its upstream", () => {
+  it("carries many messages over at most maxConnections sessions", async () => {
+    transports = new UpstreamTransports({ maxConnections: 2 });
+    const results = await Promise.all(
+      Array.from({ length: 12 }, (_, n) => transports.relay(upstream(), envelope(n))),
+    );
+    expect(results.map((r) => r.verdict.outcome)).toEqual(Array(12).fill("delivered"));
+    expect(sink.messages).toHaveLength(12);
+    expect(sessionsOf(sink.messages)).toBeLessThanOrEqual(2);
+    expect(sink.openConnections).toBeLessThanOrEqual(2);
+  });
+
+  it("replaces a session after maxMessagesPerConnection messages", async () => {
+    transports = new UpstreamTransports({ maxConnections: 1, maxMessagesPerConnection: 3 });
+    for (let n = 0; n < 7; n++) await transports.relay(upstream(), envelope(n));
+    expect(sink.messages).toHaveLength(7);
+    expect(sessionsOf(sink.messages)).toBe(3);
+    await until(() => sink.openConnections === 1, "the exhausted sessions to close");
+  });
+
+  it("keeps the session after the upstream refuses a message (RSET), and sends the next over it", async () => {
+    transports = new UpstreamTransports({ maxConnections: 1 });
+    sink.rcptReply = (address) =>
+      address === "unknown@example.net" ? { code: 550, message: "5.1.1 no such user" } : undefined;
+    const refused = await transports.relay(upstream(), envelope(1, ["unknown@example.net"]));
+    expect(refused.verdict).toMatchObject({ outcome: "failed", code: 550, enhancedCode: "5.1.1" });
+    sink.dataReply = (message) =>
+      message.raw.includes("message 2") ? { code: 554, message: "5.6.0 content refused" } : undefined;
+    const rejected = await transports.relay(upstream(), envelope(2));
+    expect(rejected.verdict).toMatchObject({ outcome: "failed", code: 554 });
+    const delivered = await transports.relay(upstream(), envelope(3));
+    expect(delivered.verdict.outcome).toBe("delivered");
+    expect(sink.messages.map((m) => m.raw.toString())).toEqual([envelope(3).raw.toString()]);
+    expect(sink.openConnections).toBe(1);
+  });
+
+  it("sends over a fresh session when the upstream drops a kept one before the message (421 at MAIL)", async () => {
+    transports = new UpstreamTransports({ maxConnections: 1 });
+    await transports.relay(upstream(), envelope(1));
+    // The kept session's next transaction is refused with 421, as an upstream shutting down says.
+    sink.mailReply = (transaction) =>
+      transaction === 2 ? { code: 421, message: "4.3.2 shutting down" } : undefined;
+    const result = await transports.relay(upstream(), envelope(2));
+    expect(result.verdict.outcome).toBe("delivered");
+    expect(sink.messages).toHaveLength(2);
+    expect(sessionsOf(sink.messages)).toBe(2);
+  });
+
+  it("does not reuse a session the upstream hung up on while it was idle", async () => {
+    transports = new UpstreamTransports({ maxConnections: 1 });
+    await transports.relay(upstream(), envelope(1));
+    sink.dropConnections();
+    await until(() => sink.openConnections === 0, "the upstream to hang up");
+    const result = await transports.relay(upstream(), envelope(2));
+    expect(result.verdict.outcome).toBe("delivered");
+    expect(sessionsOf(sink.messages)).toBe(2);
+  });
+
+  it("defers, not fails, when the upstream cannot be reached, and delivers once it is back", async () => {
+    transports = new UpstreamTransports({ maxConnections: 2 });
+    await sink.down();
+    const results = await Promise.all([1, 2, 3].map((n) => transports.relay(upstream(), envelope(n))));
+    for (const result of results) expect(result.verdict).toMatchObject({ outcome: "deferred", code: null });
+    await sink.up();
+    const result = await transports.relay(upstream(), envelope(4));
+    expect(result.verdict.outcome).toBe("delivered");
+  });
+
+  it("closes a project's sessions once it has been idle for idleCloseMs", async () => {
+    transports = new UpstreamTransports({ maxConnections: 2, idleCloseMs: 100 });
+    await Promise.all([1, 2].map((n) => transports.relay(upstream(), envelope(n))));
+    expect(sink.openConnections).toBeGreaterThan(0);
+    await until(() => sink.openConnections === 0, "the idle sessions to close");
+  });
+});
