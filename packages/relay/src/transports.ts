@@ -1,4 +1,4 @@
-import { PassThrough } from "node:stream";
+import { Readable } from "node:stream";
 import SMTPConnection from "nodemailer/lib/smtp-connection";
 import pLimit, { type LimitFunction } from "p-limit";
 import { type UpstreamVerdict, verdictOfError, verdictOfReply } from "./classify";
@@ -162,9 +162,7 @@ export class UpstreamTransports {
       const connection = await this.take(pool);
       const reused = connection.messages > 0;
       connection.messages += 1;
-      // A stream rather than the buffer itself, only so that `readableDidRead` tells whether the
-      // upstream got as far as the message's bytes.
-      const message = new PassThrough().end(envelope.raw);
+      const message = bodyStream(envelope.raw);
       try {
         const info = await new Promise<SMTPConnection.SentMessageInfo>((resolve, reject) => {
           connection.smtp.send(
@@ -322,6 +320,28 @@ export class UpstreamTransports {
       }
     }
   }
+}
+
+/** Bytes of a body handed to the SMTP client at a time. */
+const bodySliceBytes = 65_536;
+
+/**
+ * The body as a stream of slices of the stored buffer (not copies). The client's dot-stuffing
+ * writes a new buffer for each chunk it is given: given the body whole, a 25 MB message had a
+ * second 25 MB copy waiting in the socket; given slices, it has one slice's copy at a time, as
+ * the socket drains. And a stream's `readableDidRead` tells whether the upstream got as far as
+ * the message's bytes.
+ */
+function bodyStream(raw: Buffer): Readable {
+  let offset = 0;
+  return new Readable({
+    read() {
+      const end = Math.min(offset + bodySliceBytes, raw.length);
+      if (end > offset) this.push(raw.subarray(offset, end));
+      offset = end;
+      if (offset >= raw.length) this.push(null);
+    },
+  });
 }
 
 /** The session itself went away (closed, reset, timed out, 421): not a verdict on the message. */

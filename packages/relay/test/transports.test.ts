@@ -40,6 +40,18 @@ describe("a project's connections to its upstream", () => {
     expect(sink.openConnections).toBeLessThanOrEqual(2);
   });
 
+  it("sends a body of several slices byte for byte, dots at the slices' edges included", async () => {
+    transports = new UpstreamTransports({ maxConnections: 1 });
+    // 64-byte lines after a 64-byte head, each starting with a dot: a line starts at every
+    // multiple of 64, so at each 64 KiB edge the CRLF ends one slice and the dot begins the next.
+    const head = `Subject: large\r\n\r\n${"p".repeat(44)}\r\n`;
+    const raw = Buffer.from(head + `.${"d".repeat(61)}\r\n`.repeat(5_000));
+    expect(head.length).toBe(64);
+    const result = await transports.relay(upstream(), { ...envelope(1), raw });
+    expect(result.verdict.outcome).toBe("delivered");
+    expect(sink.messages[0]?.raw.equals(raw)).toBe(true);
+  });
+
   it("replaces a session after maxMessagesPerConnection messages", async () => {
     transports = new UpstreamTransports({ maxConnections: 1, maxMessagesPerConnection: 3 });
     for (let n = 0; n < 7; n++) await transports.relay(upstream(), envelope(n));
