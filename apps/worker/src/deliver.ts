@@ -35,7 +35,7 @@ interface Sent {
 
 /**
  * One delivery attempt of one message: read it from PostgreSQL (one query), send it to the
- * pending recipients through the project's pooled transport, and record the attempt, every
+ * pending recipients over one of the project's upstream connections, and record the attempt, every
  * recipient's result, the message's new status and, when final, its audit event in one
  * statement (see store.ts).
  *
