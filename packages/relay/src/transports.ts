@@ -191,11 +191,9 @@ export class UpstreamTransports {
   /** A free connection of the pool, a new one while it has fewer than `maxConnections`, or the next one freed. */
   private async take(pool: ProjectPool): Promise<UpstreamConnection> {
     for (;;) {
+      // `discard` takes a connection out of `idle` as it closes it: what is there is open.
       const idle = pool.idle.pop();
-      if (idle) {
-        if (!idle.closed) return idle;
-        continue;
-      }
+      if (idle) return idle;
       if (pool.open < this.options.maxConnections) {
         pool.open += 1;
         return this.connect(pool);
@@ -203,7 +201,7 @@ export class UpstreamTransports {
       const handed = await new Promise<UpstreamConnection | undefined>((resolve) =>
         pool.waiting.push(resolve),
       );
-      if (handed && !handed.closed) return handed;
+      if (handed) return handed;
     }
   }
 
