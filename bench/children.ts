@@ -4,7 +4,17 @@ import { existsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { freePort } from "@postern/embedded";
-import type { Arrival, LoadReply, LoadResult, LoadSpec, SinkKind, SinkReply, SinkRequest } from "./protocol";
+import type {
+  Arrival,
+  ForwarderReply,
+  ForwarderRequest,
+  LoadReply,
+  LoadResult,
+  LoadSpec,
+  SinkKind,
+  SinkReply,
+  SinkRequest,
+} from "./protocol";
 
 const benchDir = dirname(fileURLToPath(import.meta.url));
 
@@ -81,4 +91,15 @@ export class LoadGenerator {
   stop(): void {
     this.process.disconnect();
   }
+}
+
+/** Starts the forwarder (bench/forwarder.ts) on `port`; it stops when the runner disconnects. */
+export async function startForwarderProcess(settings: Omit<ForwarderRequest, "type">): Promise<ChildProcess> {
+  const child = forkTs("forwarder.ts");
+  await request<ForwarderReply>(
+    child,
+    { type: "start", ...settings } satisfies ForwarderRequest,
+    (r) => r.type === "ready",
+  );
+  return child;
 }

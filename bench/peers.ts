@@ -14,6 +14,7 @@ import { issueApiToken, issueSmtpCredential, smtpKeyPrefix } from "@postern/auth
 import { createDatabase, type Database } from "@postern/db";
 import { freePort } from "@postern/embedded";
 import { parseUpstreamUrl } from "@postern/relay";
+import { startForwarderProcess } from "./children";
 import type { ProcessGroup } from "./procstat";
 import { type SmtpLogin, waitForPort } from "./protocol";
 
@@ -24,8 +25,11 @@ async function bundlePostern(repositoryRoot: string): Promise<void> {
   await run(process.execPath, [join(repositoryRoot, "scripts/bundle.mjs")]);
 }
 
-/** `ceiling`: no relay, the load generator straight into the sink: what the machine can show at best. */
-export type PeerName = "ceiling" | "postfix" | "postern";
+/**
+ * `ceiling`: no relay, the load generator straight into the sink: what the machine can show at best.
+ * `forwarder`: smtp-server and Postern's upstream pool with nothing stored (bench/forwarder.ts).
+ */
+export type PeerName = "ceiling" | "forwarder" | "postfix" | "postern";
 
 export interface Peer {
   name: PeerName;
@@ -268,7 +272,7 @@ export async function startPostern(options: {
   }
 }
 
-/** SIGTERM is Postern's graceful stop (drains, stops its embedded services); SIGKILL after 60 s. */
+/** SIGTERM: Postern's graceful stop (drains, stops its embedded services), the forwarder's end; SIGKILL after 60 s. */
 async function stopChild(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null) return;
   const exited = new Promise((resolve) => child.once("exit", resolve));
@@ -289,6 +293,24 @@ export function ceiling(sinkPort: number): Peer {
     rssProcesses: () => [],
     version: {},
     stop: async () => {},
+  };
+}
+
+/** The forwarder (bench/forwarder.ts): logins as Postfix's, one password shared by all. */
+export async function startForwarder(options: { sinkPort: number; freshLogins: number }): Promise<Peer> {
+  const smtpPort = await freePort();
+  const password = randomBytes(18).toString("base64url");
+  const child = await startForwarderProcess({ port: smtpPort, sinkPort: options.sinkPort, password });
+  const pid = child.pid as number;
+  return {
+    name: "forwarder",
+    smtpPort,
+    login: { username: "bench", password },
+    freshLogins: Array.from({ length: options.freshLogins }, (_, i) => ({ username: `fresh${i}`, password })),
+    groups: [{ name: "forwarder", roots: () => [pid] }],
+    rssProcesses: () => [{ name: "forwarder", pid }],
+    version: {},
+    stop: () => stopChild(child),
   };
 }
 

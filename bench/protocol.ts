@@ -15,6 +15,9 @@ export type SinkKind = "smtp-sink" | "smtp-server";
 export type SinkRequest = { type: "start"; kind: SinkKind; port: number } | { type: "collect" };
 export type SinkReply = { type: "ready"; pid: number } | { type: "arrivals"; arrivals: Arrival[] };
 
+export type ForwarderRequest = { type: "start"; port: number; sinkPort: number; password: string };
+export type ForwarderReply = { type: "ready"; pid: number };
+
 export interface SmtpLogin {
   username: string;
   password: string;

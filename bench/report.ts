@@ -154,16 +154,17 @@ function peerTable(peer: PeerReport): string {
 const ratio = (a: number | undefined, b: number | undefined) =>
   a === undefined || b === undefined || !b ? "–" : `${(a / b).toFixed(2)}×`;
 
-function ratioTable(postern: PeerReport, postfix: PeerReport): string {
+/** `ours` against `theirs`, scenario by scenario: rates as ours / theirs, latency as theirs / ours. */
+function ratioTable(ours: PeerReport, theirs: PeerReport, oursName: string, theirsName: string): string {
   const rows = [
-    "| scenario | accepted/s Postern / Postfix | delivered/s Postern / Postfix | send→arrival p99 Postfix / Postern |",
+    `| scenario | accepted/s ${oursName} / ${theirsName} | delivered/s ${oursName} / ${theirsName} | send→arrival p99 ${theirsName} / ${oursName} |`,
     "|---|--:|--:|--:|",
   ];
-  for (const ours of postern.scenarios) {
-    const theirs = postfix.scenarios.find((s) => s.scenario === ours.scenario);
-    if (!isResult(ours) || !isResult(theirs)) continue;
+  for (const mine of ours.scenarios) {
+    const other = theirs.scenarios.find((s) => s.scenario === mine.scenario);
+    if (!isResult(mine) || !isResult(other)) continue;
     rows.push(
-      `| ${ours.scenario} | ${ratio(ours.acceptedPerSecond, theirs.acceptedPerSecond)} | ${ratio(ours.deliveredPerSecond, theirs.deliveredPerSecond)} | ${ratio(theirs.arrivalLatencyMs?.p99, ours.arrivalLatencyMs?.p99)} |`,
+      `| ${mine.scenario} | ${ratio(mine.acceptedPerSecond, other.acceptedPerSecond)} | ${ratio(mine.deliveredPerSecond, other.deliveredPerSecond)} | ${ratio(other.arrivalLatencyMs?.p99, mine.arrivalLatencyMs?.p99)} |`,
     );
   }
   return rows.join("\n");
@@ -171,6 +172,7 @@ function ratioTable(postern: PeerReport, postfix: PeerReport): string {
 
 const titles: Record<PeerName, string> = {
   ceiling: "Ceiling: the load generator straight into the sink (no relay, no TLS, no AUTH)",
+  forwarder: "Forwarder: smtp-server and Postern's upstream pool, nothing stored (bench/forwarder.ts)",
   postfix: "Postfix",
   postern: "Postern",
 };
@@ -272,10 +274,13 @@ export function renderMarkdown(report: BenchReport): string {
         .join(", ") +
       `. Options: ${JSON.stringify(report.options)}.`,
   ];
-  const { postern, postfix } = report.peers;
+  const { postern, postfix, forwarder } = report.peers;
   parts.push("### Targets (issue 6)", targetTable(checkTargets(report)));
   if (postern && postfix && !postern.error && !postfix.error) {
-    parts.push("### Postern / Postfix", ratioTable(postern, postfix));
+    parts.push("### Postern / Postfix", ratioTable(postern, postfix, "Postern", "Postfix"));
+  }
+  if (forwarder && postfix && !forwarder.error && !postfix.error) {
+    parts.push("### Forwarder / Postfix", ratioTable(forwarder, postfix, "forwarder", "Postfix"));
   }
   for (const [name, peer] of Object.entries(report.peers)) {
     parts.push(`### ${titles[name as PeerName]}`);

@@ -8,7 +8,15 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Command, InvalidArgumentError } from "commander";
 import { LoadGenerator, Sink } from "./children";
-import { ceiling, type Peer, type PeerName, type PosternPeer, startPostern, startPostfix } from "./peers";
+import {
+  ceiling,
+  type Peer,
+  type PeerName,
+  type PosternPeer,
+  startForwarder,
+  startPostern,
+  startPostfix,
+} from "./peers";
 import { peakRss, resetPeakRss, startCpuWindow } from "./procstat";
 import { summarizeProfiles } from "./profile";
 import type { Arrival, LoadResult, LoadSpec } from "./protocol";
@@ -91,8 +99,12 @@ const scenarios: Record<string, Scenario> = {
 /** Postfix's pooled delivered rate in the reference run of issue 6; used when Postfix is not measured. */
 const referencePostfixRate = 278;
 
+/** Relays `--peer` adds beside Postern, in the order they are measured (before Postern). */
+const optionalPeers = ["postfix", "forwarder"] as const;
+type OptionalPeer = (typeof optionalPeers)[number];
+
 interface Options {
-  peer?: string;
+  peers: OptionalPeer[];
   scenarios: string[];
   duration: number;
   seedMessages: number;
@@ -123,7 +135,7 @@ function nonNegativeNumber(value: string): number {
 function parseOptions(argv: string[]): Options {
   const program = new Command("bench")
     .description("Benchmark Postern end to end (and a private Postfix with --peer postfix)")
-    .option("--peer <name>", "also measure this peer: postfix")
+    .option("--peer <list>", `also measure these relays, comma-separated: ${optionalPeers.join(", ")}`)
     .option("--scenarios <list>", `comma-separated, from: ${Object.keys(scenarios).join(", ")}`)
     .option("--duration <seconds>", "load time per scenario", positiveNumber, 20)
     .option(
@@ -148,15 +160,20 @@ function parseOptions(argv: string[]): Options {
     .option("--profile", "run Postern under node --cpu-prof and list where its CPU went", false)
     .option("--split-roles", "run Postern's delivery worker as a second process", false)
     .parse(argv);
-  const raw = program.opts<Omit<Options, "scenarios"> & { scenarios?: string }>();
-  if (raw.peer !== undefined && raw.peer !== "postfix")
-    program.error(`--peer: unknown peer ${raw.peer} (known: postfix)`);
+  const { peer, ...raw } = program.opts<
+    Omit<Options, "scenarios" | "peers"> & { scenarios?: string; peer?: string }
+  >();
+  const peers = peer ? peer.split(",").map((p) => p.trim()) : [];
+  const unknownPeers = peers.filter((p) => !optionalPeers.includes(p as OptionalPeer));
+  if (unknownPeers.length > 0)
+    program.error(`--peer: unknown ${unknownPeers.join(", ")} (known: ${optionalPeers.join(", ")})`);
   const selected = raw.scenarios ? raw.scenarios.split(",").map((s) => s.trim()) : Object.keys(scenarios);
   const unknown = selected.filter((s) => !(s in scenarios));
   if (unknown.length > 0)
     program.error(`--scenarios: unknown ${unknown.join(", ")} (known: ${Object.keys(scenarios).join(", ")})`);
   return {
     ...raw,
+    peers: optionalPeers.filter((p) => peers.includes(p)),
     scenarios: selected,
     duration: raw.quick ? Math.min(raw.duration, 3) : raw.duration,
     warmup: raw.quick ? Math.min(raw.warmup, 1) : raw.warmup,
@@ -288,7 +305,9 @@ async function measurePeer(kind: PeerName, options: Options, report: BenchReport
           })
         : kind === "postfix"
           ? await startPostfix({ sinkPort: sink.port, freshLogins, repositoryRoot: root })
-          : ceiling(sink.port);
+          : kind === "forwarder"
+            ? await startForwarder({ sinkPort: sink.port, freshLogins })
+            : ceiling(sink.port);
     stopOnInterrupt.add(peer);
     if (!peer.unavailable) {
       process.stdout.write(`${kind}: warm-up (${options.warmup} s pooled, ${options.warmup} s fresh)…\n`);
@@ -376,8 +395,8 @@ async function main(): Promise<number> {
     peers: {},
   };
   report.peers.ceiling = await measurePeer("ceiling", options, report);
-  // Postfix before Postern: Postern's open-loop run goes at the rate Postfix delivered pooled (the target's yardstick).
-  if (options.peer === "postfix") report.peers.postfix = await measurePeer("postfix", options, report);
+  // Postfix first: the open-loop runs of the others go at the rate Postfix delivered pooled (the target's yardstick).
+  for (const peer of options.peers) report.peers[peer] = await measurePeer(peer, options, report);
   report.peers.postern = await measurePeer("postern", options, report);
   for (const peer of Object.values(report.peers)) Object.assign(report.machine, peer.version);
 
