@@ -216,6 +216,25 @@ describe("postern start, with DATABASE_URL and REDIS_URL", () => {
     expect(started.output()).not.toContain("second signal");
   });
 
+  it("marks each worker thread's log lines with its thread id", async () => {
+    const env = { ...ctx.env, LOG_LEVEL: "info", WORKER_THREADS: "2", ...(await portsEnv()) };
+    const started = await start(env);
+    process.kill(-(started.child.pid as number), "SIGTERM");
+    expect(await started.exited).toBe(0);
+    const lines = started
+      .output()
+      .split("\n")
+      .filter((line) => line.startsWith("{"))
+      .map((line) => JSON.parse(line) as { msg?: string; signal?: string; pid: number; thread?: number });
+    // Each thread says it is shutting down when the main thread asks it to.
+    const threads = lines.filter((l) => l.msg === "shutting down" && l.signal === "main thread");
+    expect(new Set(threads.map((l) => l.thread)).size).toBe(2);
+    expect(threads.every((l) => typeof l.thread === "number" && l.pid === started.child.pid)).toBe(true);
+    const main = lines.find((l) => l.msg === "shutting down" && l.signal === "SIGTERM");
+    expect(main).toBeDefined();
+    expect(main).not.toHaveProperty("thread");
+  });
+
   it("serves health probes and metrics on HTTP_PORT when it runs roles without the API", async () => {
     const env = { ...ctx.env, LOG_LEVEL: "warn", ...(await portsEnv()) };
     const child = spawn(process.execPath, [bin, "start", "worker"], {

@@ -1,3 +1,4 @@
+import { isMainThread, threadId } from "node:worker_threads";
 import { type DestinationStream, type Logger, pino } from "pino";
 
 export type { Logger } from "pino";
@@ -40,7 +41,9 @@ export function createLogger(
       level: options.level,
       name: options.name,
       redact: { paths: redactedPaths, censor: "[redacted]" },
-      base: { pid: process.pid },
+      // The delivery worker's threads (WORKER_THREADS) share the process's pid: `thread` tells
+      // their lines apart from each other and from the main thread's, which has none.
+      base: isMainThread ? { pid: process.pid } : { pid: process.pid, thread: threadId },
       timestamp: pino.stdTimeFunctions.isoTime,
     },
     destination,
