@@ -6,15 +6,18 @@
  * stream it reads from stops, smtp-server stops reading the socket, and TCP's window makes the
  * client wait. Nothing is refused.
  *
- * The session that has held bytes longest always goes on, over the bound if need be. Otherwise
- * sessions that each hold part of a message could all wait for each other; this way one of them
- * always finishes and frees what it holds, and a message as large as MAX_MESSAGE_SIZE gets
- * through whatever the bound. What the process holds is at most the bound plus that message.
+ * The session that has held bytes longest always goes on, and its bytes are not counted against
+ * the others: the bound is shared by every other session. Without the first part, sessions that
+ * each hold part of a message could all wait for each other; this way one of them always finishes
+ * and frees what it holds, and a message as large as MAX_MESSAGE_SIZE gets through whatever the
+ * bound. Without the second, a large message from a slow client would stop every other session's
+ * DATA for as long as it held the bound, though it only ever holds one message. What the process
+ * holds is at most the bound plus that message.
  */
 export interface DataBudget {
   /** A holder for one message's bytes, to release once the message is stored or refused. */
   holder(): DataHolder;
-  /** Bytes held now (metric). */
+  /** Bytes held now, the oldest session's included (metric). */
   held(): number;
 }
 
@@ -42,8 +45,14 @@ export function createDataBudget(limitBytes: number, options: { onWait?: () => v
     used += bytes;
     holding.set(holder, (holding.get(holder) ?? 0) + bytes);
   };
+  /** What the sessions other than the oldest hold: the bytes the bound applies to. */
+  const usedByOthers = () => {
+    const first = holding.values().next();
+    return used - (first.done ? 0 : first.value);
+  };
+  // With nothing held, whoever takes becomes the oldest: a first take larger than the bound goes.
   const fits = (holder: DataHolder, bytes: number) =>
-    used === 0 || used + bytes <= limitBytes || oldest(holder);
+    holding.size === 0 || oldest(holder) || usedByOthers() + bytes <= limitBytes;
 
   const wake = () => {
     // The oldest holder first, wherever it waits; then the others in the order they came.

@@ -22,26 +22,44 @@ const settlesWithin = (promise: Promise<unknown>, ms: number) =>
   Promise.race([promise.then(() => true), sleep(ms).then(() => false)]);
 
 describe("the data budget", () => {
-  it("grants what fits, queues the rest in order, and lets the oldest holder go over", async () => {
+  it("bounds what the others hold beside the oldest holder, queues the rest in order, and lets the oldest go over", async () => {
     const budget = createDataBudget(100);
-    const [a, b, c] = [budget.holder(), budget.holder(), budget.holder()];
+    const [a, b, c, d] = [budget.holder(), budget.holder(), budget.holder(), budget.holder()];
+    // a is the oldest holder: its bytes do not count against the bound the others share.
     expect(a.take(60)).toBeUndefined();
-    const bWaits = b.take(60);
-    expect(bWaits).toBeInstanceOf(Promise);
-    // c would fit beside a, but b came first.
-    const cWaits = c.take(10);
+    expect(b.take(60)).toBeUndefined();
+    const cWaits = c.take(50);
     expect(cWaits).toBeInstanceOf(Promise);
-    // a, the oldest holder, goes on over the bound.
+    // d would fit beside b, but c came first.
+    const dWaits = d.take(30);
+    expect(dWaits).toBeInstanceOf(Promise);
+    // a goes on over the bound.
     expect(a.take(100)).toBeUndefined();
-    expect(budget.held()).toBe(160);
+    expect(budget.held()).toBe(220);
     a.release();
-    await bWaits;
+    // b is the oldest now: c and d share the bound.
     await cWaits;
-    expect(budget.held()).toBe(70);
+    await dWaits;
+    expect(budget.held()).toBe(140);
     b.release();
     c.release();
+    d.release();
     c.release();
     expect(budget.held()).toBe(0);
+  });
+
+  it("does not hold the others back while the oldest holder is over the bound", async () => {
+    // A large message from a slow client: the oldest holder, far over the bound, for as long as
+    // its client takes. The others still share the whole bound.
+    const budget = createDataBudget(100);
+    const [slow, b, c] = [budget.holder(), budget.holder(), budget.holder()];
+    expect(slow.take(150)).toBeUndefined();
+    expect(b.take(60)).toBeUndefined();
+    const cWaits = c.take(50);
+    expect(await settlesWithin(cWaits as Promise<void>, 50)).toBe(false);
+    b.release();
+    await cWaits;
+    expect(budget.held()).toBe(200);
   });
 
   it("gives a message larger than the bound its bytes once nobody else holds any", async () => {
@@ -53,22 +71,23 @@ describe("the data budget", () => {
     a.release();
     await bWaits;
     expect(budget.held()).toBe(50);
+    // With nothing held, such a message goes at once.
+    expect(createDataBudget(10).holder().take(50)).toBeUndefined();
   });
 
-  it("lets a waiting holder that becomes the oldest go first, over the bound", async () => {
+  it("lets a waiting holder that becomes the oldest go first, over the bound, and stop counting against the others", async () => {
     const budget = createDataBudget(100);
     const [a, b, c] = [budget.holder(), budget.holder(), budget.holder()];
     a.take(50);
-    b.take(40);
+    b.take(80);
     const cWaits = c.take(30);
     const bWaits = b.take(80);
+    expect(await settlesWithin(bWaits as Promise<void>, 50)).toBe(false);
     a.release();
-    // b is now the oldest: it goes on to 120 bytes; c waits for room.
+    // b is now the oldest: it goes on to 160 bytes, and c fits beside it.
     await bWaits;
-    expect(await settlesWithin(cWaits as Promise<void>, 50)).toBe(false);
-    b.release();
     await cWaits;
-    expect(budget.held()).toBe(30);
+    expect(budget.held()).toBe(190);
   });
 });
 
@@ -143,7 +162,10 @@ describe("SMTP_DATA_MEMORY", () => {
     const secondReply = second.read(20_000);
     expect(await settlesWithin(secondReply, 1_000)).toBe(false);
     expect(await sample(started.metrics, "postern_smtp_data_memory_waits_total")).toBeGreaterThanOrEqual(1);
-    expect(await sample(started.metrics, "postern_smtp_data_memory_bytes")).toBeLessThanOrEqual(65_536);
+    // The second holds what fits in the bound; the first, the oldest holder, is not counted in it.
+    const held = await sample(started.metrics, "postern_smtp_data_memory_bytes");
+    expect(held).toBeGreaterThan(49_152);
+    expect(held).toBeLessThanOrEqual(49_152 + 1_000 + 65_536);
 
     // The first session, the oldest holder, goes on past the bound; once stored, the second goes on.
     first.write(`${firstBody.slice(49_152)}.\r\n`);
@@ -161,6 +183,19 @@ describe("SMTP_DATA_MEMORY", () => {
       expect(text?.endsWith(`\r\n${sent}`)).toBe(true);
       expect(text?.length).toBeLessThan((sent?.length ?? 0) + 1_000);
     }
+  });
+
+  it("stores another session's message while the oldest holder sits over the bound", async () => {
+    const started = await start({ SMTP_DATA_MEMORY: "65536" });
+    const slow = await inData(started);
+    const quick = await inData(started);
+    // A client that has sent 100 KB of a larger message and goes on slowly: over the bound.
+    slow.write(body(300_000, "slow").slice(0, 100_000));
+    await sleep(300);
+    expect(await sample(started.metrics, "postern_smtp_data_memory_bytes")).toBeGreaterThan(65_536);
+    quick.write(`${body(10_000, "quick")}.\r\n`);
+    expect((await quick.read(5_000)).code).toBe(250);
+    expect(Object.keys(await stored(started.ctx))).toEqual(["quick"]);
   });
 
   it("frees the memory of a session that disconnects in the middle of DATA", async () => {
