@@ -1,6 +1,7 @@
 /**
- * `npm run bench`: Postern all-in-one (and, with `--peer postfix`, a private Postfix) between a
- * load generator and an upstream sink, each in its own process. See docs/benchmarks.md.
+ * `npm run bench`: Postern all-in-one (and, with `--peer postfix,forwarder`, a private Postfix and
+ * the libraries' floor, bench/forwarder.ts) between a load generator and an upstream sink, each in
+ * its own process. See docs/benchmarks.md.
  */
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { cpus, release, totalmem } from "node:os";
