@@ -25,13 +25,27 @@ export interface AcceptorOptions {
   maxBatchBytes?: number;
   /** Batches being written at once; the next batch fills while they are. */
   maxBatchesInFlight?: number;
+  /** Longest a batch waits for messages still being received (see `expect`). */
+  maxHoldMs?: number;
 }
 
 export interface Acceptor {
-  /** Resolves once the message is committed: then 250 may be sent. */
+  /**
+   * Announces a message on its way (its DATA has begun), so that a batch about to be written
+   * with nothing else in flight waits a little for it.
+   */
+  expect(): ExpectedMessage;
+  /** `expect()` and `accept` at once. */
   accept(message: MessageToAccept): Promise<AcceptOutcome>;
   /** Resolves when the delivery jobs of every message committed so far have been added (or failed to be). */
   settled(): Promise<void>;
+}
+
+export interface ExpectedMessage {
+  /** Resolves once the message is committed: then 250 may be sent. */
+  accept(message: MessageToAccept): Promise<AcceptOutcome>;
+  /** The message will not come (refused, or the client left); after `accept`, does nothing. */
+  cancel(): void;
 }
 
 interface Waiting {
@@ -52,6 +66,14 @@ interface Waiting {
  * too doubled the time a client waited for its 250 under load (17 ms for the commit, 18 ms for
  * the enqueue, per batch, in the benchmark). If adding the jobs fails, or the process dies
  * before, the delivery sweeper enqueues the queued messages that have no job.
+ *
+ * When nothing is being written, the batch would go at once, however small. Under load that is
+ * when messages come one at a time (a new connection for each, as many applications send), and
+ * each then pays a statement, a commit, a job and a worker wake-up alone: PostgreSQL's cost per
+ * message halves from one to four messages a statement (docs/benchmarks.md, eleventh round). So
+ * such a batch waits, as PostgreSQL's `commit_delay` does, for the messages other sessions are
+ * receiving at that moment (`expect`), and for at most `maxHoldMs`: a lone client is never held,
+ * and a slow upload holds the others no longer than that.
  */
 export function createAcceptor(
   deps: {
@@ -68,8 +90,13 @@ export function createAcceptor(
   // a buffer of its own (a 16 MiB batch held about 48 MB while it was written).
   const maxBytes = options.maxBatchBytes ?? 4 * 1024 * 1024;
   const maxInFlight = options.maxBatchesInFlight ?? 2;
+  const maxHoldMs = options.maxHoldMs ?? 10;
   const waiting: Waiting[] = [];
   let inFlight = 0;
+  /** Messages announced by `expect` and not yet handed over. */
+  let expected = 0;
+  let holdTimer: NodeJS.Timeout | undefined;
+  let holdExpired = false;
 
   const takeBatch = (): Waiting[] => {
     const batch: Waiting[] = [];
@@ -84,8 +111,22 @@ export function createAcceptor(
     return batch;
   };
 
+  const holding = () =>
+    inFlight === 0 && expected > 0 && waiting.length < maxMessages && !holdExpired && maxHoldMs > 0;
+
   const writeNext = () => {
     while (inFlight < maxInFlight && waiting.length > 0) {
+      if (holding()) {
+        holdTimer ??= setTimeout(() => {
+          holdTimer = undefined;
+          holdExpired = true;
+          writeNext();
+        }, maxHoldMs);
+        return;
+      }
+      clearTimeout(holdTimer);
+      holdTimer = undefined;
+      holdExpired = false;
       const batch = takeBatch();
       inFlight++;
       void write(batch);
@@ -146,13 +187,33 @@ export function createAcceptor(
     }
   };
 
+  const expect = (): ExpectedMessage => {
+    expected++;
+    let coming = true;
+    const arrive = () => {
+      if (!coming) return false;
+      coming = false;
+      expected--;
+      return true;
+    };
+    return {
+      accept(message) {
+        arrive();
+        return new Promise<AcceptOutcome>((resolve) => {
+          waiting.push({ message, resolve });
+          writeNext();
+        });
+      },
+      cancel() {
+        // A batch may have been waiting for this message only.
+        if (arrive()) writeNext();
+      },
+    };
+  };
+
   return {
-    accept(message) {
-      return new Promise<AcceptOutcome>((resolve) => {
-        waiting.push({ message, resolve });
-        writeNext();
-      });
-    },
+    expect,
+    accept: (message) => expect().accept(message),
     async settled() {
       await Promise.all(enqueuing);
     },

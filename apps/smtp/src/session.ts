@@ -281,6 +281,8 @@ export function createSessionHandlers(deps: SessionDeps) {
       inData.add(session.id);
       // Held from the first byte read until the store has answered.
       const held = deps.dataBudget.holder();
+      // Announced from the start of DATA: a batch written meanwhile may wait for this message.
+      const expected = deps.acceptor.expect();
       const startedAt = process.hrtime.bigint();
       receive()
         .then(
@@ -304,6 +306,7 @@ export function createSessionHandlers(deps: SessionDeps) {
         )
         .finally(() => {
           held.release();
+          expected.cancel();
           inData.delete(session.id);
         });
 
@@ -334,7 +337,7 @@ export function createSessionHandlers(deps: SessionDeps) {
           const foreign = headers.from.find((from) => !domainAllowed(client, from));
           if (foreign) return reject(session, "header_from", { details: { headerFrom: foreign } });
         }
-        const outcome = await deps.acceptor.accept({
+        const outcome = await expected.accept({
           id,
           client,
           ip: state.ip,

@@ -177,6 +177,49 @@ describe("group commit of accepted messages", () => {
     expect(alone.counted.batchSizes).toEqual([1, 1, 1]);
   });
 
+  it("a batch with nothing in flight waits for a message another session is receiving, and takes it along", async () => {
+    const { list } = await messages(3);
+    const { sql, counted } = countingPool();
+    // Long enough that only the announced messages can end the wait in this test.
+    const acceptor = createAcceptor({ sql, producer, log }, { maxHoldMs: 60_000 });
+    const second = acceptor.expect();
+    const third = acceptor.expect();
+    const first = acceptor.accept(list[0] as MessageToAccept);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(counted.statements).toBe(0);
+    const outcomes = [first, second.accept(list[1] as MessageToAccept)];
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(counted.statements).toBe(0);
+    // The last one is refused before it reaches the acceptor (too large, say): nothing to wait for.
+    third.cancel();
+    expect((await Promise.all(outcomes)).every((o) => o.ok)).toBe(true);
+    expect(counted.batchSizes).toEqual([2]);
+    await acceptor.settled();
+  });
+
+  it("waits no longer than maxHoldMs for a message that does not come", async () => {
+    const { list } = await messages(1);
+    const { sql, counted } = countingPool();
+    const acceptor = createAcceptor({ sql, producer, log }, { maxHoldMs: 20 });
+    acceptor.expect();
+    expect(await acceptor.accept(list[0] as MessageToAccept)).toEqual({ ok: true });
+    expect(counted.batchSizes).toEqual([1]);
+    await acceptor.settled();
+  });
+
+  it("does not wait while a batch is being written: the one in flight is the wait", async () => {
+    const { list } = await messages(2);
+    const { sql, counted } = countingPool();
+    const acceptor = createAcceptor({ sql, producer, log }, { maxHoldMs: 60_000 });
+    const first = acceptor.accept(list[0] as MessageToAccept);
+    acceptor.expect();
+    // The first batch is in flight, so the second is written beside it without waiting.
+    const outcomes = await Promise.all([first, acceptor.accept(list[1] as MessageToAccept)]);
+    expect(outcomes.every((o) => o.ok)).toBe(true);
+    expect(counted.batchSizes).toEqual([1, 1]);
+    await acceptor.settled();
+  });
+
   it("a message PostgreSQL refuses fails alone: the rest of its batch is stored and answered", async () => {
     const { project, list } = await messages(5, {
       subject: (i) => (i === 3 ? "nul \u0000 byte" : `ok ${i}`),
