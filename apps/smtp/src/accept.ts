@@ -92,6 +92,7 @@ export function createAcceptor(
   const maxInFlight = options.maxBatchesInFlight ?? 2;
   const maxHoldMs = options.maxHoldMs ?? 10;
   const waiting: Waiting[] = [];
+  let waitingBytes = 0;
   let inFlight = 0;
   /** Messages announced by `expect` and not yet handed over. */
   let expected = 0;
@@ -108,11 +109,18 @@ export function createAcceptor(
       bytes += next.message.bytes.length;
     }
     waiting.splice(0, batch.length);
+    waitingBytes -= bytes;
     return batch;
   };
 
+  /** Nothing in flight, messages on their way, and room for them in the batch. */
   const holding = () =>
-    inFlight === 0 && expected > 0 && waiting.length < maxMessages && !holdExpired && maxHoldMs > 0;
+    inFlight === 0 &&
+    expected > 0 &&
+    waiting.length < maxMessages &&
+    waitingBytes < maxBytes &&
+    !holdExpired &&
+    maxHoldMs > 0;
 
   const writeNext = () => {
     while (inFlight < maxInFlight && waiting.length > 0) {
@@ -201,6 +209,7 @@ export function createAcceptor(
         arrive();
         return new Promise<AcceptOutcome>((resolve) => {
           waiting.push({ message, resolve });
+          waitingBytes += message.bytes.length;
           writeNext();
         });
       },

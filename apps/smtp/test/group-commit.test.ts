@@ -197,6 +197,17 @@ describe("group commit of accepted messages", () => {
     await acceptor.settled();
   });
 
+  it("does not wait when the messages waiting already fill a batch", async () => {
+    const { list } = await messages(2, { size: 6_000 });
+    const { sql, counted } = countingPool();
+    const acceptor = createAcceptor({ sql, producer, log }, { maxHoldMs: 60_000, maxBatchBytes: 10_000 });
+    acceptor.expect();
+    const outcomes = await Promise.all(list.map((m) => acceptor.accept(m)));
+    expect(outcomes.every((o) => o.ok)).toBe(true);
+    expect(counted.batchSizes).toEqual([1, 1]);
+    await acceptor.settled();
+  });
+
   it("waits no longer than maxHoldMs for a message that does not come", async () => {
     const { list } = await messages(1);
     const { sql, counted } = countingPool();
