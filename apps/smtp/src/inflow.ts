@@ -2,8 +2,8 @@ import type { Logger } from "@postern/telemetry";
 import type { SmtpMetrics } from "./metrics";
 
 /**
- * In-flow control, Postern's `in_flow_delay`: while `backlog` or more messages wait for
- * delivery, a new transaction is held at MAIL FROM until the backlog falls below that or
+ * In-flow control, Postern's `in_flow_delay`: while `backlog` or more messages wait for their
+ * first delivery attempt (or are in it), a new transaction is held at MAIL FROM until the backlog falls below that or
  * `maxHoldMs` has passed, whichever comes first. The client waits with its message still in hand, so a held
  * transaction costs Postern a timer, not memory; and it always proceeds in the end: in-flow
  * control slows clients down to the delivery rate, it never refuses mail.
@@ -16,11 +16,11 @@ export interface InflowControl {
 }
 
 export interface InflowOptions {
-  /** Delivery jobs waiting for a worker at which transactions are held; 0 disables the control. */
+  /** Queued messages at which transactions are held; 0 disables the control. */
   backlog: number;
   maxHoldMs: number;
-  /** The queue's waiting jobs (`countWaitingDeliveries`): called once per poll, never per message. */
-  waitingDeliveries: () => Promise<number>;
+  /** The projects' backlogs added up (`countQueuedMessages`): called once per poll, never per message. */
+  queuedMessages: () => Promise<number>;
   metrics: Pick<SmtpMetrics, "inflowHeld" | "inflowHoldSeconds">;
   log: Logger;
 }
@@ -36,7 +36,8 @@ interface Held {
 
 /**
  * Often enough that a falling backlog releases held transactions within a fraction of the
- * default 1 s delay; one cheap Redis call (LLEN + ZCARD) per process per interval.
+ * default 1 s delay; one cheap Redis call (a sum over the projects with messages queued) per
+ * process per interval.
  */
 const pollIntervalMs = 150;
 
@@ -46,10 +47,10 @@ export function createInflowControl(options: InflowOptions): InflowControl {
   const { backlog, maxHoldMs, metrics, log } = options;
   if (backlog === 0) return { hold: () => proceed, close() {} };
 
-  /** Waiting jobs at the last poll; undefined before the first answer and while Redis fails. */
-  let waiting: number | undefined;
+  /** Queued messages at the last poll; undefined before the first answer and while Redis fails. */
+  let queued: number | undefined;
   /**
-   * Transactions let through since the last poll. Each is about to add a job the poll has not
+   * Transactions let through since the last poll. Each is about to add a message the poll has not
    * seen, so they count towards the backlog: a poll that finds room for n more lets n held
    * transactions go, not all of them, and newcomers until the next poll share the same room.
    * Admission then follows the delivery rate instead of swinging between all and nothing.
@@ -61,7 +62,7 @@ export function createInflowControl(options: InflowOptions): InflowControl {
   /** Held transactions in arrival order (a Set iterates in insertion order), released oldest first. */
   const held = new Set<Held>();
 
-  const overBacklog = () => !closed && waiting !== undefined && waiting + admitted >= backlog;
+  const overBacklog = () => !closed && queued !== undefined && queued + admitted >= backlog;
 
   const release = (entry: Held, why: Release) => {
     if (!held.delete(entry)) return;
@@ -84,12 +85,12 @@ export function createInflowControl(options: InflowOptions): InflowControl {
     if (polling) return;
     polling = true;
     options
-      .waitingDeliveries()
+      .queuedMessages()
       .then(
         (count) => {
-          if (outage) log.info({ waiting: count }, "in-flow control: delivery queue depth readable again");
+          if (outage) log.info({ queued: count }, "in-flow control: delivery queue depth readable again");
           outage = false;
-          waiting = count;
+          queued = count;
           admitted = 0;
           releaseWhileRoom("backlog");
         },
@@ -99,7 +100,7 @@ export function createInflowControl(options: InflowOptions): InflowControl {
           if (!outage)
             log.warn({ err: error }, "in-flow control: delivery queue depth unreadable, not holding");
           outage = true;
-          waiting = undefined;
+          queued = undefined;
           releaseWhileRoom("unavailable");
         },
       )

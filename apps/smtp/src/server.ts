@@ -4,12 +4,7 @@ import { createCredentialVerifier } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
 import { type Database, sqlPoolOf } from "@postern/db";
 import { ensureDevCertificate } from "@postern/embedded";
-import {
-  countWaitingDeliveries,
-  createDeliveryProducer,
-  createDeliveryQueue,
-  type Redis,
-} from "@postern/queue";
+import { countQueuedMessages, createDeliveryProducer, type Redis } from "@postern/queue";
 import { createProjectQuota } from "@postern/quota";
 import type { Logger, Registry } from "@postern/telemetry";
 import { SMTPServer } from "smtp-server";
@@ -77,11 +72,10 @@ export async function startSmtp(deps: SmtpDeps, overrides: SmtpListenOverrides =
   const metrics = createSmtpMetrics(deps.metrics, { dataMemoryHeld: dataBudget.held });
   // Polled on the reply-path connection: with Redis gone a poll fails within its command
   // timeout and in-flow control stops holding, instead of waiting on a connection that retries.
-  const deliveryQueue = createDeliveryQueue(redis, config.redisKeyPrefix);
   const inflow = createInflowControl({
     backlog: config.smtp.inflowBacklog,
     maxHoldMs: config.smtp.inflowDelayMs,
-    waitingDeliveries: () => countWaitingDeliveries(deliveryQueue),
+    queuedMessages: () => countQueuedMessages(redis, config.redisKeyPrefix),
     metrics,
     log,
   });
@@ -208,7 +202,6 @@ export async function startSmtp(deps: SmtpDeps, overrides: SmtpListenOverrides =
       // Jobs of the last messages accepted, so that they need not wait for a sweep.
       await acceptor.settled();
       await producer.close().catch(() => {});
-      await deliveryQueue.close().catch(() => {});
       subscriber.disconnect();
       redis.disconnect();
     },

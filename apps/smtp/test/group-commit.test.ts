@@ -149,9 +149,17 @@ describe("group commit of accepted messages", () => {
     });
     expect(stats._sum.count).toBe(20);
 
+    // One delivery job per batch: the lone first message's job has its id, the 19 others share
+    // one, which each of their rows names for the sweeper.
+    const [first, ...rest] = list.map((m) => m.id);
+    const jobOf = new Map(stored.map((row) => [row.id, row.deliveryJobId]));
+    expect(jobOf.get(first as string)).toBe(first);
+    const batchJobId = jobOf.get(rest[0] as string) as string;
+    expect(rest.map((id) => jobOf.get(id))).toEqual(rest.map(() => batchJobId));
     const queue = new Queue(deliveryQueueName, { connection: ctx.redis, prefix: ctx.redisKeyPrefix });
-    const jobs = await Promise.all(list.map((m) => queue.getJob(m.id)));
-    expect(jobs.map((j) => j?.data.messageId)).toEqual(list.map((m) => m.id));
+    expect((await queue.getJob(first as string))?.data).toEqual({ messageId: first, projectId: project.id });
+    expect((await queue.getJob(batchJobId))?.data).toEqual({ messageIds: rest, projectId: project.id });
+    expect(await queue.getJobCountByTypes("prioritized", "waiting")).toBe(2);
     await queue.close();
   });
 
@@ -258,7 +266,7 @@ describe("group commit of accepted messages", () => {
     const stalled: DeliveryProducer = {
       ...producer,
       // Redis slow to answer: no batch's jobs are added until released.
-      enqueueMany: () => new Promise<void>((resolve) => held.push(resolve)),
+      enqueuePlanned: () => new Promise<void>((resolve) => held.push(resolve)),
     };
     const acceptor = createAcceptor({ sql, producer: stalled, log });
     const outcomes = await Promise.all(list.map((m) => acceptor.accept(m)));

@@ -4,11 +4,16 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { startEmbeddedRedis } from "@postern/embedded";
-import { createDeliveryProducer, createRedis, deliveryQueueName, type Redis } from "@postern/queue";
+import {
+  createBacklogLedger,
+  createDeliveryProducer,
+  createRedis,
+  planDeliveryJobs,
+  type Redis,
+} from "@postern/queue";
 import { type RunningSmtp, startSmtp } from "@postern/smtp";
 import { createLogger, createMetricsRegistry, type Registry } from "@postern/telemetry";
 import { createProjectFixture, createTestContext, type TestContext } from "@postern/testkit";
-import { Queue } from "bullmq";
 import { afterEach, describe, expect, it } from "vitest";
 import { RawSmtp } from "./smtp-client";
 
@@ -29,18 +34,27 @@ interface Started {
   metrics: Registry;
   /** What the SMTP role logged (warn and above). */
   logged: () => string;
+  /** The projects of the messages queued, one entry per message. */
+  queuedProjects: string[];
 }
 
-/** A context with `env`, `jobs` delivery jobs waiting (no worker runs) and the SMTP role started. */
+/** A context with `env`, messages queued for delivery (no worker runs) and the SMTP role started. */
 async function start(
   env: Record<string, string>,
-  options: { waitingJobs?: number; delayedJobs?: number; redis?: Redis } = {},
+  options: { queuedMessages?: number; delayedRetries?: number; queuedBatch?: number; redis?: Redis } = {},
 ): Promise<Started> {
   const c = await createTestContext(env);
   ctx = c;
   const redis = options.redis ?? c.redis;
-  await enqueue(redis, c.redisKeyPrefix, options.waitingJobs ?? 0);
-  await enqueue(redis, c.redisKeyPrefix, options.delayedJobs ?? 0, { delayMs: 3_600_000 });
+  const queuedProjects = await enqueue(redis, c.redisKeyPrefix, options.queuedMessages ?? 0);
+  await enqueue(redis, c.redisKeyPrefix, options.delayedRetries ?? 0, { delayMs: 3_600_000 });
+  if (options.queuedBatch) {
+    const producer = createDeliveryProducer(redis, c.redisKeyPrefix);
+    const projectId = randomUUID();
+    const batch = Array.from({ length: options.queuedBatch }, () => ({ id: randomUUID(), projectId }));
+    await producer.enqueuePlanned(planDeliveryJobs(batch));
+    await producer.close();
+  }
   const metrics = createMetricsRegistry();
   let output = "";
   const destination = new Writable({
@@ -54,21 +68,16 @@ async function start(
     { smtpPort: 0, smtpsPort: 0 },
   );
   smtp = s;
-  return { ctx: c, smtp: s, metrics, logged: () => output };
+  return { ctx: c, smtp: s, metrics, logged: () => output, queuedProjects };
 }
 
 async function enqueue(redis: Redis, prefix: string, count: number, options: { delayMs?: number } = {}) {
-  if (count === 0) return;
+  if (count === 0) return [];
   const producer = createDeliveryProducer(redis, prefix);
   const messages = Array.from({ length: count }, () => ({ id: randomUUID(), projectId: randomUUID() }));
   await producer.enqueueMany(messages, options);
   await producer.close();
-}
-
-function deliveryQueue(c: TestContext) {
-  const queue = new Queue(deliveryQueueName, { connection: c.redis, prefix: c.redisKeyPrefix });
-  cleanups.push(() => queue.close());
-  return queue;
+  return messages.map((m) => m.projectId);
 }
 
 /** An authenticated session of a new project, ready for MAIL. */
@@ -97,15 +106,21 @@ async function sample(metrics: Registry, series: string): Promise<number> {
 
 describe("in-flow control at MAIL FROM", () => {
   it("holds MAIL while the backlog is over the threshold and answers 250 as soon as it falls", async () => {
-    const started = await start({ SMTP_INFLOW_BACKLOG: "5", SMTP_INFLOW_DELAY: "10" }, { waitingJobs: 10 });
+    const started = await start(
+      { SMTP_INFLOW_BACKLOG: "5", SMTP_INFLOW_DELAY: "10" },
+      { queuedMessages: 10 },
+    );
     const client = await session(started);
     client.write("MAIL FROM:<app@example.com>\r\n");
     const mail = client.read(15_000);
     expect(await settlesWithin(mail, 700)).toBe(false);
     expect(await sample(started.metrics, "postern_smtp_inflow_held_total")).toBe(1);
 
+    // The worker counts delivered messages out of their projects' backlogs.
     const drainedAt = Date.now();
-    await deliveryQueue(started.ctx).drain();
+    const ledger = createBacklogLedger(started.ctx.redis, started.ctx.redisKeyPrefix);
+    for (const projectId of started.queuedProjects) ledger.leave(projectId);
+    await ledger.close();
     const reply = await mail;
     expect([reply.code, reply.enhanced]).toEqual([250, "2.1.0"]);
     // Released by the falling backlog, not by the 10 s delay.
@@ -115,8 +130,19 @@ describe("in-flow control at MAIL FROM", () => {
     ).toBe(1);
   });
 
+  it("counts messages, not jobs: one job of ten messages accepted together holds MAIL", async () => {
+    const started = await start({ SMTP_INFLOW_BACKLOG: "5", SMTP_INFLOW_DELAY: "10" }, { queuedBatch: 10 });
+    const client = await session(started);
+    client.write("MAIL FROM:<app@example.com>\r\n");
+    expect(await settlesWithin(client.read(15_000), 700)).toBe(false);
+    expect(await sample(started.metrics, "postern_smtp_inflow_held_total")).toBe(1);
+  });
+
   it("answers a refused MAIL at once, even while the backlog is over the threshold", async () => {
-    const started = await start({ SMTP_INFLOW_BACKLOG: "5", SMTP_INFLOW_DELAY: "10" }, { waitingJobs: 10 });
+    const started = await start(
+      { SMTP_INFLOW_BACKLOG: "5", SMTP_INFLOW_DELAY: "10" },
+      { queuedMessages: 10 },
+    );
     const client = await session(started, { senderDomains: ["example.com"] });
     client.write("MAIL FROM:<app@elsewhere.example>\r\n");
     const reply = await client.read(3_000);
@@ -125,7 +151,10 @@ describe("in-flow control at MAIL FROM", () => {
   });
 
   it("lets a held transaction proceed after SMTP_INFLOW_DELAY: the message is accepted", async () => {
-    const started = await start({ SMTP_INFLOW_BACKLOG: "5", SMTP_INFLOW_DELAY: "0.3" }, { waitingJobs: 10 });
+    const started = await start(
+      { SMTP_INFLOW_BACKLOG: "5", SMTP_INFLOW_DELAY: "0.3" },
+      { queuedMessages: 10 },
+    );
     const client = await session(started);
     const mail = await client.command("MAIL FROM:<app@example.com>");
     expect(mail.code).toBe(250);
@@ -144,7 +173,7 @@ describe("in-flow control at MAIL FROM", () => {
   it("answers MAIL at once below the threshold; delayed retries do not count as waiting", async () => {
     const started = await start(
       { SMTP_INFLOW_BACKLOG: "5", SMTP_INFLOW_DELAY: "10" },
-      { waitingJobs: 4, delayedJobs: 20 },
+      { queuedMessages: 4, delayedRetries: 20 },
     );
     const client = await session(started);
     client.write("MAIL FROM:<app@example.com>\r\n");
@@ -154,7 +183,10 @@ describe("in-flow control at MAIL FROM", () => {
   });
 
   it("never holds with SMTP_INFLOW_BACKLOG=0", async () => {
-    const started = await start({ SMTP_INFLOW_BACKLOG: "0", SMTP_INFLOW_DELAY: "10" }, { waitingJobs: 10 });
+    const started = await start(
+      { SMTP_INFLOW_BACKLOG: "0", SMTP_INFLOW_DELAY: "10" },
+      { queuedMessages: 10 },
+    );
     const client = await session(started);
     client.write("MAIL FROM:<app@example.com>\r\n");
     const reply = await client.read(3_000);
@@ -163,7 +195,10 @@ describe("in-flow control at MAIL FROM", () => {
   });
 
   it("at shutdown a held MAIL hears 421 4.3.2 and the stop does not wait for the delay", async () => {
-    const started = await start({ SMTP_INFLOW_BACKLOG: "5", SMTP_INFLOW_DELAY: "30" }, { waitingJobs: 10 });
+    const started = await start(
+      { SMTP_INFLOW_BACKLOG: "5", SMTP_INFLOW_DELAY: "30" },
+      { queuedMessages: 10 },
+    );
     const client = await session(started);
     client.write("MAIL FROM:<app@example.com>\r\n");
     const mail = client.read(15_000);
@@ -192,7 +227,7 @@ describe("in-flow control without Redis", () => {
 
     const started = await start(
       { SMTP_INFLOW_BACKLOG: "5", SMTP_INFLOW_DELAY: "30" },
-      { waitingJobs: 10, redis },
+      { queuedMessages: 10, redis },
     );
     const client = await session(started);
     client.write("MAIL FROM:<app@example.com>\r\n");

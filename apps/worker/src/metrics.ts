@@ -12,13 +12,19 @@ export interface DeliveryMetrics {
 
 /**
  * Delivery metrics on the process registry: attempts by outcome, accept → delivered latency,
- * queue depth by state, jobs waiting for one of their project's connections and the age of the
+ * queue depth by state, messages queued, deliveries waiting for one of their project's connections and the age of the
  * oldest message still waiting for delivery. The gauges are read when Prometheus scrapes, not
  * kept up to date on the hot path.
  */
 export function registerDeliveryMetrics(
   registry: Registry,
-  sources: { queue: Queue<DeliveryJob>; sql: Pick<SqlPool, "query">; transports: UpstreamTransports },
+  sources: {
+    queue: Queue<DeliveryJob>;
+    sql: Pick<SqlPool, "query">;
+    transports: UpstreamTransports;
+    /** `countQueuedMessages`: what in-flow control compares with SMTP_INFLOW_BACKLOG. */
+    queuedMessages: () => Promise<number>;
+  },
 ): DeliveryMetrics {
   const attempts = new Counter({
     name: "postern_delivery_attempts_total",
@@ -45,8 +51,16 @@ export function registerDeliveryMetrics(
     },
   });
   new Gauge({
+    name: "postern_delivery_queued_messages",
+    help: "Messages waiting for their first delivery attempt or in it, all projects' backlogs added up (in-flow control compares this with SMTP_INFLOW_BACKLOG)",
+    registers: [registry],
+    async collect() {
+      this.set(await sources.queuedMessages());
+    },
+  });
+  new Gauge({
     name: "postern_delivery_waiting_for_connection",
-    help: "Active delivery jobs of this process waiting for one of their project's upstream connections (DELIVERY_PROJECT_CONCURRENCY)",
+    help: "Deliveries of this process waiting for one of their project's upstream connections (DELIVERY_PROJECT_CONCURRENCY)",
     registers: [registry],
     collect() {
       this.set(sources.transports.waitingForConnection());

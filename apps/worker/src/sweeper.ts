@@ -27,16 +27,22 @@ const pageSize = 1000;
  * in store.ts: the columns hold UTC without a zone.
  */
 
-/** Messages that must have a job: queued, or deferred with the retry due; by id, after a cursor. */
+/**
+ * Messages that must have a job: queued, or deferred with the retry due; by id, after a cursor.
+ * Only messages accepted before `$3`, one sweep interval ago: a message committed a moment ago
+ * may not have its job yet, and a job of its own added then would put it in two jobs at once
+ * (the job id, the message id, prevented that when every job carried one message).
+ */
 const dueSql = `
-SELECT "id", "projectId" FROM "Message"
+SELECT "id", "projectId", "deliveryJobId" FROM "Message"
 WHERE ("status" = 'queued' OR ("status" = 'deferred' AND "nextAttemptAt" <= $1::timestamp(3)))
-  AND ($2::uuid IS NULL OR "id" > $2::uuid)
+  AND ($2::uuid IS NULL OR "id" > $2::uuid) AND "createdAt" < $3::timestamp(3)
 ORDER BY "id" LIMIT ${pageSize}`;
 
 interface DueMessage {
   id: string;
   projectId: string;
+  deliveryJobId: string | null;
 }
 
 const backlogSql = `
@@ -49,25 +55,32 @@ WHERE m."id" = b."messageId" AND b."createdAt" < $1::timestamp(3) AND m."status"
 
 /**
  * PostgreSQL is the truth and Redis only holds work, so the sweeper rebuilds work from truth:
- * every `queued` message and every `deferred` message whose retry is due must have a job; those
- * without one (crash between commit and enqueue, Redis flushed or lost) are added again. Adding is
- * idempotent by job id, and a job for a message that meanwhile became final is skipped by the
- * worker, so a sweep racing with deliveries is harmless. It also resets the fairness backlog
+ * every `queued` message and every `deferred` message whose retry is due must have a job (its own,
+ * or the one its accept statement planned for it); those without one (crash between commit and
+ * enqueue, Redis flushed or lost) get one of their own. Adding is idempotent by job id, and a job
+ * for a message that meanwhile became final is skipped by the worker, so a sweep racing with
+ * deliveries is harmless. It also resets the fairness backlog
  * counts from PostgreSQL and prunes bodies of finished messages past retention.
  */
 export async function sweep(deps: SweeperDeps, now = new Date()): Promise<SweepResult> {
   const { sql, redis, queue, producer, config } = deps;
   let requeued = 0;
   let cursor: string | null = null;
+  const acceptedBefore = new Date(now.getTime() - config.delivery.sweepIntervalMs).toISOString();
   for (;;) {
     const { rows: page }: { rows: DueMessage[] } = await sql.query<DueMessage>(dueSql, [
       now.toISOString(),
       cursor,
+      acceptedBefore,
     ]);
     if (page.length === 0) break;
     cursor = page[page.length - 1]?.id ?? null;
+    // A message's job is its own (retries, earlier sweeps, messages accepted alone) or the one
+    // its accept statement planned for it: either alive means the message will be tried.
     const exists = redis.pipeline();
-    for (const message of page) exists.exists(queue.toKey(message.id));
+    for (const message of page) {
+      exists.exists(queue.toKey(message.id), queue.toKey(message.deliveryJobId ?? message.id));
+    }
     const answers = (await exists.exec()) ?? [];
     const missing = page.filter((_, i) => Number(answers[i]?.[1]) === 0);
     await producer.enqueueMany(missing);

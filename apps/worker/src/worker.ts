@@ -1,6 +1,7 @@
 import type { ResolvedConfig } from "@postern/config";
 import { type Database, sqlPoolOf } from "@postern/db";
 import {
+  countQueuedMessages,
   createBacklogLedger,
   createDeliveryProducer,
   createDeliveryQueue,
@@ -38,7 +39,12 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const queue = createDeliveryQueue(redis, prefix);
   const producer = createDeliveryProducer(redis, prefix);
   const sql = sqlPoolOf(db);
-  const metrics = registerDeliveryMetrics(deps.metrics, { queue, sql, transports });
+  const metrics = registerDeliveryMetrics(deps.metrics, {
+    queue,
+    sql,
+    transports,
+    queuedMessages: () => countQueuedMessages(redis, prefix),
+  });
   // Two short statements per delivery, never held across the upstream exchange, and grouped
   // across the deliveries in flight: one load and one record statement at a time serve them all.
   const store = createDeliveryStore(sql);
@@ -51,7 +57,12 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     prefix,
     async ({ messageId, projectId }): Promise<DeliveryJobResult> => {
       const run = await deliverMessage({ config, store, transports }, messageId, projectId);
-      if (run.kind !== "skipped" || run.reason === "already_final") backlog.leave(run.projectId);
+      // A message counts in its project's backlog from its enqueue to the end of its first
+      // attempt (retries are not counted in: `RetryOptions`); a duplicate job of a message
+      // already final was counted in by its enqueue.
+      if (run.kind !== "skipped") {
+        if (run.attempt === 1) backlog.leave(run.projectId);
+      } else if (run.reason === "already_final") backlog.leave(run.projectId);
       switch (run.kind) {
         case "skipped":
         case "superseded":
@@ -72,12 +83,17 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
           return { kind: "failed", reason: run.reason };
       }
     },
-    { concurrency: config.delivery.concurrency, stalledTimeoutMs: config.delivery.stalledTimeoutMs },
+    {
+      concurrency: config.delivery.concurrency,
+      stalledTimeoutMs: config.delivery.stalledTimeoutMs,
+      retries: producer,
+      onBatchMessageError: (messageId, error) =>
+        log.warn({ messageId, err: error }, "delivery error; the message is retried in a job of its own"),
+    },
   );
   worker.on("error", (error) => log.error({ err: error }, "delivery worker error"));
   worker.on("failed", (job, error) => {
-    if (error.name !== "UnrecoverableError")
-      log.warn({ messageId: job?.data.messageId, err: error }, "delivery job error");
+    if (error.name !== "UnrecoverableError") log.warn({ jobId: job?.id, err: error }, "delivery job error");
   });
   void worker.run();
 

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { sqlPoolOf } from "@postern/db";
-import { createDeliveryQueue } from "@postern/queue";
+import { countQueuedMessages, createDeliveryQueue, planDeliveryJobs } from "@postern/queue";
 import { UpstreamTransports } from "@postern/relay";
 import { createMetricsRegistry } from "@postern/telemetry";
 import {
@@ -19,6 +19,11 @@ beforeAll(async () => {
   ctx = await createTestContext({ BODY_RETENTION_DAYS: "7" });
 });
 afterAll(() => ctx?.close());
+
+/** A sweep's "now" one sweep interval and a second later: messages made by the test are due then. */
+function afterInterval(): Date {
+  return new Date(Date.now() + ctx.config.delivery.sweepIntervalMs + 1_000);
+}
 
 function sweeperDeps() {
   return {
@@ -48,7 +53,7 @@ it("prunes old bodies of delivered and failed messages only, never of pending on
     }
   }
   const deps = sweeperDeps();
-  const result = await sweep(deps);
+  const result = await sweep(deps, afterInterval());
   expect(result.prunedBodies).toBe(2);
   const bodies = await ctx.db.messageBody.findMany({ select: { messageId: true } });
   const kept = new Set(bodies.map((b) => b.messageId));
@@ -64,7 +69,7 @@ it("prunes old bodies of delivered and failed messages only, never of pending on
   expect(await deps.queue.getJob(byStatus.queued)).toBeDefined();
   expect(await deps.queue.getJob(byStatus.deferred)).toBeUndefined();
   // A second sweep finds the job alive and adds nothing.
-  expect((await sweep(deps)).requeued).toBe(0);
+  expect((await sweep(deps, afterInterval())).requeued).toBe(0);
   await deps.queue.close();
   await deps.producer.close();
 });
@@ -91,17 +96,59 @@ it("requeues every due message, a thousand at a time, and the gauge reads the ol
   const transports = new UpstreamTransports({ maxConnections: 1 });
   try {
     // The first test's queued message still has its job; these 1,006 get theirs, over two pages.
-    expect((await sweep(deps)).requeued).toBe(1_006);
+    expect((await sweep(deps, afterInterval())).requeued).toBe(1_006);
     expect(await deps.queue.getJob(due.id)).toBeDefined();
 
     const registry = createMetricsRegistry();
-    registerDeliveryMetrics(registry, { queue: deps.queue, sql: deps.sql, transports });
-    const exposition = await registry.getSingleMetricAsString("postern_delivery_oldest_pending_seconds");
-    const seconds = Number(/^postern_delivery_oldest_pending_seconds (\S+)$/m.exec(exposition)?.[1]);
+    registerDeliveryMetrics(registry, {
+      queue: deps.queue,
+      sql: deps.sql,
+      transports,
+      queuedMessages: () => countQueuedMessages(deps.redis, ctx.redisKeyPrefix),
+    });
+    const sample = async (name: string) =>
+      Number(new RegExp(`^${name} (\\S+)$`, "m").exec(await registry.getSingleMetricAsString(name))?.[1]);
+    const seconds = await sample("postern_delivery_oldest_pending_seconds");
     expect(seconds).toBeGreaterThanOrEqual(3_600);
     expect(seconds).toBeLessThan(3_700);
+    // The sweep set the backlogs from PostgreSQL: this test's 1,005 queued messages and the first
+    // test's one (the deferred message is not queued).
+    expect(await sample("postern_delivery_queued_messages")).toBe(1_006);
   } finally {
     transports.close();
+    await deps.queue.close();
+    await deps.producer.close();
+  }
+});
+
+it("counts the job a message was accepted in as its job, and leaves messages just accepted alone", async () => {
+  const { project } = await createProjectFixture(ctx.db, ctx.config);
+  const batch = [
+    await createQueuedMessageFixture(ctx.db, project),
+    await createQueuedMessageFixture(ctx.db, project),
+  ];
+  const [job] = planDeliveryJobs(batch.map((m) => ({ id: m.id, projectId: project.id })));
+  if (!job) throw new Error("no job planned");
+  await ctx.db.message.updateMany({
+    where: { id: { in: batch.map((m) => m.id) } },
+    data: { deliveryJobId: job.id },
+  });
+  const deps = sweeperDeps();
+  try {
+    await deps.producer.enqueuePlanned([job]);
+    const alone = await createQueuedMessageFixture(ctx.db, project);
+    // The batch's job is alive; the lone message is younger than a sweep interval, so its own
+    // enqueue may still be on its way: neither gets a job of its own.
+    expect((await sweep(deps)).requeued).toBe(0);
+    expect((await sweep(deps, afterInterval())).requeued).toBe(1);
+    expect(await deps.queue.getJob(alone.id)).toBeDefined();
+    expect(await deps.queue.getJob(batch[0]?.id as string)).toBeUndefined();
+
+    // The batch's job is lost (Redis flushed, say): each of its messages gets one of its own.
+    await deps.queue.remove(job.id);
+    expect((await sweep(deps, afterInterval())).requeued).toBe(2);
+    for (const message of batch) expect(await deps.queue.getJob(message.id)).toBeDefined();
+  } finally {
     await deps.queue.close();
     await deps.producer.close();
   }

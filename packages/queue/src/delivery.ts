@@ -1,17 +1,60 @@
+import { randomUUID } from "node:crypto";
 import { DelayedError, type JobsOptions, Queue, UnrecoverableError, Worker } from "bullmq";
 import type { Redis } from "ioredis";
+import pLimit from "p-limit";
 import { enterBacklog } from "./fairness";
 
-/** The queue of delivery work. Its jobs carry the message's ids; PostgreSQL has the rest. */
+/** The queue of delivery work. Its jobs carry the messages' ids; PostgreSQL has the rest. */
 export const deliveryQueueName = "delivery";
 
-export interface DeliveryJob {
+/**
+ * A job delivers one message (job id = message id: the sweeper, retries, the API's retry, and a
+ * message accepted alone) or the messages of one project accepted in one statement (a job id of
+ * its own, written in each message's `deliveryJobId`). One job for a batch spares the queue's
+ * scripts per message: adding, taking and finishing a job cost Redis about 50 µs each and the
+ * worker three round trips (docs/benchmarks.md, twelfth round).
+ */
+export type DeliveryJob = SingleDeliveryJob | BatchDeliveryJob;
+
+export interface SingleDeliveryJob {
   messageId: string;
   /**
    * The project, so that a worker can wait for one of the project's connections before it loads
    * the body. Absent from jobs queued by earlier versions: those load first, then wait.
    */
   projectId?: string;
+}
+
+export interface BatchDeliveryJob {
+  messageIds: string[];
+  projectId: string;
+}
+
+/** A delivery job planned for messages about to be committed (see `planDeliveryJobs`). */
+export interface PlannedDeliveryJob {
+  id: string;
+  projectId: string;
+  messageIds: string[];
+}
+
+/**
+ * Groups messages accepted together into one job per project, in their order. The job ids are
+ * known before the commit so that each message row can name its job (`deliveryJobId`), which is
+ * how the sweeper tells a message whose job is alive from one that lost it. A project's only
+ * message keeps its own id as job id.
+ */
+export function planDeliveryJobs(messages: DeliverableMessage[]): PlannedDeliveryJob[] {
+  const byProject = new Map<string, string[]>();
+  for (const message of messages) {
+    const ids = byProject.get(message.projectId);
+    if (ids) ids.push(message.id);
+    else byProject.set(message.projectId, [message.id]);
+  }
+  return [...byProject].map(([projectId, messageIds]) => ({
+    id: messageIds.length === 1 ? (messageIds[0] as string) : randomUUID(),
+    projectId,
+    messageIds,
+  }));
 }
 
 /** What a message needs to be queued for delivery. */
@@ -26,9 +69,14 @@ export interface DeliverableMessage {
  * live job does nothing.
  */
 export interface DeliveryProducer {
-  enqueue(message: DeliverableMessage, options?: { delayMs?: number }): Promise<void>;
-  /** The same for many messages in two Redis round trips (sweeper, batched accepts). */
-  enqueueMany(messages: DeliverableMessage[], options?: { delayMs?: number }): Promise<void>;
+  enqueue(message: DeliverableMessage, options?: RetryOptions): Promise<void>;
+  /** The same for many messages in two Redis round trips (the sweeper). */
+  enqueueMany(messages: DeliverableMessage[], options?: RetryOptions): Promise<void>;
+  /**
+   * The jobs of messages just committed (`planDeliveryJobs`), in two Redis round trips. Their
+   * messages count into their projects' backlogs, as `enqueueMany`'s do.
+   */
+  enqueuePlanned(jobs: PlannedDeliveryJob[]): Promise<void>;
   /**
    * An attempt now (the API's retry): a job waiting for its backoff delay is promoted, a message
    * without a job gets one. The caller first makes the message deliverable again in PostgreSQL
@@ -36,6 +84,15 @@ export interface DeliveryProducer {
    */
   deliverNow(message: DeliverableMessage): Promise<void>;
   close(): Promise<void>;
+}
+
+/**
+ * A delayed job is a retry: its message is not new work, so it does not count into its project's
+ * backlog, and it keeps the priority its first job had (`priority`, else the project's backlog).
+ */
+export interface RetryOptions {
+  delayMs?: number;
+  priority?: number;
 }
 
 /**
@@ -59,44 +116,64 @@ export function createDeliveryQueue(connection: Redis, prefix: string): Queue<De
   return queue;
 }
 
-/**
- * Delivery jobs waiting for a worker: BullMQ keeps them in `wait` (jobs without a priority) and
- * `prioritized` (every job of the fairness scheme); delayed retries and active jobs are not
- * waiting. One Lua call of an LLEN and a ZCARD, whatever the queue's size; the same count as the
- * `waiting` state of `postern_delivery_queue_jobs`.
- */
-export async function countWaitingDeliveries(queue: Queue<DeliveryJob>): Promise<number> {
-  const counts = await queue.getJobCounts("waiting", "prioritized");
-  return (counts.waiting ?? 0) + (counts.prioritized ?? 0);
-}
-
 export function createDeliveryProducer(connection: Redis, prefix: string): DeliveryProducer {
   const queue = createDeliveryQueue(connection, prefix);
-  const enqueueMany = async (messages: DeliverableMessage[], options: { delayMs?: number } = {}) => {
-    if (messages.length === 0) return;
+  const add = async (
+    jobs: { id: string; projectId: string; data: DeliveryJob; messages: number }[],
+    options: RetryOptions = {},
+  ) => {
+    if (jobs.length === 0) return;
+    const delay = options.delayMs ?? 0;
     // Count each message into its project's backlog first: that gives the job's priority, so a
-    // project with a short backlog overtakes one with a long backlog (see fairness.ts).
-    const priorities = await enterBacklog(
-      connection,
-      prefix,
-      messages.map((message) => message.projectId),
-    );
+    // project with a short backlog overtakes one with a long backlog (see fairness.ts). A job of
+    // several messages takes its first message's priority; the next job of the project starts
+    // after its last.
+    const priorities =
+      delay > 0
+        ? undefined
+        : await enterBacklog(
+            connection,
+            prefix,
+            jobs.flatMap((job) => Array<string>(job.messages).fill(job.projectId)),
+          );
+    let next = 0;
     await queue.addBulk(
-      messages.map((message, i) => ({
-        name: "deliver",
-        data: { messageId: message.id, projectId: message.projectId },
-        opts: {
-          ...deliveryJobOptions,
-          jobId: message.id,
-          delay: options.delayMs ?? 0,
-          priority: priorities[i],
-        },
-      })),
+      jobs.map((job) => {
+        const priority = options.priority ?? priorities?.[next] ?? 1;
+        next += job.messages;
+        return {
+          name: "deliver",
+          data: job.data,
+          opts: { ...deliveryJobOptions, jobId: job.id, delay, priority },
+        };
+      }),
     );
   };
+  const enqueueMany = (messages: DeliverableMessage[], options?: RetryOptions) =>
+    add(
+      messages.map((message) => ({
+        id: message.id,
+        projectId: message.projectId,
+        data: { messageId: message.id, projectId: message.projectId },
+        messages: 1,
+      })),
+      options,
+    );
   return {
     enqueue: (message, options) => enqueueMany([message], options),
     enqueueMany,
+    enqueuePlanned: (jobs) =>
+      add(
+        jobs.map((job) => ({
+          id: job.id,
+          projectId: job.projectId,
+          data:
+            job.messageIds.length === 1 && job.id === job.messageIds[0]
+              ? { messageId: job.id, projectId: job.projectId }
+              : { messageIds: job.messageIds, projectId: job.projectId },
+          messages: job.messageIds.length,
+        })),
+      ),
     async deliverNow(message) {
       const job = await queue.getJob(message.id);
       if (job && (await job.isDelayed())) await job.promote();
@@ -111,46 +188,91 @@ export function createDeliveryProducer(connection: Redis, prefix: string): Deliv
 /** What the delivery processor tells the queue about a job. */
 export type DeliveryJobResult =
   | { kind: "done" }
-  /** Try again later: the job waits, delayed, under the same id (no BullMQ attempt is used). */
+  /** Try again later: the message waits, delayed, in a job of its own id (no BullMQ attempt is used). */
   | { kind: "retry"; delayMs: number }
   /** Final: BullMQ must not retry it (UnrecoverableError). */
   | { kind: "failed"; reason: string };
 
 export interface DeliveryWorkerOptions {
+  /** Messages being delivered at once, whatever jobs they came in. */
   concurrency: number;
   /** How long a job's lock lives without renewal: a killed worker's jobs run again after it. */
   stalledTimeoutMs: number;
 }
 
 /**
- * The consuming side: runs `process` for each job with `concurrency` in flight. Jobs of a worker
- * that died (SIGKILL, lost network) are moved back to waiting by the stalled-job check of any
- * live worker after `stalledTimeoutMs`.
+ * How soon a message of a batch job is tried again after an unexpected error (PostgreSQL
+ * unreachable while loading or recording): the first step of `deliveryJobOptions.backoff`, from
+ * where its own job's BullMQ attempts take over.
+ */
+const batchErrorRetryMs = deliveryJobOptions.backoff.delay;
+
+/**
+ * The consuming side: runs `process` for each message of each job, at most `concurrency` messages
+ * at once across jobs. Jobs of a worker that died (SIGKILL, lost network) are moved back to
+ * waiting by the stalled-job check of any live worker after `stalledTimeoutMs`; a batch job then
+ * runs whole again, and its messages already final are skipped.
+ *
+ * A message of a batch job that must wait (a deferral, or an unexpected error) leaves the batch:
+ * it gets a delayed job of its own (job id = message id) through `retries`, as the sweeper would
+ * give it, and the batch job ends once each of its messages has been tried.
  */
 export function createDeliveryWorker(
   connection: Redis,
   prefix: string,
-  process: (job: DeliveryJob) => Promise<DeliveryJobResult>,
-  options: DeliveryWorkerOptions,
+  process: (message: SingleDeliveryJob) => Promise<DeliveryJobResult>,
+  options: DeliveryWorkerOptions & {
+    retries: Pick<DeliveryProducer, "enqueueMany">;
+    /** An unexpected error delivering a message of a batch job (a single job's fails the job). */
+    onBatchMessageError: (messageId: string, error: unknown) => void;
+  },
 ): Worker<DeliveryJob> {
+  const slots = pLimit(options.concurrency);
   return new Worker<DeliveryJob>(
     deliveryQueueName,
     async (job, token) => {
-      const result = await process(job.data);
-      if (result.kind === "retry") {
-        await job.moveToDelayed(Date.now() + result.delayMs, token);
-        throw new DelayedError();
+      const data = job.data;
+      if (!("messageIds" in data)) {
+        const result = await slots(() => process(data));
+        if (result.kind === "retry") {
+          await job.moveToDelayed(Date.now() + result.delayMs, token);
+          throw new DelayedError();
+        }
+        if (result.kind === "failed") throw new UnrecoverableError(result.reason);
+        return;
       }
-      if (result.kind === "failed") throw new UnrecoverableError(result.reason);
+      const { messageIds, projectId } = data;
+      const settled = await Promise.allSettled(
+        messageIds.map((messageId) => slots(() => process({ messageId, projectId }))),
+      );
+      const later = new Map<number, DeliverableMessage[]>();
+      settled.forEach((outcome, i) => {
+        if (outcome.status === "rejected")
+          options.onBatchMessageError(messageIds[i] as string, outcome.reason);
+        const delayMs =
+          outcome.status === "rejected"
+            ? batchErrorRetryMs
+            : outcome.value.kind === "retry"
+              ? outcome.value.delayMs
+              : undefined;
+        if (delayMs === undefined) return;
+        const message = { id: messageIds[i] as string, projectId };
+        later.set(delayMs, [...(later.get(delayMs) ?? []), message]);
+      });
+      for (const [delayMs, messages] of later) {
+        await options.retries.enqueueMany(messages, { delayMs, priority: job.opts.priority });
+      }
     },
     {
       connection,
       prefix,
+      // `slots` limits messages; jobs are taken as many as messages may run, so that single jobs
+      // run as they always did, and batch jobs taken beyond the free slots wait for one here.
       concurrency: options.concurrency,
       lockDuration: options.stalledTimeoutMs,
       stalledInterval: options.stalledTimeoutMs,
-      // A job whose worker keeps dying is failed (and removed); the sweeper re-adds it from
-      // PostgreSQL, so nothing is lost, but a poison message cannot loop here.
+      // A job whose worker keeps dying is failed (and removed); the sweeper re-adds its messages
+      // from PostgreSQL, so nothing is lost, but a poison message cannot loop here.
       maxStalledCount: 2,
       autorun: false,
     },

@@ -57,6 +57,21 @@ export async function enterBacklog(redis: Redis, prefix: string, projectIds: str
   )) as number[];
 }
 
+const totalScript = `
+local total = 0
+for _, count in ipairs(redis.call('HVALS', KEYS[1])) do total = total + tonumber(count) end
+return total`;
+
+/**
+ * Messages waiting for their first delivery attempt or in it, every project's backlog added up:
+ * what in-flow control holds transactions for. Counted in messages, not jobs, since a job carries
+ * every message of a project that one accept statement committed. One Lua call, a field per
+ * project with messages queued; delayed retries are not in it (`RetryOptions`).
+ */
+export async function countQueuedMessages(redis: Redis, prefix: string): Promise<number> {
+  return Math.max(0, Number(await redis.eval(totalScript, 1, backlogKey(prefix))));
+}
+
 /**
  * Jobs leaving the queue (delivered, failed or moved to a later retry), counted out of their
  * projects' backlogs in batches: one Redis round trip per `flushMs` for every job that left in

@@ -1,6 +1,5 @@
 export { retryDelayMs } from "./backoff";
 export {
-  countWaitingDeliveries,
   createDeliveryProducer,
   createDeliveryQueue,
   createDeliveryWorker,
@@ -11,10 +10,15 @@ export {
   type DeliveryWorkerOptions,
   deliveryJobOptions,
   deliveryQueueName,
+  type PlannedDeliveryJob,
+  planDeliveryJobs,
+  type RetryOptions,
+  type SingleDeliveryJob,
 } from "./delivery";
 export {
   type BacklogLedger,
   backlogKey,
+  countQueuedMessages,
   createBacklogLedger,
   enterBacklog,
   lastPriorityKey,
