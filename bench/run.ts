@@ -289,13 +289,26 @@ function fixedRateOf(options: Options, postfix: PeerReport | undefined): number 
 /** Without a relay only the plain message scenarios mean something. */
 const ceilingScenarios = ["pooled-10k", "fresh-10k"];
 
-async function measurePeer(kind: PeerName, options: Options, report: BenchReport): Promise<PeerReport> {
+/** A relay under measurement, started and warmed up, with its own sink and load generator. */
+interface Measured {
+  kind: PeerName;
+  peer?: Peer;
+  sink: Sink;
+  load: LoadGenerator;
+  outcome: PeerReport;
+}
+
+async function startPeer(kind: PeerName, options: Options, report: BenchReport): Promise<Measured> {
   const sink = await Sink.start();
   const freshLogins = Math.ceil(options.duration * 60);
-  let peer: Peer | undefined;
-  const load = new LoadGenerator();
+  const measured: Measured = {
+    kind,
+    sink,
+    load: new LoadGenerator(),
+    outcome: { version: {}, scenarios: [] },
+  };
   try {
-    peer =
+    measured.peer =
       kind === "postern"
         ? await startPostern({
             sinkPort: sink.port,
@@ -309,50 +322,51 @@ async function measurePeer(kind: PeerName, options: Options, report: BenchReport
           : kind === "forwarder"
             ? await startForwarder({ sinkPort: sink.port, freshLogins })
             : ceiling(sink.port);
-    stopOnInterrupt.add(peer);
-    if (!peer.unavailable) {
+    stopOnInterrupt.add(measured.peer);
+    measured.outcome.version = { ...measured.peer.version, sink: sink.kind };
+    if (!measured.peer.unavailable) {
       process.stdout.write(`${kind}: warm-up (${options.warmup} s pooled, ${options.warmup} s fresh)…\n`);
-      await warmUp(peer, sink, load, options);
+      await warmUp(measured.peer, sink, measured.load, options);
     }
-    const outcome: PeerReport = { version: { ...peer.version, sink: sink.kind }, scenarios: [] };
-    const names =
-      kind === "ceiling" ? options.scenarios.filter((n) => ceilingScenarios.includes(n)) : options.scenarios;
-    for (const name of names) {
-      const scenario = scenarios[name] as Scenario;
-      if (peer.unavailable) {
-        outcome.scenarios.push({ scenario: name, skipped: peer.unavailable });
-        continue;
-      }
-      process.stdout.write(`${kind}: ${name} (${scenario.what})…\n`);
-      const fixedRate = fixedRateOf(options, kind === "postfix" ? outcome : report.peers.postfix);
-      if (scenario.fixedRate) report.options.fixedRate = Math.round(fixedRate);
-      const result = await runScenario(name, scenario, peer, sink, load, { ...options, fixedRate });
-      outcome.scenarios.push(result);
-      process.stdout.write(`  ${JSON.stringify(brief(result))}\n`);
-    }
-    if (kind === "postern" && options.seedMessages > 0) {
-      report.stats = await measureStatsEndpoint(
-        peer as PosternPeer,
-        options.seedMessages,
-        options.quick ? 20 : 200,
-      );
-    }
-    return outcome;
   } catch (error) {
-    process.stderr.write(`${kind}: ${(error as Error).message}\n`);
-    return {
-      version: {},
-      scenarios: [],
-      error: (error as Error).message.replace(/\s*\n\s*/g, " ").slice(0, 500),
-    };
-  } finally {
-    stopOnInterrupt.delete(peer);
-    await peer?.stop();
-    load.stop();
-    sink.stop();
-    const dir = profileDir(options, report);
-    if (kind === "postern" && dir) report.profile = await summarizeProfiles(dir, root);
+    fail(measured, error);
   }
+  return measured;
+}
+
+function fail(measured: Measured, error: unknown): void {
+  process.stderr.write(`${measured.kind}: ${(error as Error).message}\n`);
+  measured.outcome.error = (error as Error).message.replace(/\s*\n\s*/g, " ").slice(0, 500);
+}
+
+async function measureScenario(measured: Measured, name: string, options: Options, report: BenchReport) {
+  const { kind, peer, sink, load, outcome } = measured;
+  if (!peer || outcome.error) return;
+  if (kind === "ceiling" && !ceilingScenarios.includes(name)) return;
+  const scenario = scenarios[name] as Scenario;
+  if (peer.unavailable) {
+    outcome.scenarios.push({ scenario: name, skipped: peer.unavailable });
+    return;
+  }
+  process.stdout.write(`${kind}: ${name} (${scenario.what})…\n`);
+  const fixedRate = fixedRateOf(options, report.peers.postfix);
+  if (scenario.fixedRate) report.options.fixedRate = Math.round(fixedRate);
+  try {
+    const result = await runScenario(name, scenario, peer, sink, load, { ...options, fixedRate });
+    outcome.scenarios.push(result);
+    process.stdout.write(`  ${JSON.stringify(brief(result))}\n`);
+  } catch (error) {
+    fail(measured, error);
+  }
+}
+
+async function stopPeer(measured: Measured, options: Options, report: BenchReport): Promise<void> {
+  stopOnInterrupt.delete(measured.peer);
+  await measured.peer?.stop();
+  measured.load.stop();
+  measured.sink.stop();
+  const dir = profileDir(options, report);
+  if (measured.kind === "postern" && dir) report.profile = await summarizeProfiles(dir, root);
 }
 
 const resultsDir = join(root, "bench", "results");
@@ -395,10 +409,32 @@ async function main(): Promise<number> {
     options: { ...options },
     peers: {},
   };
-  report.peers.ceiling = await measurePeer("ceiling", options, report);
-  // Postfix first: the open-loop runs of the others go at the rate Postfix delivered pooled (the target's yardstick).
-  for (const peer of options.peers) report.peers[peer] = await measurePeer(peer, options, report);
-  report.peers.postern = await measurePeer("postern", options, report);
+  // Every relay runs from the start, and each scenario is measured on each in turn, so that the
+  // machine's drift (its rate moves by a fifth or more within an hour) falls on all of them alike
+  // instead of on whichever ran last. Postfix goes before the others: their open-loop runs go at
+  // the rate Postfix delivered pooled (the target's yardstick).
+  const kinds: PeerName[] = ["ceiling", ...options.peers, "postern"];
+  const running: Measured[] = [];
+  try {
+    for (const kind of kinds) {
+      const measured = await startPeer(kind, options, report);
+      running.push(measured);
+      report.peers[kind] = measured.outcome;
+    }
+    for (const name of options.scenarios) {
+      for (const measured of running) await measureScenario(measured, name, options, report);
+    }
+    const postern = running.find((m) => m.kind === "postern");
+    if (postern?.peer && !postern.outcome.error && options.seedMessages > 0) {
+      report.stats = await measureStatsEndpoint(
+        postern.peer as PosternPeer,
+        options.seedMessages,
+        options.quick ? 20 : 200,
+      );
+    }
+  } finally {
+    for (const measured of running) await stopPeer(measured, options, report);
+  }
   for (const peer of Object.values(report.peers)) Object.assign(report.machine, peer.version);
 
   await mkdir(resultsDir, { recursive: true });
