@@ -1,5 +1,5 @@
 import type { Project } from "@postern/db";
-import { createDeliveryQueue, planDeliveryJobs } from "@postern/queue";
+import { backlogKey, createDeliveryQueue, enterBacklog, planDeliveryJobs } from "@postern/queue";
 import {
   createProjectFixture,
   createQueuedMessageFixture,
@@ -115,6 +115,31 @@ it("delivers at most DELIVERY_CONCURRENCY messages at once, whatever jobs they c
     sink.mailReply = () => undefined;
     sink.dataReply = () => undefined;
     sink.dataDelayMs = 0;
+    await worker.stop();
+  }
+});
+
+it("counts a message out of its project's backlog once, at the end of its first attempt, not again at its retry", async () => {
+  const { project } = await createProjectFixture(ctx.db, ctx.config, { upstream: sink.url });
+  let greylisted = 0;
+  sink.rcptReply = (address) =>
+    address === "later@example.net" && greylisted++ === 0
+      ? { code: 451, message: "4.2.1 greylisted" }
+      : undefined;
+  const worker = await runWorker(ctx);
+  try {
+    // Another message of the project, accepted and not yet delivered: it stays counted.
+    await enterBacklog(ctx.redis, ctx.redisKeyPrefix, [project.id]);
+    const { messages } = await acceptedTogether(project, ["later@example.net"]);
+    const message = messages[0] as (typeof messages)[number];
+    const delivered = await waitForStatus(ctx.db, message.id, "delivered");
+    expect(delivered.attempts).toBe(2);
+    // The worker's ledger writes its decrements every 50 ms.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(await ctx.redis.hget(backlogKey(ctx.redisKeyPrefix), project.id)).toBe("1");
+  } finally {
+    sink.rcptReply = () => undefined;
+    sink.messages.length = 0;
     await worker.stop();
   }
 });
