@@ -2,8 +2,8 @@ import type { Logger } from "@postern/telemetry";
 import type { SmtpMetrics } from "./metrics";
 
 /**
- * In-flow control, Postern's `in_flow_delay`: while `backlog` or more messages wait for their
- * first delivery attempt (or are in it), a new transaction is held at MAIL FROM until the backlog falls below that or
+ * In-flow control, Postern's `in_flow_delay`: while `backlog` or more messages wait for a
+ * delivery worker, a new transaction is held at MAIL FROM until the backlog falls below that or
  * `maxHoldMs` has passed, whichever comes first. The client waits with its message still in hand, so a held
  * transaction costs Postern a timer, not memory; and it always proceeds in the end: in-flow
  * control slows clients down to the delivery rate, it never refuses mail.

@@ -11,15 +11,15 @@ export interface DeliveryDeps {
   transports: UpstreamTransports;
 }
 
-/** What one run of a delivery job came to; `attempt` is the attempt's number, from 1. */
+/** What one run of a delivery job came to. */
 export type DeliveryRun =
   | { kind: "skipped"; reason: "unknown_message" }
   | { kind: "skipped"; reason: "already_final"; projectId: string }
-  | { kind: "delivered"; projectId: string; attempt: number; acceptedAt: Date }
-  | { kind: "failed"; projectId: string; attempt: number; reason: string }
-  | { kind: "deferred"; projectId: string; attempt: number; retryInMs: number }
+  | { kind: "delivered"; projectId: string; acceptedAt: Date }
+  | { kind: "failed"; projectId: string; reason: string }
+  | { kind: "deferred"; projectId: string; retryInMs: number }
   /** Another run of the same message recorded its result first (a stalled job ran twice). */
-  | { kind: "superseded"; projectId: string; attempt: number };
+  | { kind: "superseded"; projectId: string };
 
 type RecipientState = "pending" | "delivered" | "failed";
 
@@ -186,9 +186,10 @@ async function record(deps: DeliveryDeps, sent: Sent): Promise<DeliveryRun> {
       : null,
   });
 
-  const run = { projectId: message.projectId, attempt: attemptNumber };
-  if (!recorded) return { kind: "superseded", ...run };
-  if (status === "delivered") return { kind: "delivered", ...run, acceptedAt: message.createdAt };
-  if (status === "failed") return { kind: "failed", ...run, reason: lastError ?? "failed" };
-  return { kind: "deferred", ...run, retryInMs };
+  if (!recorded) return { kind: "superseded", projectId: message.projectId };
+  if (status === "delivered")
+    return { kind: "delivered", projectId: message.projectId, acceptedAt: message.createdAt };
+  if (status === "failed")
+    return { kind: "failed", projectId: message.projectId, reason: lastError ?? "failed" };
+  return { kind: "deferred", projectId: message.projectId, retryInMs };
 }

@@ -52,7 +52,7 @@ export function registerDeliveryMetrics(
   });
   new Gauge({
     name: "postern_delivery_queued_messages",
-    help: "Messages waiting for their first delivery attempt or in it, all projects' backlogs added up (in-flow control compares this with SMTP_INFLOW_BACKLOG)",
+    help: "Messages waiting for a delivery worker, all projects' backlogs added up (in-flow control compares this with SMTP_INFLOW_BACKLOG); retries waiting for their time are not in it",
     registers: [registry],
     async collect() {
       this.set(await sources.queuedMessages());

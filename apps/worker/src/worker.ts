@@ -57,12 +57,6 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     prefix,
     async ({ messageId, projectId }): Promise<DeliveryJobResult> => {
       const run = await deliverMessage({ config, store, transports }, messageId, projectId);
-      // A message counts in its project's backlog from its enqueue to the end of its first
-      // attempt (retries are not counted in: `RetryOptions`); a duplicate job of a message
-      // already final was counted in by its enqueue.
-      if (run.kind !== "skipped") {
-        if (run.attempt === 1) backlog.leave(run.projectId);
-      } else if (run.reason === "already_final") backlog.leave(run.projectId);
       switch (run.kind) {
         case "skipped":
         case "superseded":
@@ -87,6 +81,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
       concurrency: config.delivery.concurrency,
       stalledTimeoutMs: config.delivery.stalledTimeoutMs,
       retries: producer,
+      backlog,
       onBatchMessageError: (messageId, error) =>
         log.warn({ messageId, err: error }, "delivery error; the message is retried in a job of its own"),
     },

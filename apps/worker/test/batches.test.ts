@@ -1,5 +1,11 @@
 import type { Project } from "@postern/db";
-import { backlogKey, createDeliveryQueue, enterBacklog, planDeliveryJobs } from "@postern/queue";
+import {
+  backlogKey,
+  countQueuedMessages,
+  createDeliveryQueue,
+  enterBacklog,
+  planDeliveryJobs,
+} from "@postern/queue";
 import {
   createProjectFixture,
   createQueuedMessageFixture,
@@ -9,7 +15,7 @@ import {
 } from "@postern/testkit";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { producerFor, runWorker } from "./running";
-import { waitForStatus } from "./wait";
+import { until, waitForStatus } from "./wait";
 
 let ctx: TestContext;
 let sink: SmtpSink;
@@ -37,6 +43,23 @@ async function acceptedTogether(project: Pick<Project, "id">, recipients: string
   await producer.enqueuePlanned(jobs);
   await producer.close();
   return { messages, jobs };
+}
+
+/**
+ * A worker whose first sweep is over: the sweep resets the backlog counts from PostgreSQL, which
+ * would race with the counts a test reads. A sentinel count that the reset removes tells when.
+ */
+async function workerAfterFirstSweep() {
+  const sentinel = "00000000-0000-7000-8000-00000000fffe";
+  await ctx.redis.hset(backlogKey(ctx.redisKeyPrefix), sentinel, "99");
+  // An earlier test's worker swept last and its lock would skip this worker's first sweep.
+  await ctx.redis.del(`${ctx.redisKeyPrefix}:delivery:sweeper-lock`);
+  const worker = await runWorker(ctx);
+  await until(
+    async () => (await ctx.redis.hexists(backlogKey(ctx.redisKeyPrefix), sentinel)) === 0,
+    "the worker's first sweep",
+  );
+  return worker;
 }
 
 it("delivers a batch job's messages; a deferred one leaves the batch for a job of its own and is retried", async () => {
@@ -119,14 +142,14 @@ it("delivers at most DELIVERY_CONCURRENCY messages at once, whatever jobs they c
   }
 });
 
-it("counts a message out of its project's backlog once, at the end of its first attempt, not again at its retry", async () => {
+it("counts a message out of its project's backlog once, when its job is first taken, not again at its retry", async () => {
   const { project } = await createProjectFixture(ctx.db, ctx.config, { upstream: sink.url });
   let greylisted = 0;
   sink.rcptReply = (address) =>
     address === "later@example.net" && greylisted++ === 0
       ? { code: 451, message: "4.2.1 greylisted" }
       : undefined;
-  const worker = await runWorker(ctx);
+  const worker = await workerAfterFirstSweep();
   try {
     // Another message of the project, accepted and not yet delivered: it stays counted.
     await enterBacklog(ctx.redis, ctx.redisKeyPrefix, [project.id]);
@@ -139,6 +162,39 @@ it("counts a message out of its project's backlog once, at the end of its first 
     expect(await ctx.redis.hget(backlogKey(ctx.redisKeyPrefix), project.id)).toBe("1");
   } finally {
     sink.rcptReply = () => undefined;
+    sink.messages.length = 0;
+    await worker.stop();
+  }
+});
+
+it("counts a batch's messages out of the backlog when a worker takes the job, before they are delivered", async () => {
+  const { project } = await createProjectFixture(ctx.db, ctx.config, { upstream: sink.url });
+  let atUpstream = 0;
+  sink.mailReply = () => {
+    atUpstream += 1;
+    return undefined;
+  };
+  // The upstream holds each message, so two are being delivered and the third waits for a slot.
+  sink.dataDelayMs = 2_000;
+  const worker = await workerAfterFirstSweep();
+  try {
+    const { messages } = await acceptedTogether(project, ["a@example.net", "b@example.net", "c@example.net"]);
+    const counted = async () =>
+      Number((await ctx.redis.hget(backlogKey(ctx.redisKeyPrefix), project.id)) ?? 0);
+    expect(await counted()).toBe(3);
+    await until(() => atUpstream === 2, "two deliveries at the upstream");
+    // Taken, not delivered: nothing waits for a worker (the ledger writes every 50 ms).
+    await until(
+      async () => (await countQueuedMessages(ctx.redis, ctx.redisKeyPrefix)) === 0,
+      "the count at 0",
+    );
+    expect(
+      await ctx.db.message.count({ where: { id: { in: messages.map((m) => m.id) }, status: "queued" } }),
+    ).toBe(3);
+    for (const message of messages) await waitForStatus(ctx.db, message.id, "delivered");
+  } finally {
+    sink.mailReply = () => undefined;
+    sink.dataDelayMs = 0;
     sink.messages.length = 0;
     await worker.stop();
   }

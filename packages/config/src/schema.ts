@@ -149,7 +149,7 @@ export const variables = {
   SMTP_INFLOW_BACKLOG: {
     schema: z.coerce.number().int("must be a whole number").min(0, "must be 0 or more").default(250),
     default: "250",
-    doc: "In-flow control, like Postfix's `in_flow_delay`: while this many messages or more are queued for delivery (waiting for their first attempt or in it), a new transaction is held at `MAIL FROM` (for at most `SMTP_INFLOW_DELAY`), so clients slow down to the delivery rate instead of the queue growing without bound. `0` disables it.",
+    doc: "In-flow control, like Postfix's `in_flow_delay`: while this many messages or more wait for a delivery worker, a new transaction is held at `MAIL FROM` (for at most `SMTP_INFLOW_DELAY`), so clients slow down to the delivery rate instead of the queue growing without bound. `0` disables it.",
   },
   SMTP_INFLOW_DELAY: {
     schema: seconds.max(60, "must be at most 60 seconds (clients time out waiting for a reply)").default(1),

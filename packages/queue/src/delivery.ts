@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { DelayedError, type JobsOptions, Queue, UnrecoverableError, Worker } from "bullmq";
 import type { Redis } from "ioredis";
 import pLimit from "p-limit";
-import { enterBacklog } from "./fairness";
+import { type BacklogLedger, enterBacklog } from "./fairness";
 
 /** The queue of delivery work. Its jobs carry the messages' ids; PostgreSQL has the rest. */
 export const deliveryQueueName = "delivery";
@@ -223,6 +223,7 @@ export function createDeliveryWorker(
   process: (message: SingleDeliveryJob) => Promise<DeliveryJobResult>,
   options: DeliveryWorkerOptions & {
     retries: Pick<DeliveryProducer, "enqueueMany">;
+    backlog: Pick<BacklogLedger, "leave">;
     /** An unexpected error delivering a message of a batch job (a single job's fails the job). */
     onBatchMessageError: (messageId: string, error: unknown) => void;
   },
@@ -232,6 +233,16 @@ export function createDeliveryWorker(
     deliveryQueueName,
     async (job, token) => {
       const data = job.data;
+      // A job's messages were counted into their project's backlog when it was added, unless it
+      // was a retry (added with a delay); they leave it when a worker first takes the job, so the
+      // backlog is what waits for a worker, whatever a worker has taken and not yet delivered.
+      // A retry taken again (`moveToDelayed`), a stalled job taken over or a BullMQ retry after
+      // an error has started before. Jobs of earlier versions without a project are left to the
+      // sweeper's reset.
+      if (job.attemptsStarted <= 1 && !job.opts.delay && data.projectId) {
+        const count = "messageIds" in data ? data.messageIds.length : 1;
+        for (let i = 0; i < count; i++) options.backlog.leave(data.projectId);
+      }
       if (!("messageIds" in data)) {
         const result = await slots(() => process(data));
         if (result.kind === "retry") {

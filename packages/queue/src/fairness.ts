@@ -63,8 +63,8 @@ for _, count in ipairs(redis.call('HVALS', KEYS[1])) do total = total + tonumber
 return total`;
 
 /**
- * Messages waiting for their first delivery attempt or in it, every project's backlog added up:
- * what in-flow control holds transactions for. Counted in messages, not jobs, since a job carries
+ * Messages waiting for a worker, every project's backlog added up: what in-flow control holds
+ * transactions for. Counted in messages, not jobs, since a job carries
  * every message of a project that one accept statement committed. One Lua call, a field per
  * project with messages queued; delayed retries are not in it (`RetryOptions`).
  */
