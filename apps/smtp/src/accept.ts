@@ -58,7 +58,8 @@ interface Waiting {
  * batch is being written the next one fills, and a batch is ONE SQL statement (Message, body,
  * one row per recipient and the `message.accepted` audit event of every message in it), so one
  * round trip and one commit (one WAL fsync) serve the whole batch. Nobody waits for a batch to
- * fill: a message that finds no batch being written is written at once, alone if need be.
+ * fill; only a batch that would go with nothing in flight waits a little for the messages other
+ * sessions are receiving (below).
  * Every message of a batch is answered after that commit; a failed batch answers each of its
  * messages 451 (the caller refunds the quota). A committed batch then gets one delivery job per
  * project (planned before the commit, each message row naming its job), added with one pipeline

@@ -62,13 +62,16 @@ async function workerAfterFirstSweep() {
   return worker;
 }
 
+/** The sink answers the first RCPT of `address` with 451, and accepts it from then on. */
+function greylistOnce(address: string) {
+  let greylisted = 0;
+  sink.rcptReply = (to) =>
+    to === address && greylisted++ === 0 ? { code: 451, message: "4.2.1 greylisted" } : undefined;
+}
+
 it("delivers a batch job's messages; a deferred one leaves the batch for a job of its own and is retried", async () => {
   const { project } = await createProjectFixture(ctx.db, ctx.config, { upstream: sink.url });
-  let greylisted = 0;
-  sink.rcptReply = (address) =>
-    address === "later@example.net" && greylisted++ === 0
-      ? { code: 451, message: "4.2.1 greylisted" }
-      : undefined;
+  greylistOnce("later@example.net");
   const worker = await runWorker(ctx);
   const queue = createDeliveryQueue(ctx.redis, ctx.redisKeyPrefix);
   try {
@@ -144,11 +147,7 @@ it("delivers at most DELIVERY_CONCURRENCY messages at once, whatever jobs they c
 
 it("counts a message out of its project's backlog once, when its job is first taken, not again at its retry", async () => {
   const { project } = await createProjectFixture(ctx.db, ctx.config, { upstream: sink.url });
-  let greylisted = 0;
-  sink.rcptReply = (address) =>
-    address === "later@example.net" && greylisted++ === 0
-      ? { code: 451, message: "4.2.1 greylisted" }
-      : undefined;
+  greylistOnce("later@example.net");
   const worker = await workerAfterFirstSweep();
   try {
     // Another message of the project, accepted and not yet delivered: it stays counted.

@@ -30,6 +30,11 @@ export interface BatchDeliveryJob {
   projectId: string;
 }
 
+/** The messages a job carries, whatever its shape. */
+export function messageIdsOf(job: DeliveryJob): string[] {
+  return "messageIds" in job ? job.messageIds : [job.messageId];
+}
+
 /** A delivery job planned for messages about to be committed (see `planDeliveryJobs`). */
 export interface PlannedDeliveryJob {
   id: string;
@@ -119,7 +124,7 @@ export function createDeliveryQueue(connection: Redis, prefix: string): Queue<De
 export function createDeliveryProducer(connection: Redis, prefix: string): DeliveryProducer {
   const queue = createDeliveryQueue(connection, prefix);
   const add = async (
-    jobs: { id: string; projectId: string; data: DeliveryJob; messages: number }[],
+    jobs: { id: string; data: DeliveryJob & { projectId: string } }[],
     options: RetryOptions = {},
   ) => {
     if (jobs.length === 0) return;
@@ -134,13 +139,13 @@ export function createDeliveryProducer(connection: Redis, prefix: string): Deliv
         : await enterBacklog(
             connection,
             prefix,
-            jobs.flatMap((job) => Array<string>(job.messages).fill(job.projectId)),
+            jobs.flatMap((job) => messageIdsOf(job.data).map(() => job.data.projectId)),
           );
     let next = 0;
     await queue.addBulk(
       jobs.map((job) => {
         const priority = options.priority ?? priorities?.[next] ?? 1;
-        next += job.messages;
+        next += messageIdsOf(job.data).length;
         return {
           name: "deliver",
           data: job.data,
@@ -153,9 +158,7 @@ export function createDeliveryProducer(connection: Redis, prefix: string): Deliv
     add(
       messages.map((message) => ({
         id: message.id,
-        projectId: message.projectId,
         data: { messageId: message.id, projectId: message.projectId },
-        messages: 1,
       })),
       options,
     );
@@ -166,12 +169,10 @@ export function createDeliveryProducer(connection: Redis, prefix: string): Deliv
       add(
         jobs.map((job) => ({
           id: job.id,
-          projectId: job.projectId,
           data:
             job.messageIds.length === 1 && job.id === job.messageIds[0]
               ? { messageId: job.id, projectId: job.projectId }
               : { messageIds: job.messageIds, projectId: job.projectId },
-          messages: job.messageIds.length,
         })),
       ),
     async deliverNow(message) {
@@ -239,9 +240,9 @@ export function createDeliveryWorker(
       // A retry taken again (`moveToDelayed`), a stalled job taken over or a BullMQ retry after
       // an error has started before. Jobs of earlier versions without a project are left to the
       // sweeper's reset.
-      if (job.attemptsStarted <= 1 && !job.opts.delay && data.projectId) {
-        const count = "messageIds" in data ? data.messageIds.length : 1;
-        for (let i = 0; i < count; i++) options.backlog.leave(data.projectId);
+      const { projectId } = data;
+      if (job.attemptsStarted <= 1 && !job.opts.delay && projectId) {
+        for (const _ of messageIdsOf(data)) options.backlog.leave(projectId);
       }
       if (!("messageIds" in data)) {
         const result = await slots(() => process(data));
@@ -252,7 +253,7 @@ export function createDeliveryWorker(
         if (result.kind === "failed") throw new UnrecoverableError(result.reason);
         return;
       }
-      const { messageIds, projectId } = data;
+      const { messageIds } = data;
       const settled = await Promise.allSettled(
         messageIds.map((messageId) => slots(() => process({ messageId, projectId }))),
       );
@@ -267,7 +268,7 @@ export function createDeliveryWorker(
               ? outcome.value.delayMs
               : undefined;
         if (delayMs === undefined) return;
-        const message = { id: messageIds[i] as string, projectId };
+        const message = { id: messageIds[i] as string, projectId: data.projectId };
         later.set(delayMs, [...(later.get(delayMs) ?? []), message]);
       });
       for (const [delayMs, messages] of later) {
