@@ -153,3 +153,38 @@ it("counts the job a message was accepted in as its job, and leaves messages jus
     await deps.producer.close();
   }
 });
+
+it("finds pending messages through the pending-only index, not by reading every message", async () => {
+  const pool = sqlPoolOf(ctx.db);
+  // The sweep's own statements, captured as it runs them, then planned with sequential scans off:
+  // PostgreSQL then takes the partial index if, and only if, the statement's WHERE implies its
+  // predicate, the property a table of millions of delivered messages depends on.
+  const statements: { text: string; values?: unknown[] }[] = [];
+  const capturing = {
+    query: ((text: string, values?: unknown[]) => {
+      statements.push({ text, values });
+      return pool.query(text, values);
+    }) as typeof pool.query,
+  };
+  await sweep({ ...sweeperDeps(), sql: capturing }, afterInterval());
+  // The due messages (a statement per page) and the backlog counts.
+  const reading = [
+    ...new Map(
+      statements.filter((s) => /^\s*SELECT[\s\S]*FROM "Message"/.test(s.text)).map((s) => [s.text, s]),
+    ).values(),
+  ];
+  expect(reading).toHaveLength(2);
+  const client = await pool.connect();
+  try {
+    await client.query("SET enable_seqscan = off");
+    for (const { text, values } of reading) {
+      const { rows } = await client.query<{ "QUERY PLAN": unknown }>(`EXPLAIN (FORMAT JSON) ${text}`, values);
+      expect(JSON.stringify(rows[0]?.["QUERY PLAN"])).toContain(
+        '"Index Name":"Message_status_nextAttemptAt_idx"',
+      );
+    }
+  } finally {
+    await client.query("RESET enable_seqscan");
+    client.release();
+  }
+});

@@ -7,7 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
  * schema.prisma and prisma/migrations must describe the same database: a model change without its
  * migration (or the reverse) fails here. The migrated database of the test context is compared
  * with the schema: every model a table, every scalar field a column of a compatible type and
- * nullability, every @id/@unique/@@unique/@@index an index over the same columns.
+ * nullability, every @id/@unique/@@unique/@@index an index over the same columns, partial
+ * (`where: raw(...)`) where the schema says so, over the same values.
  */
 
 interface SchemaField {
@@ -20,8 +21,19 @@ interface SchemaField {
 interface SchemaModel {
   name: string;
   fields: SchemaField[];
-  /** index name → columns, as Prisma names them */
-  indexes: Map<string, string[]>;
+  /** index name (as Prisma names them) → its columns and, for a partial index, its predicate */
+  indexes: Map<string, IndexShape>;
+}
+
+interface IndexShape {
+  columns: string[];
+  /** The quoted values of a partial index's predicate, sorted; null: the index covers every row. */
+  predicateValues: string[] | null;
+}
+
+/** `'queued'` and `'deferred'` of `"status" IN ('queued', 'deferred')`, as PostgreSQL or Prisma writes it. */
+function quotedValues(predicate: string): string[] {
+  return [...predicate.matchAll(/'([^']*)'/g)].map((m) => m[1] as string).sort();
 }
 
 const scalarTypes = new Set([
@@ -43,14 +55,18 @@ function parseSchema(text: string): { models: SchemaModel[]; enums: Set<string> 
     const name = match[1] as string;
     const body = (match[2] as string).split("\n").map((l) => l.replace(/\/\/.*$/, "").trim());
     const fields: SchemaField[] = [];
-    const indexes = new Map<string, string[]>();
+    const indexes = new Map<string, IndexShape>();
     const columns = (list: string) => list.split(",").map((c) => c.trim().replace(/\(.*\)$/, ""));
     for (const line of body) {
       const block = line.match(/^@@(index|unique|id)\(\[([^\]]+)\]/);
       if (block) {
         const cols = columns(block[2] as string);
         const suffix = block[1] === "index" ? "idx" : block[1] === "unique" ? "key" : "pkey";
-        indexes.set(block[1] === "id" ? `${name}_pkey` : `${name}_${cols.join("_")}_${suffix}`, cols);
+        const where = line.match(/where: raw\("(.*)"\)/);
+        indexes.set(block[1] === "id" ? `${name}_pkey` : `${name}_${cols.join("_")}_${suffix}`, {
+          columns: cols,
+          predicateValues: where ? quotedValues(where[1] as string) : null,
+        });
         continue;
       }
       const field = line.match(/^(\w+)\s+(\w+)(\[\])?(\?)?\s*(.*)$/);
@@ -65,9 +81,9 @@ function parseSchema(text: string): { models: SchemaModel[]; enums: Set<string> 
         list: !!list,
         attributes: attributes as string,
       });
-      if ((attributes as string).includes("@id")) indexes.set(`${name}_pkey`, [fieldName as string]);
-      if (/@unique\b/.test(attributes as string))
-        indexes.set(`${name}_${fieldName}_key`, [fieldName as string]);
+      const whole = { columns: [fieldName as string], predicateValues: null };
+      if ((attributes as string).includes("@id")) indexes.set(`${name}_pkey`, whole);
+      if (/@unique\b/.test(attributes as string)) indexes.set(`${name}_${fieldName}_key`, whole);
     }
     models.push({ name, fields, indexes });
   }
@@ -140,15 +156,20 @@ describe("schema.prisma and prisma/migrations", async () => {
     );
     await client.end();
     const actual = Object.fromEntries(
-      rows.map((r) => [
-        r.indexname,
-        (r.indexdef.match(/\((.*)\)$/)?.[1] ?? "").split(",").map((c) =>
+      rows.map((r) => {
+        const [definition, predicate] = r.indexdef.split(" WHERE ") as [string, string | undefined];
+        const columns = (definition.match(/\((.*)\)$/)?.[1] ?? "").split(",").map((c) =>
           c
             .trim()
             .replace(/"/g, "")
             .replace(/ (DESC|ASC)$/, ""),
-        ),
-      ]),
+        );
+        const shape: IndexShape = {
+          columns,
+          predicateValues: predicate === undefined ? null : quotedValues(predicate),
+        };
+        return [r.indexname, shape];
+      }),
     );
     expect(actual).toEqual(Object.fromEntries(model.indexes));
   });
