@@ -311,6 +311,32 @@ describe("concurrent deliveries share statements (group commit)", () => {
     expect(loaded.map((m) => m?.id)).toEqual(ids);
   });
 
+  it("loads asked for within the spacing after a statement started wait and share the next one", async () => {
+    const { project } = await createProjectFixture(ctx.db, ctx.config);
+    const ids: string[] = [];
+    for (let i = 0; i < 4; i++) ids.push((await createQueuedMessageFixture(ctx.db, project)).id);
+    const { store, counted } = countingStore({ statementSpacingMs: 200 });
+    const first = await store.load(ids[0] as string);
+    // The first statement returned long before its 200 ms are over: the three asked for one by
+    // one after it wait for them, and go out together.
+    const startedAt = performance.now();
+    const rest: Promise<unknown>[] = [];
+    for (const id of ids.slice(1)) {
+      rest.push(store.load(id));
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    const loaded = await Promise.all(rest);
+    expect(performance.now() - startedAt).toBeGreaterThanOrEqual(100);
+    expect(counted.statements).toBe(2);
+    expect([first, ...loaded].map((m) => (m as { id: string } | undefined)?.id)).toEqual(ids);
+
+    // A full batch does not wait.
+    const full = countingStore({ statementSpacingMs: 60_000, maxBatchMessages: 2 });
+    await full.store.load(ids[0] as string);
+    await Promise.all([full.store.load(ids[1] as string), full.store.load(ids[2] as string)]);
+    expect(full.counted.statements).toBe(2);
+  });
+
   it("records share one statement; a superseded one writes nothing while its neighbours are written", async () => {
     const stale = await queued();
     const second = await queued();

@@ -167,12 +167,13 @@ it("finds pending messages through the pending-only index, not by reading every 
     }) as typeof pool.query,
   };
   await sweep({ ...sweeperDeps(), sql: capturing }, afterInterval());
-  // The due messages (a statement per page) and the backlog counts.
-  const reading = [
-    ...new Map(
-      statements.filter((s) => /^\s*SELECT[\s\S]*FROM "Message"/.test(s.text)).map((s) => [s.text, s]),
-    ).values(),
-  ];
+  // The backlog counts, and the due messages' first page: a later page starts after a cursor,
+  // and over the few rows of a test database the primary key's range is then cheaper.
+  const reading: typeof statements = [];
+  for (const statement of statements) {
+    const fromMessage = /^\s*SELECT[\s\S]*FROM "Message"/.test(statement.text);
+    if (fromMessage && !reading.some((s) => s.text === statement.text)) reading.push(statement);
+  }
   expect(reading).toHaveLength(2);
   const client = await pool.connect();
   try {
