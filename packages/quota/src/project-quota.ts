@@ -38,6 +38,12 @@ export interface ProjectQuota {
 
 const windowSeconds: Record<QuotaWindow, number> = { perMinute: 60, daily: 86_400 };
 
+interface Pending {
+  project: QuotaProject;
+  recipients: number;
+  resolve: (reservation: QuotaReservation) => void;
+}
+
 /**
  * Per-project sending quotas, counted per recipient (as SES counts), on Redis with
  * rate-limiter-flexible fixed windows: the minute window starts at the first recipient counted and
@@ -75,25 +81,23 @@ export function createProjectQuota(redis: Redis, keyPrefix: string): ProjectQuot
     await Promise.all(windows.map((w) => limiter(w, limits(project)[w]).reward(project.id, recipients)));
   };
 
-  return {
-    async reserve(project, recipients) {
-      let counted: RateLimiterRes[];
-      try {
-        // penalty() counts without refusing, both windows in one pipelined round trip.
-        counted = await Promise.all(
-          windows.map((w) => limiter(w, limits(project)[w]).penalty(project.id, recipients)),
-        );
-      } catch (error) {
-        return { ok: false, reason: "unavailable", error: error as Error };
+  /**
+   * Judges a project's reservations of one turn of the event loop as if each were made alone, in
+   * order: one counted on top of those accepted before it must stay within every window, and
+   * refused ones count nothing. `counted` is each window's count once all of them were added.
+   */
+  const judge = (group: Pending[], counted: RateLimiterRes[]): QuotaReservation[] => {
+    const total = group.reduce((sum, r) => sum + r.recipients, 0);
+    let accepted = 0;
+    return group.map(({ project, recipients }) => {
+      const over = windows.findIndex(
+        (w, i) => (counted[i]?.consumedPoints ?? 0) - total + accepted + recipients > limits(project)[w],
+      );
+      if (over < 0) {
+        accepted += recipients;
+        return { ok: true };
       }
-      const over = windows.findIndex((w, i) => (counted[i]?.consumedPoints ?? 0) > limits(project)[w]);
-      if (over < 0) return { ok: true };
       const window = windows[over] as QuotaWindow;
-      try {
-        await refund(project, recipients);
-      } catch (error) {
-        return { ok: false, reason: "unavailable", error: error as Error };
-      }
       return {
         ok: false,
         reason: "exceeded",
@@ -101,6 +105,60 @@ export function createProjectQuota(redis: Redis, keyPrefix: string): ProjectQuot
         limit: limits(project)[window],
         msBeforeNext: counted[over]?.msBeforeNext ?? windowSeconds[window] * 1000,
       };
+    });
+  };
+
+  const settle = async (group: Pending[]) => {
+    const first = (group[0] as Pending).project;
+    const total = group.reduce((sum, r) => sum + r.recipients, 0);
+    const unavailable = (error: unknown): QuotaReservation => ({
+      ok: false,
+      reason: "unavailable",
+      error: error as Error,
+    });
+    let outcomes: QuotaReservation[];
+    try {
+      // penalty() counts without refusing, both windows in one pipelined round trip.
+      const counted = await Promise.all(
+        windows.map((w) => limiter(w, limits(first)[w]).penalty(first.id, total)),
+      );
+      outcomes = judge(group, counted);
+    } catch (error) {
+      outcomes = group.map(() => unavailable(error));
+    }
+    const exceeded = (o: QuotaReservation | undefined) => o?.ok === false && o.reason === "exceeded";
+    const refused = group.reduce((sum, r, i) => (exceeded(outcomes[i]) ? sum + r.recipients : sum), 0);
+    if (refused > 0) {
+      // A refusal whose recipients stay counted would hold quota it never used: say Redis failed.
+      await refund(first, refused).catch((error: unknown) => {
+        outcomes = outcomes.map((o) => (o.ok ? o : unavailable(error)));
+      });
+    }
+    group.forEach((r, i) => {
+      r.resolve(outcomes[i] as QuotaReservation);
+    });
+  };
+
+  // Reservations are counted per project and per turn of the event loop: the RCPTs of all the
+  // sessions read in one turn cost one pair of script calls per project instead of a pair each
+  // (in the benchmark's pooled load, the two calls per recipient were a tenth of the SMTP
+  // thread's busy time). Nothing waits for a timer: the turn's reservations go in its check phase.
+  let pending = new Map<string, Pending[]>();
+  const flush = () => {
+    const groups = pending;
+    pending = new Map();
+    for (const group of groups.values()) void settle(group);
+  };
+
+  return {
+    reserve(project, recipients) {
+      return new Promise<QuotaReservation>((resolve) => {
+        if (pending.size === 0) setImmediate(flush);
+        const group = pending.get(project.id);
+        const reservation = { project, recipients, resolve };
+        if (group) group.push(reservation);
+        else pending.set(project.id, [reservation]);
+      });
     },
     refund,
     async usage(project) {

@@ -50,6 +50,36 @@ describe("project quota", () => {
     expect(await quota.reserve(p, 2)).toEqual({ ok: true });
   });
 
+  it("counts the reservations of one turn of the event loop together, judged in order", async () => {
+    const prefix = `${ctx.redisKeyPrefix}:turn-${randomUUID()}`;
+    const quota = createProjectQuota(ctx.redis, prefix);
+    const monitor = await ctx.redis.monitor();
+    const scriptCalls: string[][] = [];
+    monitor.on("monitor", (_time: string, args: string[]) => {
+      const command = args[0]?.toLowerCase();
+      if ((command === "evalsha" || command === "eval") && args.some((a) => a.startsWith(prefix)))
+        scriptCalls.push(args);
+    });
+    const busy = project(5, 100);
+    const quiet = project(5, 100);
+    const outcomes = await Promise.all([
+      ...Array.from({ length: 8 }, () => quota.reserve(busy, 1)),
+      quota.reserve(quiet, 2),
+    ]);
+    // As if made one after another: the first five fit the minute window, the other three do
+    // not and count nothing; another project's reservation is counted on its own.
+    expect(outcomes.map((o) => o.ok)).toEqual([true, true, true, true, true, false, false, false, true]);
+    expect(outcomes[5]).toMatchObject({ ok: false, reason: "exceeded", window: "perMinute", limit: 5 });
+    expect((await quota.usage(busy)).perMinute.used).toBe(5);
+    expect((await quota.usage(quiet)).perMinute.used).toBe(2);
+    // Per project one script call per window to count the turn's recipients; for the busy one,
+    // one per window more to give back the three refused. A call per reservation would be 22.
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    monitor.disconnect();
+    expect(scriptCalls.filter((args) => args.some((a) => a.endsWith(busy.id)))).toHaveLength(4);
+    expect(scriptCalls.filter((args) => args.some((a) => a.endsWith(quiet.id)))).toHaveLength(2);
+  });
+
   it("reports an empty window with no reset time", async () => {
     const quota = createProjectQuota(ctx.redis, ctx.redisKeyPrefix);
     const usage = await quota.usage(project(5, 10));
