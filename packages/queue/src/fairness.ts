@@ -48,9 +48,7 @@ return priorities`;
  */
 export async function enterBacklog(redis: Redis, prefix: string, projectIds: string[]): Promise<number[]> {
   if (projectIds.length === 0) return [];
-  return (await redis.eval(
-    enterScript,
-    2,
+  return (await withScripts(redis).posternBacklogEnter(
     backlogKey(prefix),
     lastPriorityKey(prefix),
     ...projectIds,
@@ -69,7 +67,7 @@ return total`;
  * project with messages queued; delayed retries are not in it (`RetryOptions`).
  */
 export async function countQueuedMessages(redis: Redis, prefix: string): Promise<number> {
-  return Math.max(0, Number(await redis.eval(totalScript, 1, backlogKey(prefix))));
+  return Math.max(0, Number(await withScripts(redis).posternBacklogTotal(backlogKey(prefix))));
 }
 
 /**
@@ -113,7 +111,7 @@ export function createBacklogLedger(
     pending = new Map();
     const args = [...batch].flatMap(([projectId, count]) => [projectId, String(count)]);
     flushing = flushing
-      .then(() => redis.eval(leaveScript, 2, ...keys, ...args))
+      .then(() => withScripts(redis).posternBacklogLeave(...keys, ...args))
       .then(
         () => {},
         (error) => options.onError?.(error),
@@ -152,5 +150,25 @@ return 0`;
 
 export async function resetBacklog(redis: Redis, prefix: string, counts: Map<string, number>): Promise<void> {
   const args = [...counts].flatMap(([projectId, count]) => [projectId, String(count)]);
-  await redis.eval(resetScript, 2, backlogKey(prefix), lastPriorityKey(prefix), ...args);
+  await withScripts(redis).posternBacklogReset(backlogKey(prefix), lastPriorityKey(prefix), ...args);
+}
+
+/**
+ * The scripts above as ioredis commands: each goes whole (`EVAL`) the first time on a connection
+ * and by its SHA1 (`EVALSHA`) after that, where `redis.eval` sent the whole text every time, about
+ * once per delivery job. Defined on each connection the first time it runs one of them.
+ */
+const scripts = {
+  posternBacklogEnter: { numberOfKeys: 2, lua: enterScript },
+  posternBacklogTotal: { numberOfKeys: 1, lua: totalScript },
+  posternBacklogLeave: { numberOfKeys: 2, lua: leaveScript },
+  posternBacklogReset: { numberOfKeys: 2, lua: resetScript },
+};
+
+type FairnessRedis = Redis & Record<keyof typeof scripts, (...keysAndArgs: string[]) => Promise<unknown>>;
+
+function withScripts(redis: Redis): FairnessRedis {
+  if (!("posternBacklogEnter" in redis))
+    for (const [name, definition] of Object.entries(scripts)) redis.defineCommand(name, definition);
+  return redis as FairnessRedis;
 }

@@ -62,3 +62,23 @@ it("caps priorities at BullMQ's largest, 2^21-1", async () => {
   await ctx.redis.hset(backlogKey(prefix), "a", String(2 ** 22));
   expect(await enterBacklog(ctx.redis, prefix, ["a"])).toEqual([2 ** 21 - 1]);
 });
+
+it("sends each script whole once per connection, and by its SHA1 after that", async () => {
+  const prefix = `${ctx.redisKeyPrefix}:sha-${Date.now()}`;
+  const connection = ctx.redis.duplicate();
+  const monitor = await ctx.redis.monitor();
+  const calls: string[] = [];
+  monitor.on("monitor", (_time: string, args: string[]) => {
+    const command = args[0]?.toLowerCase();
+    if ((command === "eval" || command === "evalsha") && args.includes(backlogKey(prefix)))
+      calls.push(command);
+  });
+  await enterBacklog(connection, prefix, ["a"]);
+  await enterBacklog(connection, prefix, ["a", "b"]);
+  await enterBacklog(connection, prefix, ["b"]);
+  expect(await enterBacklog(connection, prefix, ["a"])).toEqual([3]);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  monitor.disconnect();
+  connection.disconnect();
+  expect(calls).toEqual(["eval", "evalsha", "evalsha", "evalsha"]);
+});
