@@ -84,10 +84,10 @@ export function createProjectQuota(redis: Redis, keyPrefix: string): ProjectQuot
   /**
    * Judges a project's reservations of one turn of the event loop as if each were made alone, in
    * order: one counted on top of those accepted before it must stay within every window, and
-   * refused ones count nothing. `counted` is each window's count once all of them were added.
+   * refused ones count nothing. `counted` is each window's count once all `total` recipients of
+   * the group were added.
    */
-  const judge = (group: Pending[], counted: RateLimiterRes[]): QuotaReservation[] => {
-    const total = group.reduce((sum, r) => sum + r.recipients, 0);
+  const judge = (group: Pending[], total: number, counted: RateLimiterRes[]): QuotaReservation[] => {
     let accepted = 0;
     return group.map(({ project, recipients }) => {
       const over = windows.findIndex(
@@ -122,7 +122,7 @@ export function createProjectQuota(redis: Redis, keyPrefix: string): ProjectQuot
       const counted = await Promise.all(
         windows.map((w) => limiter(w, limits(first)[w]).penalty(first.id, total)),
       );
-      outcomes = judge(group, counted);
+      outcomes = judge(group, total, counted);
     } catch (error) {
       outcomes = group.map(() => unavailable(error));
     }
