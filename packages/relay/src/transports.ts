@@ -2,6 +2,7 @@ import { Readable } from "node:stream";
 import SMTPConnection from "nodemailer/lib/smtp-connection";
 import pLimit, { type LimitFunction } from "p-limit";
 import { type UpstreamVerdict, verdictOfError, verdictOfReply } from "./classify";
+import { adaptSmtpClient } from "./dot-stuffing";
 import { parseUpstreamUrl } from "./upstream";
 
 /** A project's upstream as stored: public URL, and the password already opened by the caller. */
@@ -95,6 +96,7 @@ export class UpstreamTransports {
   private readonly maxMessagesPerConnection: number;
 
   constructor(private readonly options: UpstreamTransportsOptions) {
+    adaptSmtpClient();
     const idleCloseMs = options.idleCloseMs ?? 60_000;
     this.maxMessagesPerConnection = options.maxMessagesPerConnection ?? 100;
     this.idleTimer = setInterval(() => this.closeIdle(idleCloseMs), Math.min(idleCloseMs, 10_000));
