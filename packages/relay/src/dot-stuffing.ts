@@ -24,7 +24,7 @@ let installed = false;
 /**
  * nodemailer's SMTP client sends every message through its DataStream, which turns a bare CR or LF
  * into CRLF and stuffs a dot before each line that starts with one, deciding byte by byte in
- * JavaScript: 45–55 µs for a 10 KiB message and about 5 ms for a MiB on these machines, a tenth
+ * JavaScript: 45–55 µs for a 10 KiB message and about 4 ms for a MiB on these machines, a tenth
  * of the delivery thread's busy time in the benchmark's `pooled-10k` and a quarter in `pooled-1m`
  * (docs/benchmarks.md, fifteenth round). The bodies Postern relays have no bare CR or LF (the SMTP
  * side refuses them, docs/smtp.md), so the only change ever made to them is the dot stuffing, and
