@@ -62,7 +62,7 @@ export function adaptSmtpClient(): void {
  * (false at the start of the message, where a line starts too). A CR that ends the chunk is judged
  * with the next one, as nodemailer does.
  */
-export function stuffDots(chunk: Buffer, previous: number | false): Buffer | undefined {
+function stuffDots(chunk: Buffer, previous: number | false): Buffer | undefined {
   if (previous === CR && chunk[0] !== LF) return undefined;
   for (let cr = chunk.indexOf(CR); cr >= 0 && cr + 1 < chunk.length; cr = chunk.indexOf(CR, cr + 1)) {
     if (chunk[cr + 1] !== LF) return undefined;
