@@ -85,11 +85,12 @@ export async function startSmtp(deps: SmtpDeps, overrides: SmtpListenOverrides =
     log,
     onEnqueueFailed: (count) => metrics.enqueueFailures.inc(count),
   });
+  const quota = createProjectQuota(redis, config.redisKeyPrefix);
   const { handlers, inData } = createSessionHandlers({
     config,
     log,
     verifier,
-    quota: createProjectQuota(redis, config.redisKeyPrefix),
+    quota,
     acceptor,
     audit,
     metrics,
@@ -199,6 +200,8 @@ export async function startSmtp(deps: SmtpDeps, overrides: SmtpListenOverrides =
         new Promise((resolve) => setTimeout(resolve, config.shutdownTimeoutMs + 1_000).unref()),
       ]);
       await audit.flush();
+      // Recipients counted ahead for busy projects and not used: another process may use them.
+      await quota.close();
       // Jobs of the last messages accepted, so that they need not wait for a sweep.
       await acceptor.settled();
       await producer.close().catch(() => {});

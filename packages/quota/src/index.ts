@@ -1,6 +1,7 @@
 export {
   createProjectQuota,
   type ProjectQuota,
+  type ProjectQuotaOptions,
   type QuotaProject,
   type QuotaReservation,
   type QuotaUsage,
