@@ -38,6 +38,11 @@ export interface Peer {
   login: SmtpLogin | undefined;
   /** Distinct logins, each used once, for the uncached (bcrypt) AUTH path. */
   freshLogins: SmtpLogin[];
+  /**
+   * A further tenant with an upstream of its own (`stuck-neighbour`), and its login; missing for
+   * relays that send every client's mail to one upstream.
+   */
+  addProject?(name: string, upstreamPort: number): Promise<SmtpLogin>;
   /** Why the scenarios cannot run (e.g. no SMTP listener yet); the peer is up for the rest. */
   unavailable?: string;
   /** CPU is reported per group; the first group is the relay itself. */
@@ -111,6 +116,26 @@ async function createFreshCredentials(db: Database, projectId: string, count: nu
     data: keys.map((key) => ({ projectId, key, secretHash: shared.secretHash })),
   });
   return keys.map((username) => ({ username, password: shared.secret }));
+}
+
+/** A project whose upstream is `upstreamPort`, with one SMTP credential. */
+async function createBenchProject(db: Database, name: string, upstreamPort: number) {
+  const upstream = parseUpstreamUrl(`smtp://127.0.0.1:${upstreamPort}`);
+  // Quotas far above what one machine can send, so the benchmark measures the relay, not its limits.
+  const project = await db.project.create({
+    data: {
+      name,
+      quotaPerMinute: 100_000_000,
+      quotaDaily: 1_000_000_000,
+      maxRecipients: 50,
+      upstreamUrl: upstream.publicUrl,
+    },
+  });
+  const credential = await issueSmtpCredential();
+  await db.smtpCredential.create({
+    data: { projectId: project.id, key: credential.key, secretHash: credential.secretHash },
+  });
+  return { project, login: { username: credential.key, password: credential.secret } };
 }
 
 export interface PosternPeer extends Peer {
@@ -209,21 +234,7 @@ export async function startPostern(options: {
     }
     const db = createDatabase(databaseUrl);
     teardown.unshift(() => db.$disconnect());
-    const upstream = parseUpstreamUrl(`smtp://127.0.0.1:${options.sinkPort}`);
-    // Quotas far above what one machine can send, so the benchmark measures the relay, not its limits.
-    const project = await db.project.create({
-      data: {
-        name: "benchmark",
-        quotaPerMinute: 100_000_000,
-        quotaDaily: 1_000_000_000,
-        maxRecipients: 50,
-        upstreamUrl: upstream.publicUrl,
-      },
-    });
-    const main = await issueSmtpCredential();
-    await db.smtpCredential.create({
-      data: { projectId: project.id, key: main.key, secretHash: main.secretHash },
-    });
+    const { project, login } = await createBenchProject(db, "benchmark", options.sinkPort);
     const token = issueApiToken();
     await db.apiToken.create({
       data: { projectId: project.id, tokenHash: token.tokenHash, prefix: token.prefix },
@@ -250,8 +261,9 @@ export async function startPostern(options: {
       projectId: project.id,
       apiToken: token.token,
       db,
-      login: { username: main.key, password: main.secret },
+      login,
       freshLogins,
+      addProject: async (name, upstreamPort) => (await createBenchProject(db, name, upstreamPort)).login,
       groups: [
         { name: "postern", roots: () => [pid], exclude: services },
         ...(worker ? [{ name: "postern worker", roots: () => [worker.pid as number] }] : []),

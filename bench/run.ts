@@ -9,6 +9,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Command, InvalidArgumentError } from "commander";
 import { LoadGenerator, Sink } from "./children";
+import { summarizeLatencies } from "./latency";
 import {
   ceiling,
   type Peer,
@@ -27,8 +28,11 @@ import {
   renderMarkdown,
   replaceBetweenMarkers,
   type ScenarioOutcome,
+  type ScenarioResult,
+  stuckNeighbourRows,
   summarize,
 } from "./report";
+import { startSilentUpstream } from "./silent-upstream";
 import { measureStatsEndpoint } from "./stats";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
@@ -42,6 +46,13 @@ interface Scenario {
   maxMessages?: number;
   /** Open loop at this many messages per second (see `fixedRate`). */
   fixedRate?: boolean;
+  /** Open loop at this rate, whatever `--rate` says. */
+  ratePerSecond?: number;
+  /**
+   * A second project that sends at this rate, over this many connections, to an upstream that
+   * accepts TCP and never answers (`runStuckNeighbour`).
+   */
+  stuckNeighbour?: { ratePerSecond: number; concurrency: number };
   /** AUTH scenarios: which logins (one reused login = the cached path). */
   logins?: "same" | "fresh";
   what: string;
@@ -95,7 +106,23 @@ const scenarios: Record<string, Scenario> = {
     logins: "fresh",
     what: "AUTH, a new credential each",
   },
+  // Last: project B's messages stay queued for its stuck upstream after the scenario.
+  "stuck-neighbour": {
+    mode: "pooled",
+    concurrency: 20,
+    messageBytes: 10 * KiB,
+    ratePerSecond: 20,
+    stuckNeighbour: { ratePerSecond: 5, concurrency: 10 },
+    what: "project A at 20/s, alone and then while project B sends 5/s to an upstream that never answers",
+  },
 };
+
+/**
+ * How long project B of `stuck-neighbour` sends before A's second run starts (at most the
+ * duration): at 5 a second, 50 messages, as many as a worker's delivery slots by default, so that
+ * A is measured once a stuck neighbour's deliveries can have taken every slot they are let have.
+ */
+const neighbourLeadMs = 10_000;
 
 /** Postfix's pooled delivered rate in the reference run of issue 6; used when Postfix is not measured. */
 const referencePostfixRate = 278;
@@ -190,7 +217,7 @@ function loadSpecOf(scenario: Scenario, peer: Peer, durationMs: number, fixedRat
     messageBytes: scenario.messageBytes,
     durationMs: scenario.maxMessages ? 300_000 : durationMs,
     maxMessages: scenario.maxMessages,
-    ratePerSecond: scenario.fixedRate ? fixedRate : undefined,
+    ratePerSecond: scenario.ratePerSecond ?? (scenario.fixedRate ? fixedRate : undefined),
     logins: scenario.logins === "fresh" ? peer.freshLogins : peer.login ? [peer.login] : [],
     from: "bench@bench.example",
     to: "sink@bench.example",
@@ -219,7 +246,7 @@ async function runScenario(
   sink: Sink,
   load: LoadGenerator,
   options: Options & { fixedRate: number },
-): Promise<ScenarioOutcome> {
+): Promise<ScenarioResult> {
   const spec = loadSpecOf(scenario, peer, options.duration * 1000, options.fixedRate);
   const rssProcesses = peer.rssProcesses();
   for (const { pid } of rssProcesses) resetPeakRss(pid);
@@ -244,6 +271,52 @@ async function runScenario(
     { cpuCores, peakRssBytes, startRssBytes },
     scenario.maxMessages === undefined,
   );
+}
+
+/**
+ * `stuck-neighbour`: project A (the main login, its upstream the sink) at its fixed rate alone, then
+ * again while project B, a second project whose upstream accepts TCP and never answers, sends at
+ * its own rate, from `neighbourLeadMs` before A's second run to its end. A's two rows are the
+ * comparison: a relay that isolates its tenants delivers A as fast beside B as alone.
+ */
+async function runStuckNeighbour(
+  name: string,
+  scenario: Scenario,
+  neighbour: NonNullable<Scenario["stuckNeighbour"]>,
+  peer: Peer,
+  sink: Sink,
+  load: LoadGenerator,
+  options: Options & { fixedRate: number },
+): Promise<ScenarioOutcome[]> {
+  if (!peer.addProject)
+    return [{ scenario: name, skipped: "one upstream for every client: no tenant to isolate" }];
+  const upstream = await startSilentUpstream();
+  const neighbourLoad = new LoadGenerator();
+  try {
+    const login = await peer.addProject("stuck neighbour", upstream.port);
+    const alone = await runScenario(stuckNeighbourRows.alone, scenario, peer, sink, load, options);
+    const durationMs = options.duration * 1000;
+    const leadMs = Math.min(neighbourLeadMs, durationMs);
+    const sending = neighbourLoad.run({
+      ...loadSpecOf(scenario, peer, leadMs + durationMs, options.fixedRate),
+      ...neighbour,
+      logins: [login],
+    });
+    sending.catch(() => {}); // awaited below; its failure is reported there, not as unhandled
+    await new Promise((resolve) => setTimeout(resolve, leadMs));
+    const stuck = await runScenario(stuckNeighbourRows.stuck, scenario, peer, sink, load, options);
+    const sent = await sending;
+    stuck.neighbour = {
+      accepted: sent.accepted.length,
+      errors: sent.errors,
+      acceptLatencyMs: summarizeLatencies(sent.accepted.map((r) => r.acceptedAt - r.startedAt)),
+      upstreamConnections: upstream.connections(),
+    };
+    return [alone, stuck];
+  } finally {
+    neighbourLoad.stop();
+    await upstream.stop();
+  }
 }
 
 /**
@@ -353,9 +426,16 @@ async function measureScenario(measured: Measured, name: string, options: Option
   const fixedRate = fixedRateOf(options, report.peers.postfix);
   if (scenario.fixedRate) report.options.fixedRate = Math.round(fixedRate);
   try {
-    const result = await runScenario(name, scenario, peer, sink, load, { ...options, fixedRate });
-    outcome.scenarios.push(result);
-    process.stdout.write(`  ${JSON.stringify(brief(result))}\n`);
+    const results = scenario.stuckNeighbour
+      ? await runStuckNeighbour(name, scenario, scenario.stuckNeighbour, peer, sink, load, {
+          ...options,
+          fixedRate,
+        })
+      : [await runScenario(name, scenario, peer, sink, load, { ...options, fixedRate })];
+    for (const result of results) {
+      outcome.scenarios.push(result);
+      process.stdout.write(`  ${JSON.stringify(brief(result))}\n`);
+    }
   } catch (error) {
     fail(measured, error);
   }
@@ -389,6 +469,12 @@ function brief(outcome: ScenarioOutcome) {
     arrivalP99: round(outcome.arrivalLatencyMs?.p99),
     errors: outcome.errors,
     errorSamples: outcome.errorSamples,
+    neighbour: outcome.neighbour && {
+      accepted: outcome.neighbour.accepted,
+      acceptP99: round(outcome.neighbour.acceptLatencyMs.p99),
+      errors: outcome.neighbour.errors,
+      upstreamConnections: outcome.neighbour.upstreamConnections,
+    },
   };
 }
 

@@ -17,7 +17,9 @@ import {
   markers,
   replaceBetweenMarkers,
   type ScenarioResult,
+  stuckNeighbourRows,
   summarize,
+  type TargetCheck,
 } from "../report";
 
 describe("percentiles", () => {
@@ -217,8 +219,49 @@ describe("targets", () => {
       ["fixed-rate at 278/s: send→arrival p99 ≤ 500 ms", false],
       ["peak RSS of the all-in-one Postern process ≤ 350 MB in any scenario", false],
       ["25 MB message: accepted, delivered, RSS growth ≤ 3 × its size (75 MB)", false],
+      ["stuck-neighbour: A's send→arrival p99 with B stuck < 2 × alone and < 1 s", undefined],
       ["GET /v1/stats p95 < 50 ms with 1,000,000 messages", undefined],
     ]);
+  });
+
+  describe("stuck-neighbour", () => {
+    const neighbour = {
+      accepted: 150,
+      errors: 0,
+      acceptLatencyMs: latency(30),
+      upstreamConnections: 20,
+    };
+    const check = (stuck: Partial<ScenarioResult>, alone: Partial<ScenarioResult> = {}) => {
+      const checks = checkTargets({
+        ...report,
+        peers: {
+          postern: {
+            version: {},
+            scenarios: [
+              scenario(stuckNeighbourRows.alone, { arrivalLatencyMs: latency(40), ...alone }),
+              scenario(stuckNeighbourRows.stuck, { neighbour, ...stuck }),
+            ],
+          },
+        },
+      });
+      return checks.find((c) => c.target.startsWith("stuck-neighbour")) as TargetCheck;
+    };
+
+    it("is met while A's p99 beside the stuck B stays under twice its value alone and under 1 s", () => {
+      const met = check({ arrivalLatencyMs: latency(70), acceptLatencyMs: latency(25) });
+      expect(met.met).toBe(true);
+      expect(met.measured).toBe(
+        "70 ms against 40 ms alone; A's SMTP p99 25 ms against 100 ms alone; B: 150 accepted, 20 connections to its upstream",
+      );
+      expect(check({ arrivalLatencyMs: latency(90) }).met).toBe(false);
+      expect(check({ arrivalLatencyMs: latency(1_100) }, { arrivalLatencyMs: latency(900) }).met).toBe(false);
+    });
+
+    it("is missed when A's messages had not all arrived, however low the p99 of those that did", () => {
+      const missed = check({ arrivalLatencyMs: latency(50), delivered: 990 });
+      expect(missed.met).toBe(false);
+      expect(missed.measured).toMatch(/10 of A's 1,000 not arrived when the harness stopped waiting/);
+    });
   });
 });
 

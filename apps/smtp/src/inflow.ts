@@ -2,25 +2,30 @@ import type { Logger } from "@postern/telemetry";
 import type { SmtpMetrics } from "./metrics";
 
 /**
- * In-flow control, Postern's `in_flow_delay`: while `backlog` or more messages wait for a
- * delivery worker, a new transaction is held at MAIL FROM until the backlog falls below that or
- * `maxHoldMs` has passed, whichever comes first. The client waits with its message still in hand, so a held
- * transaction costs Postern a timer, not memory; and it always proceeds in the end: in-flow
- * control slows clients down to the delivery rate, it never refuses mail.
+ * In-flow control, Postern's `in_flow_delay`: while `backlog` or more messages of a project wait
+ * for a delivery worker, a new transaction of that project is held at MAIL FROM until its backlog
+ * falls below that or `maxHoldMs` has passed, whichever comes first. Each project is held for its
+ * own backlog only: a project whose upstream is stuck, or that sent a burst, slows its own clients
+ * down and no one else's. The client waits with its message still in hand, so a held transaction
+ * costs Postern a timer, not memory; and it always proceeds in the end: in-flow control slows
+ * clients down to their delivery rate, it never refuses mail.
  */
 export interface InflowControl {
-  /** Resolves at once while the backlog is below the threshold; never rejects. */
-  hold(): Promise<void>;
+  /** Resolves at once while the project's backlog is below the threshold; never rejects. */
+  hold(projectId: string): Promise<void>;
   /** Stops polling and lets every held transaction go. */
   close(): void;
 }
 
 export interface InflowOptions {
-  /** Queued messages at which transactions are held; 0 disables the control. */
+  /** Queued messages of a project at which its transactions are held; 0 disables the control. */
   backlog: number;
   maxHoldMs: number;
-  /** The projects' backlogs added up (`countQueuedMessages`): called once per poll, never per message. */
-  queuedMessages: () => Promise<number>;
+  /**
+   * Each project's backlog (`countQueuedMessagesByProject`; a project missing has none): called
+   * once per poll, never per message.
+   */
+  queuedMessages: () => Promise<ReadonlyMap<string, number>>;
   metrics: Pick<SmtpMetrics, "inflowHeld" | "inflowHoldSeconds">;
   log: Logger;
 }
@@ -29,6 +34,7 @@ export interface InflowOptions {
 type Release = "backlog" | "delay" | "unavailable" | "shutdown";
 
 interface Held {
+  projectId: string;
   since: bigint;
   timer: NodeJS.Timeout;
   resolve: () => void;
@@ -36,7 +42,7 @@ interface Held {
 
 /**
  * Often enough that a falling backlog releases held transactions within a fraction of the
- * default 1 s delay; one cheap Redis call (a sum over the projects with messages queued) per
+ * default 1 s delay; one cheap Redis call (a hash field per project with messages queued) per
  * process per interval.
  */
 const pollIntervalMs = 150;
@@ -47,36 +53,43 @@ export function createInflowControl(options: InflowOptions): InflowControl {
   const { backlog, maxHoldMs, metrics, log } = options;
   if (backlog === 0) return { hold: () => proceed, close() {} };
 
-  /** Queued messages at the last poll; undefined before the first answer and while Redis fails. */
-  let queued: number | undefined;
   /**
-   * Transactions let through since the last poll. Each is about to add a message the poll has not
-   * seen, so they count towards the backlog: a poll that finds room for n more lets n held
-   * transactions go, not all of them, and newcomers until the next poll share the same room.
-   * Admission then follows the delivery rate instead of swinging between all and nothing.
+   * Each project's queued messages at the last poll; undefined before the first answer and while
+   * Redis fails.
    */
-  let admitted = 0;
+  let queued: ReadonlyMap<string, number> | undefined;
+  /**
+   * Each project's transactions let through since the last poll. Each is about to add a message
+   * the poll has not seen, so they count towards its project's backlog: a poll that finds room for
+   * n more of a project lets n of its held transactions go, not all of them, and its newcomers
+   * until the next poll share the same room. Admission then follows the project's delivery rate
+   * instead of swinging between all and nothing.
+   */
+  let admitted = new Map<string, number>();
   let polling = false;
   let outage = false;
   let closed = false;
   /** Held transactions in arrival order (a Set iterates in insertion order), released oldest first. */
   const held = new Set<Held>();
 
-  const overBacklog = () => !closed && queued !== undefined && queued + admitted >= backlog;
+  const overBacklog = (projectId: string) =>
+    !closed &&
+    queued !== undefined &&
+    (queued.get(projectId) ?? 0) + (admitted.get(projectId) ?? 0) >= backlog;
+
+  const admit = (projectId: string) => admitted.set(projectId, (admitted.get(projectId) ?? 0) + 1);
 
   const release = (entry: Held, why: Release) => {
     if (!held.delete(entry)) return;
     clearTimeout(entry.timer);
-    if (why !== "shutdown") admitted++;
+    if (why !== "shutdown") admit(entry.projectId);
     metrics.inflowHoldSeconds.observe({ ended: why }, Number(process.hrtime.bigint() - entry.since) / 1e9);
     entry.resolve();
   };
 
+  /** Lets held transactions go, oldest first, each while its project has room. */
   const releaseWhileRoom = (why: Release) => {
-    for (const entry of held) {
-      if (overBacklog()) return;
-      release(entry, why);
-    }
+    for (const entry of held) if (!overBacklog(entry.projectId)) release(entry, why);
   };
 
   const poll = () => {
@@ -87,11 +100,11 @@ export function createInflowControl(options: InflowOptions): InflowControl {
     options
       .queuedMessages()
       .then(
-        (count) => {
-          if (outage) log.info({ queued: count }, "in-flow control: delivery queue depth readable again");
+        (counts) => {
+          if (outage) log.info("in-flow control: delivery queue depth readable again");
           outage = false;
-          queued = count;
-          admitted = 0;
+          queued = counts;
+          admitted = new Map();
           releaseWhileRoom("backlog");
         },
         (error: Error) => {
@@ -114,16 +127,18 @@ export function createInflowControl(options: InflowOptions): InflowControl {
   interval.unref();
 
   return {
-    hold() {
-      // Nobody is held unless the backlog is over: each poll releases the oldest held first,
-      // while there is room, so a newcomer never overtakes a transaction already waiting.
-      if (!overBacklog()) {
-        admitted++;
+    hold(projectId) {
+      // Nobody of a project is held unless its backlog is over: each poll releases the project's
+      // oldest held first, while it has room, so a newcomer never overtakes a transaction of its
+      // project already waiting.
+      if (!overBacklog(projectId)) {
+        admit(projectId);
         return proceed;
       }
       metrics.inflowHeld.inc();
       return new Promise<void>((resolve) => {
         const entry: Held = {
+          projectId,
           since: process.hrtime.bigint(),
           timer: setTimeout(() => release(entry, "delay"), maxHoldMs),
           resolve,

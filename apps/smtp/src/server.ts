@@ -4,7 +4,7 @@ import { createCredentialVerifier } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
 import { type Database, sqlPoolOf } from "@postern/db";
 import { ensureDevCertificate } from "@postern/embedded";
-import { countQueuedMessages, createDeliveryProducer, type Redis } from "@postern/queue";
+import { countQueuedMessagesByProject, createDeliveryProducer, type Redis } from "@postern/queue";
 import { createProjectQuota } from "@postern/quota";
 import type { Logger, Registry } from "@postern/telemetry";
 import { SMTPServer } from "smtp-server";
@@ -75,7 +75,7 @@ export async function startSmtp(deps: SmtpDeps, overrides: SmtpListenOverrides =
   const inflow = createInflowControl({
     backlog: config.smtp.inflowBacklog,
     maxHoldMs: config.smtp.inflowDelayMs,
-    queuedMessages: () => countQueuedMessages(redis, config.redisKeyPrefix),
+    queuedMessages: () => countQueuedMessagesByProject(redis, config.redisKeyPrefix),
     metrics,
     log,
   });

@@ -220,9 +220,10 @@ export function createSessionHandlers(deps: SessionDeps) {
           return callback(reject(session, "sender_syntax", { details }));
         if (!domainAllowed(standing.client, sender))
           return callback(reject(session, "sender_domain", { details }));
-        // In-flow control: while deliveries lag behind, the 250 waits (the client keeps its
-        // message meanwhile). After the refusals above, so that a refused MAIL is answered at once.
-        inflow.hold().then(() => callback());
+        // In-flow control: while the project's deliveries lag behind, the 250 waits (the client
+        // keeps its message meanwhile). After the refusals above, so that a refused MAIL is
+        // answered at once.
+        inflow.hold(standing.client.project.id).then(() => callback());
       });
     },
 

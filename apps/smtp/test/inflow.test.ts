@@ -13,7 +13,12 @@ import {
 } from "@postern/queue";
 import { type RunningSmtp, startSmtp } from "@postern/smtp";
 import { createLogger, createMetricsRegistry, type Registry } from "@postern/telemetry";
-import { createProjectFixture, createTestContext, type TestContext } from "@postern/testkit";
+import {
+  createProjectFixture,
+  createTestContext,
+  type ProjectFixture,
+  type TestContext,
+} from "@postern/testkit";
 import { afterEach, describe, expect, it } from "vitest";
 import { RawSmtp } from "./smtp-client";
 
@@ -28,32 +33,43 @@ afterEach(async () => {
   ctx = undefined;
 });
 
+/** A project of the test, with its delivery backlog set up before the SMTP role starts. */
+interface ProjectSetup {
+  /** Messages queued for delivery (no worker runs), one job each. */
+  queued?: number;
+  /** Messages queued as one job (accepted together). */
+  queuedBatch?: number;
+  /** Messages waiting for a retry an hour away. */
+  delayedRetries?: number;
+  senderDomains?: string[];
+}
+
 interface Started {
   ctx: TestContext;
   smtp: RunningSmtp;
   metrics: Registry;
   /** What the SMTP role logged (warn and above). */
   logged: () => string;
-  /** The projects of the messages queued, one entry per message. */
-  queuedProjects: string[];
+  /** The projects of `start`'s `projects`, in order. */
+  projects: ProjectFixture[];
 }
 
-/** A context with `env`, messages queued for delivery (no worker runs) and the SMTP role started. */
+/**
+ * A context with `env`, a project for each of `projects` with its messages queued, and then the
+ * SMTP role started: its first reading of the backlogs sees them.
+ */
 async function start(
   env: Record<string, string>,
-  options: { queuedMessages?: number; delayedRetries?: number; queuedBatch?: number; redis?: Redis } = {},
+  options: { projects?: ProjectSetup[]; redis?: Redis } = {},
 ): Promise<Started> {
   const c = await createTestContext(env);
   ctx = c;
   const redis = options.redis ?? c.redis;
-  const queuedProjects = await enqueue(redis, c.redisKeyPrefix, options.queuedMessages ?? 0);
-  await enqueue(redis, c.redisKeyPrefix, options.delayedRetries ?? 0, { delayMs: 3_600_000 });
-  if (options.queuedBatch) {
-    const producer = createDeliveryProducer(redis, c.redisKeyPrefix);
-    const projectId = randomUUID();
-    const batch = Array.from({ length: options.queuedBatch }, () => ({ id: randomUUID(), projectId }));
-    await producer.enqueuePlanned(planDeliveryJobs(batch));
-    await producer.close();
+  const projects: ProjectFixture[] = [];
+  for (const setup of options.projects ?? [{}]) {
+    const fixture = await createProjectFixture(c.db, c.config, { senderDomains: setup.senderDomains });
+    await enqueue(redis, c.redisKeyPrefix, fixture.project.id, setup);
+    projects.push(fixture);
   }
   const metrics = createMetricsRegistry();
   let output = "";
@@ -68,22 +84,29 @@ async function start(
     { smtpPort: 0, smtpsPort: 0 },
   );
   smtp = s;
-  return { ctx: c, smtp: s, metrics, logged: () => output, queuedProjects };
+  return { ctx: c, smtp: s, metrics, logged: () => output, projects };
 }
 
-async function enqueue(redis: Redis, prefix: string, count: number, options: { delayMs?: number } = {}) {
-  if (count === 0) return [];
+async function enqueue(redis: Redis, prefix: string, projectId: string, setup: ProjectSetup) {
   const producer = createDeliveryProducer(redis, prefix);
-  const messages = Array.from({ length: count }, () => ({ id: randomUUID(), projectId: randomUUID() }));
-  await producer.enqueueMany(messages, options);
+  const messages = (count = 0) => Array.from({ length: count }, () => ({ id: randomUUID(), projectId }));
+  await producer.enqueueMany(messages(setup.queued));
+  await producer.enqueueMany(messages(setup.delayedRetries), { delayMs: 3_600_000 });
+  const batch = messages(setup.queuedBatch);
+  if (batch.length > 0) await producer.enqueuePlanned(planDeliveryJobs(batch));
   await producer.close();
-  return messages.map((m) => m.projectId);
 }
 
-/** An authenticated session of a new project, ready for MAIL. */
-async function session(started: Started, input: { senderDomains?: string[] } = {}) {
-  const { smtp: auth } = await createProjectFixture(started.ctx.db, started.ctx.config, input);
-  const { client, auth: reply } = await RawSmtp.session(started.smtp.ports.smtp, auth);
+/** The delivery worker taking `count` of the project's messages: counted out of its backlog. */
+async function takeQueued(started: Started, projectId: string, count: number) {
+  const ledger = createBacklogLedger(started.ctx.redis, started.ctx.redisKeyPrefix);
+  for (let i = 0; i < count; i++) ledger.leave(projectId);
+  await ledger.close();
+}
+
+/** An authenticated session of `project` (the first one by default), ready for MAIL. */
+async function session(started: Started, project = started.projects[0] as ProjectFixture) {
+  const { client, auth: reply } = await RawSmtp.session(started.smtp.ports.smtp, project.smtp);
   expect(reply?.code).toBe(235);
   cleanups.push(async () => client.close());
   return client;
@@ -108,7 +131,7 @@ describe("in-flow control at MAIL FROM", () => {
   it("holds MAIL while the backlog is over the threshold and answers 250 as soon as it falls", async () => {
     const started = await start(
       { SMTP_INFLOW_BACKLOG: "5", SMTP_INFLOW_DELAY: "10" },
-      { queuedMessages: 10 },
+      { projects: [{ queued: 10 }] },
     );
     const client = await session(started);
     client.write("MAIL FROM:<app@example.com>\r\n");
@@ -116,11 +139,8 @@ describe("in-flow control at MAIL FROM", () => {
     expect(await settlesWithin(mail, 700)).toBe(false);
     expect(await sample(started.metrics, "postern_smtp_inflow_held_total")).toBe(1);
 
-    // The worker counts delivered messages out of their projects' backlogs.
     const drainedAt = Date.now();
-    const ledger = createBacklogLedger(started.ctx.redis, started.ctx.redisKeyPrefix);
-    for (const projectId of started.queuedProjects) ledger.leave(projectId);
-    await ledger.close();
+    await takeQueued(started, started.projects[0]?.project.id as string, 10);
     const reply = await mail;
     expect([reply.code, reply.enhanced]).toEqual([250, "2.1.0"]);
     // Released by the falling backlog, not by the 10 s delay.
@@ -130,8 +150,40 @@ describe("in-flow control at MAIL FROM", () => {
     ).toBe(1);
   });
 
+  it("holds only the project whose own backlog is over: A is answered at once while B is held", async () => {
+    // B's upstream is stuck and its messages pile up; A's queue is empty. A is not slowed for B.
+    const started = await start(
+      { SMTP_INFLOW_BACKLOG: "5", SMTP_INFLOW_DELAY: "10" },
+      { projects: [{}, { queued: 10 }] },
+    );
+    const [a, b] = started.projects as [ProjectFixture, ProjectFixture];
+    const clientA = await session(started, a);
+    const clientB = await session(started, b);
+    clientB.write("MAIL FROM:<app@example.com>\r\n");
+    const mailB = clientB.read(15_000);
+    expect(await settlesWithin(mailB, 700)).toBe(false);
+
+    // Well within the 10 s a held MAIL would wait, and nothing of A's was held.
+    clientA.write("MAIL FROM:<app@example.com>\r\n");
+    const mailA = await clientA.read(3_000);
+    expect([mailA.code, mailA.enhanced]).toEqual([250, "2.1.0"]);
+    expect(await sample(started.metrics, "postern_smtp_inflow_held_total")).toBe(1);
+    expect(await settlesWithin(mailB, 0)).toBe(false);
+
+    // B goes on once its own backlog falls.
+    await takeQueued(started, b.project.id, 10);
+    const replyB = await mailB;
+    expect([replyB.code, replyB.enhanced]).toEqual([250, "2.1.0"]);
+    expect(
+      await sample(started.metrics, 'postern_smtp_inflow_hold_duration_seconds_count{ended="backlog"}'),
+    ).toBe(1);
+  });
+
   it("counts messages, not jobs: one job of ten messages accepted together holds MAIL", async () => {
-    const started = await start({ SMTP_INFLOW_BACKLOG: "5", SMTP_INFLOW_DELAY: "10" }, { queuedBatch: 10 });
+    const started = await start(
+      { SMTP_INFLOW_BACKLOG: "5", SMTP_INFLOW_DELAY: "10" },
+      { projects: [{ queuedBatch: 10 }] },
+    );
     const client = await session(started);
     client.write("MAIL FROM:<app@example.com>\r\n");
     expect(await settlesWithin(client.read(15_000), 700)).toBe(false);
@@ -141,9 +193,9 @@ describe("in-flow control at MAIL FROM", () => {
   it("answers a refused MAIL at once, even while the backlog is over the threshold", async () => {
     const started = await start(
       { SMTP_INFLOW_BACKLOG: "5", SMTP_INFLOW_DELAY: "10" },
-      { queuedMessages: 10 },
+      { projects: [{ queued: 10, senderDomains: ["example.com"] }] },
     );
-    const client = await session(started, { senderDomains: ["example.com"] });
+    const client = await session(started);
     client.write("MAIL FROM:<app@elsewhere.example>\r\n");
     const reply = await client.read(3_000);
     expect([reply.code, reply.enhanced]).toEqual([553, "5.7.1"]);
@@ -153,7 +205,7 @@ describe("in-flow control at MAIL FROM", () => {
   it("lets a held transaction proceed after SMTP_INFLOW_DELAY: the message is accepted", async () => {
     const started = await start(
       { SMTP_INFLOW_BACKLOG: "5", SMTP_INFLOW_DELAY: "0.3" },
-      { queuedMessages: 10 },
+      { projects: [{ queued: 10 }] },
     );
     const client = await session(started);
     const mail = await client.command("MAIL FROM:<app@example.com>");
@@ -173,7 +225,7 @@ describe("in-flow control at MAIL FROM", () => {
   it("answers MAIL at once below the threshold; delayed retries do not count as waiting", async () => {
     const started = await start(
       { SMTP_INFLOW_BACKLOG: "5", SMTP_INFLOW_DELAY: "10" },
-      { queuedMessages: 4, delayedRetries: 20 },
+      { projects: [{ queued: 4, delayedRetries: 20 }] },
     );
     const client = await session(started);
     client.write("MAIL FROM:<app@example.com>\r\n");
@@ -185,7 +237,7 @@ describe("in-flow control at MAIL FROM", () => {
   it("never holds with SMTP_INFLOW_BACKLOG=0", async () => {
     const started = await start(
       { SMTP_INFLOW_BACKLOG: "0", SMTP_INFLOW_DELAY: "10" },
-      { queuedMessages: 10 },
+      { projects: [{ queued: 10 }] },
     );
     const client = await session(started);
     client.write("MAIL FROM:<app@example.com>\r\n");
@@ -197,7 +249,7 @@ describe("in-flow control at MAIL FROM", () => {
   it("at shutdown a held MAIL hears 421 4.3.2 and the stop does not wait for the delay", async () => {
     const started = await start(
       { SMTP_INFLOW_BACKLOG: "5", SMTP_INFLOW_DELAY: "30" },
-      { queuedMessages: 10 },
+      { projects: [{ queued: 10 }] },
     );
     const client = await session(started);
     client.write("MAIL FROM:<app@example.com>\r\n");
@@ -227,7 +279,7 @@ describe("in-flow control without Redis", () => {
 
     const started = await start(
       { SMTP_INFLOW_BACKLOG: "5", SMTP_INFLOW_DELAY: "30" },
-      { queuedMessages: 10, redis },
+      { projects: [{ queued: 10 }], redis },
     );
     const client = await session(started);
     client.write("MAIL FROM:<app@example.com>\r\n");

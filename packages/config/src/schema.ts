@@ -149,7 +149,7 @@ export const variables = {
   SMTP_INFLOW_BACKLOG: {
     schema: z.coerce.number().int("must be a whole number").min(0, "must be 0 or more").default(250),
     default: "250",
-    doc: "In-flow control, like Postfix's `in_flow_delay`: while this many messages or more wait for a delivery worker, a new transaction is held at `MAIL FROM` (for at most `SMTP_INFLOW_DELAY`), so clients slow down to the delivery rate instead of the queue growing without bound. `0` disables it.",
+    doc: "In-flow control, like Postfix's `in_flow_delay`: while this many messages or more of a project wait for a delivery worker, a new transaction of that project is held at `MAIL FROM` (for at most `SMTP_INFLOW_DELAY`), so its clients slow down to its delivery rate instead of its queue growing without bound. Each project is held for its own backlog only: another project's backlog (a stuck upstream) never slows it. `0` disables it.",
   },
   SMTP_INFLOW_DELAY: {
     schema: seconds.max(60, "must be at most 60 seconds (clients time out waiting for a reply)").default(1),

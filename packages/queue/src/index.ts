@@ -24,4 +24,5 @@ export {
   lastPriorityKey,
   resetBacklog,
 } from "./fairness";
+export { countQueuedMessagesByProject } from "./queued-by-project";
 export { createRedis, type Redis } from "./redis";
