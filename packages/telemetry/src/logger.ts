@@ -49,7 +49,9 @@ export function maskSecretLookalikes<T>(value: T, depth = 0): T {
     let copy: unknown[] | undefined;
     value.forEach((item, i) => {
       const masked = maskSecretLookalikes(item, depth + 1);
-      if (masked !== item) (copy ??= [...value])[i] = masked;
+      if (masked === item) return;
+      copy ??= [...value];
+      copy[i] = masked;
     });
     return (copy ?? value) as T;
   }
@@ -59,7 +61,9 @@ export function maskSecretLookalikes<T>(value: T, depth = 0): T {
   let copy: Record<string, unknown> | undefined;
   for (const [key, item] of Object.entries(record)) {
     const masked = maskSecretLookalikes(item, depth + 1);
-    if (masked !== item) (copy ??= { ...record })[key] = masked;
+    if (masked === item) continue;
+    copy ??= { ...record };
+    copy[key] = masked;
   }
   return (copy ?? value) as T;
 }
