@@ -234,7 +234,8 @@ export function createCredentialVerifier(options: CredentialVerifierOptions): Cr
       else outcome = { ok: true, client: toClient(row), cached: false };
 
       if (!outcome.ok) {
-        // Exactly one attempt sees the count equal to the allowance: the one that spent it.
+        // The failure that spent the allowance sees the count equal to it (later ones see more, and
+        // were refused above without bcrypt).
         if (byPair.consumedPoints === options.failuresPerKey)
           return blocked("key", address, byPair, true, outcome.projectId);
         if (!known && byAddress.consumedPoints === options.failuresPerIp)
