@@ -1,4 +1,4 @@
-import { type AuditEntry, recordAuditMany } from "@postern/audit";
+import { type AuditEntry, recordAudit, recordAuditMany } from "@postern/audit";
 import { type Database, sqlPoolOf } from "@postern/db";
 import type { Logger } from "@postern/telemetry";
 
@@ -6,6 +6,12 @@ import type { Logger } from "@postern/telemetry";
  * Audit events that record no stored state (AUTH outcomes, refusals) are written off the reply
  * path: collected for a few milliseconds and inserted with one statement. `message.accepted` is
  * NOT written here: it commits in the accept transaction.
+ *
+ * An event that repeats while a condition lasts (an AUTH refused while its client is blocked) is
+ * written once per subject and window: the first at once, with `details.attempts` 1; the later
+ * ones of that window are only counted, and the count is written into the same row when the window
+ * ends (and at `flush`, so at shutdown). One row per subject, window and process, however hard a
+ * client hammers.
  */
 export function createAuditBuffer(
   db: Database,
@@ -18,8 +24,35 @@ export function createAuditBuffer(
   let timer: NodeJS.Timeout | undefined;
   let writing: Promise<void> = Promise.resolve();
   const sql = sqlPoolOf(db);
+  const windows = new Map<string, RepeatedWindow>();
 
-  const flush = (): Promise<void> => {
+  const storeCount = (window: RepeatedWindow) => {
+    if (window.attempts === window.stored) return Promise.resolve();
+    const attempts = window.attempts;
+    window.stored = attempts;
+    // Chained on the row, so that counts are written in order.
+    window.row = window.row.then(async (row) => {
+      if (!row) return row;
+      await db.auditEvent
+        .update({ where: { id: row.id }, data: { details: { ...window.details, attempts } } })
+        .catch((error: Error) =>
+          log.error(
+            { err: error, auditEventId: row.id.toString(), attempts },
+            "audit count could not be stored",
+          ),
+        );
+      return row;
+    });
+    return window.row.then(() => {});
+  };
+
+  const closeWindow = (subject: string, window: RepeatedWindow) => {
+    clearTimeout(window.timer);
+    if (windows.get(subject) === window) windows.delete(subject);
+    return storeCount(window);
+  };
+
+  const flushEvents = (): Promise<void> => {
     if (timer) clearTimeout(timer);
     timer = undefined;
     const batch = pending;
@@ -38,12 +71,51 @@ export function createAuditBuffer(
   return {
     record(entry: AuditEntry): void {
       pending.push(entry);
-      if (pending.length >= max) void flush();
-      else timer ??= setTimeout(() => void flush(), delayMs);
+      if (pending.length >= max) void flushEvents();
+      else timer ??= setTimeout(() => void flushEvents(), delayMs);
     },
-    /** Writes everything recorded so far; resolves when it is stored (or logged as lost). */
-    flush,
+    /**
+     * Records `entry` if no window of `subject` is open (and opens one until `until`, epoch ms),
+     * else counts it into that window's row. Says whether it was recorded.
+     */
+    recordOncePerWindow(subject: string, until: number, entry: AuditEntry): boolean {
+      const open = windows.get(subject);
+      if (open && open.until > Date.now()) {
+        open.attempts++;
+        return false;
+      }
+      if (open) void closeWindow(subject, open);
+      const details = { ...entry.details, attempts: 1 };
+      const window: RepeatedWindow = {
+        until,
+        attempts: 1,
+        stored: 1,
+        details,
+        row: recordAudit(db, { ...entry, details }).catch((error: Error) => {
+          log.error({ err: error, auditEvents: [entry] }, "audit events could not be stored");
+          return undefined;
+        }),
+        timer: setTimeout(() => void closeWindow(subject, window), Math.max(0, until - Date.now())).unref(),
+      };
+      windows.set(subject, window);
+      return true;
+    },
+    /** Writes everything recorded so far, counts included; resolves when it is stored (or logged as lost). */
+    async flush(): Promise<void> {
+      await Promise.all([flushEvents(), ...[...windows.values()].map(storeCount)]);
+    },
   };
+}
+
+interface RepeatedWindow {
+  /** Epoch ms. */
+  until: number;
+  attempts: number;
+  /** The count last written into the row. */
+  stored: number;
+  details: AuditEntry["details"];
+  row: Promise<{ id: bigint } | undefined>;
+  timer: NodeJS.Timeout;
 }
 
 export type AuditBuffer = ReturnType<typeof createAuditBuffer>;

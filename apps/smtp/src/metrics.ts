@@ -20,6 +20,11 @@ export function createSmtpMetrics(registry: Registry, sources: { dataMemoryHeld:
       labelNames: ["outcome"] as const,
       registers: [registry],
     }),
+    secretsCompared: new Counter({
+      name: "postern_smtp_auth_bcrypt_total",
+      help: "bcrypt comparisons of SMTP secrets (AUTH not answered from the cache, for a key that exists): the CPU that AUTH costs",
+      registers: [registry],
+    }),
     accepted: new Counter({
       name: "postern_smtp_messages_accepted_total",
       help: "Messages stored and answered 250",

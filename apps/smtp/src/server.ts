@@ -62,6 +62,7 @@ export async function startSmtp(deps: SmtpDeps, overrides: SmtpListenOverrides =
     cacheTtlMs: config.smtp.authCacheTtlMs,
     failuresPerIp: config.smtp.authFailuresPerIp,
     failuresPerKey: config.smtp.authFailuresPerKey,
+    onSecretCompared: () => metrics.secretsCompared.inc(),
   });
   await verifier.subscribe(subscriber);
   const producer = createDeliveryProducer(redis, config.redisKeyPrefix);

@@ -1,5 +1,5 @@
 import type { AuthenticatedClient, CredentialVerifier } from "@postern/auth";
-import { smtpSecretPrefix } from "@postern/auth";
+import { auditableUsername } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
 import { uuidv7 } from "@postern/db";
 import type { ProjectQuota } from "@postern/quota";
@@ -145,53 +145,59 @@ export function createSessionHandlers(deps: SessionDeps) {
       if (!session.secure) return callback(smtpError(replies.authBeforeTls));
       const key = auth.username ?? "";
       const secret = auth.password ?? "";
-      // A client that swapped the fields would put its secret where usernames are logged.
-      const shownKey = key.startsWith(smtpSecretPrefix)
-        ? "[looks like a secret, not shown]"
-        : key.slice(0, 128);
+      // The username is the client's text: a secret in the wrong field, `key:secret`, a base64
+      // blob. Only a value shaped exactly like an API key is logged or audited as it is.
+      const shownKey = auditableUsername(key);
       verifier.verify(key, secret, state.ip).then((outcome) => {
         if (outcome.ok) {
+          const client = outcome.client;
           metrics.auth.inc({ outcome: outcome.cached ? "success_cached" : "success_bcrypt" });
           state.log.info(
-            { key, projectId: outcome.client.project.id, cached: outcome.cached },
+            { key: client.key, projectId: client.project.id, cached: outcome.cached },
             "authenticated",
           );
           audit.record({
             action: "auth.success",
-            actor: `smtp:${key}`,
-            projectId: outcome.client.project.id,
+            actor: `smtp:${client.key}`,
+            projectId: client.project.id,
             ip: state.ip,
-            details: { credentialId: outcome.client.credentialId, method: auth.method },
+            details: { credentialId: client.credentialId, method: auth.method },
           });
-          return callback(null, { user: outcome.client });
+          return callback(null, { user: client });
         }
         metrics.auth.inc({ outcome: outcome.reason });
         const failure = authFailures[outcome.reason];
         const projectId = "projectId" in outcome ? (outcome.projectId ?? null) : null;
-        if (outcome.reason === "unavailable") {
-          state.log.error({ err: outcome.error, key: shownKey }, "credential verification unavailable");
-        } else {
-          state.log.info({ key: shownKey, reason: outcome.reason }, "authentication failed");
-        }
         const details = { reason: outcome.reason, username: shownKey, method: auth.method };
         if (outcome.reason === "blocked") {
-          // The attempt that used up the allowance is itself a failure worth its own event.
-          if (outcome.reachedNow)
+          const retryAfterSeconds = Math.ceil(outcome.msBeforeNext / 1000);
+          // The attempt that spent the allowance is itself a failure worth its own event.
+          if (outcome.reachedNow) {
+            state.log.info({ key: shownKey, reason: outcome.reason }, "authentication failed");
             audit.record({ action: "auth.failure", actor: "smtp", projectId, ip: state.ip, details });
-          audit.record({
+          }
+          // A blocked client may hammer: one event and one log line per block and process, the
+          // refused attempts counted into the event (details.attempts).
+          const subject =
+            outcome.scope === "ip" ? `ip ${outcome.address}` : `key ${outcome.address} ${key.slice(0, 256)}`;
+          const first = audit.recordOncePerWindow(subject, Date.now() + outcome.msBeforeNext, {
             action: "auth.blocked",
             actor: "smtp",
             projectId,
             ip: state.ip,
-            details: {
-              ...details,
-              scope: outcome.scope,
-              retryAfterSeconds: Math.ceil(outcome.msBeforeNext / 1000),
-            },
+            details: { ...details, scope: outcome.scope, address: outcome.address, retryAfterSeconds },
           });
-          return callback(
-            smtpError(failure.reply, `try again in ${Math.ceil(outcome.msBeforeNext / 1000)} s`),
-          );
+          if (first)
+            state.log.warn(
+              { key: shownKey, scope: outcome.scope, address: outcome.address, retryAfterSeconds },
+              "authentication blocked: further attempts refused until the window ends",
+            );
+          return callback(smtpError(failure.reply, `try again in ${retryAfterSeconds} s`));
+        }
+        if (outcome.reason === "unavailable") {
+          state.log.error({ err: outcome.error, key: shownKey }, "credential verification unavailable");
+        } else {
+          state.log.info({ key: shownKey, reason: outcome.reason }, "authentication failed");
         }
         if (failure.audit)
           audit.record({ action: failure.audit, actor: "smtp", projectId, ip: state.ip, details });

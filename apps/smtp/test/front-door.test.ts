@@ -159,8 +159,10 @@ describe("AUTH", () => {
     });
     expect([bad.auth?.code, bad.auth?.enhanced]).toEqual([535, "5.7.8"]);
     bad.client.close();
+    // Shaped like an API key, so audited as it is (anything else only by its length).
+    const unknownKey = `pst_smtp_${"doesnotexist".padEnd(32, "0")}`;
     const unknown = await RawSmtp.session(smtp.ports.smtp, {
-      username: "pst_smtp_doesnotexist",
+      username: unknownKey,
       password: auth.password,
     });
     expect([unknown.auth?.code, unknown.auth?.enhanced]).toEqual([535, "5.7.8"]);
@@ -170,7 +172,7 @@ describe("AUTH", () => {
     expect(failures[0]?.ip).toBe("127.0.0.1");
     const unknownFailures = await auditEvents(null, "auth.failure");
     expect(unknownFailures.map((e) => e.details)).toContainEqual(
-      expect.objectContaining({ reason: "unknown_key", username: "pst_smtp_doesnotexist" }),
+      expect.objectContaining({ reason: "unknown_key", username: unknownKey }),
     );
   });
 

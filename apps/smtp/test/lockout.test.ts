@@ -31,7 +31,7 @@ async function auditEvents(c: TestContext, action: string) {
 }
 
 describe("brute-force lockout", () => {
-  it("locks a key out after its allowance of failures, even for the right secret, with 421 4.7.0", async () => {
+  it("blocks a key from one address after its allowance of failures there, even for the right secret, with 421 4.7.0", async () => {
     const { ctx: c, port } = await start({
       SMTP_AUTH_FAILURES_PER_KEY: "3",
       SMTP_AUTH_FAILURES_PER_IP: "100",
@@ -46,17 +46,23 @@ describe("brute-force lockout", () => {
     const { client: third, auth: thirdReply } = await RawSmtp.session(port, wrong);
     expect([thirdReply?.code, thirdReply?.enhanced]).toEqual([421, "4.7.0"]);
     expect(await third.waitClosed()).toBe(true);
-    // Locked: the right secret does not help the guesser (nor, for the window, the owner).
+    // Blocked from this address: the right secret does not help the guesser there.
     const { client: owner, auth: ownerReply } = await RawSmtp.session(port, auth);
     expect([ownerReply?.code, ownerReply?.enhanced]).toEqual([421, "4.7.0"]);
     expect(await owner.waitClosed()).toBe(true);
+    // From any other address the key works (auth-throttle.test.ts goes further).
+    const { client: elsewhere, auth: elsewhereReply } = await RawSmtp.session(port, auth, {
+      localAddress: "127.0.0.2",
+    });
+    expect(elsewhereReply?.code).toBe(235);
+    elsewhere.close();
     const blocked = await auditEvents(c, "auth.blocked");
     expect(blocked[0]).toMatchObject({ projectId: project.id, ip: "127.0.0.1" });
     expect(blocked[0]?.details).toMatchObject({ reason: "blocked", scope: "key", username: auth.username });
     expect(await auditEvents(c, "auth.failure")).toHaveLength(3);
   });
 
-  it("locks an IP out after its allowance of failures across keys", async () => {
+  it("blocks an address after its allowance of failures across keys", async () => {
     const { ctx: c, port } = await start({
       SMTP_AUTH_FAILURES_PER_KEY: "100",
       SMTP_AUTH_FAILURES_PER_IP: "3",

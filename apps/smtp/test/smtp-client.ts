@@ -26,12 +26,20 @@ export class RawSmtp {
 
   static async connect(
     port: number,
-    /** `firstBytes`: written at once, before the banner is read (a PROXY header, an early talker). */
-    options: { tls?: boolean; firstBytes?: string } = {},
+    /**
+     * `firstBytes`: written at once, before the banner is read (a PROXY header, an early talker).
+     * `localAddress`: the client's address (127.0.0.2, 127.0.0.3, … are other clients).
+     */
+    options: { tls?: boolean; firstBytes?: string; localAddress?: string } = {},
   ): Promise<{ client: RawSmtp; banner: Reply }> {
+    const { localAddress } = options;
     const socket = options.tls
-      ? tlsConnect({ port, host: "127.0.0.1", rejectUnauthorized: false })
-      : netConnect({ port, host: "127.0.0.1" });
+      ? tlsConnect({
+          ...(localAddress ? { socket: netConnect({ port, host: "127.0.0.1", localAddress }) } : { port }),
+          host: "127.0.0.1",
+          rejectUnauthorized: false,
+        })
+      : netConnect({ port, host: "127.0.0.1", localAddress });
     if (options.firstBytes) socket.write(options.firstBytes);
     await new Promise<void>((resolve, reject) => {
       socket.once(options.tls ? "secureConnect" : "connect", () => resolve());
@@ -123,8 +131,9 @@ export class RawSmtp {
   static async session(
     port: number,
     credentials?: { username: string; password: string },
+    options: { localAddress?: string } = {},
   ): Promise<{ client: RawSmtp; auth: Reply | undefined }> {
-    const { client } = await RawSmtp.connect(port);
+    const { client } = await RawSmtp.connect(port, options);
     await client.command("EHLO client.test");
     await client.starttls();
     await client.command("EHLO client.test");

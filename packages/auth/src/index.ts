@@ -1,6 +1,8 @@
+export { clientAddress } from "./client-address";
 export { type AuthInvalidation, authInvalidationChannel, publishAuthInvalidation } from "./invalidation";
 export {
   apiTokenPrefix,
+  auditableUsername,
   bcryptCost,
   hashApiToken,
   type IssuedApiToken,

@@ -16,6 +16,18 @@ function random(): string {
   return randomBytes(24).toString("base64url");
 }
 
+const smtpKeyShape = new RegExp(`^${smtpKeyPrefix}[A-Za-z0-9_-]{32}$`);
+
+/**
+ * An attempted SMTP username as it may be logged and audited: as is only when it has exactly the
+ * shape of an API key (which is an identifier), otherwise a placeholder with its length. Clients
+ * put all sorts of things there (a secret in the wrong field, `key:secret`, a base64 blob, another
+ * service's password), and no pattern can tell which of those is secret.
+ */
+export function auditableUsername(username: string): string {
+  return smtpKeyShape.test(username) ? username : `[not an API key, ${username.length} characters]`;
+}
+
 export interface IssuedSmtpCredential {
   /** The SMTP username (public). */
   key: string;

@@ -1,8 +1,9 @@
-import { createHmac, randomBytes } from "node:crypto";
+import { createHash, createHmac, randomBytes } from "node:crypto";
 import type { Database } from "@postern/db";
 import bcrypt from "bcrypt";
 import type { Redis } from "ioredis";
-import { RateLimiterRedis } from "rate-limiter-flexible";
+import { type RateLimiterAbstract, RateLimiterRedis, RateLimiterRes } from "rate-limiter-flexible";
+import { clientAddress } from "./client-address";
 import { type AuthInvalidation, authInvalidationChannel } from "./invalidation";
 import { smtpKeyPrefix } from "./keys";
 
@@ -29,11 +30,17 @@ export type VerificationOutcome =
   | { ok: true; client: AuthenticatedClient; cached: boolean }
   | { ok: false; reason: "unknown_key" | "bad_secret"; projectId?: string }
   | { ok: false; reason: "revoked" | "suspended"; projectId: string }
-  /** Too many failures from this IP or for this key; `reachedNow` when this attempt was the last allowed. */
+  /**
+   * Too many failures from this client address (`ip`), or for this key from this address (`key`);
+   * `reachedNow` when this attempt was a failure that spent the last point of the allowance
+   * (otherwise it was refused without checking the secret). `address` is the client address as
+   * counted (IPv6 by /64).
+   */
   | {
       ok: false;
       reason: "blocked";
       scope: "ip" | "key";
+      address: string;
       msBeforeNext: number;
       reachedNow: boolean;
       projectId?: string;
@@ -53,12 +60,16 @@ export interface CredentialVerifierOptions {
   redis: Redis;
   keyPrefix: string;
   cacheTtlMs: number;
+  /** Failed attempts allowed per client address (IPv4, or IPv6 /64) in a window. */
   failuresPerIp: number;
+  /** Failed attempts allowed for one key from one client address in a window. */
   failuresPerKey: number;
   /** Window of the failure limiters. */
   failureWindowSeconds?: number;
   /** Largest number of remembered verifications (oldest dropped first). */
   maxCacheEntries?: number;
+  /** Called before each bcrypt comparison (a metric: what brute force costs in CPU). */
+  onSecretCompared?: () => void;
 }
 
 export interface CredentialVerifier {
@@ -74,6 +85,12 @@ interface Remembered {
   client: AuthenticatedClient;
   expiresAt: number;
 }
+
+/**
+ * How long a key that authenticated from an address stays exempt from that address's block:
+ * a week covers applications that send daily or weekly from behind a shared address.
+ */
+const knownPairSeconds = 7 * 24 * 3600;
 
 const credentialWithProject = {
   id: true,
@@ -98,7 +115,15 @@ const credentialWithProject = {
  * holds the secret, and a memory dump does not give a value to test guesses against offline faster
  * than bcrypt would. Revocation and suspension published on Redis drop entries on every node; the
  * TTL bounds how long a change written straight into the database goes unseen.
- * Failures are counted per IP and per key on Redis (shared by every node).
+ *
+ * Brute force is throttled by client address, as Postfix's anvil and Dovecot's auth_penalty do,
+ * never by key alone: a key is an identifier anyone may know, its secret has 192 random bits, and
+ * a lock on the key would lock out its owner. On Redis (shared by every node), an attempt takes a
+ * point from its address and one from its (address, key) pair BEFORE bcrypt runs, and is refused
+ * when either allowance is spent, so parallel attempts cannot all slip past a check; a success
+ * gives both points back. A key that authenticated from an address within `knownPairSeconds` is
+ * not held back by that address's block (a tenant behind the NAT of an attacker keeps sending);
+ * its own pair allowance still applies.
  */
 export function createCredentialVerifier(options: CredentialVerifierOptions): CredentialVerifier {
   const { db, redis, keyPrefix, cacheTtlMs } = options;
@@ -114,18 +139,22 @@ export function createCredentialVerifier(options: CredentialVerifierOptions): Cr
   let generation = 0;
 
   const windowSeconds = options.failureWindowSeconds ?? 900;
-  const failuresByIp = new RateLimiterRedis({
+  const failuresByAddress = new RateLimiterRedis({
     storeClient: redis,
-    keyPrefix: `${keyPrefix}:auth-failures:ip`,
+    keyPrefix: `${keyPrefix}:auth-failures:address`,
     points: options.failuresPerIp,
     duration: windowSeconds,
   });
-  const failuresByKey = new RateLimiterRedis({
+  const failuresByPair = new RateLimiterRedis({
     storeClient: redis,
-    keyPrefix: `${keyPrefix}:auth-failures:key`,
+    keyPrefix: `${keyPrefix}:auth-failures:pair`,
     points: options.failuresPerKey,
     duration: windowSeconds,
   });
+  // The username is the client's text: hashed, so a Redis key stays short whatever it sent.
+  const pairOf = (address: string, key: string) =>
+    `${address}|${createHash("sha256").update(key).digest("base64url").slice(0, 22)}`;
+  const knownPairKey = (pair: string) => `${keyPrefix}:auth-known:${pair}`;
 
   const fingerprint = (key: string, secret: string) =>
     createHmac("sha256", hmacKey).update(key).update("\0").update(secret).digest("base64url");
@@ -145,24 +174,33 @@ export function createCredentialVerifier(options: CredentialVerifierOptions): Cr
     byCredential.set(client.credentialId, entry);
   };
 
-  const blockedBy = async (key: string, ip: string) => {
-    const [byIp, byKey] = await Promise.all([failuresByIp.get(ip), failuresByKey.get(key)]);
-    if (byIp && byIp.consumedPoints >= options.failuresPerIp)
-      return { scope: "ip" as const, msBeforeNext: byIp.msBeforeNext };
-    if (byKey && byKey.consumedPoints >= options.failuresPerKey)
-      return { scope: "key" as const, msBeforeNext: byKey.msBeforeNext };
-    return undefined;
+  /** Takes a point (INCR on Redis: atomic across nodes) and answers the count, over the allowance or not. */
+  const take = (limiter: RateLimiterAbstract, id: string) =>
+    limiter.consume(id).catch((result: unknown) => {
+      if (result instanceof RateLimiterRes) return result;
+      throw result;
+    });
+
+  const compareSecret = (secret: string, hash: string) => {
+    options.onSecretCompared?.();
+    return bcrypt.compare(secret, hash);
   };
 
-  /** Counts a failure; says whether it used up the allowance. */
-  const countFailure = async (key: string, ip: string) => {
-    const [byIp, byKey] = await Promise.all([failuresByIp.penalty(ip, 1), failuresByKey.penalty(key, 1)]);
-    if (byIp.consumedPoints >= options.failuresPerIp)
-      return { scope: "ip" as const, msBeforeNext: byIp.msBeforeNext };
-    if (byKey.consumedPoints >= options.failuresPerKey)
-      return { scope: "key" as const, msBeforeNext: byKey.msBeforeNext };
-    return undefined;
-  };
+  const blocked = (
+    scope: "ip" | "key",
+    address: string,
+    count: RateLimiterRes,
+    reachedNow: boolean,
+    projectId?: string,
+  ): VerificationOutcome => ({
+    ok: false,
+    reason: "blocked",
+    scope,
+    address,
+    msBeforeNext: count.msBeforeNext,
+    reachedNow,
+    ...(projectId ? { projectId } : {}),
+  });
 
   const verifyUncached = async (
     key: string,
@@ -171,16 +209,24 @@ export function createCredentialVerifier(options: CredentialVerifierOptions): Cr
     id: string,
   ): Promise<VerificationOutcome> => {
     const startedAt = generation;
+    const address = clientAddress(ip);
+    const pair = pairOf(address, key);
     let outcome: VerificationOutcome;
     try {
-      const blocked = await blockedBy(key, ip);
-      if (blocked) return { ok: false, reason: "blocked", reachedNow: false, ...blocked };
+      const [byAddress, byPair, known] = await Promise.all([
+        take(failuresByAddress, address),
+        take(failuresByPair, pair),
+        redis.exists(knownPairKey(pair)),
+      ]);
+      if (byPair.consumedPoints > options.failuresPerKey) return blocked("key", address, byPair, false);
+      if (!known && byAddress.consumedPoints > options.failuresPerIp)
+        return blocked("ip", address, byAddress, false);
       // A key without our prefix cannot exist: no database round trip for it.
       const row = key.startsWith(smtpKeyPrefix)
         ? await db.smtpCredential.findUnique({ where: { key }, select: credentialWithProject })
         : null;
       if (!row) outcome = { ok: false, reason: "unknown_key" };
-      else if (!(await bcrypt.compare(secret, row.secretHash)))
+      else if (!(await compareSecret(secret, row.secretHash)))
         outcome = { ok: false, reason: "bad_secret", projectId: row.project.id };
       else if (row.revokedAt) outcome = { ok: false, reason: "revoked", projectId: row.project.id };
       else if (row.project.status === "suspended")
@@ -188,11 +234,20 @@ export function createCredentialVerifier(options: CredentialVerifierOptions): Cr
       else outcome = { ok: true, client: toClient(row), cached: false };
 
       if (!outcome.ok) {
-        const reached = await countFailure(key, ip);
-        if (reached)
-          return { ok: false, reason: "blocked", reachedNow: true, projectId: outcome.projectId, ...reached };
+        // The failure that spent the allowance sees the count equal to it (later ones see more, and
+        // were refused above without bcrypt).
+        if (byPair.consumedPoints === options.failuresPerKey)
+          return blocked("key", address, byPair, true, outcome.projectId);
+        if (!known && byAddress.consumedPoints === options.failuresPerIp)
+          return blocked("ip", address, byAddress, true, outcome.projectId);
         return outcome;
       }
+      // Bookkeeping: if Redis fails here, the success stands and the points stay counted.
+      await Promise.all([
+        failuresByAddress.reward(address, 1),
+        failuresByPair.reward(pair, 1),
+        redis.set(knownPairKey(pair), "1", "EX", knownPairSeconds),
+      ]).catch(() => {});
     } catch (error) {
       return { ok: false, reason: "unavailable", error: error as Error };
     }

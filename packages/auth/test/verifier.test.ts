@@ -8,7 +8,7 @@ beforeAll(async () => {
 });
 afterAll(() => ctx.close());
 
-function verifier(cacheTtlMs = 30_000) {
+function verifier(cacheTtlMs = 30_000, limits: Partial<Parameters<typeof createCredentialVerifier>[0]> = {}) {
   return createCredentialVerifier({
     db: ctx.db,
     redis: ctx.redis,
@@ -16,6 +16,7 @@ function verifier(cacheTtlMs = 30_000) {
     cacheTtlMs,
     failuresPerIp: 100,
     failuresPerKey: 100,
+    ...limits,
   });
 }
 
@@ -116,5 +117,58 @@ describe("credential verifier", () => {
     // Published revocations apply at once; one written only in the database within the TTL.
     v.invalidate({ kind: "credential", credentialId: smtp.credentialId });
     expect(await v.standing(outcome.client)).toMatchObject({ ok: false, reason: "revoked" });
+  });
+
+  it("counts IPv6 clients by /64: two addresses of one /64 share an allowance, the next /64 has its own", async () => {
+    const { smtp } = await createProjectFixture(ctx.db, ctx.config);
+    const v = verifier(30_000, { failuresPerIp: 3 });
+    const unknown = (n: number) => `pst_smtp_unknown_${n}_${Date.now()}`;
+    expect(await v.verify(unknown(1), "x", "2001:db8:64:1::1")).toMatchObject({ reason: "unknown_key" });
+    expect(await v.verify(unknown(2), "x", "2001:db8:64:1::2")).toMatchObject({ reason: "unknown_key" });
+    expect(await v.verify(unknown(3), "x", "2001:db8:64:1:ffff::3")).toMatchObject({
+      reason: "blocked",
+      scope: "ip",
+      address: "2001:db8:64:1::/64",
+      reachedNow: true,
+    });
+    // Any address of that /64, even with the right secret of a key never used from there.
+    expect(await v.verify(smtp.username, smtp.password, "2001:db8:64:1:abcd::9")).toMatchObject({
+      reason: "blocked",
+      scope: "ip",
+      reachedNow: false,
+    });
+    expect(await v.verify(smtp.username, smtp.password, "2001:db8:64:2::1")).toMatchObject({ ok: true });
+  });
+
+  it("takes a point before bcrypt and gives it back on success; a cached success passes a blocked address", async () => {
+    const { smtp } = await createProjectFixture(ctx.db, ctx.config);
+    let compared = 0;
+    const v = verifier(30_000, { failuresPerKey: 3, onSecretCompared: () => compared++ });
+    // Successes do not count: many in a row never block.
+    for (let i = 0; i < 5; i++) {
+      v.invalidate({ kind: "credential", credentialId: smtp.credentialId });
+      expect(await v.verify(smtp.username, smtp.password, "192.0.2.40")).toMatchObject({
+        ok: true,
+        cached: false,
+      });
+    }
+    expect(compared).toBe(5);
+    const outcomes = await Promise.all(
+      Array.from({ length: 10 }, (_, i) => v.verify(smtp.username, `pst_secret_wrong${i}`, "192.0.2.40")),
+    );
+    expect(compared).toBe(8);
+    expect(outcomes.filter((o) => !o.ok && o.reason === "bad_secret")).toHaveLength(2);
+    expect(outcomes.filter((o) => !o.ok && o.reason === "blocked" && o.reachedNow)).toHaveLength(1);
+    // Cached from before the block: still good from that address.
+    expect(await v.verify(smtp.username, smtp.password, "192.0.2.40")).toMatchObject({
+      ok: true,
+      cached: true,
+    });
+    v.invalidate({ kind: "credential", credentialId: smtp.credentialId });
+    expect(await v.verify(smtp.username, smtp.password, "192.0.2.40")).toMatchObject({
+      reason: "blocked",
+      scope: "key",
+    });
+    expect(compared).toBe(8);
   });
 });

@@ -139,12 +139,12 @@ export const variables = {
   SMTP_AUTH_FAILURES_PER_IP: {
     schema: positiveInt.default(20),
     default: "20",
-    doc: "Failed SMTP AUTH attempts allowed per client IP within 15 minutes; then AUTH from that IP gets `421 4.7.0` until the window ends.",
+    doc: "Failed SMTP AUTH attempts allowed per client address (an IPv4 address, or an IPv6 /64) within 15 minutes; then AUTH from that address gets `421 4.7.0` until the window ends, except with an API key that authenticated from that address within the last 7 days (still limited by `SMTP_AUTH_FAILURES_PER_KEY`).",
   },
   SMTP_AUTH_FAILURES_PER_KEY: {
     schema: positiveInt.default(10),
     default: "10",
-    doc: "Failed SMTP AUTH attempts allowed per API key (username) within 15 minutes, from any IP; then AUTH with that key gets `421 4.7.0` until the window ends.",
+    doc: "Failed SMTP AUTH attempts allowed for one API key (username) from one client address within 15 minutes; then AUTH with that key from that address gets `421 4.7.0` until the window ends, even with the right secret. Other addresses are not affected: a key is never locked out as a whole.",
   },
   SMTP_INFLOW_BACKLOG: {
     schema: z.coerce.number().int("must be a whole number").min(0, "must be 0 or more").default(250),

@@ -1,2 +1,2 @@
-export { createLogger, type Logger, redactedPaths } from "./logger";
+export { createLogger, type Logger, maskSecretLookalikes, redactedPaths } from "./logger";
 export { createMetricsRegistry, type Registry } from "./metrics";

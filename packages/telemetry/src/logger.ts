@@ -32,6 +32,42 @@ export const redactedPaths = [
   "smtp.password",
 ];
 
+/**
+ * A value that looks like one of Postern's secrets, in any case, anywhere in a string: the field
+ * names above miss a secret that sits where it does not belong (a client's username, a message).
+ */
+const secretLookalike = /pst_(?:secret|api|admin)_[A-Za-z0-9_-]*/gi;
+
+/** Masks secret look-alikes in the string values of a log object (copying only what changes). */
+export function maskSecretLookalikes<T>(value: T, depth = 0): T {
+  if (typeof value === "string") {
+    secretLookalike.lastIndex = 0;
+    return (secretLookalike.test(value) ? value.replace(secretLookalike, "[redacted]") : value) as T;
+  }
+  if (depth >= 4 || value === null || typeof value !== "object") return value;
+  if (Array.isArray(value)) {
+    let copy: unknown[] | undefined;
+    value.forEach((item, i) => {
+      const masked = maskSecretLookalikes(item, depth + 1);
+      if (masked === item) return;
+      copy ??= [...value];
+      copy[i] = masked;
+    });
+    return (copy ?? value) as T;
+  }
+  // Errors and other class instances go to pino's serializers untouched.
+  if (Object.getPrototypeOf(value) !== Object.prototype) return value;
+  const record = value as Record<string, unknown>;
+  let copy: Record<string, unknown> | undefined;
+  for (const [key, item] of Object.entries(record)) {
+    const masked = maskSecretLookalikes(item, depth + 1);
+    if (masked === item) continue;
+    copy ??= { ...record };
+    copy[key] = masked;
+  }
+  return (copy ?? value) as T;
+}
+
 export function createLogger(
   options: { level: string; name?: string },
   destination?: DestinationStream,
@@ -41,6 +77,7 @@ export function createLogger(
       level: options.level,
       name: options.name,
       redact: { paths: redactedPaths, censor: "[redacted]" },
+      formatters: { log: (object) => maskSecretLookalikes(object) },
       // The delivery worker's threads (WORKER_THREADS) share the process's pid: `thread` tells
       // their lines apart from each other and from the main thread's, which has none.
       base: isMainThread ? { pid: process.pid } : { pid: process.pid, thread: threadId },
