@@ -201,7 +201,15 @@ function flatten(parsed: ParsedAddress[]): string[] {
 }
 
 export function domainOf(address: string): string {
-  return address.slice(address.lastIndexOf("@") + 1).toLowerCase();
+  return asciiDomain(address.slice(address.lastIndexOf("@") + 1));
+}
+
+/**
+ * A domain as sender domains are compared: lower case, internationalized labels as A-labels
+ * (`bücher.example` is `xn--bcher-kva.example`); empty when it is not a valid domain name.
+ */
+export function asciiDomain(domain: string): string {
+  return isAscii(domain) ? domain.toLowerCase() : domainToASCII(domain);
 }
 
 /**

@@ -16,7 +16,15 @@ import type { Acceptor } from "./accept";
 import type { AuditBuffer } from "./audit-buffer";
 import type { DataBudget } from "./data-budget";
 import type { InflowControl } from "./inflow";
-import { domainOf, isAscii, isMailbox, readMessageData, receivedHeader, summariseHeaders } from "./message";
+import {
+  asciiDomain,
+  domainOf,
+  isAscii,
+  isMailbox,
+  readMessageData,
+  receivedHeader,
+  summariseHeaders,
+} from "./message";
 import type { SmtpMetrics } from "./metrics";
 import {
   accepted,
@@ -383,5 +391,8 @@ function domainAllowed(client: AuthenticatedClient, address: string): boolean {
   if (allowed.length === 0) return true;
   if (address === "") return false;
   const domain = domainOf(address);
-  return allowed.some((d) => domain === d || domain.endsWith(`.${d}`));
+  return allowed.some((name) => {
+    const d = asciiDomain(name);
+    return domain === d || domain.endsWith(`.${d}`);
+  });
 }

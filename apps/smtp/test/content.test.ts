@@ -216,6 +216,25 @@ describe("SMTPUTF8 (RFC 6531)", () => {
     expect(arrived).toMatchObject({ mailFrom: sender, rcptTo: [recipient], smtpUtf8: true });
   });
 
+  it("compares internationalized sender domains in their ASCII form, in MAIL FROM and in the From header", async () => {
+    const { project: p, smtp: auth } = await project({ senderDomains: ["xn--bcher-kva.example"] });
+    const reply = await send(
+      smtp.ports.smtp,
+      auth,
+      { from: sender, to: [recipient], parameters: " SMTPUTF8" },
+      content,
+    );
+    expect(reply.code).toBe(250);
+    const foreign = await send(
+      smtp.ports.smtp,
+      auth,
+      { from: "jörg@bücher.test", to: [recipient], parameters: " SMTPUTF8" },
+      content,
+    );
+    expect([foreign.code, foreign.enhanced]).toEqual([553, "5.7.1"]);
+    expect(await ctx.db.message.count({ where: { projectId: p.id } })).toBe(1);
+  });
+
   it("fails the delivery with 553 5.6.7 when the upstream does not offer SMTPUTF8 (RFC 6531 3.2), sending nothing", async () => {
     const { smtp: auth } = await project({ upstream: asciiUpstream.url });
     const reply = await send(
