@@ -176,7 +176,7 @@ export function summariseHeaders(message: Buffer): HeaderSummary {
   // Unfold (RFC 5322 2.2.3), then one field per line.
   const fields = header.replace(/\r\n(?=[ \t])/g, "").split("\r\n");
   const values = (name: string) => {
-    const field = new RegExp(`^${name}[ \t]*:`, "i");
+    const field = new RegExp(`^${name}\\s*:`, "i");
     return fields.flatMap((f) => {
       const match = field.exec(f);
       return match ? [f.slice(match[0].length).trim()] : [];
