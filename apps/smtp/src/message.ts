@@ -221,6 +221,8 @@ export function asciiDomain(domain: string): string {
  */
 export function isMailbox(address: string): boolean {
   if (Buffer.byteLength(address) > 254) return false;
+  // smtp-server decoded the command as UTF-8: U+FFFD stands for bytes that were not UTF-8.
+  if (address.includes("\uFFFD")) return false;
   const at = address.lastIndexOf("@");
   if (at < 1) return false;
   const local = address.slice(0, at);

@@ -176,6 +176,20 @@ describe("SMTPUTF8 (RFC 6531)", () => {
     expect(await ctx.db.message.count({ where: { projectId: p.id } })).toBe(0);
   });
 
+  it("refuses an address that is not UTF-8 (Latin-1 bytes): 553 5.6.7 without SMTPUTF8, 553 5.1.7 with it", async () => {
+    const { smtp: auth } = await project();
+    const { client } = await RawSmtp.session(smtp.ports.smtp, auth);
+    const latin1 = (line: string) => {
+      client.write(Buffer.from(`${line}\r\n`, "latin1"));
+      return client.read();
+    };
+    const without = await latin1("MAIL FROM:<j\u00f6rg@example.com>");
+    expect([without.code, without.enhanced]).toEqual([553, "5.6.7"]);
+    const withParameter = await latin1("MAIL FROM:<j\u00f6rg@example.com> SMTPUTF8");
+    expect([withParameter.code, withParameter.enhanced]).toEqual([553, "5.1.7"]);
+    client.close();
+  });
+
   it("keeps an ASCII (A-label) domain as the client wrote it, without SMTPUTF8", async () => {
     const { smtp: auth } = await project();
     const reply = await send(
