@@ -231,8 +231,9 @@ export function isMailbox(address: string): boolean {
   if (Buffer.byteLength(local) > 64 || /[\s<>()[\]\\,;:\x00-\x1f\x7f]/.test(local.replace(/^".*"$/, "x")))
     return false;
   if (/^\[(?:IPv6:)?[0-9a-fA-F:.]+\]$/.test(domain)) return true;
-  const ascii = isAscii(domain) ? domain : domainToASCII(domain);
-  return /^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9-]{2,63}$/.test(ascii);
+  return /^(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z0-9-]{2,63}$/.test(
+    asciiDomain(domain),
+  );
 }
 
 /** Whether an address needs SMTPUTF8 (RFC 6531) to be sent as it is. */
