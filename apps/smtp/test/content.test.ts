@@ -92,8 +92,11 @@ async function stored(messageId: string) {
 }
 
 async function rejection(projectId: string) {
+  // Refusal audits are written off the reply path, a few milliseconds later.
   await expect
-    .poll(() => ctx.db.auditEvent.count({ where: { projectId, action: "message.rejected" } }))
+    .poll(() => ctx.db.auditEvent.count({ where: { projectId, action: "message.rejected" } }), {
+      timeout: 10_000,
+    })
     .toBeGreaterThan(0);
   const [event] = await ctx.db.auditEvent.findMany({ where: { projectId, action: "message.rejected" } });
   return event?.details as Record<string, unknown>;
