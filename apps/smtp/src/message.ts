@@ -96,26 +96,31 @@ class LineEndings {
     }
     let bareLfs: number[] | undefined;
     let lineStart = 0;
+    let { afterBareLf, carried } = this;
     for (let i = chunk.indexOf(LF); i >= 0; i = chunk.indexOf(LF, i + 1)) {
       const crBefore = (i === 0 ? this.previous : chunk[i - 1]) === CR;
-      const lineBytes = (lineStart === 0 ? this.carried : 0) + i - lineStart;
-      const first = lineStart === 0 && this.carried > 0 ? this.carriedFirst : chunk[lineStart];
-      const dotLine = first === DOT && (lineBytes === 1 || (lineBytes === 2 && crBefore));
       if (!crBefore) {
         if (this.policy === "reject") return undefined;
         bareLfs ??= [];
         bareLfs.push(i);
       }
-      if (dotLine && (!crBefore || this.afterBareLf)) return undefined;
-      this.afterBareLf = !crBefore;
+      // Only a line that a bare LF begins or ends can be an end-of-DATA look-alike.
+      if (!crBefore || afterBareLf) {
+        const lineBytes = (lineStart === 0 ? carried : 0) + i - lineStart;
+        const first = lineStart === 0 && carried > 0 ? this.carriedFirst : chunk[lineStart];
+        if (first === DOT && (lineBytes === 1 || (lineBytes === 2 && crBefore))) return undefined;
+      }
+      afterBareLf = !crBefore;
       lineStart = i + 1;
-      this.carried = 0;
+      carried = 0;
     }
     const rest = chunk.length - lineStart;
     if (rest > 0) {
-      if (this.carried === 0) this.carriedFirst = chunk[lineStart] as number;
-      this.carried = Math.min(3, this.carried + rest);
+      if (carried === 0) this.carriedFirst = chunk[lineStart] as number;
+      carried = Math.min(3, carried + rest);
     }
+    this.afterBareLf = afterBareLf;
+    this.carried = carried;
     this.previous = chunk[chunk.length - 1] as number;
     return bareLfs ? withCrBefore(chunk, bareLfs) : chunk;
   }
