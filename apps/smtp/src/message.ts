@@ -168,7 +168,7 @@ export interface HeaderSummary {
 /**
  * The header fields the accept step stores and the sender policy checks. A field is found as mail
  * readers find it: its name in any case, with or without white space before the colon (RFC 5322
- * 4.5.3's obsolete `From :`), so that no From a reader shows escapes the checks. The values are
+ * 4.5.2's obsolete `From :`), so that no From a reader shows escapes the checks. The values are
  * summaries for listing and policy: NUL bytes, which PostgreSQL's text columns cannot hold, are
  * dropped from them (the message itself is stored and relayed as it came, NULs included).
  */
