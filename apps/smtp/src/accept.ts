@@ -16,7 +16,13 @@ export interface MessageToAccept {
   headers: HeaderSummary;
 }
 
-export type AcceptOutcome = { ok: true } | { ok: false; reason: "store_unavailable"; error: Error };
+/**
+ * `content_unstorable`: PostgreSQL refused the message's own data (it was written alone), so it
+ * would be refused again; `store_unavailable`: anything else, worth a retry.
+ */
+export type AcceptOutcome =
+  | { ok: true }
+  | { ok: false; reason: "store_unavailable" | "content_unstorable"; error: Error };
 
 export interface AcceptorOptions {
   /** Most messages written by one statement. */
@@ -159,10 +165,17 @@ export function createAcceptor(
     inFlight--;
     writeNext();
     const stored = new Set(messages.filter((_, i) => !failures[i]).map((m) => m.id));
-    batch.forEach((w, i) => {
+    for (const [i, w] of batch.entries()) {
       const error = failures[i];
-      w.resolve(error ? { ok: false, reason: "store_unavailable", error } : { ok: true });
-    });
+      if (!error) {
+        w.resolve({ ok: true });
+        continue;
+      }
+      // A data exception here came from writing this message alone (a batch refused for its
+      // content was written message by message above): this message's own bytes are the cause.
+      const reason = dataException(error) ? "content_unstorable" : "store_unavailable";
+      w.resolve({ ok: false, reason, error });
+    }
     const storedJobs = jobs
       .map((job) => ({ ...job, messageIds: job.messageIds.filter((id) => stored.has(id)) }))
       .filter((job) => job.messageIds.length > 0);
@@ -318,6 +331,19 @@ function insertParameters(messages: MessageToAccept[], jobIds: Map<string, strin
 
 /** PostgreSQL refused the data itself (SQLSTATE classes 22 and 23), not the connection or the server. */
 function refusedContent(error: Error): boolean {
+  return dataException(error) || sqlState(error).startsWith("23");
+}
+
+/**
+ * SQLSTATE class 22, data exception: a value the columns cannot hold (a NUL byte in text, say).
+ * Class 23 (integrity constraints) is not counted: a project deleted during the transaction is
+ * not the message's fault.
+ */
+function dataException(error: Error): boolean {
+  return sqlState(error).startsWith("22");
+}
+
+function sqlState(error: Error): string {
   const code = (error as { code?: unknown }).code;
-  return typeof code === "string" && (code.startsWith("22") || code.startsWith("23"));
+  return typeof code === "string" ? code : "";
 }

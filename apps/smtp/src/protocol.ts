@@ -1,4 +1,5 @@
 import { SMTPConnection } from "smtp-server/lib/smtp-connection.js";
+import { isAscii } from "./message";
 import { replies } from "./replies";
 
 /**
@@ -6,9 +7,10 @@ import { replies } from "./replies";
  * 4.2.2, 538 → 5.7.0), while CONTRACT §3 fixes specific ones (553 5.7.1, 452 4.5.3, 538 5.7.11).
  * It has no option for that, so its single write method is wrapped once: a text that already
  * starts with an enhanced code is sent as is, and the built-in replies we must word differently
- * are translated. Three more things it cannot be told: hide AUTH from EHLO before TLS, end the
- * session after a 521, and greet without a pause (see `adaptSmtpServer`). Checked against
- * smtp-server 3.21 (apps/smtp/test covers every reply and the greeting).
+ * are translated. Four more things it cannot be told: hide AUTH from EHLO before TLS, end the
+ * session after a 521, greet without a pause, and keep an ASCII domain as the client wrote it
+ * (see `adaptSmtpServer`). Checked against smtp-server 3.21 (apps/smtp/test covers every reply,
+ * the greeting and the addresses).
  */
 const enhancedCode = /^[245]\.\d{1,3}\.\d{1,3} /;
 
@@ -18,6 +20,8 @@ const builtIn = new Map<string, string>([
 ]);
 
 type Send = (code: number, data?: string | string[] | null, context?: string | false) => void;
+type ParsedAddress = false | { address: string };
+type ParseAddress = (name: string, command: Buffer | string) => ParsedAddress;
 type Connection = {
   secure: boolean;
   close(): void;
@@ -25,6 +29,7 @@ type Connection = {
   init(): void;
   _setListeners(ready: () => void): void;
   connectionReady(): void;
+  _parseAddressCommand: ParseAddress;
 };
 
 let installed = false;
@@ -43,6 +48,19 @@ export function adaptSmtpServer(): void {
   // (smtp-server's own maxClients check, which lived in the replaced init, is not used).
   prototype.init = function (this: Connection) {
     this._setListeners(() => this.connectionReady());
+  };
+  // smtp-server turns an A-label domain (`xn--bcher-kva.example`) into Unicode (`bücher.example`):
+  // the address would then be one that needs SMTPUTF8 although the client sent ASCII, and would be
+  // stored and relayed otherwise than sent. The domain goes back to what the client wrote.
+  const parseAddress = prototype._parseAddressCommand;
+  prototype._parseAddressCommand = function (this: Connection, name, command) {
+    const parsed = parseAddress.call(this, name, command);
+    if (!parsed || isAscii(parsed.address)) return parsed;
+    const written = /<(?:[^<>:]*:)?([^<>]*)>/.exec(command.toString())?.[1] ?? "";
+    const writtenDomain = written.slice(written.lastIndexOf("@") + 1);
+    if (!written.includes("@") || !isAscii(writtenDomain)) return parsed;
+    const at = parsed.address.lastIndexOf("@");
+    return { ...parsed, address: `${parsed.address.slice(0, at)}@${writtenDomain}` };
   };
   const send = prototype.send;
   prototype.send = function (this: Connection, code, data, context) {

@@ -20,12 +20,19 @@ export const replies = {
   senderSyntax: { code: 553, text: "5.1.7 Sender address syntax invalid" },
   senderDomain: { code: 553, text: "5.7.1 Sender domain not allowed for this project" },
   recipientSyntax: { code: 553, text: "5.1.3 Recipient address syntax invalid" },
+  // RFC 6531 3.4: a non-ASCII mailbox in a transaction that did not declare SMTPUTF8.
+  smtpUtf8Required: { code: 553, text: "5.6.7 Non-ASCII address needs the SMTPUTF8 parameter in MAIL FROM" },
   tooManyRecipients: { code: 452, text: "4.5.3 Too many recipients" },
   quotaExceeded: { code: 451, text: "4.7.1 Sending quota exceeded" },
   storeUnavailable: { code: 451, text: "4.3.0 Temporary local problem, try again later" },
   messageTooBig: { code: 552, text: "5.3.4 Message too big" },
   headerFromDomain: { code: 550, text: "5.7.1 From header domain not allowed for this project" },
   headerFromMissing: { code: 550, text: "5.7.1 Message needs one From header with an address" },
+  // RFC 5322 3.6: one From field. With two, which one a reader shows is the reader's choice.
+  headerFromMultiple: { code: 550, text: "5.6.0 Message has more than one From header (RFC 5322 3.6)" },
+  // PostgreSQL refused the message's own data: the same message would be refused again, so a
+  // temporary reply would have the client retry forever.
+  contentUnstorable: { code: 554, text: "5.6.0 Message content cannot be stored" },
   // As Postfix's smtpd_forbid_bare_newline: the client's line endings are broken or it is
   // attempting SMTP smuggling; either way the rest of its stream cannot be trusted, so disconnect.
   bareNewline: { code: 521, text: "5.5.2 Bare CR or LF received, lines must end with CRLF (RFC 5321 2.3.8)" },
@@ -74,11 +81,14 @@ export type RejectionReason =
   | "sender_syntax"
   | "sender_domain"
   | "recipient_syntax"
+  | "smtputf8_required"
   | "too_many_recipients"
   | "quota"
   | "size"
   | "bare_lf"
   | "header_from"
+  | "header_from_multiple"
+  | "content_unstorable"
   | "store_unavailable";
 
 export const rejections: Record<RejectionReason, SmtpReply> = {
@@ -87,10 +97,13 @@ export const rejections: Record<RejectionReason, SmtpReply> = {
   sender_syntax: replies.senderSyntax,
   sender_domain: replies.senderDomain,
   recipient_syntax: replies.recipientSyntax,
+  smtputf8_required: replies.smtpUtf8Required,
   too_many_recipients: replies.tooManyRecipients,
   quota: replies.quotaExceeded,
   size: replies.messageTooBig,
   bare_lf: replies.bareNewline,
   header_from: replies.headerFromDomain,
+  header_from_multiple: replies.headerFromMultiple,
+  content_unstorable: replies.contentUnstorable,
   store_unavailable: replies.storeUnavailable,
 };

@@ -126,8 +126,8 @@ export async function startSmtp(deps: SmtpDeps, overrides: SmtpListenOverrides =
       size: config.smtp.maxMessageSize,
       rejectOversized: true,
       hideENHANCEDSTATUSCODES: false,
-      // Addresses are relayed as ASCII; an SMTPUTF8 promise could not be kept upstream.
-      hideSMTPUTF8: true,
+      // RFC 6531: non-ASCII addresses with the MAIL parameter (docs/smtp.md, SMTPUTF8).
+      hideSMTPUTF8: false,
       useProxy: config.smtp.proxyProtocol,
       socketTimeout: config.smtp.idleTimeoutMs,
       closeTimeout: config.shutdownTimeoutMs,

@@ -16,7 +16,15 @@ import type { Acceptor } from "./accept";
 import type { AuditBuffer } from "./audit-buffer";
 import type { DataBudget } from "./data-budget";
 import type { InflowControl } from "./inflow";
-import { domainOf, isMailbox, readMessageData, receivedHeader, summariseHeaders } from "./message";
+import {
+  asciiDomain,
+  domainOf,
+  isAscii,
+  isMailbox,
+  readMessageData,
+  receivedHeader,
+  summariseHeaders,
+} from "./message";
 import type { SmtpMetrics } from "./metrics";
 import {
   accepted,
@@ -222,6 +230,8 @@ export function createSessionHandlers(deps: SessionDeps) {
         session.user = standing.client;
         const sender = address.address;
         const details = { mailFrom: sender };
+        if (!isAscii(sender) && !session.envelope.smtpUtf8)
+          return callback(reject(session, "smtputf8_required", { details }));
         if (sender !== "" && !isMailbox(sender))
           return callback(reject(session, "sender_syntax", { details }));
         if (!domainAllowed(standing.client, sender))
@@ -238,6 +248,8 @@ export function createSessionHandlers(deps: SessionDeps) {
       const client = clientOf(session);
       const recipient = address.address;
       const details = { recipient };
+      if (!isAscii(recipient) && !session.envelope.smtpUtf8)
+        return callback(reject(session, "smtputf8_required", { details }));
       if (!isMailbox(recipient)) return callback(reject(session, "recipient_syntax", { details }));
       const known = session.envelope.rcptTo.some((r) => r.address.toLowerCase() === recipient.toLowerCase());
       // A repeated recipient is one delivery (smtp-server keeps one entry): nothing more to count.
@@ -333,13 +345,16 @@ export function createSessionHandlers(deps: SessionDeps) {
           messageId: id,
           recipients,
           at: new Date(),
+          smtpUtf8: session.envelope.smtpUtf8 === true,
         });
-        const data = await readMessageData(stream, Buffer.from(trace, "latin1"), held);
+        const data = await readMessageData(stream, Buffer.from(trace, "utf8"), held, config.smtp.bareNewline);
         if (!data.ok) return reject(session, data.reason, { details: { size: data.bytesRead } });
         const bytes = data.bytes;
         const headers = summariseHeaders(bytes);
+        if (headers.fromFields > 1)
+          return reject(session, "header_from_multiple", { details: { fromFields: headers.fromFields } });
         if (client.project.senderDomains.length > 0) {
-          if (headers.fromFields !== 1 || headers.from.length === 0)
+          if (headers.fromFields === 0 || headers.from.length === 0)
             return reject(session, "header_from", { reply: replies.headerFromMissing });
           const foreign = headers.from.find((from) => !domainAllowed(client, from));
           if (foreign) return reject(session, "header_from", { details: { headerFrom: foreign } });
@@ -355,7 +370,7 @@ export function createSessionHandlers(deps: SessionDeps) {
         });
         if (!outcome.ok) {
           state.log.error({ err: outcome.error }, "message could not be stored");
-          return reject(session, "store_unavailable", { details: { size: bytes.length } });
+          return reject(session, outcome.reason, { details: { size: bytes.length } });
         }
         state.log.info({ messageId: id, size: bytes.length, recipients: recipients.length }, "accepted");
         return accepted(id);
@@ -383,5 +398,8 @@ function domainAllowed(client: AuthenticatedClient, address: string): boolean {
   if (allowed.length === 0) return true;
   if (address === "") return false;
   const domain = domainOf(address);
-  return allowed.some((d) => domain === d || domain.endsWith(`.${d}`));
+  return allowed.some((name) => {
+    const d = asciiDomain(name);
+    return domain === d || domain.endsWith(`.${d}`);
+  });
 }

@@ -347,8 +347,8 @@ describe("quota", () => {
     expect((await client.command("RCPT TO:<a@example.org>")).code).toBe(250);
     expect((await client.command("RCPT TO:<b@example.org>")).code).toBe(250);
     expect((await client.command("DATA")).code).toBe(354);
-    // A bare LF fails the DATA: nothing was sent, so nothing may stay counted.
-    client.write("Subject: x\n\nbody\r\n.\r\n");
+    // A bare CR fails the DATA: nothing was sent, so nothing may stay counted.
+    client.write("Subject: x\r\rbody\r\n.\r\n");
     expect((await client.read()).code).toBe(521);
     client.close();
     await new Promise((r) => setTimeout(r, 100));

@@ -246,7 +246,7 @@ describe("group commit of accepted messages", () => {
     const { sql } = countingPool();
     const outcomes = await acceptAll(list, sql, { maxBatchesInFlight: 1 });
     expect(outcomes.map((o) => o.ok)).toEqual([true, true, true, false, true]);
-    expect(outcomes[3]).toMatchObject({ ok: false, reason: "store_unavailable" });
+    expect(outcomes[3]).toMatchObject({ ok: false, reason: "content_unstorable" });
     const stored = await ctx.db.message.findMany({ where: { projectId: project.id }, select: { id: true } });
     expect(stored.map((m) => m.id).sort()).toEqual(
       list

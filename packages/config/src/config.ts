@@ -30,6 +30,8 @@ export interface Config {
     maxConnectionsPerIp: number;
     idleTimeoutMs: number;
     maxMessageSize: number;
+    /** SMTP_BARE_NEWLINE: what a line ending in a bare LF gets. */
+    bareNewline: "normalize" | "reject";
     authCacheTtlMs: number;
     authFailuresPerIp: number;
     authFailuresPerKey: number;
@@ -129,6 +131,7 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
       maxConnectionsPerIp: e.SMTP_MAX_CONNECTIONS_PER_IP,
       idleTimeoutMs: e.SMTP_IDLE_TIMEOUT * 1000,
       maxMessageSize: e.MAX_MESSAGE_SIZE,
+      bareNewline: e.SMTP_BARE_NEWLINE,
       authCacheTtlMs: e.SMTP_AUTH_CACHE_TTL * 1000,
       authFailuresPerIp: e.SMTP_AUTH_FAILURES_PER_IP,
       authFailuresPerKey: e.SMTP_AUTH_FAILURES_PER_KEY,

@@ -191,6 +191,11 @@ export const variables = {
     default: "26214400",
     doc: "Largest accepted message in bytes (25 MiB), advertised in EHLO `SIZE`; larger messages get `552 5.3.4`.",
   },
+  SMTP_BARE_NEWLINE: {
+    schema: z.enum(["normalize", "reject"], { error: "must be normalize or reject" }).default("normalize"),
+    default: "normalize",
+    doc: "A message line ending in a bare LF: `normalize` stores it as CRLF (Postfix's `smtpd_forbid_bare_newline = normalize`), `reject` refuses the message with `521 5.5.2` and disconnects. Either way only `<CR><LF>.<CR><LF>` ends DATA, and a bare CR or a line that another server could read as the end of DATA (`<LF>.<LF>`, `<LF>.<CR><LF>`, `<CR><LF>.<LF>`) is refused with `521 5.5.2`.",
+  },
   DELIVERY_BACKOFF: {
     schema: backoff.default([60, 300, 900, 3600, 14400]),
     default: "60,300,900,3600,14400",

@@ -48,6 +48,14 @@ describe("loadConfig", () => {
     expect(config.smtp.dataMemoryBytes).toBe(16 * 1024 * 1024);
   });
 
+  it("normalizes bare newlines by default; SMTP_BARE_NEWLINE=reject refuses them; anything else stops", () => {
+    expect(loadConfig({}, cwd).smtp.bareNewline).toBe("normalize");
+    expect(loadConfig({ ...production, SMTP_BARE_NEWLINE: "reject" }, cwd).smtp.bareNewline).toBe("reject");
+    expect(errorOf({ ...production, SMTP_BARE_NEWLINE: "yes" })).toMatch(
+      /SMTP_BARE_NEWLINE.*normalize or reject/,
+    );
+  });
+
   it("reads SMTP_DATA_MEMORY in bytes", () => {
     expect(loadConfig({ ...production, SMTP_DATA_MEMORY: "1048576" }, cwd).smtp.dataMemoryBytes).toBe(
       1048576,

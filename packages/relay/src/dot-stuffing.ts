@@ -27,12 +27,13 @@ let installed = false;
  * JavaScript: 45–55 µs for a 10 KiB message and about 4 ms for a MiB on these machines, a tenth
  * of the delivery thread's busy time in the benchmark's `pooled-10k` and a quarter in `pooled-1m`
  * (docs/benchmarks.md, fifteenth round). The bodies Postern relays have no bare CR or LF (the SMTP
- * side refuses them, docs/smtp.md), so the only change ever made to them is the dot stuffing, and
- * the line ends it depends on can be found with `indexOf`, in native code. Each send stream's
- * transform is wrapped, once per process: a chunk whose every CR and LF is part of a CRLF is
- * stuffed here, anything else goes to nodemailer's own code, and the stream's state (last byte,
- * counts) is kept as that code keeps it, so the bytes on the wire are the same either way
- * (packages/relay/test/dot-stuffing.test.ts compares them). Checked against nodemailer 10.6.
+ * side refuses a bare CR and stores a bare LF as CRLF, docs/smtp.md), so the only change ever made
+ * to them is the dot stuffing, and the line ends it depends on can be found with `indexOf`, in
+ * native code. Each send stream's transform is wrapped, once per process: a chunk whose every CR
+ * and LF is part of a CRLF is stuffed here, anything else goes to nodemailer's own code, and the
+ * stream's state (last byte, counts) is kept as that code keeps it, so the bytes on the wire are
+ * the same either way (packages/relay/test/dot-stuffing.test.ts compares them). Checked against
+ * nodemailer 10.6.
  */
 export function adaptSmtpClient(): void {
   if (installed) return;

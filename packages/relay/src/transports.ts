@@ -162,6 +162,11 @@ export class UpstreamTransports {
   private async send(pool: ProjectPool, envelope: RelayEnvelope): Promise<SMTPConnection.SentMessageInfo> {
     for (;;) {
       const connection = await this.take(pool);
+      if (needsSmtpUtf8(envelope) && !offersSmtpUtf8(connection.smtp)) {
+        // Nothing was sent: the session serves the next message.
+        this.giveBack(pool, connection);
+        throw smtpUtf8NotOffered(pool.upstreamHost);
+      }
       const reused = connection.messages > 0;
       connection.messages += 1;
       const message = bodyStream(envelope.raw);
@@ -342,6 +347,37 @@ function bodyStream(raw: Buffer): Readable {
       if (offset >= raw.length) this.push(null);
     },
   });
+}
+
+/**
+ * A non-ASCII address can only travel with SMTPUTF8 (RFC 6531); nodemailer adds the MAIL
+ * parameter when the upstream advertises the extension. UTF-8 in the headers alone is sent as
+ * 8-bit content, as before (docs/smtp.md, SMTPUTF8).
+ */
+function needsSmtpUtf8(envelope: RelayEnvelope): boolean {
+  return !isAscii(envelope.mailFrom) || envelope.recipients.some((address) => !isAscii(address));
+}
+
+function isAscii(text: string): boolean {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: the whole ASCII range
+  return /^[\x00-\x7f]*$/.test(text);
+}
+
+/** The extensions the upstream listed in its EHLO reply (not in nodemailer's type declarations). */
+function offersSmtpUtf8(smtp: SMTPConnection): boolean {
+  const extensions = (smtp as SMTPConnection & { _supportedExtensions?: string[] })._supportedExtensions;
+  return extensions?.includes("SMTPUTF8") === true;
+}
+
+/**
+ * RFC 6531 3.2: a message that needs SMTPUTF8 must not be sent to a server that does not offer
+ * it, and is returned as undeliverable. Recorded as 553 5.6.7, as Postfix bounces it ("SMTPUTF8 is
+ * required, but was not offered by host"): a permanent failure, since retrying the same upstream
+ * cannot change its extensions.
+ */
+function smtpUtf8NotOffered(upstreamHost: string): SMTPConnection.SMTPError {
+  const response = `553 5.6.7 SMTPUTF8 is required, but was not offered by ${upstreamHost}`;
+  return Object.assign(new Error(response), { code: "EENVELOPE", responseCode: 553, response });
 }
 
 /** The session itself went away (closed, reset, timed out, 421): not a verdict on the message. */

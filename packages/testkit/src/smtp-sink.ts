@@ -13,6 +13,8 @@ export interface ReceivedMessage {
   receivedAt: Date;
   /** smtp-server's id of the session it came over: which messages shared a connection. */
   sessionId: string;
+  /** Whether MAIL FROM carried the SMTPUTF8 parameter (RFC 6531). */
+  smtpUtf8: boolean;
 }
 
 /** A reply the sink gives instead of accepting: e.g. { code: 451, message: "4.3.0 try later" }. */
@@ -28,6 +30,8 @@ export interface SmtpSinkOptions {
   starttls?: boolean;
   /** Require AUTH with this user and password. */
   auth?: { user: string; pass: string };
+  /** Advertise SMTPUTF8 in EHLO (default true; false stands for an upstream without RFC 6531). */
+  smtputf8?: boolean;
 }
 
 /**
@@ -116,6 +120,7 @@ export class SmtpSink {
         ...(this.options.starttls === false || secure ? ["STARTTLS"] : []),
       ],
       authOptional: !auth,
+      hideSMTPUTF8: this.options.smtputf8 === false,
       allowInsecureAuth: false,
       logger: false,
       banner: "postern test sink",
@@ -148,6 +153,7 @@ export class SmtpSink {
             secure: session.secure,
             receivedAt: new Date(),
             sessionId: session.id,
+            smtpUtf8: session.envelope.smtpUtf8 === true,
           };
           setTimeout(() => {
             const reply = this.dataReply(message);
