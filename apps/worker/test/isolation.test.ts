@@ -176,11 +176,12 @@ it("project A's send→arrival holds while project B's upstream never greets and
     // more connections than its share.
     expect(sink.messages.filter((m) => m.mailFrom === "app@b.example")).toHaveLength(0);
     expect(connectionsOfB).toBeLessThanOrEqual(20);
-    // Under 1 s, and under twice A's p99 alone (which on a busy machine can be a few ms, so
-    // twice it is taken as at least a quarter second of scheduling noise).
+    // Under 1 s, and under twice A's p99 alone; that is tens of milliseconds, of the order of a
+    // loaded machine's scheduling noise, so twice it is taken as at least half a second (the
+    // stuck neighbour used to cost A tens of seconds).
     const p99Stuck = percentile(latencyStuck, 99);
     expect(p99Stuck).toBeLessThan(1);
-    expect(p99Stuck).toBeLessThanOrEqual(Math.max(2 * percentile(latencyAlone, 99), 0.25));
+    expect(p99Stuck).toBeLessThanOrEqual(Math.max(2 * percentile(latencyAlone, 99), 0.5));
   } finally {
     // B's deliveries waiting for a greeting end now rather than at the 30 s timeout.
     for (const socket of stuckSockets) socket.destroy();
@@ -224,6 +225,36 @@ it("suspends an upstream that keeps failing to greet: later messages are deferre
     }
     const message = await ctx.db.message.findUniqueOrThrow({ where: { id: later[0]?.id ?? "" } });
     expect(message.lastError).toContain("delivery temporarily suspended");
+  } finally {
+    for (const socket of stuckSockets) socket.destroy();
+    await worker.stop();
+  }
+}, 60_000);
+
+it("caps the connections to one upstream across projects, giving the rest back", async () => {
+  const sendD = await tenant("d", stuckUrl());
+  const sendE = await tenant("e", stuckUrl());
+  const metrics = createMetricsRegistry();
+  const worker = await runWorker(ctx, {
+    metrics,
+    config: withDelivery({ connectTimeoutMs: 30_000, greetingTimeoutMs: 30_000, upstreamConcurrency: 6 }),
+  });
+  const before = stuckConnections;
+  const upstreamBusy = async () =>
+    Number(
+      (await metrics.getSingleMetricAsString("postern_delivery_given_back_total")).match(
+        /reason="upstream_busy"} (\d+)/,
+      )?.[1] ?? 0,
+    );
+  try {
+    for (let i = 0; i < 8; i++) {
+      await sendD(`d-${i}`);
+      await sendE(`e-${i}`);
+    }
+    // Sixteen deliveries, each project under its own cap of 20: the upstream's 6 hold them.
+    await until(() => stuckConnections - before >= 6, "six connections at the upstream");
+    await until(async () => (await upstreamBusy()) >= 10, "deliveries given back for the upstream's share");
+    expect(stuckConnections - before).toBe(6);
   } finally {
     for (const socket of stuckSockets) socket.destroy();
     await worker.stop();
