@@ -2,7 +2,7 @@ import { openSecret } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
 import { type MessageStatus, uuidv7 } from "@postern/db";
 import { retryDelayMs } from "@postern/queue";
-import type { DeliveryOutcome, RecipientVerdict, UpstreamTransports } from "@postern/relay";
+import type { ConnectionBusy, DeliveryOutcome, RecipientVerdict, UpstreamTransports } from "@postern/relay";
 import type { DeliveryStore, StoredMessage } from "./store";
 
 export interface DeliveryDeps {
@@ -19,7 +19,12 @@ export type DeliveryRun =
   | { kind: "failed"; projectId: string; reason: string }
   | { kind: "deferred"; projectId: string; retryInMs: number }
   /** Another run of the same message recorded its result first (a stalled job ran twice). */
-  | { kind: "superseded"; projectId: string };
+  | { kind: "superseded"; projectId: string }
+  /**
+   * Not tried: no connection of its project or upstream could be had now. Nothing is recorded;
+   * the job goes back to the queue for `retryInMs` rather than hold a worker slot.
+   */
+  | { kind: "given_back"; retryInMs: number; reason: ConnectionBusy["reason"] };
 
 type RecipientState = "pending" | "delivered" | "failed";
 
@@ -41,7 +46,9 @@ interface Sent {
  *
  * The read and the send take one of the project's connection turns (`projectId`, known from the
  * job; jobs enqueued before it was carried go without), so that a worker holds at most a body
- * per connection. The record does not: it waits for a commit shared with other deliveries, and a
+ * per connection. A delivery that cannot have a connection soon is given back rather than wait
+ * (see `UpstreamTransports.whenConnectionFree`); one whose upstream is suspended (circuit open)
+ * is recorded as a deferred attempt with the suspension as its reason, without a connection. The record does not: it waits for a commit shared with other deliveries, and a
  * turn held through it would leave the connection idle, capping a project's rate at its
  * connections divided by the whole attempt's time instead of the exchange's.
  *
@@ -54,7 +61,7 @@ export async function deliverMessage(
   projectId?: string,
 ): Promise<DeliveryRun> {
   const send = () => loadAndSend(deps, messageId);
-  const sent = await (projectId ? deps.transports.whenConnectionFree(projectId, send) : send());
+  const sent = await (projectId ? deps.transports.whenConnectionFree(projectId, send, givenBack) : send());
   return "kind" in sent ? sent : record(deps, sent);
 }
 
@@ -93,6 +100,7 @@ async function loadAndSend(deps: DeliveryDeps, messageId: string): Promise<Sent 
         raw: body,
       },
     );
+    if (result.busy) return givenBack(result.busy);
     upstreamHost = result.upstreamHost;
     verdicts = result.recipients;
     transaction = result.verdict;
@@ -101,6 +109,10 @@ async function loadAndSend(deps: DeliveryDeps, messageId: string): Promise<Sent 
   }
   const durationMs = Date.now() - startedAt.getTime();
   return { message, startedAt, durationMs, upstreamHost, verdicts, transaction };
+}
+
+function givenBack(busy: ConnectionBusy): DeliveryRun {
+  return { kind: "given_back", retryInMs: busy.retryInMs, reason: busy.reason };
 }
 
 async function record(deps: DeliveryDeps, sent: Sent): Promise<DeliveryRun> {

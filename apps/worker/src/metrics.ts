@@ -8,6 +8,7 @@ import { Counter, Gauge, Histogram } from "prom-client";
 export interface DeliveryMetrics {
   attempts: Counter<"outcome">;
   latency: Histogram;
+  givenBack: Counter<"reason">;
 }
 
 /**
@@ -37,6 +38,20 @@ export function registerDeliveryMetrics(
     help: "Time from acceptance (250) to delivery at the upstream",
     buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400],
     registers: [registry],
+  });
+  const givenBack = new Counter({
+    name: "postern_delivery_given_back_total",
+    help: "Deliveries given back to the queue without an attempt for want of a connection: project_busy (its connections busy and not turning over), upstream_busy (DELIVERY_UPSTREAM_CONCURRENCY), upstream_probing (a suspended upstream being probed)",
+    labelNames: ["reason"],
+    registers: [registry],
+  });
+  new Gauge({
+    name: "postern_delivery_suspended_upstreams",
+    help: "Upstreams this process does not connect to for now (circuit open after DELIVERY_CIRCUIT_FAILURES failures to connect), or is probing",
+    registers: [registry],
+    collect() {
+      this.set(sources.transports.suspendedUpstreams());
+    },
   });
   new Gauge({
     name: "postern_delivery_queue_jobs",
@@ -80,5 +95,5 @@ export function registerDeliveryMetrics(
       this.set(oldestMs ? (Date.now() - oldestMs) / 1000 : 0);
     },
   });
-  return { attempts, latency };
+  return { attempts, latency, givenBack };
 }

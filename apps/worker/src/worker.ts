@@ -35,7 +35,16 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const { config, db, redis } = deps;
   const log = deps.log.child({ component: "worker" });
   const prefix = config.redisKeyPrefix;
-  const transports = new UpstreamTransports({ maxConnections: config.delivery.projectConcurrency });
+  const transports = new UpstreamTransports({
+    maxConnections: config.delivery.projectConcurrency,
+    maxUpstreamConnections: config.delivery.upstreamConcurrency,
+    connectTimeoutMs: config.delivery.connectTimeoutMs,
+    greetingTimeoutMs: config.delivery.greetingTimeoutMs,
+    circuit: {
+      failureThreshold: config.delivery.circuitFailures,
+      cooldownMs: config.delivery.circuitCooldownMs,
+    },
+  });
   const queue = createDeliveryQueue(redis, prefix);
   const producer = createDeliveryProducer(redis, prefix);
   const sql = sqlPoolOf(db);
@@ -62,6 +71,10 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
         case "superseded":
           log.debug({ messageId, run }, "nothing to deliver");
           return { kind: "done" };
+        case "given_back":
+          metrics.givenBack.inc({ reason: run.reason });
+          log.debug({ messageId, run }, "no connection free; the job goes back to the queue");
+          return { kind: "retry", delayMs: run.retryInMs };
         case "delivered":
           metrics.attempts.inc({ outcome: "delivered" });
           metrics.latency.observe((Date.now() - run.acceptedAt.getTime()) / 1000);
@@ -102,7 +115,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
 
   return {
     describe: [
-      `worker   ${config.delivery.concurrency} deliveries in flight, ${config.delivery.projectConcurrency} per project`,
+      `worker   ${config.delivery.concurrency} deliveries in flight, ${config.delivery.projectConcurrency} per project, ${config.delivery.upstreamConcurrency} per upstream`,
     ],
     async stop() {
       await sweeper.stop();

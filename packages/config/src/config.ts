@@ -48,6 +48,13 @@ export interface Config {
     maxAttempts: number;
     concurrency: number;
     projectConcurrency: number;
+    /** Connections to one upstream host:port, all projects together, per worker. */
+    upstreamConcurrency: number;
+    connectTimeoutMs: number;
+    greetingTimeoutMs: number;
+    /** Failures to connect in a row that suspend an upstream (circuit breaker). */
+    circuitFailures: number;
+    circuitCooldownMs: number;
     /** Worker threads `postern start` runs when the worker runs beside other roles. */
     workerThreads: number;
     sweepIntervalMs: number;
@@ -145,6 +152,11 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
       maxAttempts: e.DELIVERY_MAX_ATTEMPTS,
       concurrency: e.DELIVERY_CONCURRENCY,
       projectConcurrency: e.DELIVERY_PROJECT_CONCURRENCY,
+      upstreamConcurrency: e.DELIVERY_UPSTREAM_CONCURRENCY,
+      connectTimeoutMs: e.DELIVERY_CONNECT_TIMEOUT * 1000,
+      greetingTimeoutMs: e.DELIVERY_GREETING_TIMEOUT * 1000,
+      circuitFailures: e.DELIVERY_CIRCUIT_FAILURES,
+      circuitCooldownMs: e.DELIVERY_CIRCUIT_COOLDOWN * 1000,
       workerThreads: e.WORKER_THREADS,
       sweepIntervalMs: e.DELIVERY_SWEEP_INTERVAL * 1000,
       stalledTimeoutMs: e.DELIVERY_STALLED_TIMEOUT * 1000,

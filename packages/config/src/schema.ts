@@ -216,6 +216,31 @@ export const variables = {
     default: "20",
     doc: "Connections to a project's upstream (messages being read and sent for the project at once) per worker, so one project's backlog cannot starve the others. 20 is Postfix's default destination concurrency.",
   },
+  DELIVERY_UPSTREAM_CONCURRENCY: {
+    schema: positiveInt.default(30),
+    default: "30",
+    doc: "Connections to one upstream (host and port), all projects sending to it together, per worker. Below `DELIVERY_CONCURRENCY`, so that an upstream that hangs leaves worker slots to the others.",
+  },
+  DELIVERY_CONNECT_TIMEOUT: {
+    schema: seconds.default(30),
+    default: "30",
+    doc: "Seconds a connection to an upstream may take to be ready for a message: DNS lookup, TCP connection, TLS, greeting, EHLO and STARTTLS together (Postfix's `smtp_connect_timeout` is 30 s for the TCP connection alone). Then the attempt is deferred and counts toward the upstream's circuit breaker (`DELIVERY_CIRCUIT_FAILURES`).",
+  },
+  DELIVERY_GREETING_TIMEOUT: {
+    schema: seconds.default(15),
+    default: "15",
+    doc: "Seconds to wait for an upstream's greeting once the TCP (and `smtps://` TLS) connection is up, within `DELIVERY_CONNECT_TIMEOUT`. RFC 5321 suggests 5 minutes for an MTA talking to any server; a relay's own upstream that stays silent for 15 s is stuck. Then as `DELIVERY_CONNECT_TIMEOUT`.",
+  },
+  DELIVERY_CIRCUIT_FAILURES: {
+    schema: positiveInt.default(5),
+    default: "5",
+    doc: 'Failures in a row to connect to an upstream (refused, timed out, no or a refusing greeting, TLS failed) after which a worker suspends it: its deliveries are deferred without a connection ("delivery temporarily suspended") for `DELIVERY_CIRCUIT_COOLDOWN`, then one delivery probes it.',
+  },
+  DELIVERY_CIRCUIT_COOLDOWN: {
+    schema: seconds.default(60),
+    default: "60",
+    doc: "Seconds a suspended upstream is left alone before one delivery probes it (see `DELIVERY_CIRCUIT_FAILURES`).",
+  },
   WORKER_THREADS: {
     schema: z.coerce.number().int("must be a whole number").min(0, "must be 0 or more").default(1),
     default: "1",
@@ -229,7 +254,7 @@ export const variables = {
   DELIVERY_STALLED_TIMEOUT: {
     schema: seconds.default(30),
     default: "30",
-    doc: "Seconds after which a delivery whose worker died (killed, lost its network) is taken up again by another worker.",
+    doc: "Seconds within which a delivery whose worker died (killed, lost its network) is taken up again by another worker (its job's lock lives half of it and is checked every half).",
   },
   BODY_RETENTION_DAYS: {
     schema: z.coerce.number().min(0, "must be 0 or more days").default(7),

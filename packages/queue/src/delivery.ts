@@ -197,8 +197,21 @@ export type DeliveryJobResult =
 export interface DeliveryWorkerOptions {
   /** Messages being delivered at once, whatever jobs they came in. */
   concurrency: number;
-  /** How long a job's lock lives without renewal: a killed worker's jobs run again after it. */
+  /** A killed worker's jobs run again within this time (see `stallTimingOf`). */
   stalledTimeoutMs: number;
+}
+
+/**
+ * BullMQ takes a job up again at the first stalled-job check that finds it still marked from the
+ * check before and its lock gone. The lock lives `lockDuration` and is renewed every half of it,
+ * so a dead worker's lock is gone between `lockDuration / 2` and `lockDuration` after the crash,
+ * and the next check comes within `stalledInterval`: the job is taken up again within
+ * `lockDuration + stalledInterval`. Half of the timeout each keeps that within the timeout
+ * (a lock and a check of 30 s each, as before, meant up to twice the timeout).
+ */
+export function stallTimingOf(stalledTimeoutMs: number): { lockDuration: number; stalledInterval: number } {
+  const half = Math.max(1, Math.floor(stalledTimeoutMs / 2));
+  return { lockDuration: half, stalledInterval: half };
 }
 
 /**
@@ -211,7 +224,7 @@ const batchErrorRetryMs = deliveryJobOptions.backoff.delay;
 /**
  * The consuming side: runs `process` for each message of each job, at most `concurrency` messages
  * at once across jobs. Jobs of a worker that died (SIGKILL, lost network) are moved back to
- * waiting by the stalled-job check of any live worker after `stalledTimeoutMs`; a batch job then
+ * waiting by the stalled-job check of any live worker within `stalledTimeoutMs`; a batch job then
  * runs whole again, and its messages already final are skipped.
  *
  * A message of a batch job that must wait (a deferral, or an unexpected error) leaves the batch:
@@ -281,8 +294,7 @@ export function createDeliveryWorker(
       // `slots` limits messages; jobs are taken as many as messages may run, so that single jobs
       // run as they always did, and batch jobs taken beyond the free slots wait for one here.
       concurrency: options.concurrency,
-      lockDuration: options.stalledTimeoutMs,
-      stalledInterval: options.stalledTimeoutMs,
+      ...stallTimingOf(options.stalledTimeoutMs),
       // A job whose worker keeps dying is failed (and removed); the sweeper re-adds its messages
       // from PostgreSQL, so nothing is lost, but a poison message cannot loop here.
       maxStalledCount: 2,

@@ -1,3 +1,4 @@
+export { type Admission, UpstreamCircuits, type UpstreamCircuitsOptions } from "./circuit";
 export {
   type DeliveryOutcome,
   outcomeOfReplyCode,
@@ -8,6 +9,7 @@ export {
   verdictOfReply,
 } from "./classify";
 export {
+  type ConnectionBusy,
   type ProjectUpstream,
   type RecipientVerdict,
   type RelayEnvelope,

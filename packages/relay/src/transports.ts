@@ -1,6 +1,6 @@
 import { Readable } from "node:stream";
 import SMTPConnection from "nodemailer/lib/smtp-connection";
-import pLimit, { type LimitFunction } from "p-limit";
+import { UpstreamCircuits } from "./circuit";
 import { type UpstreamVerdict, verdictOfError, verdictOfReply } from "./classify";
 import { adaptSmtpClient } from "./dot-stuffing";
 import { parseUpstreamUrl } from "./upstream";
@@ -25,14 +25,45 @@ export interface RecipientVerdict extends UpstreamVerdict {
 
 export interface RelayResult {
   upstreamHost: string;
+  /**
+   * Set when the message was not sent because no connection could be had now: the verdict is then
+   * a deferral, and a caller with a queue gives the delivery back instead of recording it.
+   */
+  busy?: ConnectionBusy;
   /** The verdict on the transaction as a whole: the DATA reply, or the error that ended it. */
   verdict: UpstreamVerdict;
   recipients: RecipientVerdict[];
 }
 
+/**
+ * No connection for this delivery now, and it did not start: it goes back to the queue for
+ * `retryInMs` (not an attempt) rather than hold a worker slot while it waits.
+ */
+export interface ConnectionBusy {
+  kind: "busy";
+  retryInMs: number;
+  reason: "project_busy" | "upstream_busy" | "upstream_probing";
+}
+
 export interface UpstreamTransportsOptions {
   /** Connections per project (and so deliveries in flight per project) per process. */
   maxConnections: number;
+  /** Connections to one upstream (host:port), all projects together, per process. */
+  maxUpstreamConnections?: number;
+  /**
+   * A connection not ready for a message within this (DNS, TCP, TLS, greeting, EHLO, STARTTLS:
+   * nodemailer's `connectionTimeout` covers the whole setup) fails.
+   */
+  connectTimeoutMs?: number;
+  /** No greeting within this once connected (and within `connectTimeoutMs`): the attempt fails. */
+  greetingTimeoutMs?: number;
+  /** Failures to connect in a row that suspend an upstream, and for how long (see circuit.ts). */
+  circuit?: { failureThreshold: number; cooldownMs: number };
+  /**
+   * How long a delivery may wait for one of its project's connections, and only while they turn
+   * over (one was freed within this time); otherwise it is given back at once.
+   */
+  turnWaitMs?: number;
   /** Messages per connection before it is replaced, so a long-lived session cannot go stale. */
   maxMessagesPerConnection?: number;
   /** A project's pool is closed after this long without a message. */
@@ -54,6 +85,7 @@ interface ProjectPool {
   fingerprint: string;
   options: SMTPConnection.Options;
   credentials: SMTPConnection.Credentials | undefined;
+  /** `host:port`: also the key of the upstream's circuit and connection count. */
   upstreamHost: string;
   /** Open and free, the most recently used last. */
   idle: UpstreamConnection[];
@@ -66,6 +98,17 @@ interface ProjectPool {
   lastUsedAt: number;
   inFlight: number;
 }
+
+/** A project's connection turns: deliveries holding one, and those waiting (briefly) for one. */
+interface ProjectTurns {
+  active: number;
+  waiting: Array<{ grant: () => void; timer: NodeJS.Timeout | undefined }>;
+  /** When a turn was last given back: the project's connections turn over while this is recent. */
+  lastFreedAt: number;
+}
+
+/** Longest a delivery given back waits before it is taken up again. */
+const maxGiveBackMs = 30_000;
 
 /**
  * Per project, up to `maxConnections` SMTP sessions with its upstream, opened on first use, reused
@@ -91,48 +134,144 @@ interface ProjectPool {
 export class UpstreamTransports {
   private readonly pools = new Map<string, ProjectPool>();
   /** Per project: deliveries holding one of its `maxConnections` turns, and those waiting for one. */
-  private readonly turns = new Map<string, LimitFunction>();
+  private readonly turns = new Map<string, ProjectTurns>();
+  /** Per upstream (`host:port`): connections open or being opened, all projects together. */
+  private readonly upstreamConnections = new Map<string, number>();
+  private readonly circuits: UpstreamCircuits;
   private readonly idleTimer: NodeJS.Timeout;
   private readonly maxMessagesPerConnection: number;
+  private readonly maxUpstreamConnections: number;
+  private readonly connectTimeoutMs: number;
+  private readonly greetingTimeoutMs: number;
+  private readonly turnWaitMs: number;
 
   constructor(private readonly options: UpstreamTransportsOptions) {
     adaptSmtpClient();
     const idleCloseMs = options.idleCloseMs ?? 60_000;
     this.maxMessagesPerConnection = options.maxMessagesPerConnection ?? 100;
+    this.maxUpstreamConnections = options.maxUpstreamConnections ?? Number.POSITIVE_INFINITY;
+    this.connectTimeoutMs = options.connectTimeoutMs ?? 30_000;
+    this.greetingTimeoutMs = options.greetingTimeoutMs ?? 15_000;
+    this.turnWaitMs = options.turnWaitMs ?? 1_000;
+    this.circuits = new UpstreamCircuits({
+      failureThreshold: options.circuit?.failureThreshold ?? 5,
+      cooldownMs: options.circuit?.cooldownMs ?? 60_000,
+      probeTimeoutMs: this.connectTimeoutMs,
+    });
     this.idleTimer = setInterval(() => this.closeIdle(idleCloseMs), Math.min(idleCloseMs, 10_000));
     this.idleTimer.unref();
   }
 
   /**
    * Runs `delivery` once the project has a connection's worth of room: at most `maxConnections`
-   * of its deliveries run at once, the others wait here, first come first served. A worker
-   * takes up to DELIVERY_CONCURRENCY jobs; loading a body inside `delivery` rather than before
-   * it bounds the bodies held in memory by the project's connections, instead of keeping the
-   * rest loaded while they wait for a connection.
+   * of its deliveries run at once. Loading a body inside `delivery` rather than before it bounds
+   * the bodies held in memory by the project's connections.
+   *
+   * A delivery whose project has no free turn waits for one (first come, first served) only while
+   * the project's connections turn over, a turn having been freed within `turnWaitMs`, and for at
+   * most that long: a busy healthy upstream hands a connection on within milliseconds, and taking
+   * the job again from the queue would cost Redis round trips for nothing. Otherwise (connections
+   * still opening, an upstream that does not greet or answers slowly) the delivery is given back
+   * at once (`giveBack`), so a worker slot is never held waiting for a stuck upstream; it comes
+   * back after about as long as the project's connections have been stuck (1 to 30 s). A caller
+   * that has nowhere to give a delivery back to (no `giveBack`) waits for a turn however long.
    */
-  async whenConnectionFree<T>(projectId: string, delivery: () => Promise<T>): Promise<T> {
-    let limit = this.turns.get(projectId);
-    if (!limit) {
-      limit = pLimit(this.options.maxConnections);
-      this.turns.set(projectId, limit);
+  async whenConnectionFree<T>(
+    projectId: string,
+    delivery: () => Promise<T>,
+    giveBack?: (busy: ConnectionBusy) => T,
+  ): Promise<T> {
+    let turns = this.turns.get(projectId);
+    if (!turns) {
+      turns = { active: 0, waiting: [], lastFreedAt: Date.now() };
+      this.turns.set(projectId, turns);
     }
-    return limit(delivery);
+    if (turns.active < this.options.maxConnections) turns.active += 1;
+    else if (!(await this.waitForTurn(turns, giveBack !== undefined)) && giveBack) {
+      const stuckMs = Date.now() - turns.lastFreedAt;
+      return giveBack({
+        kind: "busy",
+        retryInMs: giveBackDelay(stuckMs, this.turnWaitMs),
+        reason: "project_busy",
+      });
+    }
+    try {
+      return await delivery();
+    } finally {
+      turns.lastFreedAt = Date.now();
+      const next = turns.waiting.shift();
+      // The turn passes to the next waiting delivery as it is.
+      if (next) next.grant();
+      else turns.active -= 1;
+    }
   }
 
   /** Deliveries waiting in `whenConnectionFree` for a turn of their project, over all projects. */
   waitingForConnection(): number {
     let waiting = 0;
-    for (const limit of this.turns.values()) waiting += limit.pendingCount;
+    for (const turns of this.turns.values()) waiting += turns.waiting.length;
     return waiting;
   }
 
-  /** Sends one message over one of the project's connections and classifies every recipient's answer. */
+  /** Upstreams whose circuit is open (deliveries deferred without a connection) or probing. */
+  suspendedUpstreams(): number {
+    return this.circuits.suspendedCount();
+  }
+
+  /** True once a turn is handed over; false when `bounded` and none is to be had soon. */
+  private waitForTurn(turns: ProjectTurns, bounded: boolean): Promise<boolean> {
+    if (bounded && Date.now() - turns.lastFreedAt >= this.turnWaitMs) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      const waiter: ProjectTurns["waiting"][number] = {
+        grant: () => {
+          clearTimeout(waiter.timer);
+          resolve(true);
+        },
+        timer: bounded
+          ? setTimeout(() => {
+              turns.waiting.splice(turns.waiting.indexOf(waiter), 1);
+              resolve(false);
+            }, this.turnWaitMs)
+          : undefined,
+      };
+      turns.waiting.push(waiter);
+    });
+  }
+
+  /**
+   * Sends one message over one of the project's connections and classifies every recipient's
+   * answer. An upstream whose circuit is open is not tried: every recipient is deferred with the
+   * suspension as the reason. A delivery that would need a new connection while its upstream has
+   * `maxUpstreamConnections`, or while another delivery probes it, is not sent (`busy`).
+   */
   async relay(upstream: ProjectUpstream, envelope: RelayEnvelope): Promise<RelayResult> {
     const pool = this.poolFor(upstream);
+    const admission = this.circuits.admit(pool.upstreamHost);
+    if (admission.kind === "suspended") {
+      const verdict: UpstreamVerdict = {
+        outcome: "deferred",
+        code: null,
+        enhancedCode: null,
+        response: admission.reason,
+      };
+      return {
+        upstreamHost: pool.upstreamHost,
+        verdict,
+        recipients: recipientVerdicts(envelope.recipients, verdict, []),
+      };
+    }
+    if (admission.kind === "probing") {
+      const retryInMs = giveBackDelay(admission.probeEndsBy - Date.now(), this.turnWaitMs);
+      return busyResult(pool, envelope, { kind: "busy", retryInMs, reason: "upstream_probing" });
+    }
     pool.inFlight += 1;
     pool.lastUsedAt = Date.now();
+    /** Whether the upstream said anything: what a probe's outcome is (see circuit.ts). */
+    let answered: boolean | undefined;
     try {
       const info = await this.send(pool, envelope);
+      if ("kind" in info) return busyResult(pool, envelope, info);
+      answered = true;
       const verdict = verdictOfReply(String(info.response ?? ""), 250);
       return {
         upstreamHost: pool.upstreamHost,
@@ -141,6 +280,7 @@ export class UpstreamTransports {
       };
     } catch (error) {
       const verdict = verdictOfError(error as Error);
+      answered = verdict.code !== null;
       return {
         upstreamHost: pool.upstreamHost,
         verdict,
@@ -149,6 +289,7 @@ export class UpstreamTransports {
     } finally {
       pool.inFlight -= 1;
       pool.lastUsedAt = Date.now();
+      if (admission.probe) this.circuits.probeEnded(pool.upstreamHost, answered);
     }
   }
 
@@ -159,9 +300,13 @@ export class UpstreamTransports {
     this.pools.clear();
   }
 
-  private async send(pool: ProjectPool, envelope: RelayEnvelope): Promise<SMTPConnection.SentMessageInfo> {
+  private async send(
+    pool: ProjectPool,
+    envelope: RelayEnvelope,
+  ): Promise<SMTPConnection.SentMessageInfo | ConnectionBusy> {
     for (;;) {
       const connection = await this.take(pool);
+      if ("kind" in connection) return connection;
       if (needsSmtpUtf8(envelope) && !offersSmtpUtf8(connection.smtp)) {
         // Nothing was sent: the session serves the next message.
         this.giveBack(pool, connection);
@@ -195,13 +340,20 @@ export class UpstreamTransports {
     }
   }
 
-  /** A free connection of the pool, a new one while it has fewer than `maxConnections`, or the next one freed. */
-  private async take(pool: ProjectPool): Promise<UpstreamConnection> {
+  /**
+   * A free connection of the pool, a new one while it has fewer than `maxConnections` (and its
+   * upstream fewer than `maxUpstreamConnections`), or the next one freed.
+   */
+  private async take(pool: ProjectPool): Promise<UpstreamConnection | ConnectionBusy> {
     for (;;) {
       // `discard` takes a connection out of `idle` as it closes it: what is there is open.
       const idle = pool.idle.pop();
       if (idle) return idle;
       if (pool.open < this.options.maxConnections) {
+        const upstreamOpen = this.upstreamConnections.get(pool.upstreamHost) ?? 0;
+        if (upstreamOpen >= this.maxUpstreamConnections)
+          return { kind: "busy", retryInMs: giveBackDelay(0, this.turnWaitMs), reason: "upstream_busy" };
+        this.upstreamConnections.set(pool.upstreamHost, upstreamOpen + 1);
         pool.open += 1;
         return this.connect(pool);
       }
@@ -217,10 +369,13 @@ export class UpstreamTransports {
     const connection: UpstreamConnection = { smtp, messages: 0, closed: false };
     return new Promise((resolve, reject) => {
       let settled = false;
+      /** Greeted, EHLO answered and TLS set up: the upstream takes connections. */
+      let connected = false;
       const fail = (error: Error) => {
         this.discard(pool, connection);
         if (settled) return;
         settled = true;
+        if (!connected) this.circuits.connectFailed(pool.upstreamHost, error.message);
         reject(error);
       };
       // After the connection is up, errors of a message also reach its send's callback; an idle
@@ -229,6 +384,8 @@ export class UpstreamTransports {
       smtp.once("end", () => this.discard(pool, connection));
       smtp.connect((error) => {
         if (error) return fail(error);
+        connected = true;
+        this.circuits.connected(pool.upstreamHost);
         const ready = () => {
           settled = true;
           resolve(connection);
@@ -268,6 +425,9 @@ export class UpstreamTransports {
     connection.closed = true;
     connection.smtp.close();
     pool.open -= 1;
+    const upstreamOpen = (this.upstreamConnections.get(pool.upstreamHost) ?? 1) - 1;
+    if (upstreamOpen > 0) this.upstreamConnections.set(pool.upstreamHost, upstreamOpen);
+    else this.upstreamConnections.delete(pool.upstreamHost);
     const index = pool.idle.indexOf(connection);
     if (index >= 0) pool.idle.splice(index, 1);
     pool.waiting.shift()?.(undefined);
@@ -296,8 +456,8 @@ export class UpstreamTransports {
         secure: target.secure,
         requireTLS: target.requireTls,
         tls: { rejectUnauthorized: false },
-        connectionTimeout: 30_000,
-        greetingTimeout: 30_000,
+        connectionTimeout: this.connectTimeoutMs,
+        greetingTimeout: this.greetingTimeoutMs,
         socketTimeout: 120_000,
         logger: false,
       },
@@ -315,8 +475,8 @@ export class UpstreamTransports {
   }
 
   private closeIdle(idleCloseMs: number): void {
-    for (const [projectId, limit] of this.turns)
-      if (limit.activeCount === 0 && limit.pendingCount === 0) this.turns.delete(projectId);
+    for (const [projectId, turns] of this.turns)
+      if (turns.active === 0 && turns.waiting.length === 0) this.turns.delete(projectId);
     const now = Date.now();
     for (const [projectId, pool] of this.pools) {
       if (pool.inFlight === 0 && now - pool.lastUsedAt > idleCloseMs) {
@@ -325,6 +485,32 @@ export class UpstreamTransports {
       }
     }
   }
+}
+
+/** A message not sent for want of a connection: deferred for a caller that cannot give it back. */
+function busyResult(pool: ProjectPool, envelope: RelayEnvelope, busy: ConnectionBusy): RelayResult {
+  const verdict: UpstreamVerdict = {
+    outcome: "deferred",
+    code: null,
+    enhancedCode: null,
+    response: `no connection to ${pool.upstreamHost} free (${busy.reason.replace("_", " ")})`,
+  };
+  return {
+    upstreamHost: pool.upstreamHost,
+    busy,
+    verdict,
+    recipients: recipientVerdicts(envelope.recipients, verdict, []),
+  };
+}
+
+/**
+ * How long a delivery given back waits: about as long as what it waits for has been stuck (or has
+ * left to run), at least `minMs`, at most `maxGiveBackMs`, ±20% so that those given back together
+ * do not return together.
+ */
+function giveBackDelay(ms: number, minMs: number): number {
+  const base = Math.min(Math.max(ms, minMs), maxGiveBackMs);
+  return Math.round(base * (0.8 + Math.random() * 0.4));
 }
 
 /** Bytes of a body handed to the SMTP client at a time. */
