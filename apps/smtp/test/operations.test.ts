@@ -43,10 +43,12 @@ describe("connection limits and timeouts", () => {
     fourth.client.close();
   });
 
-  it("refuses connections over the total limit with 421 4.7.0", async () => {
+  it("refuses connections over the total limit: 421 4.7.0 on the plain port, closed before TLS on SMTPS", async () => {
     const { smtp: s } = await start({ SMTP_MAX_CONNECTIONS: "1" });
     const first = await RawSmtp.connect(s.ports.smtp);
-    const second = await RawSmtp.connect(s.ports.smtps as number, { tls: true });
+    // Nothing can be said before the handshake, and doing it to say 421 would cost what the cap saves.
+    await expect(RawSmtp.connect(s.ports.smtps as number, { tls: true })).rejects.toThrow(/disconnected/);
+    const second = await RawSmtp.connect(s.ports.smtp);
     expect([second.banner.code, second.banner.enhanced]).toEqual([421, "4.7.0"]);
     first.client.close();
   });

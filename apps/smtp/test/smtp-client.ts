@@ -1,5 +1,5 @@
 import { connect as netConnect, type Socket } from "node:net";
-import { type TLSSocket, connect as tlsConnect } from "node:tls";
+import { type ConnectionOptions, type TLSSocket, connect as tlsConnect } from "node:tls";
 
 export interface Reply {
   code: number;
@@ -26,12 +26,17 @@ export class RawSmtp {
 
   static async connect(
     port: number,
-    /** `firstBytes`: written at once, before the banner is read (a PROXY header, an early talker). */
-    options: { tls?: boolean; firstBytes?: string } = {},
+    /**
+     * `firstBytes`: written at once, before the banner is read (a PROXY header, an early talker);
+     * `localAddress`: another loopback address (127.0.0.2, …) is another client.
+     */
+    options: { tls?: boolean; firstBytes?: string; localAddress?: string } = {},
   ): Promise<{ client: RawSmtp; banner: Reply }> {
+    const { localAddress } = options;
     const socket = options.tls
-      ? tlsConnect({ port, host: "127.0.0.1", rejectUnauthorized: false })
-      : netConnect({ port, host: "127.0.0.1" });
+      ? // Node passes localAddress on to the TCP connection; its types leave it out.
+        tlsConnect({ port, host: "127.0.0.1", localAddress, rejectUnauthorized: false } as ConnectionOptions)
+      : netConnect({ port, host: "127.0.0.1", localAddress });
     if (options.firstBytes) socket.write(options.firstBytes);
     await new Promise<void>((resolve, reject) => {
       socket.once(options.tls ? "secureConnect" : "connect", () => resolve());
