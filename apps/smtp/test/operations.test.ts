@@ -147,4 +147,17 @@ describe("PROXY protocol", () => {
     }
     throw new Error("no auth.failure audited");
   });
+
+  it("holds SMTP_MAX_CONNECTIONS_PER_IP on the address of the PROXY header, not the proxy's", async () => {
+    const { smtp: s } = await start({ SMTP_PROXY_PROTOCOL: "true", SMTP_MAX_CONNECTIONS_PER_IP: "1" });
+    const proxied = (client: string) => ({ firstBytes: `PROXY TCP4 ${client} 127.0.0.1 40001 2525\r\n` });
+    const first = await RawSmtp.connect(s.ports.smtp, proxied("203.0.113.9"));
+    expect(first.banner.code).toBe(220);
+    const again = await RawSmtp.connect(s.ports.smtp, proxied("203.0.113.9"));
+    expect([again.banner.code, again.banner.enhanced]).toEqual([421, "4.7.0"]);
+    const other = await RawSmtp.connect(s.ports.smtp, proxied("203.0.113.10"));
+    expect(other.banner.code).toBe(220);
+    first.client.close();
+    other.client.close();
+  });
 });
