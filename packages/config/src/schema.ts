@@ -134,7 +134,7 @@ export const variables = {
   SMTP_TLS_HANDSHAKE_TIMEOUT: {
     schema: seconds.default(10),
     default: "10",
-    doc: "Deadline in seconds for a TLS handshake: from TCP accept until the SMTP session starts on `SMTPS_PORT` (the PROXY header included), and from `STARTTLS` until TLS is up. A client that has not finished by then is disconnected (on SMTPS without a reply, since nothing can be sent before TLS).",
+    doc: "Deadline in seconds for a TLS handshake: from TCP accept until the SMTP session starts on `SMTPS_PORT`, and from `STARTTLS` until TLS is up (behind `SMTP_PROXY_PROTOCOL`, reading the PROXY header counts too, on both ports). A client that has not finished by then is disconnected, without a reply (none can be sent in a handshake).",
   },
   SMTP_AUTH_DEADLINE: {
     schema: seconds.default(60),
