@@ -8,9 +8,20 @@ export function createSmtpMetrics(registry: Registry, sources: { dataMemoryHeld:
       help: "SMTP sessions currently open",
       registers: [registry],
     }),
+    connectionsOpen: new Gauge({
+      name: "postern_smtp_connections_open",
+      help: "TCP connections held by the SMTP listeners: sessions and TLS handshakes in progress (bounded by SMTP_MAX_CONNECTIONS)",
+      registers: [registry],
+    }),
+    sessionsCut: new Counter({
+      name: "postern_smtp_sessions_cut_total",
+      help: "SMTP connections ended by a limit, by reason (handshake_timeout, auth_deadline, data_deadline, error_limit)",
+      labelNames: ["reason"] as const,
+      registers: [registry],
+    }),
     sessions: new Counter({
       name: "postern_smtp_sessions_total",
-      help: "SMTP sessions opened, by listener and whether they were refused at connect",
+      help: "SMTP sessions opened (outcome opened) and connections refused at TCP accept (too_many, too_many_from_ip), by listener port",
       labelNames: ["listener", "outcome"] as const,
       registers: [registry],
     }),

@@ -15,6 +15,12 @@ export const replies = {
   tooManyConnections: { code: 421, text: "4.7.0 Too many connections" },
   tooManyConnectionsFromIp: { code: 421, text: "4.7.0 Too many connections from your address" },
   shuttingDown: { code: 421, text: "4.3.2 Service shutting down, try again later" },
+  // Deadlines and the error limit (docs/security.md, Limits and deadlines). 4.4.2 is a timed-out
+  // connection (RFC 3463), as Postfix's "421 4.4.2 Error: timeout exceeded".
+  authDeadline: { code: 421, text: "4.4.2 Not authenticated in time, closing connection" },
+  dataDeadline: { code: 421, text: "4.4.2 Message not received in time, closing connection" },
+  // Postfix's reply at smtpd_hard_error_limit.
+  tooManyErrors: { code: 421, text: "4.7.0 Too many errors, closing connection" },
   projectSuspended: { code: 550, text: "5.7.1 Project suspended" },
   credentialRevoked: { code: 550, text: "5.7.1 Credential revoked, authenticate again" },
   senderSyntax: { code: 553, text: "5.1.7 Sender address syntax invalid" },

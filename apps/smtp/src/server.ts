@@ -10,10 +10,11 @@ import type { Logger, Registry } from "@postern/telemetry";
 import { SMTPServer } from "smtp-server";
 import { createAcceptor } from "./accept";
 import { createAuditBuffer } from "./audit-buffer";
+import { createConnectionGate } from "./connection-gate";
 import { createDataBudget } from "./data-budget";
 import { createInflowControl } from "./inflow";
 import { createSmtpMetrics } from "./metrics";
-import { adaptSmtpServer } from "./protocol";
+import { adaptSmtpServer, limitSessions, type SessionLimits } from "./protocol";
 import { replies } from "./replies";
 import { createSessionHandlers } from "./session";
 
@@ -42,6 +43,31 @@ export interface RunningSmtp {
 
 /** How long a Redis command on the SMTP path may take before the client hears 451 4.3.0. */
 const redisCommandTimeoutMs = 2_000;
+
+/**
+ * Mozilla's "intermediate" configuration (ssl-config.mozilla.org, version 5.7) without its DHE
+ * suites: TLS 1.3, and TLS 1.2 with ECDHE key exchange (forward secrecy) and AEAD ciphers only,
+ * for RSA and ECDSA certificates. Every TLS 1.2 client of the last decade has one of these; the
+ * CBC-SHA1 and static-RSA suites in Node's default list do not reach this server.
+ */
+const tlsCiphers = [
+  "TLS_AES_128_GCM_SHA256",
+  "TLS_AES_256_GCM_SHA384",
+  "TLS_CHACHA20_POLY1305_SHA256",
+  "ECDHE-ECDSA-AES128-GCM-SHA256",
+  "ECDHE-RSA-AES128-GCM-SHA256",
+  "ECDHE-ECDSA-AES256-GCM-SHA384",
+  "ECDHE-RSA-AES256-GCM-SHA384",
+  "ECDHE-ECDSA-CHACHA20-POLY1305",
+  "ECDHE-RSA-CHACHA20-POLY1305",
+].join(":");
+
+/** What smtp-server reports when a TLS handshake (SMTPS or STARTTLS) does not complete. */
+type ListenerError = Error & {
+  code?: string;
+  remoteAddress?: string;
+  meta?: { stage?: string; remoteAddress?: string };
+};
 
 export async function startSmtp(deps: SmtpDeps, overrides: SmtpListenOverrides = {}): Promise<RunningSmtp> {
   adaptSmtpServer();
@@ -112,6 +138,27 @@ export async function startSmtp(deps: SmtpDeps, overrides: SmtpListenOverrides =
   };
   const certificate = await readCertificate();
 
+  const gate = createConnectionGate({
+    maxConnections: config.smtp.maxConnections,
+    maxConnectionsPerIp: config.smtp.maxConnectionsPerIp,
+    handshakeTimeoutMs: config.smtp.tlsHandshakeTimeoutMs,
+    metrics,
+    log,
+  });
+  const sessionLimits: SessionLimits = {
+    tlsHandshakeTimeoutMs: config.smtp.tlsHandshakeTimeoutMs,
+    authDeadlineMs: config.smtp.authDeadlineMs,
+    dataDeadlineMs: config.smtp.dataDeadlineMs,
+    hardErrorLimit: config.smtp.hardErrorLimit,
+    onCut(session, reason) {
+      metrics.sessionsCut.inc({ reason });
+      log[reason === "handshake_timeout" ? "debug" : "info"](
+        { session: session.id, ip: session.remoteAddress, reason },
+        "session ended by a limit",
+      );
+    },
+  };
+
   const listener = (secure: boolean) =>
     new SMTPServer({
       ...handlers,
@@ -120,6 +167,10 @@ export async function startSmtp(deps: SmtpDeps, overrides: SmtpListenOverrides =
       banner: "Postern",
       ...certificate,
       minVersion: "TLSv1.2",
+      ciphers: tlsCiphers,
+      // Mozilla's choice for this list: every suite is strong, so the client's order wins (a
+      // phone without AES instructions picks ChaCha20).
+      honorCipherOrder: false,
       authMethods: ["PLAIN", "LOGIN"],
       allowInsecureAuth: false,
       authRequiredMessage: replies.authRequired.text,
@@ -139,7 +190,16 @@ export async function startSmtp(deps: SmtpDeps, overrides: SmtpListenOverrides =
 
   const servers: { server: SMTPServer; secure: boolean }[] = [];
   const listen = async (server: SMTPServer, port: number) => {
-    server.on("error", (error) => log.warn({ err: error }, "smtp listener error"));
+    server.on("error", (error: ListenerError) => {
+      // A handshake that fails is the client's doing (a scanner, an outdated client, a dropped
+      // connection): at debug and without a stack, so that a stream of them cannot flood the log.
+      if (error.meta?.stage === "connect")
+        return log.debug(
+          { ip: error.meta.remoteAddress ?? error.remoteAddress, code: error.code, reason: error.message },
+          "TLS handshake failed",
+        );
+      log.warn({ err: error }, "smtp listener error");
+    });
     await new Promise<void>((resolve, reject) => {
       server.server.once("error", reject);
       server.listen(port, config.smtp.host, () => {
@@ -151,6 +211,8 @@ export async function startSmtp(deps: SmtpDeps, overrides: SmtpListenOverrides =
   };
 
   const starttls = listener(false);
+  gate.guard(starttls, false);
+  limitSessions(starttls, sessionLimits);
   const smtpPort = await listen(starttls, overrides.smtpPort ?? config.smtp.port);
   servers.push({ server: starttls, secure: false });
   let smtpsPort: number | undefined;
@@ -158,6 +220,8 @@ export async function startSmtp(deps: SmtpDeps, overrides: SmtpListenOverrides =
     overrides.smtpsPort ?? (config.smtp.smtpsPort === 0 ? undefined : config.smtp.smtpsPort);
   if (configuredSmtps !== undefined) {
     const implicit = listener(true);
+    gate.guard(implicit, true);
+    limitSessions(implicit, sessionLimits);
     smtpsPort = await listen(implicit, configuredSmtps);
     servers.push({ server: implicit, secure: true });
   }

@@ -67,7 +67,6 @@ type Callback = (error?: Error | null) => void;
 export function createSessionHandlers(deps: SessionDeps) {
   const { config, verifier, quota, audit, metrics, inflow } = deps;
   const states = new Map<string, SessionState>();
-  const connectionsByIp = new Map<string, number>();
   /** Sessions inside DATA (reading or storing): graceful shutdown waits for them. */
   const inData = new Set<string>();
 
@@ -125,18 +124,8 @@ export function createSessionHandlers(deps: SessionDeps) {
   };
 
   const handlers = {
+    // The connection limits are held at TCP accept, before TLS (connection-gate.ts).
     onConnect(session: SMTPServerSession, callback: Callback) {
-      const ip = session.remoteAddress;
-      const fromIp = connectionsByIp.get(ip) ?? 0;
-      if (states.size >= config.smtp.maxConnections) {
-        metrics.sessions.inc({ listener: session.localPort.toString(), outcome: "too_many" });
-        return callback(smtpError(replies.tooManyConnections));
-      }
-      if (fromIp >= config.smtp.maxConnectionsPerIp) {
-        metrics.sessions.inc({ listener: session.localPort.toString(), outcome: "too_many_from_ip" });
-        return callback(smtpError(replies.tooManyConnectionsFromIp));
-      }
-      connectionsByIp.set(ip, fromIp + 1);
       stateOf(session);
       metrics.sessions.inc({ listener: session.localPort.toString(), outcome: "opened" });
       metrics.sessionsActive.inc();
@@ -319,6 +308,12 @@ export function createSessionHandlers(deps: SessionDeps) {
           },
           (error: Error) => {
             refund(state);
+            // The connection ended before the final dot (the client left, or SMTP_DATA_DEADLINE
+            // passed): nobody is left to answer, and nothing failed here.
+            if (endedInData(error)) {
+              state.log.info({ reason: error.message }, "connection ended during DATA, nothing stored");
+              return callback(error);
+            }
             state.log.error({ err: error }, "DATA failed");
             callback(reject(session, "store_unavailable"));
           },
@@ -382,14 +377,16 @@ export function createSessionHandlers(deps: SessionDeps) {
       if (!state) return;
       refund(state);
       states.delete(session.id);
-      const left = (connectionsByIp.get(state.ip) ?? 1) - 1;
-      if (left > 0) connectionsByIp.set(state.ip, left);
-      else connectionsByIp.delete(state.ip);
       metrics.sessionsActive.dec();
     },
   } satisfies Partial<SMTPServerOptions>;
 
   return { handlers, inData };
+}
+
+/** The errors a DATA stream ends with when its connection closes before the final dot. */
+function endedInData(error: Error & { code?: string }): boolean {
+  return error.code === "ECONNECTION" || error.code === "ERR_STREAM_PREMATURE_CLOSE";
 }
 
 /** Sender domains match exactly or as a parent domain (example.com allows mail.example.com). */

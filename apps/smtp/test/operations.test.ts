@@ -43,10 +43,12 @@ describe("connection limits and timeouts", () => {
     fourth.client.close();
   });
 
-  it("refuses connections over the total limit with 421 4.7.0", async () => {
+  it("refuses connections over the total limit: 421 4.7.0 on the plain port, closed before TLS on SMTPS", async () => {
     const { smtp: s } = await start({ SMTP_MAX_CONNECTIONS: "1" });
     const first = await RawSmtp.connect(s.ports.smtp);
-    const second = await RawSmtp.connect(s.ports.smtps as number, { tls: true });
+    // Nothing can be said before the handshake, and doing it to say 421 would cost what the cap saves.
+    await expect(RawSmtp.connect(s.ports.smtps as number, { tls: true })).rejects.toThrow(/disconnected/);
+    const second = await RawSmtp.connect(s.ports.smtp);
     expect([second.banner.code, second.banner.enhanced]).toEqual([421, "4.7.0"]);
     first.client.close();
   });
@@ -144,5 +146,18 @@ describe("PROXY protocol", () => {
       await new Promise((r) => setTimeout(r, 20));
     }
     throw new Error("no auth.failure audited");
+  });
+
+  it("holds SMTP_MAX_CONNECTIONS_PER_IP on the address of the PROXY header, not the proxy's", async () => {
+    const { smtp: s } = await start({ SMTP_PROXY_PROTOCOL: "true", SMTP_MAX_CONNECTIONS_PER_IP: "1" });
+    const proxied = (client: string) => ({ firstBytes: `PROXY TCP4 ${client} 127.0.0.1 40001 2525\r\n` });
+    const first = await RawSmtp.connect(s.ports.smtp, proxied("203.0.113.9"));
+    expect(first.banner.code).toBe(220);
+    const again = await RawSmtp.connect(s.ports.smtp, proxied("203.0.113.9"));
+    expect([again.banner.code, again.banner.enhanced]).toEqual([421, "4.7.0"]);
+    const other = await RawSmtp.connect(s.ports.smtp, proxied("203.0.113.10"));
+    expect(other.banner.code).toBe(220);
+    first.client.close();
+    other.client.close();
   });
 });

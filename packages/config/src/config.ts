@@ -29,6 +29,14 @@ export interface Config {
     maxConnections: number;
     maxConnectionsPerIp: number;
     idleTimeoutMs: number;
+    /** SMTP_TLS_HANDSHAKE_TIMEOUT. */
+    tlsHandshakeTimeoutMs: number;
+    /** SMTP_AUTH_DEADLINE: from the greeting to a successful AUTH. */
+    authDeadlineMs: number;
+    /** SMTP_DATA_DEADLINE: from 354 to the end of the message. */
+    dataDeadlineMs: number;
+    /** SMTP_HARD_ERROR_LIMIT. */
+    hardErrorLimit: number;
     maxMessageSize: number;
     /** SMTP_BARE_NEWLINE: what a line ending in a bare LF gets. */
     bareNewline: "normalize" | "reject";
@@ -137,6 +145,10 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
       maxConnections: e.SMTP_MAX_CONNECTIONS,
       maxConnectionsPerIp: e.SMTP_MAX_CONNECTIONS_PER_IP,
       idleTimeoutMs: e.SMTP_IDLE_TIMEOUT * 1000,
+      tlsHandshakeTimeoutMs: e.SMTP_TLS_HANDSHAKE_TIMEOUT * 1000,
+      authDeadlineMs: e.SMTP_AUTH_DEADLINE * 1000,
+      dataDeadlineMs: e.SMTP_DATA_DEADLINE * 1000,
+      hardErrorLimit: e.SMTP_HARD_ERROR_LIMIT,
       maxMessageSize: e.MAX_MESSAGE_SIZE,
       bareNewline: e.SMTP_BARE_NEWLINE,
       authCacheTtlMs: e.SMTP_AUTH_CACHE_TTL * 1000,

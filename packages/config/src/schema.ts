@@ -119,17 +119,37 @@ export const variables = {
   SMTP_MAX_CONNECTIONS: {
     schema: positiveInt.default(1000),
     default: "1000",
-    doc: "Simultaneous SMTP connections per process; further ones get `421 4.7.0`.",
+    doc: "Simultaneous SMTP connections per process, SMTP and SMTPS together, counted from TCP accept (a TLS handshake in progress counts); further ones are closed at once, with `421 4.7.0` on `SMTP_PORT`.",
   },
   SMTP_MAX_CONNECTIONS_PER_IP: {
     schema: positiveInt.default(100),
     default: "100",
-    doc: "Simultaneous SMTP connections per client IP per process; further ones get `421 4.7.0`.",
+    doc: "Simultaneous SMTP connections per client IP per process, counted like `SMTP_MAX_CONNECTIONS` (behind `SMTP_PROXY_PROTOCOL`, once the PROXY header names the client); further ones are closed at once, with `421 4.7.0` on `SMTP_PORT`.",
   },
   SMTP_IDLE_TIMEOUT: {
     schema: seconds.default(300),
     default: "300",
     doc: "Seconds an SMTP client may stay silent before `421 4.4.2` and disconnect (RFC 5321 §4.5.3.2 asks for at least 5 minutes).",
+  },
+  SMTP_TLS_HANDSHAKE_TIMEOUT: {
+    schema: seconds.default(10),
+    default: "10",
+    doc: "Deadline in seconds for a TLS handshake: from TCP accept until the SMTP session starts on `SMTPS_PORT`, and from `STARTTLS` until TLS is up (behind `SMTP_PROXY_PROTOCOL`, reading the PROXY header counts too, on both ports). A client that has not finished by then is disconnected, without a reply (none can be sent in a handshake).",
+  },
+  SMTP_AUTH_DEADLINE: {
+    schema: seconds.default(60),
+    default: "60",
+    doc: "Seconds from the greeting within which a client must authenticate, however active it is; then `421 4.4.2` and disconnect.",
+  },
+  SMTP_DATA_DEADLINE: {
+    schema: seconds.default(300),
+    default: "300",
+    doc: "Seconds from `354` within which the whole message must have arrived (its final `.`), however steadily it trickles in; then `421 4.4.2`, disconnect, and nothing is stored. 300 s lets a 25 MiB message through at 700 kbit/s.",
+  },
+  SMTP_HARD_ERROR_LIMIT: {
+    schema: positiveInt.default(20),
+    default: "20",
+    doc: "Refused commands (any `4xx` or `5xx` reply) a session may collect without a message being accepted, as Postfix's `smtpd_hard_error_limit`; the reply that reaches it is followed by `421 4.7.0` and disconnect. A `250` to `DATA` starts the count again.",
   },
   SMTP_AUTH_CACHE_TTL: {
     schema: seconds.default(30),
