@@ -18,7 +18,7 @@ import { installErrorHandling } from "./errors";
 import { installSecurityHeaders, noStore, refuseNulCharacters } from "./http-security";
 import { adminAuditRoutes } from "./routes/admin-audit";
 import { adminProjectRoutes } from "./routes/admin-projects";
-import { healthRoutes } from "./routes/health";
+import { healthRoutes, type RoleReadiness } from "./routes/health";
 import { messageRoutes } from "./routes/messages";
 import { installHttpMetrics, type MetricsExposition, metricsRoutes } from "./routes/metrics";
 import { projectAuditRoutes } from "./routes/project-audit";
@@ -37,6 +37,8 @@ export interface ApiDependencies {
   deliveryProducer?: DeliveryProducer;
   /** Current quota usage of a project; packages/quota's counters in Redis when not given. */
   quotaUsage?: (project: QuotaProject) => Promise<QuotaUsage>;
+  /** The roles of this process and whether each serves, for /health/ready; none when not given. */
+  roleReadiness?: RoleReadiness;
   /** SSE tuning; defaults suit production. */
   auditStream?: { keepAliveMs?: number; pollIntervalMs?: number };
 }

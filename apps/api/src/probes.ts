@@ -5,7 +5,7 @@ import Fastify, { type FastifyBaseLogger } from "fastify";
 import { serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
 import { installErrorHandling } from "./errors";
 import { installSecurityHeaders, refuseNulCharacters } from "./http-security";
-import { healthRoutes } from "./routes/health";
+import { healthRoutes, type RoleReadiness } from "./routes/health";
 import { type MetricsExposition, metricsRoutes } from "./routes/metrics";
 
 /**
@@ -20,6 +20,7 @@ export async function startProbes(deps: {
   log: Logger;
   metrics: Registry;
   metricsExposition?: MetricsExposition;
+  roleReadiness?: RoleReadiness;
 }) {
   const app = Fastify({ loggerInstance: deps.log as FastifyBaseLogger, disableRequestLogging: true });
   app.setValidatorCompiler(validatorCompiler);

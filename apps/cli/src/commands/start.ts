@@ -46,6 +46,11 @@ export async function startCommand(requested: string[], options: StartOptions = 
 
   const running: { name: string; role: RunningRole }[] = [];
   let stopping = false;
+  // /health/ready is 503 until the last role serves (the API starts first, SMTP last) and from
+  // the first signal on, so that a load balancer never sends to a port that does not accept.
+  const serving = new Map<string, () => string>(selected.map((name) => [name, () => "starting"]));
+  runtime.roleReadiness = () =>
+    Object.fromEntries([...serving].map(([name, state]) => [name, stopping ? "stopping" : state()]));
   const stop = async (signal: string) => {
     if (stopping) {
       runtime.log.warn({ signal }, "second signal: exiting without waiting");
@@ -77,10 +82,14 @@ export async function startCommand(requested: string[], options: StartOptions = 
         const workers = await startWorkerThreads(runtime, runtime.config.delivery.workerThreads);
         workerMetrics = workers.metricsJson;
         running.push({ name, role: workers });
+        serving.set(name, () => workers.serving());
         continue;
       }
       const starter = roles[name];
-      if (starter) running.push({ name, role: await starter(runtime) });
+      if (!starter) continue;
+      const role = await starter(runtime);
+      running.push({ name, role });
+      serving.set(name, () => role.serving?.() ?? "ok");
     }
   } catch (error) {
     for (const { role } of running.reverse()) await role.stop().catch(() => {});
