@@ -41,7 +41,7 @@ interface Thread {
 export async function startWorkerThreads(
   runtime: Runtime,
   count: number,
-): Promise<RunningRole & { metricsJson(): Promise<MetricsJson[]>; serving(): string }> {
+): Promise<RunningRole & { metricsJson(): Promise<MetricsJson[]> }> {
   const { config, log } = runtime;
   // The threads use the services this process provides (embedded or configured) and its secrets.
   const env = {

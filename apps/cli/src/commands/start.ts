@@ -78,16 +78,16 @@ export async function startCommand(requested: string[], options: StartOptions = 
       running.push({ name: "probes", role: await probes(runtime) });
     }
     for (const name of selected) {
+      let role: RunningRole;
       if (name === "worker" && runWorkerInThreads) {
         const workers = await startWorkerThreads(runtime, runtime.config.delivery.workerThreads);
         workerMetrics = workers.metricsJson;
-        running.push({ name, role: workers });
-        serving.set(name, () => workers.serving());
-        continue;
+        role = workers;
+      } else {
+        const starter = roles[name];
+        if (!starter) continue;
+        role = await starter(runtime);
       }
-      const starter = roles[name];
-      if (!starter) continue;
-      const role = await starter(runtime);
       running.push({ name, role });
       serving.set(name, () => role.serving?.() ?? "ok");
     }
