@@ -15,9 +15,10 @@ import {
 } from "fastify-type-provider-zod";
 import { adminTokenAuth, projectTokenAuth } from "./auth";
 import { installErrorHandling } from "./errors";
+import { installSecurityHeaders, noStore, refuseNulCharacters } from "./http-security";
 import { adminAuditRoutes } from "./routes/admin-audit";
 import { adminProjectRoutes } from "./routes/admin-projects";
-import { healthRoutes } from "./routes/health";
+import { healthRoutes, type RoleReadiness } from "./routes/health";
 import { messageRoutes } from "./routes/messages";
 import { installHttpMetrics, type MetricsExposition, metricsRoutes } from "./routes/metrics";
 import { projectAuditRoutes } from "./routes/project-audit";
@@ -36,6 +37,8 @@ export interface ApiDependencies {
   deliveryProducer?: DeliveryProducer;
   /** Current quota usage of a project; packages/quota's counters in Redis when not given. */
   quotaUsage?: (project: QuotaProject) => Promise<QuotaUsage>;
+  /** The roles of this process and whether each serves, for /health/ready; none when not given. */
+  roleReadiness?: RoleReadiness;
   /** SSE tuning; defaults suit production. */
   auditStream?: { keepAliveMs?: number; pollIntervalMs?: number };
 }
@@ -68,6 +71,8 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandling(app);
   installHttpMetrics(app, deps.metrics);
+  await installSecurityHeaders(app);
+  refuseNulCharacters(app);
 
   await app.register(swagger, {
     openapi: {
@@ -80,12 +85,14 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
         securitySchemes: {
           bearer: { type: "http", scheme: "bearer", description: "a project API token (pst_api_...)" },
           admin: { type: "http", scheme: "bearer", description: "the operator token (ADMIN_TOKEN)" },
+          metrics: { type: "http", scheme: "bearer", description: "the metrics token (METRICS_TOKEN)" },
         },
       },
     },
     transform: jsonSchemaTransform,
   });
-  await app.register(swaggerUi, { routePrefix: "/docs" });
+  // No validator badge: it would send the document's URL to validator.swagger.io.
+  await app.register(swaggerUi, { routePrefix: "/docs", uiConfig: { validatorUrl: null } });
 
   const deliveryProducer =
     deps.deliveryProducer ?? createDeliveryProducer(deps.redis, deps.config.redisKeyPrefix);
@@ -93,11 +100,15 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
   const quota = createProjectQuota(deps.redis, deps.config.redisKeyPrefix);
   const routeDeps = { ...deps, deliveryProducer, quotaUsage: deps.quotaUsage ?? ((p) => quota.usage(p)) };
 
-  await app.register(metricsRoutes(deps.metricsExposition ?? deps.metrics));
+  await app.register(
+    metricsRoutes(deps.metricsExposition ?? deps.metrics, { token: deps.config.http.metricsToken }),
+  );
   await app.register(healthRoutes(deps));
 
   await app.register(
     async (v1) => {
+      // Tenant data, never kept by a browser or proxy cache.
+      v1.addHook("onRequest", noStore);
       v1.addHook(
         "onRequest",
         projectTokenAuth({
@@ -117,6 +128,8 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
   const projects = createProjectService(deps);
   await app.register(
     async (admin) => {
+      // Answers here carry new SMTP passwords and API tokens (shown once) and every project's data.
+      admin.addHook("onRequest", noStore);
       admin.addHook("onRequest", adminTokenAuth(deps.config.adminToken));
       await admin.register(adminProjectRoutes(projects));
       await admin.register(

@@ -84,10 +84,20 @@ export function projectTokenAuth(deps: {
 
 /** `/admin`: the operator token, compared in constant time (digests, so lengths never differ). */
 export function adminTokenAuth(adminToken: string) {
-  const expected = sha256(adminToken);
+  return sharedTokenAuth(adminToken, { what: "the operator token", variable: "ADMIN_TOKEN" });
+}
+
+/** `/metrics` when METRICS_TOKEN is set: Prometheus sends it with its `authorization` setting. */
+export function metricsTokenAuth(metricsToken: string) {
+  return sharedTokenAuth(metricsToken, { what: "the metrics token", variable: "METRICS_TOKEN" });
+}
+
+/** A token from the configuration, compared in constant time (digests, so lengths never differ). */
+function sharedTokenAuth(expectedToken: string, names: { what: string; variable: string }) {
+  const expected = sha256(expectedToken);
   return async (request: FastifyRequest) => {
     const token = bearer(request);
-    if (!token) throw unauthorized("send the operator token as 'Authorization: Bearer <ADMIN_TOKEN>'");
-    if (!timingSafeEqual(sha256(token), expected)) throw unauthorized("the operator token is wrong");
+    if (!token) throw unauthorized(`send ${names.what} as 'Authorization: Bearer <${names.variable}>'`);
+    if (!timingSafeEqual(sha256(token), expected)) throw unauthorized(`${names.what} is wrong`);
   };
 }

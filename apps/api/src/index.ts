@@ -27,4 +27,5 @@ export async function startApi(deps: ApiDependencies) {
   };
 }
 export { startProbes } from "./probes";
+export type { RoleReadiness } from "./routes/health";
 export type { MetricsExposition } from "./routes/metrics";

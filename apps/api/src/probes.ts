@@ -4,7 +4,8 @@ import type { Logger, Registry } from "@postern/telemetry";
 import Fastify, { type FastifyBaseLogger } from "fastify";
 import { serializerCompiler, validatorCompiler } from "fastify-type-provider-zod";
 import { installErrorHandling } from "./errors";
-import { healthRoutes } from "./routes/health";
+import { installSecurityHeaders, refuseNulCharacters } from "./http-security";
+import { healthRoutes, type RoleReadiness } from "./routes/health";
 import { type MetricsExposition, metricsRoutes } from "./routes/metrics";
 
 /**
@@ -13,19 +14,24 @@ import { type MetricsExposition, metricsRoutes } from "./routes/metrics";
  * every process, not only the API's.
  */
 export async function startProbes(deps: {
-  config: { http: { host: string; port: number } };
+  config: { http: { host: string; port: number; metricsToken: string | undefined } };
   db: Database;
   redis: Redis;
   log: Logger;
   metrics: Registry;
   metricsExposition?: MetricsExposition;
+  roleReadiness?: RoleReadiness;
 }) {
   const app = Fastify({ loggerInstance: deps.log as FastifyBaseLogger, disableRequestLogging: true });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   installErrorHandling(app);
+  await installSecurityHeaders(app);
+  refuseNulCharacters(app);
   await app.register(healthRoutes(deps));
-  await app.register(metricsRoutes(deps.metricsExposition ?? deps.metrics));
+  await app.register(
+    metricsRoutes(deps.metricsExposition ?? deps.metrics, { token: deps.config.http.metricsToken }),
+  );
   const address = await app.listen({ host: deps.config.http.host, port: deps.config.http.port });
   return {
     address,

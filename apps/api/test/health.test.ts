@@ -10,13 +10,14 @@ beforeAll(async () => {
 });
 afterAll(() => ctx.close());
 
-function api(redis = ctx.redis) {
+function api(redis = ctx.redis, roleReadiness?: () => Record<string, string>) {
   return buildApi({
     config: ctx.config,
     db: ctx.db,
     redis,
     log: createLogger({ level: "silent" }),
     metrics: createMetricsRegistry(),
+    roleReadiness,
   });
 }
 
@@ -36,6 +37,32 @@ describe("GET /health/ready", () => {
     const response = await app.inject({ method: "GET", url: "/health/ready" });
     expect(response.statusCode).toBe(200);
     expect(response.json()).toEqual({ status: "ok", checks: { postgres: "ok", redis: "ok" } });
+    await app.close();
+  });
+
+  it("answers 503 naming each role of the process that does not serve, 200 once every one does", async () => {
+    const states: Record<string, string> = { api: "ok", worker: "ok", smtp: "starting" };
+    const app = await api(ctx.redis, () => ({ ...states }));
+    const starting = await app.inject({ method: "GET", url: "/health/ready" });
+    expect(starting.statusCode).toBe(503);
+    expect(starting.json()).toEqual({
+      status: "unavailable",
+      checks: { postgres: "ok", redis: "ok", api: "ok", worker: "ok", smtp: "starting" },
+    });
+    states.smtp = "ok";
+    const serving = await app.inject({ method: "GET", url: "/health/ready" });
+    expect(serving.statusCode).toBe(200);
+    expect(serving.json().checks).toEqual({
+      postgres: "ok",
+      redis: "ok",
+      api: "ok",
+      worker: "ok",
+      smtp: "ok",
+    });
+    states.worker = "1 of 1 worker threads restarting";
+    const restarting = await app.inject({ method: "GET", url: "/health/ready" });
+    expect(restarting.statusCode).toBe(503);
+    expect(restarting.json().checks.worker).toBe("1 of 1 worker threads restarting");
     await app.close();
   });
 

@@ -5,6 +5,8 @@ export interface RunningRole {
   describe: string[];
   /** Stops taking new work, finishes in-flight work within SHUTDOWN_TIMEOUT, releases resources. */
   stop(): Promise<void>;
+  /** "ok" while the role serves, else why not; a role without it serves from start to stop. */
+  serving?(): string;
 }
 
 type RoleStarter = (runtime: Runtime) => Promise<RunningRole>;

@@ -14,6 +14,8 @@ export interface Runtime {
   metrics: Registry;
   /** Set when worker processes were forked: /metrics merges their registries with `metrics`. */
   metricsExposition?: { contentType: string; metrics(): Promise<string> };
+  /** Set by `postern start`: each role of the process, "ok" while it serves (/health/ready). */
+  roleReadiness?: () => Record<string, string>;
   services: Services;
   /** Closes the database and Redis clients and stops embedded services this process started. */
   close(): Promise<void>;

@@ -32,6 +32,8 @@ const restartDelayMs = 1000;
 
 interface Thread {
   worker: Worker;
+  /** It has started its worker and takes jobs. */
+  ready: boolean;
   exited: boolean;
   pending: Map<number, (metrics: MetricsJson) => void>;
 }
@@ -57,15 +59,15 @@ export async function startWorkerThreads(
     new Promise((resolve, reject) => {
       const thread: Thread = {
         worker: new Worker(entry, { argv: ["start", "worker", "--supervised"], env }),
+        ready: false,
         exited: false,
         pending: new Map(),
       };
       threads[slot] = thread;
-      let ready = false;
       let failure: Error | undefined;
       thread.worker.on("message", (message: FromWorker) => {
         if (message.type === "ready") {
-          ready = true;
+          thread.ready = true;
           resolve(message.describe);
         }
         if (message.type === "metrics") {
@@ -81,7 +83,7 @@ export async function startWorkerThreads(
         thread.exited = true;
         for (const answer of thread.pending.values()) answer([]);
         if (stopping) return;
-        if (!ready) {
+        if (!thread.ready) {
           const reason = failure ? `: ${failure.message}` : ` with code ${code}`;
           return reject(new Error(`worker thread exited during start${reason}`));
         }
@@ -99,6 +101,10 @@ export async function startWorkerThreads(
     describe: [
       `worker   ${count} thread${count > 1 ? "s" : ""}: ${described[0]?.[0]?.replace(/^worker\s+/, "") ?? ""}`,
     ],
+    serving() {
+      const notServing = threads.filter((thread) => thread.exited || !thread.ready).length;
+      return notServing === 0 ? "ok" : `${notServing} of ${count} worker threads restarting`;
+    },
     async metricsJson() {
       return Promise.all(
         threads.map(

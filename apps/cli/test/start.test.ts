@@ -102,7 +102,7 @@ describe("postern start, embedded", () => {
     const first = await start(env);
     expect(await ready(httpPort)).toEqual({
       status: 200,
-      body: { status: "ok", checks: { postgres: "ok", redis: "ok" } },
+      body: { status: "ok", checks: { postgres: "ok", redis: "ok", api: "ok", worker: "ok", smtp: "ok" } },
     });
     // The generated operator token is printed once and kept, owner-only, in DATA_DIR.
     const adminToken = (await readFile(join(dataDir, "secrets/admin-token"), "utf8")).trim();

@@ -50,7 +50,13 @@ export interface Config {
     /** SMTP_DATA_MEMORY. */
     dataMemoryBytes: number;
   };
-  http: { host: string; port: number; rateLimitPerMinute: number };
+  http: {
+    host: string;
+    port: number;
+    rateLimitPerMinute: number;
+    /** METRICS_TOKEN: when set, GET /metrics requires it as a bearer token. */
+    metricsToken: string | undefined;
+  };
   delivery: {
     backoffSeconds: number[];
     maxAttempts: number;
@@ -158,7 +164,12 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
       inflowDelayMs: e.SMTP_INFLOW_DELAY * 1000,
       dataMemoryBytes: e.SMTP_DATA_MEMORY,
     },
-    http: { host: e.HTTP_HOST, port: e.HTTP_PORT, rateLimitPerMinute: e.API_RATE_LIMIT },
+    http: {
+      host: e.HTTP_HOST,
+      port: e.HTTP_PORT,
+      rateLimitPerMinute: e.API_RATE_LIMIT,
+      metricsToken: e.METRICS_TOKEN,
+    },
     delivery: {
       backoffSeconds: e.DELIVERY_BACKOFF,
       maxAttempts: e.DELIVERY_MAX_ATTEMPTS,

@@ -184,7 +184,7 @@ export const variables = {
   HTTP_HOST: {
     schema: z.string().min(1).default("0.0.0.0"),
     default: "0.0.0.0",
-    doc: "Listen address for the REST API.",
+    doc: "Listen address for the REST API, its health probes and metrics (also of a process that runs only the SMTP or worker role). All interfaces by default, like `SMTP_HOST`, because project owners call `/v1` from their own machines; `127.0.0.1` keeps the port on the host (behind a reverse proxy). Where the port is reachable from outside, set `METRICS_TOKEN` (see docs/security.md, HTTP exposure).",
   },
   HTTP_PORT: {
     schema: port.default(8080),
@@ -195,6 +195,11 @@ export const variables = {
     schema: positiveInt.default(600),
     default: "600",
     doc: "Requests per minute each project API token may make to `/v1`; beyond it the API answers `429` with `Retry-After`.",
+  },
+  METRICS_TOKEN: {
+    schema: z.string().min(16, "must be at least 16 characters").optional(),
+    default: "unset: /metrics is open",
+    doc: "Bearer token that `GET /metrics` requires when set (`Authorization: Bearer <token>`, Prometheus's `authorization` setting); without it the answer is `401`. Unset, `/metrics` answers anyone who reaches `HTTP_HOST:HTTP_PORT`.",
   },
   ENCRYPTION_KEY: {
     schema: encryptionKey.optional(),

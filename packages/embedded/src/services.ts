@@ -1,8 +1,8 @@
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Config } from "@postern/config";
+import { lockDataDir } from "./data-dir-lock";
 import { type RunningService, startEmbeddedPostgres } from "./postgres";
-import { livePidFrom } from "./process";
 import { startEmbeddedRedis } from "./redis";
 
 export interface Services {
@@ -15,7 +15,8 @@ export interface Services {
 
 /**
  * Gives the connection URLs: the configured ones, or those of embedded PostgreSQL and redis-server
- * in DATA_DIR for whichever is unset. One Postern at a time owns a DATA_DIR (`postern.pid`).
+ * in DATA_DIR for whichever is unset. One Postern at a time owns a DATA_DIR (a kernel lock on
+ * `postern.pid`, see data-dir-lock.ts).
  *
  * `attach`: when another live Postern owns DATA_DIR, use its embedded services instead of failing
  * (the operator CLI runs beside `npm start` this way).
@@ -28,10 +29,9 @@ export async function provideServices(
   if (databaseUrl && redisUrl) return { databaseUrl, redisUrl, started: [], stop: async () => {} };
 
   await mkdir(config.dataDir, { recursive: true, mode: 0o755 });
-  const lockFile = join(config.dataDir, "postern.pid");
   const stateFile = join(config.dataDir, "embedded.json");
-  const owner = await livePidFrom(lockFile);
-  if (owner && owner !== process.pid) {
+  const locking = await lockDataDir(join(config.dataDir, "postern.pid"));
+  if (!locking.ok) {
     if (options.attach) {
       const state = JSON.parse(await readFile(stateFile, "utf8")) as {
         databaseUrl?: string;
@@ -50,19 +50,20 @@ export async function provideServices(
         };
       }
     }
+    const owner = locking.owner ? ` (pid ${locking.owner})` : "";
     throw new Error(
-      `DATA_DIR ${config.dataDir} is in use by another Postern (pid ${owner}); stop it or choose another DATA_DIR`,
+      `DATA_DIR ${config.dataDir} is in use by another Postern${owner}; stop it or choose another DATA_DIR`,
     );
   }
-  await writeFile(lockFile, `${process.pid}\n`);
+  const { lock } = locking;
 
   const running: RunningService[] = [];
   const started: Services["started"] = [];
   const stopAll = async () => {
     for (const service of running.reverse()) await service.stop();
     running.length = 0;
-    await rm(lockFile, { force: true });
     await rm(stateFile, { force: true });
+    lock.release();
   };
   // If Postern dies without a chance to stop them, at least signal the children on the way out.
   const onExit = () => {

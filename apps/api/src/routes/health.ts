@@ -24,17 +24,31 @@ async function check(probe: () => Promise<unknown>): Promise<CheckResult> {
   }
 }
 
+/** Each role this process runs (`api`, `smtp`, `worker`, ...): "ok" while it serves, else why not. */
+export type RoleReadiness = () => Record<string, string>;
+
 const readiness = z.object({
   status: z.enum(["ok", "unavailable"]),
-  checks: z.object({ postgres: z.string(), redis: z.string() }),
+  checks: z
+    .object({ postgres: z.string(), redis: z.string() })
+    .catchall(z.string())
+    .describe(
+      '"ok" or why not, for PostgreSQL, Redis and each role of this process (api, smtp, worker): "starting", "stopping", ...',
+    ),
 });
 
 /**
  * Liveness (`/health`: the process answers) and readiness (`/health/ready`: PostgreSQL and Redis
- * answer now). Readiness really queries both on every request: a load balancer must stop sending
- * traffic the moment either is gone.
+ * answer now, and every role of this process serves: SMTP listening, workers consuming, the API
+ * up). Readiness really queries both stores on every request: a load balancer must stop sending
+ * traffic the moment either is gone; and it is 503 until the last role of the process serves and
+ * from the moment the process begins to stop, so that no traffic is sent to a port that refuses.
  */
-export function healthRoutes(deps: { db: Database; redis: Redis }): FastifyPluginAsyncZod {
+export function healthRoutes(deps: {
+  db: Database;
+  redis: Redis;
+  roleReadiness?: RoleReadiness;
+}): FastifyPluginAsyncZod {
   return async (app) => {
     app.get(
       "/health",
@@ -52,7 +66,7 @@ export function healthRoutes(deps: { db: Database; redis: Redis }): FastifyPlugi
       {
         schema: {
           tags: ["health"],
-          summary: "Readiness: PostgreSQL and Redis answer",
+          summary: "Readiness: PostgreSQL and Redis answer, every role of the process serves",
           response: { 200: readiness, 503: readiness },
         },
       },
@@ -61,10 +75,9 @@ export function healthRoutes(deps: { db: Database; redis: Redis }): FastifyPlugi
           check(() => deps.db.$queryRaw`SELECT 1`),
           check(() => deps.redis.ping()),
         ]);
-        const ok = postgres === "ok" && redis === "ok";
-        return reply
-          .status(ok ? 200 : 503)
-          .send({ status: ok ? "ok" : "unavailable", checks: { postgres, redis } });
+        const checks = { postgres, redis, ...deps.roleReadiness?.() };
+        const ok = Object.values(checks).every((state) => state === "ok");
+        return reply.status(ok ? 200 : 503).send({ status: ok ? "ok" : "unavailable", checks });
       },
     );
   };

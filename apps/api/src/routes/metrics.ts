@@ -3,6 +3,8 @@ import type { FastifyInstance } from "fastify";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { Histogram } from "prom-client";
 import { z } from "zod";
+import { metricsTokenAuth } from "../auth";
+import { errors } from "./schemas";
 
 const httpDurationName = "postern_http_request_duration_seconds";
 
@@ -15,17 +17,23 @@ export interface MetricsExposition {
 /**
  * `GET /metrics` serves the process's one registry, so the SMTP and delivery roles' metrics appear
  * here when they run in the same process (or in worker threads of `postern start`, merged
- * in); the API adds its request latency by route.
+ * in); the API adds its request latency by route. With `token` (METRICS_TOKEN) set, a scraper
+ * must send it as a bearer token: the metrics name projects' activity and the process's state.
  */
-export function metricsRoutes(registry: MetricsExposition): FastifyPluginAsyncZod {
+export function metricsRoutes(
+  registry: MetricsExposition,
+  options: { token?: string },
+): FastifyPluginAsyncZod {
   return async (app) => {
     app.get(
       "/metrics",
       {
+        ...(options.token ? { onRequest: metricsTokenAuth(options.token) } : {}),
         schema: {
           tags: ["health"],
-          summary: "Prometheus metrics",
-          response: { 200: z.string() },
+          summary: "Prometheus metrics (a bearer token when METRICS_TOKEN is set)",
+          ...(options.token ? { security: [{ metrics: [] }] } : {}),
+          response: { 200: z.string(), 401: errors[401] },
         },
       },
       async (_request, reply) => {

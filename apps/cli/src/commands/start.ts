@@ -46,6 +46,11 @@ export async function startCommand(requested: string[], options: StartOptions = 
 
   const running: { name: string; role: RunningRole }[] = [];
   let stopping = false;
+  // /health/ready is 503 until the last role serves (the API starts first, SMTP last) and from
+  // the first signal on, so that a load balancer never sends to a port that does not accept.
+  const serving = new Map<string, () => string>(selected.map((name) => [name, () => "starting"]));
+  runtime.roleReadiness = () =>
+    Object.fromEntries([...serving].map(([name, state]) => [name, stopping ? "stopping" : state()]));
   const stop = async (signal: string) => {
     if (stopping) {
       runtime.log.warn({ signal }, "second signal: exiting without waiting");
@@ -73,14 +78,18 @@ export async function startCommand(requested: string[], options: StartOptions = 
       running.push({ name: "probes", role: await probes(runtime) });
     }
     for (const name of selected) {
+      let role: RunningRole;
       if (name === "worker" && runWorkerInThreads) {
         const workers = await startWorkerThreads(runtime, runtime.config.delivery.workerThreads);
         workerMetrics = workers.metricsJson;
-        running.push({ name, role: workers });
-        continue;
+        role = workers;
+      } else {
+        const starter = roles[name];
+        if (!starter) continue;
+        role = await starter(runtime);
       }
-      const starter = roles[name];
-      if (starter) running.push({ name, role: await starter(runtime) });
+      running.push({ name, role });
+      serving.set(name, () => role.serving?.() ?? "ok");
     }
   } catch (error) {
     for (const { role } of running.reverse()) await role.stop().catch(() => {});
