@@ -1,8 +1,7 @@
 import { randomBytes } from "node:crypto";
-import { Writable } from "node:stream";
 import { type RunningSmtp, startSmtp } from "@postern/smtp";
-import { createLogger, createMetricsRegistry, type Registry } from "@postern/telemetry";
-import { createProjectFixture, createTestContext, type TestContext } from "@postern/testkit";
+import { createMetricsRegistry, type Registry } from "@postern/telemetry";
+import { captureLog, createProjectFixture, createTestContext, type TestContext } from "@postern/testkit";
 import nodemailer from "nodemailer";
 import { afterEach, describe, expect, it } from "vitest";
 import { RawSmtp } from "./smtp-client";
@@ -16,7 +15,7 @@ let ctx: TestContext | undefined;
 let smtp: RunningSmtp | undefined;
 let metrics: Registry;
 /** Everything the SMTP role logged, at debug level. */
-let logOutput = "";
+let captured = captureLog("debug");
 
 afterEach(async () => {
   await smtp?.stop();
@@ -27,21 +26,12 @@ afterEach(async () => {
 
 async function startNode(c: TestContext) {
   metrics = createMetricsRegistry();
-  const destination = new Writable({
-    write(chunk, _encoding, done) {
-      logOutput += chunk.toString();
-      done();
-    },
-  });
-  smtp = await startSmtp(
-    { ...c, log: createLogger({ level: "debug" }, destination), metrics },
-    { smtpPort: 0 },
-  );
+  smtp = await startSmtp({ ...c, log: captured.log, metrics }, { smtpPort: 0 });
   return smtp.ports.smtp;
 }
 
 async function start(env: Record<string, string>) {
-  logOutput = "";
+  captured = captureLog("debug");
   const c = await createTestContext(env);
   ctx = c;
   return { c, port: await startNode(c) };
@@ -159,7 +149,7 @@ describe("blocked attempts are audited and logged once per window", () => {
     // The attempt that spent the allowance and every one refused after it.
     expect(blocked[0]?.details).toMatchObject({ scope: "ip", address: "127.0.0.8", attempts: flood + 1 });
     expect(await c.db.auditEvent.count({ where: { action: "auth.failure" } })).toBe(3);
-    expect(logOutput.match(/authentication blocked/g)).toHaveLength(1);
+    expect(captured.text().match(/authentication blocked/g)).toHaveLength(1);
   });
 });
 
@@ -192,12 +182,12 @@ describe("usernames that look like secrets", () => {
       typeof v === "bigint" ? v.toString() : v,
     );
     expect(audit).toContain("not an API key");
-    expect(logOutput).toContain("authentication failed");
+    expect(captured.text()).toContain("authentication failed");
     for (const { secretPart } of attempts) {
       expect(audit).not.toContain(secretPart);
-      expect(logOutput).not.toContain(secretPart);
+      expect(captured.text()).not.toContain(secretPart);
     }
     expect(audit.toLowerCase()).not.toMatch(/pst_(secret|api|admin)_/);
-    expect(logOutput.toLowerCase()).not.toMatch(/pst_(secret|api|admin)_/);
+    expect(captured.text().toLowerCase()).not.toMatch(/pst_(secret|api|admin)_/);
   });
 });

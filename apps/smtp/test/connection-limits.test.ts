@@ -2,11 +2,10 @@ import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { readdirSync } from "node:fs";
 import { type AddressInfo, createServer, connect as netConnect, type Socket } from "node:net";
 import { resolve } from "node:path";
-import { Writable } from "node:stream";
 import { type ConnectionOptions, connect as tlsConnect } from "node:tls";
 import { type RunningSmtp, startSmtp } from "@postern/smtp";
-import { createLogger, createMetricsRegistry, type Registry } from "@postern/telemetry";
-import { createProjectFixture, createTestContext, type TestContext } from "@postern/testkit";
+import { createMetricsRegistry, type Registry } from "@postern/telemetry";
+import { captureLog, createProjectFixture, createTestContext, type TestContext } from "@postern/testkit";
 import nodemailer from "nodemailer";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RawSmtp } from "./smtp-client";
@@ -29,7 +28,7 @@ let ctx: TestContext;
 let smtp: RunningSmtp;
 let metrics: Registry;
 /** Everything the SMTP role logged, at debug level. */
-let logOutput = "";
+let captured = captureLog("debug");
 
 beforeAll(async () => {
   ctx = await createTestContext({
@@ -40,16 +39,8 @@ beforeAll(async () => {
     SMTP_DATA_DEADLINE: String(dataDeadlineSeconds),
   });
   metrics = createMetricsRegistry();
-  const destination = new Writable({
-    write(chunk, _encoding, done) {
-      logOutput += chunk.toString();
-      done();
-    },
-  });
-  smtp = await startSmtp(
-    { ...ctx, log: createLogger({ level: "debug" }, destination), metrics },
-    { smtpPort: 0, smtpsPort: 0 },
-  );
+  captured = captureLog("debug");
+  smtp = await startSmtp({ ...ctx, log: captured.log, metrics }, { smtpPort: 0, smtpsPort: 0 });
 });
 
 afterAll(async () => {
@@ -214,7 +205,7 @@ describe("deadlines and the error limit", () => {
     await new Promise((r) => setTimeout(r, 200));
     expect(await ctx.db.message.count({ where: { projectId: project.id } })).toBe(0);
     // A session ended in DATA is not a store failure.
-    expect(logOutput).not.toContain("DATA failed");
+    expect(captured.text()).not.toContain("DATA failed");
   });
 
   it("ends the session with 421 4.7.0 at the 20th refused command: 21 bad RCPTs", async () => {
@@ -305,11 +296,12 @@ describe("TLS configuration: Mozilla intermediate (TLS 1.3; TLS 1.2 with ECDHE a
   });
 
   it("logs a failed handshake at debug, without a stack", async () => {
-    const before = logOutput.length;
+    const before = captured.text().length;
     await sClient([...smtps(), "-tls1_2", "-cipher", "AES128-SHA"]);
-    for (let i = 0; i < 100 && !logOutput.slice(before).includes("TLS handshake failed"); i++)
+    for (let i = 0; i < 100 && !captured.text().slice(before).includes("TLS handshake failed"); i++)
       await new Promise((r) => setTimeout(r, 20));
-    const lines = logOutput
+    const lines = captured
+      .text()
       .slice(before)
       .split("\n")
       .filter((line) => line.length > 0)
@@ -318,7 +310,7 @@ describe("TLS configuration: Mozilla intermediate (TLS 1.3; TLS 1.2 with ECDHE a
     expect(failures.length).toBeGreaterThan(0);
     expect(failures.every((line) => line.level === 20)).toBe(true);
     expect(lines.filter((line) => line.level >= 40)).toEqual([]);
-    expect(logOutput.slice(before)).not.toContain('"stack"');
+    expect(captured.text().slice(before)).not.toContain('"stack"');
   });
 });
 

@@ -1,9 +1,9 @@
-import { Writable } from "node:stream";
 import { publishAuthInvalidation } from "@postern/auth";
 import { deliveryQueueName } from "@postern/queue";
 import { type RunningSmtp, startSmtp } from "@postern/smtp";
-import { createLogger, createMetricsRegistry, type Registry } from "@postern/telemetry";
+import { createMetricsRegistry, type Registry } from "@postern/telemetry";
 import {
+  captureLog,
   createCredentialFixture,
   createProjectFixture,
   createTestContext,
@@ -18,22 +18,14 @@ let ctx: TestContext;
 let smtp: RunningSmtp;
 let metrics: Registry;
 /** Everything the SMTP role logged, at debug level, to search for secrets. */
-let logOutput = "";
+let captured = captureLog("debug");
 const secretsSeen: string[] = [];
 
 beforeAll(async () => {
   ctx = await createTestContext({ MAX_MESSAGE_SIZE: "20000", SMTP_AUTH_FAILURES_PER_IP: "1000" });
   metrics = createMetricsRegistry();
-  const destination = new Writable({
-    write(chunk, _encoding, done) {
-      logOutput += chunk.toString();
-      done();
-    },
-  });
-  smtp = await startSmtp(
-    { ...ctx, log: createLogger({ level: "debug" }, destination), metrics },
-    { smtpPort: 0, smtpsPort: 0 },
-  );
+  captured = captureLog("debug");
+  smtp = await startSmtp({ ...ctx, log: captured.log, metrics }, { smtpPort: 0, smtpsPort: 0 });
 });
 
 afterAll(async () => {
@@ -494,9 +486,11 @@ describe("accept", () => {
       s.client.close(),
     );
     await new Promise((r) => setTimeout(r, 100));
-    expect(logOutput).toContain("authenticated");
+    expect(captured.text()).toContain("authenticated");
     expect(secretsSeen.length).toBeGreaterThan(5);
-    for (const secret of secretsSeen) expect(logOutput).not.toContain(secret);
-    expect(logOutput).not.toContain(Buffer.from(`\0${extra.username}\0${extra.password}`).toString("base64"));
+    for (const secret of secretsSeen) expect(captured.text()).not.toContain(secret);
+    expect(captured.text()).not.toContain(
+      Buffer.from(`\0${extra.username}\0${extra.password}`).toString("base64"),
+    );
   });
 });

@@ -5,5 +5,6 @@ export {
   type ProjectFixture,
   type ProjectFixtureInput,
 } from "./factories";
+export { type CapturedLog, captureLog } from "./log-capture";
 export { createQueuedMessageFixture, type QueuedMessageInput } from "./messages";
 export { type ReceivedMessage, type SinkReply, SmtpSink, type SmtpSinkOptions } from "./smtp-sink";
