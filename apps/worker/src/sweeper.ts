@@ -100,7 +100,7 @@ export async function sweep(deps: SweeperDeps, now = new Date()): Promise<SweepR
 }
 
 /**
- * Runs `sweep` every DELIVERY_SWEEP_INTERVAL. With several worker processes only one sweeps per
+ * Runs `sweep` every DELIVERY_SWEEP_INTERVAL. With several workers (threads or processes) only one sweeps per
  * interval (a Redis lock that expires by itself, so a dead holder cannot block the next sweep).
  */
 export function startSweeper(
