@@ -1,21 +1,25 @@
+import { pruneAuditEvents } from "@postern/audit";
 import type { ResolvedConfig } from "@postern/config";
 import type { SqlPool } from "@postern/db";
 import { type DeliveryJob, type DeliveryProducer, type Redis, resetBacklog } from "@postern/queue";
 import type { Queue } from "bullmq";
 
 export interface SweeperDeps {
-  config: Pick<ResolvedConfig, "redisKeyPrefix" | "delivery">;
+  config: Pick<ResolvedConfig, "redisKeyPrefix" | "delivery" | "auditRetentionDays">;
   /** The process's `pg` pool (`sqlPoolOf`): no Prisma in the worker process, see below. */
   sql: Pick<SqlPool, "query">;
   redis: Redis;
   queue: Queue<DeliveryJob>;
   producer: DeliveryProducer;
+  /** Rows one audit-pruning statement deletes at most; packages/audit's default when not given. */
+  auditPruneBatchSize?: number;
 }
 
 export interface SweepResult {
   /** Messages that had no job and got one. */
   requeued: number;
   prunedBodies: number;
+  prunedAuditEvents: number;
 }
 
 const pageSize = 1000;
@@ -60,7 +64,8 @@ WHERE m."id" = b."messageId" AND b."createdAt" < $1::timestamp(3) AND m."status"
  * enqueue, Redis flushed or lost) get one of their own. Adding is idempotent by job id, and a job
  * for a message that meanwhile became final is skipped by the worker, so a sweep racing with
  * deliveries is harmless. It also resets the fairness backlog
- * counts from PostgreSQL and prunes bodies of finished messages past retention.
+ * counts from PostgreSQL, prunes bodies of finished messages past BODY_RETENTION_DAYS and audit
+ * events past AUDIT_RETENTION_DAYS.
  */
 export async function sweep(deps: SweeperDeps, now = new Date()): Promise<SweepResult> {
   const { sql, redis, queue, producer, config } = deps;
@@ -96,7 +101,12 @@ export async function sweep(deps: SweeperDeps, now = new Date()): Promise<SweepR
     const cutoff = new Date(now.getTime() - config.delivery.bodyRetentionDays * 86_400_000);
     prunedBodies = (await sql.query(pruneSql, [cutoff.toISOString()])).rowCount ?? 0;
   }
-  return { requeued, prunedBodies };
+  let prunedAuditEvents = 0;
+  if (config.auditRetentionDays > 0) {
+    const cutoff = new Date(now.getTime() - config.auditRetentionDays * 86_400_000);
+    prunedAuditEvents = await pruneAuditEvents(sql, cutoff, deps.auditPruneBatchSize);
+  }
+  return { requeued, prunedBodies, prunedAuditEvents };
 }
 
 /**
