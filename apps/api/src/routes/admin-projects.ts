@@ -74,9 +74,9 @@ export function adminProjectRoutes(projects: ProjectService): FastifyPluginAsync
         const result = await projects.create(request.body, by(request));
         if (!result.ok) throw new ApiError("validation_error", `body.${result.message}`);
         return reply.status(201).send({
-          ...projectView(result.project),
-          smtp: { ...result.smtp, createdAt: result.smtp.createdAt.toISOString() },
-          apiToken: { ...result.apiToken, createdAt: result.apiToken.createdAt.toISOString() },
+          ...projectView(result.value.project),
+          smtp: { ...result.value.smtp, createdAt: result.value.smtp.createdAt.toISOString() },
+          apiToken: { ...result.value.apiToken, createdAt: result.value.apiToken.createdAt.toISOString() },
         });
       },
     );
@@ -129,8 +129,8 @@ export function adminProjectRoutes(projects: ProjectService): FastifyPluginAsync
       },
       async (request) => {
         const result = await projects.update(request.params.id, request.body, by(request));
-        if (result.ok) return projectView(result.project);
-        if (result.code === "not_found") throw noProject(request.params.id);
+        if (result.ok) return projectView(result.value);
+        if (result.reason === "not_found") throw noProject(request.params.id);
         throw new ApiError("validation_error", `body.${result.message}`);
       },
     );
@@ -157,7 +157,7 @@ export function adminProjectRoutes(projects: ProjectService): FastifyPluginAsync
           by(request),
         );
         if (result.ok) return reply.status(204).send(null);
-        if (result.code === "not_found") throw noProject(request.params.id);
+        if (result.reason === "not_found") throw noProject(request.params.id);
         throw new ApiError("messages_pending", result.message);
       },
     );
@@ -201,7 +201,7 @@ export function adminProjectRoutes(projects: ProjectService): FastifyPluginAsync
           by(request),
         );
         if (!result.ok) throw new ApiError("not_found", result.message);
-        return { id: request.params.credentialId, revokedAt: result.revokedAt.toISOString() };
+        return { id: request.params.credentialId, revokedAt: result.value.revokedAt.toISOString() };
       },
     );
 
@@ -240,7 +240,7 @@ export function adminProjectRoutes(projects: ProjectService): FastifyPluginAsync
       async (request) => {
         const result = await projects.revokeToken(request.params.id, request.params.tokenId, by(request));
         if (!result.ok) throw new ApiError("not_found", result.message);
-        return { id: request.params.tokenId, revokedAt: result.revokedAt.toISOString() };
+        return { id: request.params.tokenId, revokedAt: result.value.revokedAt.toISOString() };
       },
     );
   };
