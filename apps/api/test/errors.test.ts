@@ -63,10 +63,11 @@ describe("the OpenAPI document", () => {
           for (const code of codes)
             expect(apiErrors[code as ApiErrorCode].status, `${method} ${path} ${code}`).toBe(Number(status));
         }
+        // Every route: the NUL check and validation run before any handler; any route can fail.
+        expect(declared["400"], `${method} ${path}`).toEqual(["validation_error"]);
+        expect(declared["500"], `${method} ${path}`).toEqual(["internal_error"]);
         if (path.startsWith("/v1/") || path.startsWith("/admin/")) {
           expect(declared["401"], `${method} ${path}`).toEqual(["unauthorized"]);
-          expect(declared["400"], `${method} ${path}`).toEqual(["validation_error"]);
-          expect(declared["500"], `${method} ${path}`).toEqual(["internal_error"]);
         }
         if (path.startsWith("/v1/")) expect(declared["429"], `${method} ${path}`).toEqual(["rate_limited"]);
       }

@@ -33,7 +33,10 @@ export function metricsRoutes(
           tags: ["health"],
           summary: "Prometheus metrics (a bearer token when METRICS_TOKEN is set)",
           ...(options.token ? { security: [{ metrics: [] }] } : {}),
-          response: { 200: z.string(), ...errorResponses("unauthorized", "internal_error") },
+          response: {
+            200: z.string(),
+            ...errorResponses("validation_error", "unauthorized", "internal_error"),
+          },
         },
       },
       async (_request, reply) => {
