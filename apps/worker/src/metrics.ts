@@ -86,7 +86,7 @@ export function registerDeliveryMetrics(
     help: "Age of the oldest queued or deferred message (0 when none)",
     registers: [registry],
     async collect() {
-      // Raw SQL, like the rest of the delivery process (see sweeper.ts).
+      // Raw SQL, like the rest of the delivery worker (see sweeper.ts).
       const { rows } = await sources.sql.query<{ oldestMs: number | null }>(
         `SELECT (extract(epoch FROM min("createdAt")) * 1000)::float8 AS "oldestMs"
          FROM "Message" WHERE "status" IN ('queued', 'deferred')`,

@@ -6,7 +6,7 @@ import type { Queue } from "bullmq";
 
 export interface SweeperDeps {
   config: Pick<ResolvedConfig, "redisKeyPrefix" | "delivery" | "auditRetentionDays">;
-  /** The process's `pg` pool (`sqlPoolOf`): no Prisma in the worker process, see below. */
+  /** The worker's `pg` pool (`sqlPoolOf`): the delivery worker runs no Prisma query, see below. */
   sql: Pick<SqlPool, "query">;
   redis: Redis;
   queue: Queue<DeliveryJob>;
@@ -25,9 +25,8 @@ export interface SweepResult {
 const pageSize = 1000;
 
 /*
- * Raw SQL over the process's pool, as the delivery store's: these were the delivery process's only
- * Prisma queries, and the first of them loaded Prisma's query compiler, about 65 MB of the worker
- * process's RSS (docs/benchmarks.md). Timestamps cross as ISO strings cast to `timestamp(3)`, as
+ * Raw SQL over the worker's pool, as the delivery store's: a worker's first Prisma query would load
+ * Prisma's query compiler, about 65 MB of RSS (docs/benchmarks.md). Timestamps cross as ISO strings cast to `timestamp(3)`, as
  * in store.ts: the columns hold UTC without a zone.
  */
 
