@@ -24,7 +24,7 @@ function sha256(value: string): Buffer {
   return createHash("sha256").update(value).digest();
 }
 
-const unauthorized = (message: string) => new ApiError(401, "unauthorized", message);
+const unauthorized = (message: string) => new ApiError("unauthorized", message);
 
 /** Writing lastUsedAt on every request would turn each read into a write: once a minute is enough. */
 const lastUsedResolutionMs = 60_000;
@@ -70,7 +70,7 @@ export function projectTokenAuth(deps: {
         request.log.warn({ err: rejection }, "API rate limiter unavailable; request allowed");
       } else {
         reply.header("Retry-After", Math.max(1, Math.ceil(rejection.msBeforeNext / 1000)));
-        throw new ApiError(429, "rate_limited", `more than ${deps.rateLimitPerMinute} requests per minute`);
+        throw new ApiError("rate_limited", `more than ${deps.rateLimitPerMinute} requests per minute`);
       }
     }
     if (!row.lastUsedAt || Date.now() - row.lastUsedAt.getTime() > lastUsedResolutionMs) {

@@ -1,45 +1,176 @@
 import type { FastifyError, FastifyInstance } from "fastify";
 import { hasZodFastifySchemaValidationErrors } from "fastify-type-provider-zod";
+import { z } from "zod";
+
+/**
+ * Every error the API answers, in one table: its code, its HTTP status and what it means (as
+ * Fastify keeps its own in lib/errors.js). A reply is `{ "error": { "code", "message" } }`: the
+ * code is for programs, the message for people and names the field or resource. Routes declare
+ * the codes they answer with `errorResponses`, so the OpenAPI document lists them; docs/api.md's
+ * table is generated from this one (`npm run docs:api`). `reserved` marks a code no route answers
+ * yet, with the route that will: a client can be written against it now.
+ */
+export const apiErrors = {
+  validation_error: {
+    status: 400,
+    meaning:
+      "a parameter, header or body field is invalid (the message names it, e.g. `querystring.limit: …`); a NUL character anywhere in a body, query or path; a body that is not JSON",
+  },
+  unauthorized: {
+    status: 401,
+    meaning:
+      "no token, an unknown or revoked token, or a project token on `/admin`; on `/metrics`, no or a wrong `METRICS_TOKEN` when it is set",
+  },
+  not_found: {
+    status: 404,
+    meaning:
+      "no such resource **for this caller** (another project's ids are 404, never 403), or no such route",
+  },
+  invalid_transition: {
+    status: 409,
+    meaning:
+      "the message's status does not allow the action (e.g. a retry of a message that is not `deferred` or `failed`); the message names the status",
+  },
+  messages_pending: {
+    status: 409,
+    meaning: "a project still has `queued` or `deferred` messages and `force=true` was not given",
+  },
+  conflict: {
+    status: 409,
+    meaning: "a request with the same `Idempotency-Key` is still being processed",
+    reserved: "HTTP submission, `POST /v1/messages`",
+  },
+  gone: {
+    status: 410,
+    meaning: "the resource existed but is no longer kept (a message's bytes past `BODY_RETENTION_DAYS`)",
+    reserved: "raw download, `GET /v1/messages/:id/raw`",
+  },
+  payload_too_large: {
+    status: 413,
+    meaning: "the request body is larger than the route accepts (1 MiB for JSON bodies)",
+  },
+  unsupported_media_type: {
+    status: 415,
+    meaning: "the request body's `Content-Type` is not one the route reads (`application/json`)",
+  },
+  idempotency_key_reused: {
+    status: 422,
+    meaning: "an `Idempotency-Key` used within 24 h with another body",
+    reserved: "HTTP submission, `POST /v1/messages`",
+  },
+  rate_limited: {
+    status: 429,
+    meaning: "more than `API_RATE_LIMIT` requests per minute with one token; see `Retry-After`",
+  },
+  internal_error: {
+    status: 500,
+    meaning: "a bug; logged with the request id, details never sent to the client",
+  },
+  unavailable: {
+    status: 503,
+    meaning: "PostgreSQL or Redis cannot take the request now; try again later",
+    reserved: "HTTP submission, `POST /v1/messages`",
+  },
+} as const satisfies Record<string, { status: number; meaning: string; reserved?: string }>;
+
+export type ApiErrorCode = keyof typeof apiErrors;
+
+export const apiErrorCodes = Object.keys(apiErrors) as ApiErrorCode[];
 
 /** The one error shape of the API: `{ "error": { "code", "message" } }`. */
 export interface ApiErrorBody {
-  error: { code: string; message: string };
+  error: { code: ApiErrorCode; message: string };
 }
 
+/** An expected refusal of a request, answered with its code's status from `apiErrors`. */
 export class ApiError extends Error {
+  override readonly name = "ApiError";
+  readonly statusCode: number;
+
   constructor(
-    readonly statusCode: number,
-    readonly code: string,
+    readonly code: ApiErrorCode,
     message: string,
   ) {
     super(message);
+    this.statusCode = apiErrors[code].status;
   }
+}
+
+/**
+ * Response schemas for the codes a route answers, one per status (a status shared by several
+ * codes lists them all), so the OpenAPI document names each route's possible errors.
+ */
+export function errorResponses(...codes: ApiErrorCode[]): Record<number, z.ZodType<ApiErrorBody>> {
+  const byStatus = new Map<number, ApiErrorCode[]>();
+  for (const code of new Set(codes)) {
+    const { status } = apiErrors[code];
+    byStatus.set(status, [...(byStatus.get(status) ?? []), code]);
+  }
+  return Object.fromEntries(
+    [...byStatus].map(([status, list]) => [
+      status,
+      z
+        .object({
+          error: z.object({ code: z.enum(list as [ApiErrorCode, ...ApiErrorCode[]]), message: z.string() }),
+        })
+        .describe(list.map((code) => `\`${code}\`: ${apiErrors[code].meaning}`).join("; ")),
+    ]),
+  );
+}
+
+/**
+ * Codes any route of a group can answer whatever its handler does: the NUL check and schema
+ * validation, the group's authentication (and `/v1`'s rate limit), a bug.
+ */
+export const projectRouteErrors = [
+  "validation_error",
+  "unauthorized",
+  "rate_limited",
+  "internal_error",
+] as const;
+export const adminRouteErrors = ["validation_error", "unauthorized", "internal_error"] as const;
+/** What Fastify answers for a body before the route's schema sees it. */
+export const bodyErrors = ["payload_too_large", "unsupported_media_type"] as const;
+
+/** Fastify's own refusals (an unparsable body, one too large…) by status, in the API's codes. */
+const fastifyRefusals: Partial<Record<number, ApiErrorCode>> = {
+  400: "validation_error",
+  404: "not_found",
+  413: "payload_too_large",
+  415: "unsupported_media_type",
+};
+
+function send(
+  reply: { status(code: number): { send(body: ApiErrorBody): unknown } },
+  code: ApiErrorCode,
+  message: string,
+) {
+  return reply.status(apiErrors[code].status).send({ error: { code, message } });
 }
 
 export function installErrorHandling(app: FastifyInstance): void {
   app.setErrorHandler((error: FastifyError, request, reply) => {
-    if (error instanceof ApiError) {
-      return reply.status(error.statusCode).send({ error: { code: error.code, message: error.message } });
-    }
+    if (error instanceof ApiError) return send(reply, error.code, error.message);
     if (hasZodFastifySchemaValidationErrors(error)) {
       const issue = error.validation[0];
       const field = [error.validationContext, ...(issue?.instancePath.split("/").filter(Boolean) ?? [])].join(
         ".",
       );
-      const message = `${field}: ${issue?.message ?? "invalid"}`;
-      return reply.status(400).send({ error: { code: "validation_error", message } });
+      return send(reply, "validation_error", `${field}: ${issue?.message ?? "invalid"}`);
     }
+    const refusal =
+      error.statusCode && error.statusCode < 500 ? fastifyRefusals[error.statusCode] : undefined;
+    if (refusal) return send(reply, refusal, error.message);
     if (error.statusCode && error.statusCode < 500) {
-      return reply
-        .status(error.statusCode)
-        .send({ error: { code: error.code ?? "bad_request", message: error.message } });
+      // A client error this table does not name yet: answered as a validation error, and logged
+      // so that it gets a code of its own.
+      request.log.warn({ err: error }, "client error without an API error code");
+      return send(reply, "validation_error", error.message);
     }
     request.log.error({ err: error }, "request failed");
-    return reply.status(500).send({ error: { code: "internal_error", message: "internal error" } });
+    return send(reply, "internal_error", "internal error");
   });
   app.setNotFoundHandler((request, reply) =>
-    reply.status(404).send({
-      error: { code: "not_found", message: `no route ${request.method} ${request.url.split("?")[0]}` },
-    }),
+    send(reply, "not_found", `no route ${request.method} ${request.url.split("?")[0]}`),
   );
 }

@@ -38,7 +38,7 @@ export function refuseNulCharacters(app: FastifyInstance): void {
       fieldWithNul(request.query, "querystring") ??
       fieldWithNul(request.body, "body");
     if (field) {
-      throw new ApiError(400, "validation_error", `${field}: must not contain the NUL character (U+0000)`);
+      throw new ApiError("validation_error", `${field}: must not contain the NUL character (U+0000)`);
     }
   });
 }

@@ -8,7 +8,8 @@ export {
   type QuotaUsage,
   type RouteDependencies,
 } from "./app";
-export { ApiError } from "./errors";
+export { ApiError, type ApiErrorCode, apiErrors } from "./errors";
+export { apiErrorTable, withApiErrorTable } from "./errors-doc";
 export { compactMessageStats } from "./stats-compaction";
 
 /** The API role: listens on HTTP_HOST:HTTP_PORT until stopped. */

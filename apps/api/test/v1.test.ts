@@ -353,7 +353,7 @@ describe("POST /v1/messages/:id/retry", () => {
     const id = await insertMessage(ctx.db, mine.project.id, { status: "delivered" });
     const response = await retry(id);
     expect(response.statusCode).toBe(409);
-    expect(response.json().error.code).toBe("not_retryable");
+    expect(response.json().error.code).toBe("invalid_transition");
     expect((await ctx.db.message.findUniqueOrThrow({ where: { id } })).status).toBe("delivered");
   });
 

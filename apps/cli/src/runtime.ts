@@ -12,7 +12,7 @@ export interface Runtime {
   redis: Redis;
   log: Logger;
   metrics: Registry;
-  /** Set when worker processes were forked: /metrics merges their registries with `metrics`. */
+  /** Set when the delivery worker runs in threads: /metrics merges their registries with `metrics`. */
   metricsExposition?: { contentType: string; metrics(): Promise<string> };
   /** Set by `postern start`: each role of the process, "ok" while it serves (/health/ready). */
   roleReadiness?: () => Record<string, string>;

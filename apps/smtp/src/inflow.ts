@@ -2,11 +2,11 @@ import type { Logger } from "@postern/telemetry";
 import type { SmtpMetrics } from "./metrics";
 
 /**
- * In-flow control, Postern's `in_flow_delay`: while `backlog` or more messages of a project wait
- * for a delivery worker, a new transaction of that project is held at MAIL FROM until its backlog
- * falls below that or `maxHoldMs` has passed, whichever comes first. Each project is held for its
- * own backlog only: a project whose upstream is stuck, or that sent a burst, slows its own clients
- * down and no one else's. The client waits with its message still in hand, so a held transaction
+ * In-flow control, like Postfix's `in_flow_delay` but per project: while `backlog` or more
+ * messages of a project wait for a delivery worker, a new transaction of that project is held at
+ * MAIL FROM until its backlog falls below that or `maxHoldMs` has passed, whichever comes first.
+ * Each project is held for its own backlog only: a project whose upstream is stuck, or that sent
+ * a burst, slows its own clients down and no one else's. The client waits with its message still in hand, so a held transaction
  * costs Postern a timer, not memory; and it always proceeds in the end: in-flow control slows
  * clients down to their delivery rate, it never refuses mail.
  */

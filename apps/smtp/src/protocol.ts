@@ -6,7 +6,7 @@ import { replies, type SmtpReply } from "./replies";
 
 /**
  * smtp-server derives the enhanced status code from the basic code alone (553 → 5.1.3, 452 →
- * 4.2.2, 538 → 5.7.0), while CONTRACT §3 fixes specific ones (553 5.7.1, 452 4.5.3, 538 5.7.11).
+ * 4.2.2, 538 → 5.7.0), while Postern answers specific ones (docs/smtp.md) (553 5.7.1, 452 4.5.3, 538 5.7.11).
  * It has no option for that, so its single write method is wrapped once: a text that already
  * starts with an enhanced code is sent as is, and the built-in replies we must word differently
  * are translated. More things it cannot be told: hide AUTH from EHLO before TLS, end the session
@@ -147,7 +147,7 @@ export function adaptSmtpServer(): void {
         return;
       }
     }
-    // CONTRACT §3: AUTH is advertised only after TLS (smtp-server lists it in every EHLO).
+    // AUTH is advertised only after TLS (docs/smtp.md, Session) (smtp-server lists it in every EHLO).
     if (code === 250 && Array.isArray(data) && !this.secure)
       return send.call(
         this,

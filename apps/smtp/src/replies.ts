@@ -2,7 +2,7 @@ import type { AuditAction } from "@postern/audit";
 import type { VerificationOutcome } from "@postern/auth";
 
 /**
- * Every reply Postern chooses, in one table (CONTRACT §3; docs/smtp.md lists them for users).
+ * Every reply Postern chooses, in one table (docs/smtp.md lists them for users).
  * The enhanced status code leads the text: smtp-server's own guess from the basic code is
  * suppressed for texts that carry one (see protocol.ts).
  */
@@ -69,7 +69,7 @@ export const authFailures: Record<
   unknown_key: { reply: replies.authInvalid, audit: "auth.failure" },
   bad_secret: { reply: replies.authInvalid, audit: "auth.failure" },
   revoked: { reply: replies.authInvalid, audit: "auth.failure" },
-  // 535 rather than 550: AUTH is where the client can be told; CONTRACT §3 allows either.
+  // 535 rather than 550: AUTH is where the client can be told (docs/smtp.md).
   suspended: { reply: replies.authInvalid, audit: "auth.failure" },
   blocked: { reply: replies.authBlocked, audit: "auth.blocked" },
   // Not the client's fault: nothing to audit against it.

@@ -23,7 +23,7 @@ export function registerDeliveryMetrics(
     queue: Queue<DeliveryJob>;
     sql: Pick<SqlPool, "query">;
     transports: UpstreamTransports;
-    /** `countQueuedMessages`: what in-flow control compares with SMTP_INFLOW_BACKLOG. */
+    /** `countQueuedMessages`: every project's backlog added up, the queue's size at a glance. */
     queuedMessages: () => Promise<number>;
   },
 ): DeliveryMetrics {
@@ -67,7 +67,7 @@ export function registerDeliveryMetrics(
   });
   new Gauge({
     name: "postern_delivery_queued_messages",
-    help: "Messages waiting for a delivery worker, all projects' backlogs added up (in-flow control compares this with SMTP_INFLOW_BACKLOG); retries waiting for their time are not in it",
+    help: "Messages waiting for a delivery worker, all projects' backlogs added up; retries waiting for their time are not in it (in-flow control compares each project's own backlog with SMTP_INFLOW_BACKLOG, not this total)",
     registers: [registry],
     async collect() {
       this.set(await sources.queuedMessages());
@@ -86,7 +86,7 @@ export function registerDeliveryMetrics(
     help: "Age of the oldest queued or deferred message (0 when none)",
     registers: [registry],
     async collect() {
-      // Raw SQL, like the rest of the delivery process (see sweeper.ts).
+      // Raw SQL, like the rest of the delivery worker (see sweeper.ts).
       const { rows } = await sources.sql.query<{ oldestMs: number | null }>(
         `SELECT (extract(epoch FROM min("createdAt")) * 1000)::float8 AS "oldestMs"
          FROM "Message" WHERE "status" IN ('queued', 'deferred')`,

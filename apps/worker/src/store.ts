@@ -338,7 +338,7 @@ WHERE m."id" = ANY($1::uuid[])`;
 /**
  * One array per column, one element per record (recipients: one per recipient, with its
  * message's id), so the statement's text is the same for any batch. Records are sorted by
- * message id: two batches that share messages (two runs of one message in two worker processes)
+ * message id: two batches that share messages (two runs of one message in two workers)
  * then lock their "Message" rows in the same order rather than deadlock.
  */
 function recordParameters(records: AttemptRecord[]): unknown[] {

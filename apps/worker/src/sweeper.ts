@@ -1,29 +1,32 @@
+import { pruneAuditEvents } from "@postern/audit";
 import type { ResolvedConfig } from "@postern/config";
 import type { SqlPool } from "@postern/db";
 import { type DeliveryJob, type DeliveryProducer, type Redis, resetBacklog } from "@postern/queue";
 import type { Queue } from "bullmq";
 
 export interface SweeperDeps {
-  config: Pick<ResolvedConfig, "redisKeyPrefix" | "delivery">;
-  /** The process's `pg` pool (`sqlPoolOf`): no Prisma in the worker process, see below. */
+  config: Pick<ResolvedConfig, "redisKeyPrefix" | "delivery" | "auditRetentionDays">;
+  /** The worker's `pg` pool (`sqlPoolOf`): the delivery worker runs no Prisma query, see below. */
   sql: Pick<SqlPool, "query">;
   redis: Redis;
   queue: Queue<DeliveryJob>;
   producer: DeliveryProducer;
+  /** Rows one audit-pruning statement deletes at most; packages/audit's default when not given. */
+  auditPruneBatchSize?: number;
 }
 
 export interface SweepResult {
   /** Messages that had no job and got one. */
   requeued: number;
   prunedBodies: number;
+  prunedAuditEvents: number;
 }
 
 const pageSize = 1000;
 
 /*
- * Raw SQL over the process's pool, as the delivery store's: these were the delivery process's only
- * Prisma queries, and the first of them loaded Prisma's query compiler, about 65 MB of the worker
- * process's RSS (docs/benchmarks.md). Timestamps cross as ISO strings cast to `timestamp(3)`, as
+ * Raw SQL over the worker's pool, as the delivery store's: a worker's first Prisma query would load
+ * Prisma's query compiler, about 65 MB of RSS (docs/benchmarks.md). Timestamps cross as ISO strings cast to `timestamp(3)`, as
  * in store.ts: the columns hold UTC without a zone.
  */
 
@@ -60,7 +63,8 @@ WHERE m."id" = b."messageId" AND b."createdAt" < $1::timestamp(3) AND m."status"
  * enqueue, Redis flushed or lost) get one of their own. Adding is idempotent by job id, and a job
  * for a message that meanwhile became final is skipped by the worker, so a sweep racing with
  * deliveries is harmless. It also resets the fairness backlog
- * counts from PostgreSQL and prunes bodies of finished messages past retention.
+ * counts from PostgreSQL, prunes bodies of finished messages past BODY_RETENTION_DAYS and audit
+ * events past AUDIT_RETENTION_DAYS.
  */
 export async function sweep(deps: SweeperDeps, now = new Date()): Promise<SweepResult> {
   const { sql, redis, queue, producer, config } = deps;
@@ -96,11 +100,16 @@ export async function sweep(deps: SweeperDeps, now = new Date()): Promise<SweepR
     const cutoff = new Date(now.getTime() - config.delivery.bodyRetentionDays * 86_400_000);
     prunedBodies = (await sql.query(pruneSql, [cutoff.toISOString()])).rowCount ?? 0;
   }
-  return { requeued, prunedBodies };
+  let prunedAuditEvents = 0;
+  if (config.auditRetentionDays > 0) {
+    const cutoff = new Date(now.getTime() - config.auditRetentionDays * 86_400_000);
+    prunedAuditEvents = await pruneAuditEvents(sql, cutoff, deps.auditPruneBatchSize);
+  }
+  return { requeued, prunedBodies, prunedAuditEvents };
 }
 
 /**
- * Runs `sweep` every DELIVERY_SWEEP_INTERVAL. With several worker processes only one sweeps per
+ * Runs `sweep` every DELIVERY_SWEEP_INTERVAL. With several workers (threads or processes) only one sweeps per
  * interval (a Redis lock that expires by itself, so a dead holder cannot block the next sweep).
  */
 export function startSweeper(

@@ -1,4 +1,4 @@
-/** Every audit action Postern writes (CONTRACT §6). One union, so a typo is a type error. */
+/** Every audit action Postern writes. One union, so a typo is a type error. */
 export const auditActions = [
   "auth.success",
   "auth.failure",

@@ -75,6 +75,8 @@ export interface Config {
     stalledTimeoutMs: number;
     bodyRetentionDays: number;
   };
+  /** AUDIT_RETENTION_DAYS; 0: audit events are kept forever. */
+  auditRetentionDays: number;
   /** Given, or (embedded mode only) generated into DATA_DIR by `resolveSecrets`. */
   encryptionKey: Buffer | undefined;
   adminToken: string | undefined;
@@ -185,6 +187,7 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
       stalledTimeoutMs: e.DELIVERY_STALLED_TIMEOUT * 1000,
       bodyRetentionDays: e.BODY_RETENTION_DAYS,
     },
+    auditRetentionDays: e.AUDIT_RETENTION_DAYS,
     encryptionKey: e.ENCRYPTION_KEY,
     adminToken: e.ADMIN_TOKEN,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT * 1000,

@@ -286,6 +286,15 @@ export const variables = {
     default: "7",
     doc: "Days message bodies of delivered and failed messages are kept (metadata and attempts stay). Pending messages are never pruned. `0` keeps bodies forever.",
   },
+  AUDIT_RETENTION_DAYS: {
+    schema: z.coerce
+      .number()
+      .int("must be a whole number of days")
+      .min(0, "must be 0 or more days")
+      .default(90),
+    default: "90",
+    doc: "Days audit events are kept; older ones are deleted by the delivery worker's sweep (every `DELIVERY_SWEEP_INTERVAL`), oldest first, at most 5,000 rows a statement. `0` keeps them forever.",
+  },
   SHUTDOWN_TIMEOUT: {
     schema: seconds.default(30),
     default: "30",

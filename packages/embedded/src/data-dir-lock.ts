@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
 import { closeSync, constants, ftruncateSync, openSync, readFileSync, writeSync } from "node:fs";
+import { ok, type Result, refuse } from "@postern/result";
 import { isAlive } from "./process";
 
 /**
@@ -28,10 +29,8 @@ export interface DataDirLock {
   release(): void;
 }
 
-export type DataDirLockResult =
-  | { ok: true; lock: DataDirLock }
-  /** `owner`: the pid the owner wrote, when it is readable yet. */
-  | { ok: false; owner: number | undefined };
+/** Refused when another process holds it; `owner`: the pid it wrote, when it is readable yet. */
+export type DataDirLockResult = Result<DataDirLock, "locked", { owner: number | undefined }>;
 
 export async function lockDataDir(pidFile: string): Promise<DataDirLockResult> {
   const fd = openSync(pidFile, constants.O_RDWR | constants.O_CREAT, 0o644);
@@ -47,22 +46,19 @@ export async function lockDataDir(pidFile: string): Promise<DataDirLockResult> {
     locked === "no flock command" ? owner !== undefined && owner !== process.pid && isAlive(owner) : !locked;
   if (ownedElsewhere) {
     closeSync(fd);
-    return { ok: false, owner };
+    return refuse("locked", { owner });
   }
   ftruncateSync(fd, 0);
   writeSync(fd, `${process.pid}\n`, 0);
   let released = false;
-  return {
-    ok: true,
-    lock: {
-      release() {
-        if (released) return;
-        released = true;
-        ftruncateSync(fd, 0);
-        closeSync(fd);
-      },
+  return ok({
+    release() {
+      if (released) return;
+      released = true;
+      ftruncateSync(fd, 0);
+      closeSync(fd);
     },
-  };
+  });
 }
 
 /** flock -x -n on `fd`: true when this process now holds the lock, false when another does. */

@@ -55,7 +55,7 @@ export async function provideServices(
       `DATA_DIR ${config.dataDir} is in use by another Postern${owner}; stop it or choose another DATA_DIR`,
     );
   }
-  const { lock } = locking;
+  const lock = locking.value;
 
   const running: RunningService[] = [];
   const started: Services["started"] = [];

@@ -3,6 +3,7 @@ import { issueApiToken, issueSmtpCredential, publishAuthInvalidation, sealSecret
 import type { Database, Project } from "@postern/db";
 import type { Redis } from "@postern/queue";
 import { parseUpstreamUrl, UpstreamUrlError } from "@postern/relay";
+import { ok, type Result, refuse } from "@postern/result";
 
 /**
  * Project, credential and token management: the one implementation behind both `/admin` and the
@@ -41,7 +42,8 @@ export interface ProjectPatch {
   status?: "active" | "suspended";
 }
 
-export type Failure<C extends string> = { ok: false; code: C; message: string };
+/** A refusal's `message` names the problem for the operator (API message, CLI error line). */
+type Explained = { message: string };
 
 export interface IssuedCredential {
   id: string;
@@ -59,15 +61,17 @@ export interface IssuedToken {
   createdAt: Date;
 }
 
-export type CreateProjectResult =
-  | { ok: true; project: Project; smtp: IssuedCredential; apiToken: IssuedToken }
-  | Failure<"invalid_upstream">;
+export type CreateProjectResult = Result<
+  { project: Project; smtp: IssuedCredential; apiToken: IssuedToken },
+  "invalid_upstream",
+  Explained
+>;
 
-export type UpdateProjectResult = { ok: true; project: Project } | Failure<"not_found" | "invalid_upstream">;
+export type UpdateProjectResult = Result<Project, "not_found" | "invalid_upstream", Explained>;
 
-export type DeleteProjectResult = { ok: true } | Failure<"not_found" | "messages_pending">;
+export type DeleteProjectResult = Result<undefined, "not_found" | "messages_pending", Explained>;
 
-export type RevokeResult = { ok: true; revokedAt: Date } | Failure<"not_found">;
+export type RevokeResult = Result<{ revokedAt: Date }, "not_found", Explained>;
 
 function sealedUpstream(url: string, encryptionKey: Buffer) {
   const parsed = parseUpstreamUrl(url);
@@ -77,9 +81,9 @@ function sealedUpstream(url: string, encryptionKey: Buffer) {
   };
 }
 
-function upstreamError(error: unknown): Failure<"invalid_upstream"> {
+function upstreamError(error: unknown) {
   if (error instanceof UpstreamUrlError) {
-    return { ok: false, code: "invalid_upstream", message: `upstream: ${error.message}` };
+    return refuse("invalid_upstream", { message: `upstream: ${error.message}` });
   }
   throw error;
 }
@@ -139,8 +143,7 @@ export function createProjectService(deps: ProjectServiceDeps) {
           action: "token.created",
           details: { tokenId: apiToken.id, prefix: apiToken.prefix },
         });
-        return {
-          ok: true as const,
+        return ok({
           project,
           smtp: {
             id: smtp.id,
@@ -154,7 +157,7 @@ export function createProjectService(deps: ProjectServiceDeps) {
             prefix: token.prefix,
             createdAt: apiToken.createdAt,
           },
-        };
+        });
       });
     },
 
@@ -216,9 +219,9 @@ export function createProjectService(deps: ProjectServiceDeps) {
         }
         return project;
       });
-      if (!result) return { ok: false, code: "not_found", message: `no project ${id}` };
+      if (!result) return refuse("not_found", { message: `no project ${id}` });
       await invalidate({ kind: "project", projectId: id });
-      return { ok: true, project: result };
+      return ok(result);
     },
 
     /**
@@ -230,12 +233,12 @@ export function createProjectService(deps: ProjectServiceDeps) {
         // Lock the row so that no concurrent update slips between the check and the delete.
         const locked = await tx.$queryRaw<{ id: string }[]>`
           SELECT id FROM "Project" WHERE id = ${id}::uuid FOR UPDATE`;
-        if (locked.length === 0) return { ok: false as const, code: "not_found" as const };
+        if (locked.length === 0) return refuse("not_found");
         const pending = await tx.message.count({
           where: { projectId: id, status: { in: ["queued", "deferred"] } },
         });
         if (pending > 0 && !options.force) {
-          return { ok: false as const, code: "messages_pending" as const, pending };
+          return refuse("messages_pending", { pending });
         }
         await tx.project.delete({ where: { id } });
         await recordAudit(tx, {
@@ -245,19 +248,17 @@ export function createProjectService(deps: ProjectServiceDeps) {
           action: "project.deleted",
           details: { forced: options.force, pendingMessagesDropped: pending },
         });
-        return { ok: true as const };
+        return ok(undefined);
       });
       if (!outcome.ok) {
-        return outcome.code === "not_found"
-          ? { ok: false, code: "not_found", message: `no project ${id}` }
-          : {
-              ok: false,
-              code: "messages_pending",
+        return outcome.reason === "not_found"
+          ? refuse("not_found", { message: `no project ${id}` })
+          : refuse("messages_pending", {
               message: `${outcome.pending} message(s) are still queued or deferred; delete with force to drop them`,
-            };
+            });
       }
       await invalidate({ kind: "project", projectId: id });
-      return { ok: true };
+      return ok(undefined);
     },
 
     async createCredential(projectId: string, by: Actor): Promise<IssuedCredential | undefined> {
@@ -298,10 +299,9 @@ export function createProjectService(deps: ProjectServiceDeps) {
         });
         return revoked.revokedAt as Date;
       });
-      if (!result)
-        return { ok: false, code: "not_found", message: `no credential ${credentialId} in this project` };
+      if (!result) return refuse("not_found", { message: `no credential ${credentialId} in this project` });
       await invalidate({ kind: "credential", credentialId });
-      return { ok: true, revokedAt: result };
+      return ok({ revokedAt: result });
     },
 
     async createToken(projectId: string, by: Actor): Promise<IssuedToken | undefined> {
@@ -338,8 +338,8 @@ export function createProjectService(deps: ProjectServiceDeps) {
         });
         return revoked.revokedAt as Date;
       });
-      if (!result) return { ok: false, code: "not_found", message: `no token ${tokenId} in this project` };
-      return { ok: true, revokedAt: result };
+      if (!result) return refuse("not_found", { message: `no token ${tokenId} in this project` });
+      return ok({ revokedAt: result });
     },
   };
 }

@@ -61,8 +61,9 @@ for _, count in ipairs(redis.call('HVALS', KEYS[1])) do total = total + tonumber
 return total`;
 
 /**
- * Messages waiting for a worker, every project's backlog added up: what in-flow control holds
- * transactions for. Counted in messages, not jobs, since a job carries
+ * Messages waiting for a worker, every project's backlog added up: the queue's size for the
+ * `postern_delivery_queued_messages` gauge (in-flow control holds a project for its own backlog,
+ * `countQueuedMessagesByProject`). Counted in messages, not jobs, since a job carries
  * every message of a project that one accept statement committed. One Lua call, a field per
  * project with messages queued; delayed retries are not in it (`RetryOptions`).
  */

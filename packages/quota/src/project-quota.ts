@@ -1,3 +1,4 @@
+import { type Ok, ok, type Refusal, refuse } from "@postern/result";
 import type { Redis } from "ioredis";
 import { RateLimiterRedis } from "rate-limiter-flexible";
 
@@ -11,10 +12,10 @@ export interface QuotaProject {
 export type QuotaWindow = "perMinute" | "daily";
 
 export type QuotaReservation =
-  | { ok: true }
-  | { ok: false; reason: "exceeded"; window: QuotaWindow; limit: number; msBeforeNext: number }
+  | Ok<undefined>
+  | Refusal<"exceeded", { window: QuotaWindow; limit: number; msBeforeNext: number }>
   /** Redis did not answer: the caller must refuse (451 4.3.0), never accept unchecked. */
-  | { ok: false; reason: "unavailable"; error: Error };
+  | Refusal<"unavailable", { error: Error }>;
 
 export interface WindowUsage {
   used: number;
@@ -237,7 +238,7 @@ export function createProjectQuota(
       if (next.recipients > credit.points) break;
       credit.points -= next.recipients;
       state.waiting.shift();
-      next.resolve({ ok: true });
+      next.resolve(ok(undefined));
     }
   };
 
@@ -258,11 +259,8 @@ export function createProjectQuota(
       state.counting = false;
       return;
     }
-    const unavailable = (error: unknown): QuotaReservation => ({
-      ok: false,
-      reason: "unavailable",
-      error: error as Error,
-    });
+    const unavailable = (error: unknown): QuotaReservation =>
+      refuse("unavailable", { error: error as Error });
     const sentAt = Date.now();
     let outcomes: QuotaReservation[] = [];
     let kept = 0;
@@ -278,19 +276,17 @@ export function createProjectQuota(
       outcomes = group.map(({ recipients }) => {
         if (accepted + recipients <= room) {
           accepted += recipients;
-          return { ok: true };
+          return ok(undefined);
         }
         const over = windows.findIndex(
           (w, i) => (before[i] as number) + accepted + recipients > projectLimits[w],
         );
         const window = windows[over] as QuotaWindow;
-        return {
-          ok: false,
-          reason: "exceeded",
+        return refuse("exceeded", {
           window,
           limit: projectLimits[window],
           msBeforeNext: counted[over]?.msBeforeNext ?? windowSeconds[window] * 1000,
-        };
+        });
       });
       kept = Math.max(0, Math.min(ahead, room - accepted));
       const ends = windows.map((w, i) => sentAt + (counted[i]?.msBeforeNext ?? windowSeconds[w] * 1000));
@@ -349,7 +345,7 @@ export function createProjectQuota(
       if (state.credit && state.waiting.length === 0 && state.credit.points >= recipients) {
         state.credit.points -= recipients;
         if (!state.counting && state.credit.points < creditWanted(state) / 2) countSoon(state);
-        return Promise.resolve({ ok: true });
+        return Promise.resolve(ok(undefined));
       }
       return new Promise<QuotaReservation>((resolve) => {
         state.waiting.push({ recipients, resolve });

@@ -1,5 +1,5 @@
 /**
- * The one place where an upstream's answer becomes a delivery outcome (CONTRACT §4):
+ * The one place where an upstream's answer becomes a delivery outcome (docs/delivery.md, Classification):
  * 2xx delivered; 4xx, network and TLS trouble deferred (retried on DELIVERY_BACKOFF); 5xx failed.
  */
 export type DeliveryOutcome = "delivered" | "deferred" | "failed";

@@ -2,7 +2,8 @@ import { auditActions, auditEventJson, listAuditEvents, tailAudit } from "@poste
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { RouteDependencies } from "../app";
-import { auditCursor, auditPage, errors, pageLimit, uuidParam } from "./schemas";
+import { adminRouteErrors, errorResponses } from "../errors";
+import { auditCursor, auditPage, pageLimit, uuidParam } from "./schemas";
 
 const filters = {
   projectId: uuidParam.optional(),
@@ -35,7 +36,7 @@ export function adminAuditRoutes(
             cursor: auditCursor.optional(),
             limit: pageLimit,
           }),
-          response: { 200: auditPage, ...errors },
+          response: { 200: auditPage, ...errorResponses(...adminRouteErrors) },
         },
       },
       async (request) => {
@@ -59,7 +60,7 @@ export function adminAuditRoutes(
               .regex(/^[0-9]{1,19}$/, "must be an audit event id")
               .optional(),
           }),
-          response: { 200: z.string().describe("text/event-stream"), ...errors },
+          response: { 200: z.string().describe("text/event-stream"), ...errorResponses(...adminRouteErrors) },
         },
       },
       async (request, reply) => {

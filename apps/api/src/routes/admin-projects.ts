@@ -8,8 +8,8 @@ import {
 import type { FastifyRequest } from "fastify";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
-import { ApiError } from "../errors";
-import { errorBody, errors, isoDate, uuidParam } from "./schemas";
+import { ApiError, adminRouteErrors, bodyErrors, errorResponses } from "../errors";
+import { isoDate, uuidParam } from "./schemas";
 
 const projectJson = z.object({
   id: z.string(),
@@ -47,7 +47,7 @@ const issuedToken = z.object({
 const projectParams = z.object({ id: uuidParam });
 
 const by = (request: FastifyRequest) => ({ actor: "admin", ip: request.ip });
-const noProject = (id: string) => new ApiError(404, "not_found", `no project ${id}`);
+const noProject = (id: string) => new ApiError("not_found", `no project ${id}`);
 const adminSecurity = [{ admin: [] }];
 
 /** `/admin/projects...`: the operator's management of projects, SMTP credentials and API tokens. */
@@ -66,17 +66,17 @@ export function adminProjectRoutes(projects: ProjectService): FastifyPluginAsync
               smtp: issuedCredential,
               apiToken: issuedToken,
             }),
-            ...errors,
+            ...errorResponses(...adminRouteErrors, ...bodyErrors),
           },
         },
       },
       async (request, reply) => {
         const result = await projects.create(request.body, by(request));
-        if (!result.ok) throw new ApiError(400, "validation_error", `body.${result.message}`);
+        if (!result.ok) throw new ApiError("validation_error", `body.${result.message}`);
         return reply.status(201).send({
-          ...projectView(result.project),
-          smtp: { ...result.smtp, createdAt: result.smtp.createdAt.toISOString() },
-          apiToken: { ...result.apiToken, createdAt: result.apiToken.createdAt.toISOString() },
+          ...projectView(result.value.project),
+          smtp: { ...result.value.smtp, createdAt: result.value.smtp.createdAt.toISOString() },
+          apiToken: { ...result.value.apiToken, createdAt: result.value.apiToken.createdAt.toISOString() },
         });
       },
     );
@@ -88,7 +88,10 @@ export function adminProjectRoutes(projects: ProjectService): FastifyPluginAsync
           tags: ["admin"],
           summary: "Every project, newest first",
           security: adminSecurity,
-          response: { 200: z.object({ items: z.array(projectJson) }), ...errors },
+          response: {
+            200: z.object({ items: z.array(projectJson) }),
+            ...errorResponses(...adminRouteErrors),
+          },
         },
       },
       async () => ({ items: (await projects.list()).map(projectView) }),
@@ -102,7 +105,7 @@ export function adminProjectRoutes(projects: ProjectService): FastifyPluginAsync
           summary: "A project with its credentials and tokens (never their secrets)",
           security: adminSecurity,
           params: projectParams,
-          response: { 200: projectDetail, ...errors },
+          response: { 200: projectDetail, ...errorResponses(...adminRouteErrors, "not_found") },
         },
       },
       async (request) => {
@@ -121,14 +124,14 @@ export function adminProjectRoutes(projects: ProjectService): FastifyPluginAsync
           security: adminSecurity,
           params: projectParams,
           body: projectPatchSchema,
-          response: { 200: projectJson, ...errors },
+          response: { 200: projectJson, ...errorResponses(...adminRouteErrors, ...bodyErrors, "not_found") },
         },
       },
       async (request) => {
         const result = await projects.update(request.params.id, request.body, by(request));
-        if (result.ok) return projectView(result.project);
-        if (result.code === "not_found") throw noProject(request.params.id);
-        throw new ApiError(400, "validation_error", `body.${result.message}`);
+        if (result.ok) return projectView(result.value);
+        if (result.reason === "not_found") throw noProject(request.params.id);
+        throw new ApiError("validation_error", `body.${result.message}`);
       },
     );
 
@@ -141,7 +144,10 @@ export function adminProjectRoutes(projects: ProjectService): FastifyPluginAsync
           security: adminSecurity,
           params: projectParams,
           querystring: z.object({ force: z.enum(["true", "false"]).default("false") }),
-          response: { 204: z.null(), 409: errorBody, ...errors },
+          response: {
+            204: z.null(),
+            ...errorResponses(...adminRouteErrors, "not_found", "messages_pending"),
+          },
         },
       },
       async (request, reply) => {
@@ -151,8 +157,8 @@ export function adminProjectRoutes(projects: ProjectService): FastifyPluginAsync
           by(request),
         );
         if (result.ok) return reply.status(204).send(null);
-        if (result.code === "not_found") throw noProject(request.params.id);
-        throw new ApiError(409, result.code, result.message);
+        if (result.reason === "not_found") throw noProject(request.params.id);
+        throw new ApiError("messages_pending", result.message);
       },
     );
 
@@ -164,7 +170,7 @@ export function adminProjectRoutes(projects: ProjectService): FastifyPluginAsync
           summary: "Issue another SMTP credential (password shown once)",
           security: adminSecurity,
           params: projectParams,
-          response: { 201: issuedCredential, ...errors },
+          response: { 201: issuedCredential, ...errorResponses(...adminRouteErrors, "not_found") },
         },
       },
       async (request, reply) => {
@@ -182,7 +188,10 @@ export function adminProjectRoutes(projects: ProjectService): FastifyPluginAsync
           summary: "Revoke an SMTP credential at once, on every SMTP node",
           security: adminSecurity,
           params: z.object({ id: uuidParam, credentialId: uuidParam }),
-          response: { 200: z.object({ id: z.string(), revokedAt: isoDate }), ...errors },
+          response: {
+            200: z.object({ id: z.string(), revokedAt: isoDate }),
+            ...errorResponses(...adminRouteErrors, "not_found"),
+          },
         },
       },
       async (request) => {
@@ -191,8 +200,8 @@ export function adminProjectRoutes(projects: ProjectService): FastifyPluginAsync
           request.params.credentialId,
           by(request),
         );
-        if (!result.ok) throw new ApiError(404, result.code, result.message);
-        return { id: request.params.credentialId, revokedAt: result.revokedAt.toISOString() };
+        if (!result.ok) throw new ApiError("not_found", result.message);
+        return { id: request.params.credentialId, revokedAt: result.value.revokedAt.toISOString() };
       },
     );
 
@@ -204,7 +213,7 @@ export function adminProjectRoutes(projects: ProjectService): FastifyPluginAsync
           summary: "Issue another project API token (shown once)",
           security: adminSecurity,
           params: projectParams,
-          response: { 201: issuedToken, ...errors },
+          response: { 201: issuedToken, ...errorResponses(...adminRouteErrors, "not_found") },
         },
       },
       async (request, reply) => {
@@ -222,13 +231,16 @@ export function adminProjectRoutes(projects: ProjectService): FastifyPluginAsync
           summary: "Revoke a project API token",
           security: adminSecurity,
           params: z.object({ id: uuidParam, tokenId: uuidParam }),
-          response: { 200: z.object({ id: z.string(), revokedAt: isoDate }), ...errors },
+          response: {
+            200: z.object({ id: z.string(), revokedAt: isoDate }),
+            ...errorResponses(...adminRouteErrors, "not_found"),
+          },
         },
       },
       async (request) => {
         const result = await projects.revokeToken(request.params.id, request.params.tokenId, by(request));
-        if (!result.ok) throw new ApiError(404, result.code, result.message);
-        return { id: request.params.tokenId, revokedAt: result.revokedAt.toISOString() };
+        if (!result.ok) throw new ApiError("not_found", result.message);
+        return { id: request.params.tokenId, revokedAt: result.value.revokedAt.toISOString() };
       },
     );
   };

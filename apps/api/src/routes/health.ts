@@ -2,6 +2,7 @@ import type { Database } from "@postern/db";
 import type { Redis } from "@postern/queue";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
+import { errorResponses } from "../errors";
 
 const checkTimeoutMs = 2000;
 
@@ -56,7 +57,10 @@ export function healthRoutes(deps: {
         schema: {
           tags: ["health"],
           summary: "Liveness",
-          response: { 200: z.object({ status: z.literal("ok") }) },
+          response: {
+            200: z.object({ status: z.literal("ok") }),
+            ...errorResponses("validation_error", "internal_error"),
+          },
         },
       },
       async () => ({ status: "ok" as const }),
@@ -67,7 +71,11 @@ export function healthRoutes(deps: {
         schema: {
           tags: ["health"],
           summary: "Readiness: PostgreSQL and Redis answer, every role of the process serves",
-          response: { 200: readiness, 503: readiness },
+          response: {
+            200: readiness,
+            503: readiness,
+            ...errorResponses("validation_error", "internal_error"),
+          },
         },
       },
       async (_request, reply) => {

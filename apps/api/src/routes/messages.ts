@@ -3,8 +3,8 @@ import type { Message, Prisma } from "@postern/db";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { RouteDependencies } from "../app";
-import { ApiError } from "../errors";
-import { errorBody, errors, isoDate, pageLimit, uuidParam } from "./schemas";
+import { ApiError, errorResponses, projectRouteErrors } from "../errors";
+import { isoDate, pageLimit, uuidParam } from "./schemas";
 
 const messageStatus = z.enum(["queued", "deferred", "delivered", "failed"]);
 
@@ -101,7 +101,7 @@ export function messageRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
           }),
           response: {
             200: z.object({ items: z.array(messageSummary), nextCursor: z.string().nullable() }),
-            ...errors,
+            ...errorResponses(...projectRouteErrors),
           },
         },
       },
@@ -137,7 +137,7 @@ export function messageRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
           summary: "A message with its recipients' results and every delivery attempt",
           security: [{ bearer: [] }],
           params: z.object({ id: uuidParam }),
-          response: { 200: messageDetail, ...errors },
+          response: { 200: messageDetail, ...errorResponses(...projectRouteErrors, "not_found") },
         },
       },
       async (request) => {
@@ -148,7 +148,7 @@ export function messageRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
             deliveryAttempts: { orderBy: { number: "asc" } },
           },
         });
-        if (!message) throw new ApiError(404, "not_found", `no message ${request.params.id}`);
+        if (!message) throw new ApiError("not_found", `no message ${request.params.id}`);
         return {
           ...summary(message),
           sha256: message.sha256,
@@ -184,8 +184,7 @@ export function messageRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
           params: z.object({ id: uuidParam }),
           response: {
             202: z.object({ id: z.string(), status: z.literal("queued") }),
-            409: errorBody,
-            ...errors,
+            ...errorResponses(...projectRouteErrors, "not_found", "invalid_transition"),
           },
         },
       },
@@ -219,11 +218,10 @@ export function messageRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
           });
           return { ok: true } as const;
         });
-        if (!outcome) throw new ApiError(404, "not_found", `no message ${id}`);
+        if (!outcome) throw new ApiError("not_found", `no message ${id}`);
         if (!outcome.ok) {
           throw new ApiError(
-            409,
-            "not_retryable",
+            "invalid_transition",
             `message is ${outcome.status}; only deferred or failed messages can be retried`,
           );
         }

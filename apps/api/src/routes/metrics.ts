@@ -4,7 +4,7 @@ import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { Histogram } from "prom-client";
 import { z } from "zod";
 import { metricsTokenAuth } from "../auth";
-import { errors } from "./schemas";
+import { errorResponses } from "../errors";
 
 const httpDurationName = "postern_http_request_duration_seconds";
 
@@ -33,7 +33,10 @@ export function metricsRoutes(
           tags: ["health"],
           summary: "Prometheus metrics (a bearer token when METRICS_TOKEN is set)",
           ...(options.token ? { security: [{ metrics: [] }] } : {}),
-          response: { 200: z.string(), 401: errors[401] },
+          response: {
+            200: z.string(),
+            ...errorResponses("validation_error", "unauthorized", "internal_error"),
+          },
         },
       },
       async (_request, reply) => {

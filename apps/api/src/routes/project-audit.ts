@@ -2,7 +2,8 @@ import { auditEventJson, listAuditEvents } from "@postern/audit";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { RouteDependencies } from "../app";
-import { auditCursor, auditPage, errors, pageLimit } from "./schemas";
+import { errorResponses, projectRouteErrors } from "../errors";
+import { auditCursor, auditPage, pageLimit } from "./schemas";
 
 export function projectAuditRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
   return async (app) => {
@@ -14,7 +15,7 @@ export function projectAuditRoutes(deps: RouteDependencies): FastifyPluginAsyncZ
           summary: "The project's audit events, newest first",
           security: [{ bearer: [] }],
           querystring: z.object({ cursor: auditCursor.optional(), limit: pageLimit }),
-          response: { 200: auditPage, ...errors },
+          response: { 200: auditPage, ...errorResponses(...projectRouteErrors) },
         },
       },
       async (request) => {

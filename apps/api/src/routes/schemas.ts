@@ -6,10 +6,6 @@ export const uuidParam = z.uuid({ error: "must be a UUID" });
 
 export const isoDate = z.string().describe("ISO 8601 date-time");
 
-export const errorBody = z.object({
-  error: z.object({ code: z.string(), message: z.string() }),
-});
-
 export const auditEvent = z.object({
   id: z.string().describe("increasing, but not commit-ordered; use as cursor or Last-Event-ID"),
   createdAt: isoDate,
@@ -31,10 +27,3 @@ export const auditCursor = z
   .transform((value) => BigInt(value));
 
 export const pageLimit = z.coerce.number().int().min(1).max(200).default(50);
-
-/** Standard error answers, so the OpenAPI document lists them. */
-export const errors = {
-  400: errorBody,
-  401: errorBody,
-  404: errorBody,
-} as const;

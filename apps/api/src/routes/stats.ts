@@ -2,8 +2,8 @@ import { Prisma } from "@postern/db";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { RouteDependencies } from "../app";
-import { ApiError } from "../errors";
-import { errors, isoDate } from "./schemas";
+import { ApiError, errorResponses, projectRouteErrors } from "../errors";
+import { isoDate } from "./schemas";
 
 const hourMs = 60 * 60 * 1000;
 const dayMs = 24 * hourMs;
@@ -57,7 +57,7 @@ export function statsRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
             from: z.coerce.date().optional().describe("default: 24 hours before `to`"),
             to: z.coerce.date().optional().describe("default: now"),
           }),
-          response: { 200: statsResponse, ...errors },
+          response: { 200: statsResponse, ...errorResponses(...projectRouteErrors) },
         },
       },
       async (request) => {
@@ -65,7 +65,7 @@ export function statsRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
         const to = ceilHour(request.query.to ?? new Date());
         const from = floorHour(request.query.from ?? new Date(to.getTime() - dayMs));
         if (request.query.from && request.query.to && request.query.from >= request.query.to) {
-          throw new ApiError(400, "validation_error", "querystring.from: must be before `to`");
+          throw new ApiError("validation_error", "querystring.from: must be before `to`");
         }
 
         const [byStatus, rejections, latency, project] = await Promise.all([

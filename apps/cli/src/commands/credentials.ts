@@ -37,9 +37,9 @@ export function registerSecretCommands(program: Command): void {
           validProjectId(credentialId, "credential id"),
           cliActor,
         );
-        if (!result.ok) throw new CommandFailure(exitCodes.notFound, result.code, result.message);
+        if (!result.ok) throw new CommandFailure(exitCodes.notFound, result.reason, result.message);
         return {
-          json: { id: credentialId, revokedAt: result.revokedAt.toISOString() },
+          json: { id: credentialId, revokedAt: result.value.revokedAt.toISOString() },
           text: `revoked credential ${credentialId}`,
         };
       }),
@@ -77,9 +77,9 @@ export function registerSecretCommands(program: Command): void {
           validProjectId(tokenId, "token id"),
           cliActor,
         );
-        if (!result.ok) throw new CommandFailure(exitCodes.notFound, result.code, result.message);
+        if (!result.ok) throw new CommandFailure(exitCodes.notFound, result.reason, result.message);
         return {
-          json: { id: tokenId, revokedAt: result.revokedAt.toISOString() },
+          json: { id: tokenId, revokedAt: result.value.revokedAt.toISOString() },
           text: `revoked token ${tokenId}`,
         };
       }),

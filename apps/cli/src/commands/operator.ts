@@ -10,6 +10,8 @@ export const exitCodes = { ok: 0, unavailable: 1, usage: 2, notFound: 3, conflic
 
 /** An expected refusal: printed as one line on stderr (or as JSON with --json), then the exit code. */
 export class CommandFailure extends Error {
+  override readonly name = "CommandFailure";
+
   constructor(
     readonly exitCode: (typeof exitCodes)[keyof typeof exitCodes],
     readonly code: string,

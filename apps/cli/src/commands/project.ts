@@ -110,18 +110,18 @@ export function registerProjectCommands(program: Command): void {
     operate(options, async (runtime) => {
       const input = validated(projectInputSchema, settingsFrom(options), optionNames);
       const result = await projectServiceOf(runtime).create(input, cliActor);
-      if (!result.ok) throw new CommandFailure(exitCodes.usage, result.code, `--${result.message}`);
-      const view = projectView(result.project);
+      if (!result.ok) throw new CommandFailure(exitCodes.usage, result.reason, `--${result.message}`);
+      const view = projectView(result.value.project);
       return {
-        json: { ...view, smtp: result.smtp, apiToken: result.apiToken },
+        json: { ...view, smtp: result.value.smtp, apiToken: result.value.apiToken },
         text: [
           describeProject(view),
           "",
           "Shown once; store them now:",
           table([
-            ["SMTP username", result.smtp.username],
-            ["SMTP password", result.smtp.password],
-            ["API token", result.apiToken.token],
+            ["SMTP username", result.value.smtp.username],
+            ["SMTP password", result.value.smtp.password],
+            ["API token", result.value.apiToken.token],
           ]),
         ].join("\n"),
       };
@@ -213,8 +213,8 @@ export function registerProjectCommands(program: Command): void {
           cliActor,
         );
         if (!result.ok) {
-          if (result.code === "not_found") notFound(result.message);
-          throw new CommandFailure(exitCodes.conflict, result.code, result.message);
+          if (result.reason === "not_found") notFound(result.message);
+          throw new CommandFailure(exitCodes.conflict, result.reason, result.message);
         }
         return { json: { id, deleted: true }, text: `deleted project ${id}` };
       }),
@@ -224,10 +224,10 @@ export function registerProjectCommands(program: Command): void {
 async function update(projects: ProjectService, id: string, patch: Parameters<ProjectService["update"]>[1]) {
   const result = await projects.update(validProjectId(id), patch, cliActor);
   if (!result.ok) {
-    if (result.code === "not_found") notFound(result.message);
-    throw new CommandFailure(exitCodes.usage, result.code, `--${result.message}`);
+    if (result.reason === "not_found") notFound(result.message);
+    throw new CommandFailure(exitCodes.usage, result.reason, `--${result.message}`);
   }
-  const view = projectView(result.project);
+  const view = projectView(result.value);
   return { json: view, text: describeProject(view) };
 }
 
