@@ -1,6 +1,6 @@
-import { createHash } from "node:crypto";
 import type { AuthenticatedClient } from "@postern/auth";
-import { type SqlPool, uuidv7 } from "@postern/db";
+import type { SqlPool } from "@postern/db";
+import { refusedARow, refusedContent, storeAcceptedMessages } from "@postern/messages";
 import { type DeliveryProducer, type PlannedDeliveryJob, planDeliveryJobs } from "@postern/queue";
 import type { Logger } from "@postern/telemetry";
 import type { HeaderSummary } from "./message";
@@ -62,7 +62,8 @@ interface Waiting {
 /**
  * The durability point, with group commit. Concurrent accepts are written together: while a
  * batch is being written the next one fills, and a batch is ONE SQL statement (Message, body,
- * one row per recipient and the `message.accepted` audit event of every message in it), so one
+ * one row per recipient, the `message.accepted` audit event and message event of every message
+ * in it: `storeAcceptedMessages` of @postern/messages), so one
  * round trip and one commit (one WAL fsync) serve the whole batch. Nobody waits for a batch to
  * fill; only a batch that would go with nothing in flight waits a little for the messages other
  * sessions are receiving (below).
@@ -155,9 +156,10 @@ export function createAcceptor(
     const jobIds = new Map(jobs.flatMap((job) => job.messageIds.map((id) => [id, job.id])));
     const failure = await store(messages, jobIds);
     let failures = messages.map(() => failure);
-    if (failure && messages.length > 1 && refusedContent(failure)) {
-      // One message's content refused (a NUL byte in a subject, say) must not cost the other
-      // messages of the batch their 250: each is written alone, naming the job planned for it.
+    if (failure && messages.length > 1 && refusedARow(failure)) {
+      // One message's content refused (a NUL byte in a subject, say), or a deadlock with another
+      // statement, must not cost the other messages of the batch their 250: each is written
+      // alone, naming the job planned for it (see @postern/messages database-errors.ts).
       failures = [];
       for (const message of messages) failures.push(await store([message], jobIds));
     }
@@ -173,7 +175,7 @@ export function createAcceptor(
       }
       // A data exception here came from writing this message alone (a batch refused for its
       // content was written message by message above): this message's own bytes are the cause.
-      const reason = dataException(error) ? "content_unstorable" : "store_unavailable";
+      const reason = refusedContent(error) ? "content_unstorable" : "store_unavailable";
       w.resolve({ ok: false, reason, error });
     }
     const storedJobs = jobs
@@ -207,12 +209,22 @@ export function createAcceptor(
     jobIds: Map<string, string>,
   ): Promise<Error | undefined> => {
     try {
-      await deps.sql.query({
-        // Named, so each connection parses and plans the statement for a batch size once.
-        name: `postern-accept-${messages.length}`,
-        text: insertStatement(messages.length),
-        values: insertParameters(messages, jobIds),
-      });
+      await storeAcceptedMessages(
+        deps.sql,
+        messages.map((m) => ({
+          id: m.id,
+          projectId: m.client.project.id,
+          credentialId: m.client.credentialId,
+          actor: `smtp:${m.client.key}`,
+          ip: m.ip,
+          mailFrom: m.mailFrom,
+          recipients: m.recipients,
+          bytes: m.bytes,
+          headerMessageId: m.headers.messageId ?? null,
+          subject: m.headers.subject ?? null,
+          deliveryJobId: jobIds.get(m.id) ?? m.id,
+        })),
+      );
       return undefined;
     } catch (error) {
       return error as Error;
@@ -251,99 +263,4 @@ export function createAcceptor(
       await Promise.all(enqueuing);
     },
   };
-}
-
-const statements = new Map<number, string>();
-
-/**
- * One statement for n messages: data-modifying CTEs run exactly once and a statement is its own
- * transaction. Rows come from arrays (`unnest`), so the text depends only on n (bodies are one
- * binary parameter each, never hex in an array literal). Column values are those Prisma wrote:
- * ids generated here (UUIDv7), createdAt and updatedAt the same instant in UTC, every other
- * column its default. The statement-level stats trigger on "Message" sees the batch as one
- * insert. Foreign keys are checked at the end of the statement, when every row exists.
- */
-function insertStatement(count: number): string {
-  let text = statements.get(count);
-  if (text) return text;
-  const at = `($1::timestamptz AT TIME ZONE 'UTC')`;
-  const bodies = Array.from({ length: count }, (_, i) => `$${17 + i}::bytea`).join(", ");
-  text = `WITH m AS (
-  INSERT INTO "Message" ("id", "projectId", "credentialId", "mailFrom", "headerMessageId", "subject", "size", "sha256", "deliveryJobId", "createdAt", "updatedAt")
-  SELECT t.*, ${at}, ${at}
-  FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[], $16::uuid[]) AS t
-), b AS (
-  INSERT INTO "MessageBody" ("messageId", "data", "createdAt")
-  SELECT t.*, ${at} FROM unnest($2::uuid[], ARRAY[${bodies}]) AS t
-), r AS (
-  INSERT INTO "MessageRecipient" ("id", "messageId", "address", "updatedAt")
-  SELECT t.*, ${at} FROM unnest($10::uuid[], $11::uuid[], $12::text[]) AS t
-), a AS (
-  INSERT INTO "AuditEvent" ("createdAt", "projectId", "actor", "action", "ip", "details")
-  SELECT ${at}, t.project_id, t.actor, 'message.accepted', t.ip, t.details
-  FROM unnest($3::uuid[], $13::text[], $14::text[], $15::jsonb[]) WITH ORDINALITY AS t(project_id, actor, ip, details, n)
-  ORDER BY t.n
-)
-SELECT 1`;
-  statements.set(count, text);
-  return text;
-}
-
-function insertParameters(messages: MessageToAccept[], jobIds: Map<string, string>): unknown[] {
-  const recipientIds: string[] = [];
-  const recipientMessageIds: string[] = [];
-  const recipientAddresses: string[] = [];
-  for (const message of messages) {
-    for (const address of message.recipients) {
-      recipientIds.push(uuidv7());
-      recipientMessageIds.push(message.id);
-      recipientAddresses.push(address);
-    }
-  }
-  return [
-    new Date().toISOString(),
-    messages.map((m) => m.id),
-    messages.map((m) => m.client.project.id),
-    messages.map((m) => m.client.credentialId),
-    messages.map((m) => m.mailFrom),
-    messages.map((m) => m.headers.messageId ?? null),
-    messages.map((m) => m.headers.subject ?? null),
-    messages.map((m) => m.bytes.length),
-    messages.map((m) => createHash("sha256").update(m.bytes).digest("hex")),
-    recipientIds,
-    recipientMessageIds,
-    recipientAddresses,
-    messages.map((m) => `smtp:${m.client.key}`),
-    messages.map((m) => m.ip),
-    messages.map((m) =>
-      JSON.stringify({
-        messageId: m.id,
-        mailFrom: m.mailFrom,
-        recipients: m.recipients,
-        size: m.bytes.length,
-        headerMessageId: m.headers.messageId ?? null,
-      }),
-    ),
-    messages.map((m) => jobIds.get(m.id)),
-    ...messages.map((m) => m.bytes),
-  ];
-}
-
-/** PostgreSQL refused the data itself (SQLSTATE classes 22 and 23), not the connection or the server. */
-function refusedContent(error: Error): boolean {
-  return dataException(error) || sqlState(error).startsWith("23");
-}
-
-/**
- * SQLSTATE class 22, data exception: a value the columns cannot hold (a NUL byte in text, say).
- * Class 23 (integrity constraints) is not counted: a project deleted during the transaction is
- * not the message's fault.
- */
-function dataException(error: Error): boolean {
-  return sqlState(error).startsWith("22");
-}
-
-function sqlState(error: Error): string {
-  const code = (error as { code?: unknown }).code;
-  return typeof code === "string" ? code : "";
 }
