@@ -1,6 +1,6 @@
 import type { AuthenticatedClient } from "@postern/auth";
 import type { SqlPool } from "@postern/db";
-import { refusedARow, refusedContent, storeAcceptedMessages } from "@postern/messages";
+import { createGroupCommit, refusedContent, storeAcceptedMessages } from "@postern/messages";
 import { type DeliveryProducer, type PlannedDeliveryJob, planDeliveryJobs } from "@postern/queue";
 import type { Logger } from "@postern/telemetry";
 import type { HeaderSummary } from "./message";
@@ -54,11 +54,6 @@ export interface ExpectedMessage {
   cancel(): void;
 }
 
-interface Waiting {
-  message: MessageToAccept;
-  resolve: (outcome: AcceptOutcome) => void;
-}
-
 /**
  * The durability point, with group commit. Concurrent accepts are written together: while a
  * batch is being written the next one fills, and a batch is ONE SQL statement (Message, body,
@@ -94,95 +89,62 @@ export function createAcceptor(
   },
   options: AcceptorOptions = {},
 ): Acceptor {
-  const maxMessages = options.maxBatchMessages ?? 64;
-  // Large messages gain little from sharing a commit, and node-postgres builds each statement in
-  // a buffer of its own (a 16 MiB batch held about 48 MB while it was written).
-  const maxBytes = options.maxBatchBytes ?? 4 * 1024 * 1024;
-  const maxInFlight = options.maxBatchesInFlight ?? 2;
-  const maxHoldMs = options.maxHoldMs ?? 10;
-  const waiting: Waiting[] = [];
-  let waitingBytes = 0;
-  let inFlight = 0;
-  /** Messages announced by `expect` and not yet handed over. */
-  let expected = 0;
-  let holdTimer: NodeJS.Timeout | undefined;
-  let holdExpired = false;
+  /** Jobs of committed batches whose callers are being answered: enqueued right after. */
+  let committedJobs: PlannedDeliveryJob[] = [];
 
-  const takeBatch = (): Waiting[] => {
-    const batch: Waiting[] = [];
-    let bytes = 0;
-    for (const next of waiting) {
-      if (batch.length === maxMessages) break;
-      if (batch.length > 0 && bytes + next.message.bytes.length > maxBytes) break;
-      batch.push(next);
-      bytes += next.message.bytes.length;
-    }
-    waiting.splice(0, batch.length);
-    waitingBytes -= bytes;
-    return batch;
-  };
-
-  /** Nothing in flight, messages on their way, and room for them in the batch. */
-  const holding = () =>
-    inFlight === 0 &&
-    expected > 0 &&
-    waiting.length < maxMessages &&
-    waitingBytes < maxBytes &&
-    !holdExpired &&
-    maxHoldMs > 0;
-
-  const writeNext = () => {
-    while (inFlight < maxInFlight && waiting.length > 0) {
-      if (holding()) {
-        holdTimer ??= setTimeout(() => {
-          holdTimer = undefined;
-          holdExpired = true;
-          writeNext();
-        }, maxHoldMs);
-        return;
-      }
-      clearTimeout(holdTimer);
-      holdTimer = undefined;
-      holdExpired = false;
-      const batch = takeBatch();
-      inFlight++;
-      void write(batch);
-    }
-  };
-
-  const write = async (batch: Waiting[]) => {
-    const messages = batch.map((w) => w.message);
+  const store = async (messages: MessageToAccept[]): Promise<undefined[]> => {
     const jobs = planDeliveryJobs(messages.map((m) => ({ id: m.id, projectId: m.client.project.id })));
     const jobIds = new Map(jobs.flatMap((job) => job.messageIds.map((id) => [id, job.id])));
-    const failure = await store(messages, jobIds);
-    let failures = messages.map(() => failure);
-    if (failure && messages.length > 1 && refusedARow(failure)) {
-      // One message's content refused (a NUL byte in a subject, say), or a deadlock with another
-      // statement, must not cost the other messages of the batch their 250: each is written
-      // alone, naming the job planned for it (see @postern/messages database-errors.ts).
-      failures = [];
-      for (const message of messages) failures.push(await store([message], jobIds));
-    }
-    // The connection is free for the next batch.
-    inFlight--;
-    writeNext();
-    const stored = new Set(messages.filter((_, i) => !failures[i]).map((m) => m.id));
-    for (const [i, w] of batch.entries()) {
-      const error = failures[i];
-      if (!error) {
-        w.resolve({ ok: true });
-        continue;
-      }
-      // A data exception here came from writing this message alone (a batch refused for its
-      // content was written message by message above): this message's own bytes are the cause.
-      const reason = refusedContent(error) ? "content_unstorable" : "store_unavailable";
-      w.resolve({ ok: false, reason, error });
-    }
-    const storedJobs = jobs
-      .map((job) => ({ ...job, messageIds: job.messageIds.filter((id) => stored.has(id)) }))
-      .filter((job) => job.messageIds.length > 0);
-    if (storedJobs.length > 0) track(enqueue(storedJobs));
+    await storeAcceptedMessages(
+      deps.sql,
+      messages.map((m) => ({
+        id: m.id,
+        projectId: m.client.project.id,
+        credentialId: m.client.credentialId,
+        actor: `smtp:${m.client.key}`,
+        ip: m.ip,
+        mailFrom: m.mailFrom,
+        recipients: m.recipients,
+        bytes: m.bytes,
+        headerMessageId: m.headers.messageId ?? null,
+        subject: m.headers.subject ?? null,
+        deliveryJobId: jobIds.get(m.id) ?? m.id,
+      })),
+    );
+    committedJobs.push(...jobs);
+    return messages.map(() => undefined);
   };
+
+  const commit = createGroupCommit(store, {
+    maxItems: options.maxBatchMessages ?? 64,
+    // Large messages gain little from sharing a commit, and node-postgres builds each statement
+    // in a buffer of its own (a 16 MiB batch held about 48 MB while it was written).
+    bytes: { of: (m) => m.bytes.length, max: options.maxBatchBytes ?? 4 * 1024 * 1024 },
+    maxInFlight: options.maxBatchesInFlight ?? 2,
+    maxHoldMs: options.maxHoldMs ?? 10,
+    // Nobody waits for a batch to fill: a message with nothing being written goes at once.
+    gatherTick: false,
+    afterAnswered() {
+      const jobs = committedJobs;
+      committedJobs = [];
+      if (jobs.length > 0) track(enqueue(jobs));
+    },
+  });
+
+  /**
+   * A batch PostgreSQL refused for one of its rows (a NUL byte in a subject, say, or a deadlock)
+   * was rerun message by message by the group commit, so a data exception here is this message's
+   * own bytes.
+   */
+  const outcome = (submitted: Promise<undefined>): Promise<AcceptOutcome> =>
+    submitted.then(
+      () => ({ ok: true }),
+      (error: Error) => ({
+        ok: false,
+        reason: refusedContent(error) ? "content_unstorable" : "store_unavailable",
+        error,
+      }),
+    );
 
   const enqueue = async (jobs: PlannedDeliveryJob[]) => {
     try {
@@ -203,62 +165,12 @@ export function createAcceptor(
     void work.finally(() => enqueuing.delete(work));
   };
 
-  /** Commits the messages; returns the error when they were not committed. */
-  const store = async (
-    messages: MessageToAccept[],
-    jobIds: Map<string, string>,
-  ): Promise<Error | undefined> => {
-    try {
-      await storeAcceptedMessages(
-        deps.sql,
-        messages.map((m) => ({
-          id: m.id,
-          projectId: m.client.project.id,
-          credentialId: m.client.credentialId,
-          actor: `smtp:${m.client.key}`,
-          ip: m.ip,
-          mailFrom: m.mailFrom,
-          recipients: m.recipients,
-          bytes: m.bytes,
-          headerMessageId: m.headers.messageId ?? null,
-          subject: m.headers.subject ?? null,
-          deliveryJobId: jobIds.get(m.id) ?? m.id,
-        })),
-      );
-      return undefined;
-    } catch (error) {
-      return error as Error;
-    }
-  };
-
-  const expect = (): ExpectedMessage => {
-    expected++;
-    let coming = true;
-    const arrive = () => {
-      if (!coming) return false;
-      coming = false;
-      expected--;
-      return true;
-    };
-    return {
-      accept(message) {
-        arrive();
-        return new Promise<AcceptOutcome>((resolve) => {
-          waiting.push({ message, resolve });
-          waitingBytes += message.bytes.length;
-          writeNext();
-        });
-      },
-      cancel() {
-        // A batch may have been waiting for this message only.
-        if (arrive()) writeNext();
-      },
-    };
-  };
-
   return {
-    expect,
-    accept: (message) => expect().accept(message),
+    expect() {
+      const expected = commit.expect();
+      return { accept: (message) => outcome(expected.submit(message)), cancel: () => expected.cancel() };
+    },
+    accept: (message) => outcome(commit.submit(message)),
     async settled() {
       await Promise.all(enqueuing);
     },

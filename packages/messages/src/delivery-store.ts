@@ -1,5 +1,5 @@
 import { forEachRow, type MessageStatus, type RecipientStatus, type SqlPool } from "@postern/db";
-import { groupStatements } from "./group-commit";
+import { createGroupCommit } from "./group-commit";
 import { sqlList, statusesBefore } from "./transitions";
 
 /** A message as the delivery of one attempt needs it: envelope, body, recipients, upstream. */
@@ -111,10 +111,10 @@ export function createDeliveryStore(
   options: DeliveryStoreOptions = {},
 ): DeliveryStore {
   const batching = {
-    maxMessages: options.maxBatchMessages ?? 64,
+    maxItems: options.maxBatchMessages ?? 64,
     spacingMs: options.statementSpacingMs ?? defaultStatementSpacingMs,
   };
-  const load = groupStatements(
+  const load = createGroupCommit(
     async (messageIds: string[]): Promise<Array<StoredMessage | undefined>> => {
       // A row per slice of a body (see loadSql); the first slice's row carries the recipients.
       // Each slice is decoded into its place in its body as it is read, and its text dropped: the
@@ -156,10 +156,9 @@ export function createDeliveryStore(
         };
       });
     },
-    (messageId) => messageId,
-    batching,
+    { ...batching, keyOf: (messageId) => messageId },
   );
-  const record = groupStatements(
+  const record = createGroupCommit(
     async (records: AttemptRecord[]): Promise<boolean[]> => {
       const result = await sql.query<{ id: string }>({
         name: "postern-delivery-record",
@@ -169,10 +168,9 @@ export function createDeliveryStore(
       const claimed = new Set(result.rows.map((row) => row.id));
       return records.map((r) => claimed.has(r.messageId));
     },
-    (record) => record.messageId,
-    batching,
+    { ...batching, keyOf: (record) => record.messageId },
   );
-  return { load, record };
+  return { load: load.submit, record: record.submit };
 }
 
 interface LoadedRow extends Omit<StoredMessage, "createdAt" | "body" | "recipients"> {

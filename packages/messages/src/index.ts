@@ -26,7 +26,12 @@ export {
   type MessageEventType,
   messageEventTypes,
 } from "./events";
-export { groupStatements } from "./group-commit";
+export {
+  createGroupCommit,
+  type ExpectedItem,
+  type GroupCommit,
+  type GroupCommitOptions,
+} from "./group-commit";
 export {
   countPendingMessages,
   deliveryLatency,
