@@ -89,7 +89,7 @@ const defaultStatementSpacingMs = 5;
  * columns written are exactly those Prisma wrote, including `updatedAt` (Prisma's `@updatedAt` is
  * filled by the client, not the database).
  *
- * Group commit, as on the accept path (apps/smtp/src/accept.ts): the worker runs up to
+ * Group commit (`createGroupCommit`, group-commit.ts, as on the accept path): the worker runs up to
  * DELIVERY_CONCURRENCY deliveries at once, and the loads (or records) they ask for while one is
  * being run, or in the same tick, go out together as one statement, so one round trip, one
  * commit and one run of the statement-level stats triggers on "Message" serve a batch. A
@@ -98,7 +98,9 @@ const defaultStatementSpacingMs = 5;
  * is followed at once by one for the one or two deliveries that came meanwhile, and each pays a
  * round trip, a WAL flush and the triggers for little. A delivery waits at most that long for its
  * load and its record; alone, after a quiet spell, it does not wait. Each caller still gets its
- * own message, or its own `claimed`. A failed batch fails each of its
+ * own message, or its own `claimed`. One statement at a time (the accept path keeps two in
+ * flight; here one gave twice the messages per statement in the benchmark, and a delivery does
+ * not wait on its statements with a client on the line). A failed batch fails each of its
  * callers (BullMQ retries their jobs), except when PostgreSQL refused one of its rows (see
  * `refusedARow`): then each is run alone, so one poisoned record cannot fail its neighbours.
  *
