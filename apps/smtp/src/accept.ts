@@ -55,15 +55,17 @@ export interface ExpectedMessage {
 }
 
 /**
- * The durability point, with group commit. Concurrent accepts are written together: while a
- * batch is being written the next one fills, and a batch is ONE SQL statement (Message, body,
- * one row per recipient, the `message.accepted` audit event and message event of every message
- * in it: `storeAcceptedMessages` of @postern/messages), so one
- * round trip and one commit (one WAL fsync) serve the whole batch. Nobody waits for a batch to
+ * The durability point, with group commit (`createGroupCommit` of @postern/messages, shared with
+ * the delivery store). Concurrent accepts are written together: while a batch is being written
+ * the next one fills, and a batch is ONE SQL statement (Message, body, one row per recipient, the
+ * `message.accepted` audit event and message event of every message in it:
+ * `storeAcceptedMessages`), so one round trip and one commit (one WAL fsync) serve the whole
+ * batch. Nobody waits for a batch to
  * fill; only a batch that would go with nothing in flight waits a little for the messages other
  * sessions are receiving (below).
  * Every message of a batch is answered after that commit; a failed batch answers each of its
- * messages 451 (the caller refunds the quota). A committed batch then gets one delivery job per
+ * messages 451 (the caller refunds the quota), unless PostgreSQL refused one of its rows: then
+ * each message is written alone (one refused message must not cost the others their 250). A committed batch then gets one delivery job per
  * project (planned before the commit, each message row naming its job), added with one pipeline
  * after the batch has been answered: the commit is the durability point, and the job only says
  * "deliver these now". Waiting for Redis
