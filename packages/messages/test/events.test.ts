@@ -262,17 +262,24 @@ describe("GET /v1/messages/:id/events and GET /v1/events", () => {
     };
     const seen: Array<{ messageId: string; type: string }> = [];
     let after: string | null = null;
-    for (let page = 0; page < 10; page++) {
+    // Read as a client follows the stream: page by page with the cursor, polling when a page is
+    // empty (an event shows once every older writing transaction has ended).
+    const deadline = Date.now() + 15_000;
+    while (seen.length < 4 && Date.now() < deadline) {
       const response = await read(`?limit=1${after ? `&after=${after}` : ""}`);
       expect(response.statusCode).toBe(200);
       const body = response.json() as { items: MessageEventRow[]; nextCursor: string | null };
       if (body.items.length === 0) {
         expect(body.nextCursor).toBe(after);
-        break;
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        continue;
       }
+      expect(body.items).toHaveLength(1);
       seen.push(...body.items.map((e) => ({ messageId: e.messageId, type: e.type })));
       after = body.nextCursor;
     }
+    const end = (await read(`?after=${after}`)).json() as { items: unknown[]; nextCursor: string };
+    expect(end).toEqual({ items: [], nextCursor: after });
     expect(seen).toHaveLength(4);
     expect(seen.filter((e) => e.messageId === first).map((e) => e.type)).toEqual([
       "message.accepted",
