@@ -33,6 +33,8 @@ describe("GET /docs/json", () => {
         "GET /v1/messages",
         "GET /v1/messages/{id}",
         "POST /v1/messages/{id}/retry",
+        "GET /v1/messages/{id}/events",
+        "GET /v1/events",
         "GET /v1/audit-logs",
         "POST /admin/projects",
         "GET /admin/projects",

@@ -1,9 +1,9 @@
 import { openSecret } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
 import { type MessageStatus, uuidv7 } from "@postern/db";
+import type { DeliveryStore, StoredMessage } from "@postern/messages";
 import { retryDelayMs } from "@postern/queue";
 import type { ConnectionBusy, DeliveryOutcome, RecipientVerdict, UpstreamTransports } from "@postern/relay";
-import type { DeliveryStore, StoredMessage } from "./store";
 
 export interface DeliveryDeps {
   config: Pick<ResolvedConfig, "encryptionKey" | "delivery">;
@@ -41,8 +41,8 @@ interface Sent {
 /**
  * One delivery attempt of one message: read it from PostgreSQL (one query), send it to the
  * pending recipients over one of the project's upstream connections, and record the attempt, every
- * recipient's result, the message's new status and, when final, its audit event in one
- * statement (see store.ts).
+ * recipient's result, the message's new status, its event and, when final, its audit event in
+ * one statement (`DeliveryStore` of @postern/messages).
  *
  * The read and the send take one of the project's connection turns (`projectId`, known from the
  * job; jobs enqueued before it was carried go without), so that a worker holds at most a body
@@ -151,6 +151,17 @@ async function record(deps: DeliveryDeps, sent: Sent): Promise<DeliveryRun> {
         ]
       : [];
   });
+  // Every recipient as it stands after this attempt: the event's data and the final audit's.
+  const recipientResults = message.recipients.map((r) => {
+    const result = resultByAddress.get(r.address);
+    return {
+      address: r.address,
+      status: result?.state ?? r.status,
+      code: result?.code ?? r.code,
+      enhancedCode: result?.enhancedCode ?? r.enhancedCode,
+      response: result?.response ?? r.response,
+    };
+  });
   const recorded = await store.record({
     messageId: message.id,
     loadedAttempts: message.attempts,
@@ -183,19 +194,11 @@ async function record(deps: DeliveryDeps, sent: Sent): Promise<DeliveryRun> {
             messageId: message.id,
             attempts: attemptNumber,
             upstreamHost,
-            recipients: message.recipients.map((r) => {
-              const result = resultByAddress.get(r.address);
-              return {
-                address: r.address,
-                status: result?.state ?? r.status,
-                code: result?.code ?? r.code,
-                enhancedCode: result?.enhancedCode ?? r.enhancedCode,
-                response: result?.response ?? r.response,
-              };
-            }),
+            recipients: recipientResults,
           },
         }
       : null,
+    event: { attempt: attemptNumber, upstreamHost, recipients: recipientResults },
   });
 
   if (!recorded) return { kind: "superseded", projectId: message.projectId };

@@ -1,4 +1,5 @@
 import type { SqlPool } from "@postern/db";
+import { oldestPendingAcceptedAt } from "@postern/messages";
 import type { DeliveryJob } from "@postern/queue";
 import type { UpstreamTransports } from "@postern/relay";
 import type { Registry } from "@postern/telemetry";
@@ -86,12 +87,7 @@ export function registerDeliveryMetrics(
     help: "Age of the oldest queued or deferred message (0 when none)",
     registers: [registry],
     async collect() {
-      // Raw SQL, like the rest of the delivery worker (see sweeper.ts).
-      const { rows } = await sources.sql.query<{ oldestMs: number | null }>(
-        `SELECT (extract(epoch FROM min("createdAt")) * 1000)::float8 AS "oldestMs"
-         FROM "Message" WHERE "status" IN ('queued', 'deferred')`,
-      );
-      const oldestMs = rows[0]?.oldestMs;
+      const oldestMs = await oldestPendingAcceptedAt(sources.sql);
       this.set(oldestMs ? (Date.now() - oldestMs) / 1000 : 0);
     },
   });

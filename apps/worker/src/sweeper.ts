@@ -1,12 +1,13 @@
 import { pruneAuditEvents } from "@postern/audit";
 import type { ResolvedConfig } from "@postern/config";
 import type { SqlPool } from "@postern/db";
+import { dueMessages, pruneBodies, queuedBacklog, sweepPageSize } from "@postern/messages";
 import { type DeliveryJob, type DeliveryProducer, type Redis, resetBacklog } from "@postern/queue";
 import type { Queue } from "bullmq";
 
 export interface SweeperDeps {
   config: Pick<ResolvedConfig, "redisKeyPrefix" | "delivery" | "auditRetentionDays">;
-  /** The worker's `pg` pool (`sqlPoolOf`): the delivery worker runs no Prisma query, see below. */
+  /** The worker's `pg` pool (`sqlPoolOf`): no Prisma in the worker (see @postern/messages sweep.ts). */
   sql: Pick<SqlPool, "query">;
   redis: Redis;
   queue: Queue<DeliveryJob>;
@@ -22,40 +23,6 @@ export interface SweepResult {
   prunedAuditEvents: number;
 }
 
-const pageSize = 1000;
-
-/*
- * Raw SQL over the worker's pool, as the delivery store's: a worker's first Prisma query would load
- * Prisma's query compiler, about 65 MB of RSS (docs/benchmarks.md). Timestamps cross as ISO strings cast to `timestamp(3)`, as
- * in store.ts: the columns hold UTC without a zone.
- */
-
-/**
- * Messages that must have a job: queued, or deferred with the retry due; by id, after a cursor.
- * Only messages accepted before `$3`, one sweep interval ago: a message committed a moment ago
- * may not have its job yet, and a job of its own added then would put it in two jobs at once
- * (the job id, the message id, prevented that when every job carried one message).
- */
-const dueSql = `
-SELECT "id", "projectId", "deliveryJobId" FROM "Message"
-WHERE ("status" = 'queued' OR ("status" = 'deferred' AND "nextAttemptAt" <= $1::timestamp(3)))
-  AND ($2::uuid IS NULL OR "id" > $2::uuid) AND "createdAt" < $3::timestamp(3)
-ORDER BY "id" LIMIT ${pageSize}`;
-
-interface DueMessage {
-  id: string;
-  projectId: string;
-  deliveryJobId: string | null;
-}
-
-const backlogSql = `
-SELECT "projectId", count(*)::int AS "count" FROM "Message" WHERE "status" = 'queued' GROUP BY "projectId"`;
-
-/** Only finished messages: a pending message's body is the only copy of mail we accepted. */
-const pruneSql = `
-DELETE FROM "MessageBody" b USING "Message" m
-WHERE m."id" = b."messageId" AND b."createdAt" < $1::timestamp(3) AND m."status" IN ('delivered', 'failed')`;
-
 /**
  * PostgreSQL is the truth and Redis only holds work, so the sweeper rebuilds work from truth:
  * every `queued` message and every `deferred` message whose retry is due must have a job (its own,
@@ -70,13 +37,9 @@ export async function sweep(deps: SweeperDeps, now = new Date()): Promise<SweepR
   const { sql, redis, queue, producer, config } = deps;
   let requeued = 0;
   let cursor: string | null = null;
-  const acceptedBefore = new Date(now.getTime() - config.delivery.sweepIntervalMs).toISOString();
+  const acceptedBefore = new Date(now.getTime() - config.delivery.sweepIntervalMs);
   for (;;) {
-    const { rows: page }: { rows: DueMessage[] } = await sql.query<DueMessage>(dueSql, [
-      now.toISOString(),
-      cursor,
-      acceptedBefore,
-    ]);
+    const page = await dueMessages(sql, { now, after: cursor, acceptedBefore });
     if (page.length === 0) break;
     cursor = page[page.length - 1]?.id ?? null;
     // A message's job is its own (retries, earlier sweeps, messages accepted alone) or the one
@@ -89,16 +52,15 @@ export async function sweep(deps: SweeperDeps, now = new Date()): Promise<SweepR
     const missing = page.filter((_, i) => Number(answers[i]?.[1]) === 0);
     await producer.enqueueMany(missing);
     requeued += missing.length;
-    if (page.length < pageSize) break;
+    if (page.length < sweepPageSize) break;
   }
 
-  const { rows: backlog } = await sql.query<{ projectId: string; count: number }>(backlogSql);
-  await resetBacklog(redis, config.redisKeyPrefix, new Map(backlog.map((row) => [row.projectId, row.count])));
+  await resetBacklog(redis, config.redisKeyPrefix, await queuedBacklog(sql));
 
   let prunedBodies = 0;
   if (config.delivery.bodyRetentionDays > 0) {
     const cutoff = new Date(now.getTime() - config.delivery.bodyRetentionDays * 86_400_000);
-    prunedBodies = (await sql.query(pruneSql, [cutoff.toISOString()])).rowCount ?? 0;
+    prunedBodies = await pruneBodies(sql, cutoff);
   }
   let prunedAuditEvents = 0;
   if (config.auditRetentionDays > 0) {

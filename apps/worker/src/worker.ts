@@ -1,5 +1,6 @@
 import type { ResolvedConfig } from "@postern/config";
 import { type Database, sqlPoolOf } from "@postern/db";
+import { createDeliveryStore } from "@postern/messages";
 import {
   countQueuedMessages,
   createBacklogLedger,
@@ -13,7 +14,6 @@ import { UpstreamTransports } from "@postern/relay";
 import type { Logger, Registry } from "@postern/telemetry";
 import { deliverMessage } from "./deliver";
 import { registerDeliveryMetrics } from "./metrics";
-import { createDeliveryStore } from "./store";
 import { startSweeper } from "./sweeper";
 
 export interface WorkerDeps {

@@ -1,14 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { createDatabase, sqlPoolOf, uuidv7 } from "@postern/db";
 import {
-  createProjectFixture,
-  createQueuedMessageFixture,
-  createTestContext,
-  type TestContext,
-} from "@postern/testkit";
-import pg from "pg";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
   type AttemptRecord,
   bodySliceBytes,
   createDeliveryStore,
@@ -16,7 +8,15 @@ import {
   type DeliveryStoreOptions,
   loadSql,
   recordSql,
-} from "../src/store";
+} from "@postern/messages";
+import {
+  createProjectFixture,
+  createQueuedMessageFixture,
+  createTestContext,
+  type TestContext,
+} from "@postern/testkit";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 let ctx: TestContext;
 let store: DeliveryStore;
@@ -77,6 +77,7 @@ function delivered(
     },
     recipients,
     audit: { action: "message.delivered", details: { messageId: loaded.id, attempts: 1 } },
+    event: { attempt: loaded.attempts + 1, recipients: [] },
   };
 }
 

@@ -1,6 +1,7 @@
 import { recordAudit } from "@postern/audit";
 import { issueApiToken, issueSmtpCredential, publishAuthInvalidation, sealSecret } from "@postern/auth";
 import type { Database, Project } from "@postern/db";
+import { countPendingMessages } from "@postern/messages";
 import type { Redis } from "@postern/queue";
 import { parseUpstreamUrl, UpstreamUrlError } from "@postern/relay";
 import { ok, type Result, refuse } from "@postern/result";
@@ -234,9 +235,7 @@ export function createProjectService(deps: ProjectServiceDeps) {
         const locked = await tx.$queryRaw<{ id: string }[]>`
           SELECT id FROM "Project" WHERE id = ${id}::uuid FOR UPDATE`;
         if (locked.length === 0) return refuse("not_found");
-        const pending = await tx.message.count({
-          where: { projectId: id, status: { in: ["queued", "deferred"] } },
-        });
+        const pending = await countPendingMessages(tx, id);
         if (pending > 0 && !options.force) {
           return refuse("messages_pending", { pending });
         }

@@ -1,5 +1,16 @@
-import { recordAudit } from "@postern/audit";
-import type { Message, Prisma } from "@postern/db";
+import type { Message } from "@postern/db";
+import {
+  decodeEventCursor,
+  encodeEventCursor,
+  findMessage,
+  type ListedMessage,
+  listEvents,
+  listMessageEvents,
+  listMessages,
+  type MessageEventRow,
+  messageEventTypes,
+  retryMessage,
+} from "@postern/messages";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { RouteDependencies } from "../app";
@@ -51,7 +62,7 @@ const messageDetail = messageSummary.extend({
 
 const iso = (date: Date | null) => date?.toISOString() ?? null;
 
-function summary(message: Message & { recipients: { address: string }[] }) {
+function summary(message: ListedMessage) {
   return {
     id: message.id,
     status: message.status,
@@ -85,6 +96,37 @@ function encodeCursor(message: Message): string {
   return Buffer.from(`${message.createdAt.toISOString()}|${message.id}`).toString("base64url");
 }
 
+const messageEvent = z.object({
+  id: z.string().describe("the event's id; a message's events in this order are oldest first"),
+  messageId: z.string(),
+  type: z.enum(messageEventTypes),
+  createdAt: isoDate,
+  data: z
+    .record(z.string(), z.unknown())
+    .describe(
+      "message.accepted: { mailFrom, recipients: [address], size, headerMessageId }; message.delivered, .deferred, .failed: { attempt, upstreamHost, recipients: [{ address, status, code, enhancedCode, response }] }; message.retried: {}",
+    ),
+});
+
+function eventJson(event: MessageEventRow) {
+  return {
+    id: event.id.toString(),
+    messageId: event.messageId,
+    type: event.type as (typeof messageEventTypes)[number],
+    createdAt: event.createdAt.toISOString(),
+    data: (event.data ?? {}) as Record<string, unknown>,
+  };
+}
+
+const eventCursor = z.string().transform((value, ctx) => {
+  const cursor = decodeEventCursor(value);
+  if (!cursor) {
+    ctx.addIssue({ code: "custom", message: "must be the nextCursor of a previous page" });
+    return z.NEVER;
+  }
+  return cursor;
+});
+
 export function messageRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
   return async (app) => {
     app.get(
@@ -107,18 +149,11 @@ export function messageRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
       },
       async (request) => {
         const { status, limit, cursor } = request.query;
-        const where: Prisma.MessageWhereInput = { projectId: request.project.id, status };
-        if (cursor) {
-          where.OR = [
-            { createdAt: { lt: cursor.createdAt } },
-            { createdAt: cursor.createdAt, id: { lt: cursor.id } },
-          ];
-        }
-        const rows = await deps.db.message.findMany({
-          where,
-          orderBy: [{ createdAt: "desc" }, { id: "desc" }],
-          take: limit + 1,
-          include: { recipients: { select: { address: true } } },
+        const rows = await listMessages(deps.db, {
+          projectId: request.project.id,
+          status,
+          limit,
+          before: cursor,
         });
         const items = rows.slice(0, limit);
         const last = items.at(-1);
@@ -141,13 +176,7 @@ export function messageRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
         },
       },
       async (request) => {
-        const message = await deps.db.message.findFirst({
-          where: { id: request.params.id, projectId: request.project.id },
-          include: {
-            recipients: { orderBy: { address: "asc" } },
-            deliveryAttempts: { orderBy: { number: "asc" } },
-          },
-        });
+        const message = await findMessage(deps.db, request.project.id, request.params.id);
         if (!message) throw new ApiError("not_found", `no message ${request.params.id}`);
         return {
           ...summary(message),
@@ -191,42 +220,80 @@ export function messageRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
       async (request, reply) => {
         const { id } = request.params;
         const projectId = request.project.id;
-        const outcome = await deps.db.$transaction(async (tx) => {
-          // Conditional update: two concurrent retries, or a retry racing the worker, change the row once.
-          const changed = await tx.message.updateMany({
-            where: { id, projectId, status: { in: ["deferred", "failed"] } },
-            data: { status: "queued", nextAttemptAt: new Date(), completedAt: null },
-          });
-          if (changed.count === 0) {
-            const current = await tx.message.findFirst({
-              where: { id, projectId },
-              select: { status: true },
-            });
-            return current ? ({ ok: false, code: "conflict", status: current.status } as const) : undefined;
-          }
-          // Recipients the upstream refused get another chance; those it accepted are never re-sent.
-          await tx.messageRecipient.updateMany({
-            where: { messageId: id, status: "failed" },
-            data: { status: "pending" },
-          });
-          await recordAudit(tx, {
-            action: "message.retried",
-            actor: `token:${request.project.tokenId}`,
-            projectId,
-            ip: request.ip,
-            details: { messageId: id },
-          });
-          return { ok: true } as const;
+        const outcome = await retryMessage(deps.db, {
+          id,
+          projectId,
+          actor: `token:${request.project.tokenId}`,
+          ip: request.ip,
         });
-        if (!outcome) throw new ApiError("not_found", `no message ${id}`);
+        if (!outcome.ok && outcome.reason === "not_found")
+          throw new ApiError("not_found", `no message ${id}`);
         if (!outcome.ok) {
           throw new ApiError(
             "invalid_transition",
-            `message is ${outcome.status}; only deferred or failed messages can be retried`,
+            `message is ${outcome.from}; only deferred or failed messages can be retried`,
           );
         }
         await deps.deliveryProducer.deliverNow({ id, projectId });
         return reply.status(202).send({ id, status: "queued" as const });
+      },
+    );
+
+    app.get(
+      "/messages/:id/events",
+      {
+        schema: {
+          tags: ["project"],
+          summary: "A message's events (status changes), oldest first",
+          security: [{ bearer: [] }],
+          params: z.object({ id: uuidParam }),
+          response: {
+            200: z.object({ items: z.array(messageEvent) }),
+            ...errorResponses(...projectRouteErrors, "not_found"),
+          },
+        },
+      },
+      async (request) => {
+        const events = await listMessageEvents(deps.db, request.project.id, request.params.id);
+        if (!events) throw new ApiError("not_found", `no message ${request.params.id}`);
+        return { items: events.map(eventJson) };
+      },
+    );
+
+    app.get(
+      "/events",
+      {
+        schema: {
+          tags: ["project"],
+          summary: "The project's message events after a cursor, oldest first (newest last)",
+          security: [{ bearer: [] }],
+          querystring: z.object({
+            after: eventCursor
+              .optional()
+              .describe("the nextCursor of a previous page; unset: from the first event"),
+            type: z.enum(messageEventTypes).optional(),
+            limit: pageLimit,
+          }),
+          response: {
+            200: z.object({
+              items: z.array(messageEvent),
+              nextCursor: z
+                .string()
+                .nullable()
+                .describe(
+                  "pass as `after` to read on (also when items is empty: poll with it); null before any event",
+                ),
+            }),
+            ...errorResponses(...projectRouteErrors),
+          },
+        },
+      },
+      async (request) => {
+        const { after, type, limit } = request.query;
+        const events = await listEvents(deps.db, { projectId: request.project.id, after, type, limit });
+        const last = events.at(-1);
+        const position = last ?? after;
+        return { items: events.map(eventJson), nextCursor: position ? encodeEventCursor(position) : null };
       },
     );
   };

@@ -1,4 +1,4 @@
-import { Prisma } from "@postern/db";
+import { deliveryLatency } from "@postern/messages";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { RouteDependencies } from "../app";
@@ -79,14 +79,7 @@ export function statsRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
             WHERE "projectId" = ${projectId}::uuid AND action IN ('message.rejected', 'quota.exceeded')
               AND "createdAt" >= ${from} AND "createdAt" < ${to}
             GROUP BY 1, 2`,
-          deps.db.$queryRaw<{ p: number[] | null; n: number }[]>`
-            SELECT percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY ms) AS p, count(*)::int AS n
-            FROM (
-              SELECT extract(epoch FROM ("deliveredAt" - "createdAt")) * 1000 AS ms FROM "Message"
-              WHERE "projectId" = ${projectId}::uuid AND status = 'delivered'
-                AND "createdAt" >= ${from} AND "createdAt" < ${to} AND "deliveredAt" IS NOT NULL
-              ORDER BY "createdAt" DESC LIMIT ${Prisma.raw(String(latencySample))}
-            ) latest`,
+          deliveryLatency(deps.db, { projectId, from, to, sample: latencySample }),
           deps.db.project.findUniqueOrThrow({
             where: { id: projectId },
             select: { quotaPerMinute: true, quotaDaily: true },
@@ -104,7 +97,7 @@ export function statsRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
             rejectedByReason[row.reason] = (rejectedByReason[row.reason] ?? 0) + row.n;
           }
         }
-        const sample = latency[0];
+        const sample = latency;
         // Quota usage is live state in Redis; stats still answer (used: null) when Redis does not.
         const usage = await deps.quotaUsage({ id: projectId, ...project }).catch((error: Error) => {
           request.log.warn({ err: error }, "quota usage unavailable");

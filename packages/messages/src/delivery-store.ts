@@ -1,4 +1,6 @@
 import { forEachRow, type MessageStatus, type RecipientStatus, type SqlPool } from "@postern/db";
+import { createGroupCommit } from "./group-commit";
+import { sqlList, statusesBefore } from "./transitions";
 
 /** A message as the delivery of one attempt needs it: envelope, body, recipients, upstream. */
 export interface StoredMessage {
@@ -48,6 +50,11 @@ export interface AttemptRecord {
   recipients: Array<Omit<StoredRecipient, "address">>;
   /** The message's final audit event, when the attempt made it final. */
   audit: { action: "message.delivered" | "message.failed"; details: unknown } | null;
+  /**
+   * The `data` of the message's event (`message.<status>`), written by the same statement:
+   * `{ attempt, recipients: [{ address, status, code, enhancedCode, response }] }`.
+   */
+  event: unknown;
 }
 
 export interface DeliveryStore {
@@ -82,7 +89,7 @@ const defaultStatementSpacingMs = 5;
  * columns written are exactly those Prisma wrote, including `updatedAt` (Prisma's `@updatedAt` is
  * filled by the client, not the database).
  *
- * Group commit, as on the accept path (apps/smtp/src/accept.ts): the worker runs up to
+ * Group commit (`createGroupCommit`, group-commit.ts, as on the accept path): the worker runs up to
  * DELIVERY_CONCURRENCY deliveries at once, and the loads (or records) they ask for while one is
  * being run, or in the same tick, go out together as one statement, so one round trip, one
  * commit and one run of the statement-level stats triggers on "Message" serve a batch. A
@@ -91,7 +98,9 @@ const defaultStatementSpacingMs = 5;
  * is followed at once by one for the one or two deliveries that came meanwhile, and each pays a
  * round trip, a WAL flush and the triggers for little. A delivery waits at most that long for its
  * load and its record; alone, after a quiet spell, it does not wait. Each caller still gets its
- * own message, or its own `claimed`. A failed batch fails each of its
+ * own message, or its own `claimed`. One statement at a time (the accept path keeps two in
+ * flight; here one gave twice the messages per statement in the benchmark, and a delivery does
+ * not wait on its statements with a client on the line). A failed batch fails each of its
  * callers (BullMQ retries their jobs), except when PostgreSQL refused one of its rows (see
  * `refusedARow`): then each is run alone, so one poisoned record cannot fail its neighbours.
  *
@@ -104,10 +113,10 @@ export function createDeliveryStore(
   options: DeliveryStoreOptions = {},
 ): DeliveryStore {
   const batching = {
-    maxMessages: options.maxBatchMessages ?? 64,
+    maxItems: options.maxBatchMessages ?? 64,
     spacingMs: options.statementSpacingMs ?? defaultStatementSpacingMs,
   };
-  const load = groupStatements(
+  const load = createGroupCommit(
     async (messageIds: string[]): Promise<Array<StoredMessage | undefined>> => {
       // A row per slice of a body (see loadSql); the first slice's row carries the recipients.
       // Each slice is decoded into its place in its body as it is read, and its text dropped: the
@@ -149,10 +158,9 @@ export function createDeliveryStore(
         };
       });
     },
-    (messageId) => messageId,
-    batching,
+    { ...batching, keyOf: (messageId) => messageId },
   );
-  const record = groupStatements(
+  const record = createGroupCommit(
     async (records: AttemptRecord[]): Promise<boolean[]> => {
       const result = await sql.query<{ id: string }>({
         name: "postern-delivery-record",
@@ -162,119 +170,9 @@ export function createDeliveryStore(
       const claimed = new Set(result.rows.map((row) => row.id));
       return records.map((r) => claimed.has(r.messageId));
     },
-    (record) => record.messageId,
-    batching,
+    { ...batching, keyOf: (record) => record.messageId },
   );
-  return { load, record };
-}
-
-interface Waiting<Item, Result> {
-  item: Item;
-  resolve: (result: Result) => void;
-  reject: (error: unknown) => void;
-}
-
-type Settled<Result> = { ok: true; result: Result } | { ok: false; error: unknown };
-
-/**
- * Turns a statement over many items (`run`: one result per item, in their order) into a call per
- * item whose concurrent calls share statements. One statement runs at a time and the next batch
- * fills while it does, and until `spacingMs` after the last one started; a full batch goes at
- * once. Calls made in one tick go out together at the end of it when no statement is running
- * and none started within `spacingMs`. (The accept path keeps two batches in flight;
- * here one gave twice the messages per statement in the benchmark, and a delivery does not wait
- * on its statements with a client on the line.) A batch never holds the same key (message id)
- * twice: a second call for a message already in it waits for the next batch, so a record's guard
- * decides between two runs of one message exactly as when each had its own statement.
- */
-function groupStatements<Item, Result>(
-  run: (items: Item[]) => Promise<Result[]>,
-  keyOf: (item: Item) => string,
-  { maxMessages, spacingMs }: { maxMessages: number; spacingMs: number },
-): (item: Item) => Promise<Result> {
-  const waiting: Array<Waiting<Item, Result>> = [];
-  let running = false;
-  let flushScheduled = false;
-  let lastStartedAt = Number.NEGATIVE_INFINITY;
-  /** Set while a batch waits for the spacing since the last statement's start. */
-  let spacingTimer: NodeJS.Timeout | undefined;
-
-  const takeBatch = (): Array<Waiting<Item, Result>> => {
-    const batch: Array<Waiting<Item, Result>> = [];
-    const keys = new Set<string>();
-    const left: Array<Waiting<Item, Result>> = [];
-    for (const next of waiting) {
-      const key = keyOf(next.item);
-      if (batch.length < maxMessages && !keys.has(key)) {
-        batch.push(next);
-        keys.add(key);
-      } else {
-        left.push(next);
-      }
-    }
-    waiting.splice(0, waiting.length, ...left);
-    return batch;
-  };
-
-  const settle = async (items: Item[]): Promise<Array<Settled<Result>>> => {
-    try {
-      const results = await run(items);
-      return results.map((result) => ({ ok: true, result }));
-    } catch (error) {
-      if (items.length === 1 || !refusedARow(error)) return items.map(() => ({ ok: false, error }));
-      const alone: Array<Settled<Result>> = [];
-      for (const item of items) alone.push(...(await settle([item])));
-      return alone;
-    }
-  };
-
-  const runBatch = async (batch: Array<Waiting<Item, Result>>) => {
-    const settled = await settle(batch.map((w) => w.item));
-    running = false;
-    runNext();
-    batch.forEach((w, i) => {
-      const outcome = settled[i];
-      if (outcome?.ok) w.resolve(outcome.result);
-      else w.reject(outcome?.error);
-    });
-  };
-
-  const runNext = () => {
-    if (running || spacingTimer || waiting.length === 0) return;
-    const spacingLeft = lastStartedAt + spacingMs - performance.now();
-    if (spacingLeft > 0 && waiting.length < maxMessages) {
-      spacingTimer = setTimeout(() => {
-        spacingTimer = undefined;
-        runNext();
-      }, spacingLeft);
-      return;
-    }
-    running = true;
-    lastStartedAt = performance.now();
-    void runBatch(takeBatch());
-  };
-
-  return (item) =>
-    new Promise<Result>((resolve, reject) => {
-      waiting.push({ item, resolve, reject });
-      if (flushScheduled) return;
-      flushScheduled = true;
-      queueMicrotask(() => {
-        flushScheduled = false;
-        runNext();
-      });
-    });
-}
-
-/**
- * PostgreSQL refused something in the batch itself, which the same rows alone may not all meet:
- * its data (SQLSTATE class 22, e.g. a NUL byte in an upstream's reply text), a constraint (class
- * 23), or a deadlock or serialization failure with another batch holding some of the same
- * messages (class 40). Not the connection or the server: those would fail each row alone too.
- */
-function refusedARow(error: unknown): boolean {
-  const code = (error as { code?: unknown } | null)?.code;
-  return typeof code === "string" && /^(22|23|40)/.test(code);
+  return { load: load.submit, record: record.submit };
 }
 
 interface LoadedRow extends Omit<StoredMessage, "createdAt" | "body" | "recipients"> {
@@ -370,6 +268,7 @@ function recordParameters(records: AttemptRecord[]): unknown[] {
     recipients.map((r) => r.code),
     recipients.map((r) => r.enhancedCode),
     recipients.map((r) => r.response),
+    sorted.map((r) => JSON.stringify(r.event)),
   ];
 }
 
@@ -379,7 +278,10 @@ function recordParameters(records: AttemptRecord[]): unknown[] {
  * the status no longer match, that message is not in `claimed` and every other part writes
  * nothing for it; the other messages of the batch are written. `claimed` returns the row as
  * written, so its `updatedAt` is the record's `now` for the recipients and the audit event.
- * The statement-level stats triggers on "Message" see one UPDATE per batch.
+ * The statement-level stats triggers on "Message" see one UPDATE per batch. The guard's statuses
+ * are those the transition table (transitions.ts) allows to move to an attempt's outcome; each
+ * claimed message gets its `message.<status>` event from the same statement, so the status and
+ * its event are committed together or not at all.
  *
  * Rows are found by primary key (`= ANY` of the batch's ids) whatever the statistics say. The
  * status guard is compared as text so that it cannot be answered from the status index: with
@@ -391,11 +293,11 @@ WITH input AS (
   SELECT *
   FROM unnest($1::uuid[], $2::int[], $3::"MessageStatus"[], $4::int[], $5::timestamp(3)[], $6::text[],
               $7::timestamp(3)[], $8::uuid[], $9::timestamp(3)[], $10::int[], $11::text[], $12::int[],
-              $13::text[], $14::text[], $15::jsonb[], $16::text[], $17::jsonb[])
+              $13::text[], $14::text[], $15::jsonb[], $16::text[], $17::jsonb[], $24::jsonb[])
        WITH ORDINALITY
        AS t("messageId", "loadedAttempts", "status", "number", "nextAttemptAt", "lastError", "now",
             "attemptId", "startedAt", "durationMs", "upstreamHost", "code", "enhancedCode", "response",
-            "recipients", "auditAction", "auditDetails", "n")
+            "recipients", "auditAction", "auditDetails", "eventData", "n")
 ), claimed AS (
   UPDATE "Message" AS m
   SET "status" = i."status",
@@ -407,7 +309,7 @@ WITH input AS (
       "updatedAt" = i."now"
   FROM input i
   WHERE m."id" = ANY($1::uuid[]) AND m."id" = i."messageId" AND m."attempts" = i."loadedAttempts"
-    AND m."status"::text IN ('queued', 'deferred')
+    AND m."status"::text IN (${sqlList(statusesBefore("delivered", "deferred", "failed"))})
   RETURNING m."id", m."projectId", m."updatedAt"
 ), attempt AS (
   INSERT INTO "DeliveryAttempt"
@@ -429,6 +331,11 @@ WITH input AS (
   SELECT c."updatedAt", c."projectId", 'system', i."auditAction", i."auditDetails"
   FROM input i JOIN claimed c ON c."id" = i."messageId"
   WHERE i."auditAction" IS NOT NULL
+  ORDER BY i."n"
+), event AS (
+  INSERT INTO "MessageEvent" ("projectId", "messageId", "type", "createdAt", "data")
+  SELECT c."projectId", c."id", 'message.' || i."status", c."updatedAt", i."eventData"
+  FROM input i JOIN claimed c ON c."id" = i."messageId"
   ORDER BY i."n"
 )
 SELECT "id" FROM claimed`;

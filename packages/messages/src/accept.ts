@@ -1,0 +1,120 @@
+import { createHash } from "node:crypto";
+import { type SqlPool, uuidv7 } from "@postern/db";
+
+/** A message as the accept statement stores it (apps/smtp builds it from the SMTP session). */
+export interface AcceptedMessage {
+  id: string;
+  projectId: string;
+  credentialId: string | null;
+  /** The audit event's actor, `smtp:<key>`. */
+  actor: string;
+  ip: string;
+  mailFrom: string;
+  recipients: string[];
+  /** The bytes as they will be delivered. */
+  bytes: Buffer;
+  headerMessageId: string | null;
+  subject: string | null;
+  /** The delivery job planned for the message (see @postern/queue `planDeliveryJobs`). */
+  deliveryJobId: string;
+}
+
+/**
+ * Commits messages with ONE statement (one round trip, one commit, one WAL flush for the batch):
+ * each message's row, body, recipients, `message.accepted` audit event and `message.accepted`
+ * event. Throws what PostgreSQL answered when nothing was committed.
+ */
+export async function storeAcceptedMessages(
+  sql: Pick<SqlPool, "query">,
+  messages: AcceptedMessage[],
+): Promise<void> {
+  await sql.query({
+    // Named, so each connection parses and plans the statement for a batch size once.
+    name: `postern-accept-${messages.length}`,
+    text: acceptStatement(messages.length),
+    values: acceptParameters(messages),
+  });
+}
+
+const statements = new Map<number, string>();
+
+/**
+ * One statement for n messages: data-modifying CTEs run exactly once and a statement is its own
+ * transaction. Rows come from arrays (`unnest`), so the text depends only on n (bodies are one
+ * binary parameter each, never hex in an array literal). Column values are those Prisma wrote:
+ * ids generated here (UUIDv7), createdAt and updatedAt the same instant in UTC, every other
+ * column its default. The statement-level stats trigger on "Message" sees the batch as one
+ * insert. Foreign keys are checked at the end of the statement, when every row exists.
+ * The event's data is the audit event's details without the message id (its own column), read
+ * from the same parameter: the event costs rows, not bytes on the wire.
+ */
+export function acceptStatement(count: number): string {
+  let text = statements.get(count);
+  if (text) return text;
+  const at = `($1::timestamptz AT TIME ZONE 'UTC')`;
+  const bodies = Array.from({ length: count }, (_, i) => `$${17 + i}::bytea`).join(", ");
+  text = `WITH m AS (
+  INSERT INTO "Message" ("id", "projectId", "credentialId", "mailFrom", "headerMessageId", "subject", "size", "sha256", "deliveryJobId", "createdAt", "updatedAt")
+  SELECT t.*, ${at}, ${at}
+  FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[], $16::uuid[]) AS t
+), b AS (
+  INSERT INTO "MessageBody" ("messageId", "data", "createdAt")
+  SELECT t.*, ${at} FROM unnest($2::uuid[], ARRAY[${bodies}]) AS t
+), r AS (
+  INSERT INTO "MessageRecipient" ("id", "messageId", "address", "updatedAt")
+  SELECT t.*, ${at} FROM unnest($10::uuid[], $11::uuid[], $12::text[]) AS t
+), a AS (
+  INSERT INTO "AuditEvent" ("createdAt", "projectId", "actor", "action", "ip", "details")
+  SELECT ${at}, t.project_id, t.actor, 'message.accepted', t.ip, t.details
+  FROM unnest($3::uuid[], $13::text[], $14::text[], $15::jsonb[]) WITH ORDINALITY AS t(project_id, actor, ip, details, n)
+  ORDER BY t.n
+), e AS (
+  INSERT INTO "MessageEvent" ("projectId", "messageId", "type", "createdAt", "data")
+  SELECT t.project_id, t.message_id, 'message.accepted', ${at}, t.details - 'messageId'
+  FROM unnest($3::uuid[], $2::uuid[], $15::jsonb[]) WITH ORDINALITY AS t(project_id, message_id, details, n)
+  ORDER BY t.n
+)
+SELECT 1`;
+  statements.set(count, text);
+  return text;
+}
+
+function acceptParameters(messages: AcceptedMessage[]): unknown[] {
+  const recipientIds: string[] = [];
+  const recipientMessageIds: string[] = [];
+  const recipientAddresses: string[] = [];
+  for (const message of messages) {
+    for (const address of message.recipients) {
+      recipientIds.push(uuidv7());
+      recipientMessageIds.push(message.id);
+      recipientAddresses.push(address);
+    }
+  }
+  return [
+    new Date().toISOString(),
+    messages.map((m) => m.id),
+    messages.map((m) => m.projectId),
+    messages.map((m) => m.credentialId),
+    messages.map((m) => m.mailFrom),
+    messages.map((m) => m.headerMessageId),
+    messages.map((m) => m.subject),
+    messages.map((m) => m.bytes.length),
+    messages.map((m) => createHash("sha256").update(m.bytes).digest("hex")),
+    recipientIds,
+    recipientMessageIds,
+    recipientAddresses,
+    messages.map((m) => m.actor),
+    messages.map((m) => m.ip),
+    messages.map((m) =>
+      JSON.stringify({
+        messageId: m.id,
+        mailFrom: m.mailFrom,
+        recipients: m.recipients,
+        size: m.bytes.length,
+        headerMessageId: m.headerMessageId,
+      }),
+    ),
+    messages.map((m) => m.deliveryJobId),
+    ...messages.map((m) => m.bytes),
+  ];
+}

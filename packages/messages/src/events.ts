@@ -1,0 +1,84 @@
+import { Prisma } from "@postern/db";
+import type { MessageReader } from "./project-messages";
+
+/** What a status change is recorded as (the transactional outbox, table "MessageEvent"). */
+export const messageEventTypes = [
+  "message.accepted",
+  "message.delivered",
+  "message.deferred",
+  "message.failed",
+  "message.retried",
+] as const;
+
+export type MessageEventType = (typeof messageEventTypes)[number];
+
+export interface MessageEventRow {
+  id: bigint;
+  txId: bigint;
+  messageId: string;
+  type: string;
+  createdAt: Date;
+  data: unknown;
+}
+
+/** Where a reader of `listEvents` stands: the (txId, id) of the last event it read. */
+export interface EventCursor {
+  txId: bigint;
+  id: bigint;
+}
+
+export function encodeEventCursor(cursor: EventCursor): string {
+  return `${cursor.txId}-${cursor.id}`;
+}
+
+/** Undefined when `value` is not a cursor this API gave. */
+export function decodeEventCursor(value: string): EventCursor | undefined {
+  const match = /^([0-9]{1,19})-([0-9]{1,19})$/.exec(value);
+  if (!match?.[1] || !match[2]) return undefined;
+  return { txId: BigInt(match[1]), id: BigInt(match[2]) };
+}
+
+/**
+ * A message's events, oldest first; undefined when the project has no such message.
+ */
+export async function listMessageEvents(
+  db: MessageReader,
+  projectId: string,
+  messageId: string,
+): Promise<MessageEventRow[] | undefined> {
+  const rows = await db.$queryRaw<Array<MessageEventRow & { found: boolean }>>`
+SELECT e."id", e."txId", m."id" AS "messageId", e."type", e."createdAt", e."data", true AS "found"
+FROM "Message" m
+LEFT JOIN "MessageEvent" e ON e."messageId" = m."id"
+WHERE m."id" = ${messageId}::uuid AND m."projectId" = ${projectId}::uuid
+ORDER BY e."id"`;
+  if (rows.length === 0) return undefined;
+  return rows.filter((row) => row.id !== null);
+}
+
+/**
+ * A project's events after `after` (from the first when unset), oldest first, at most `limit`.
+ *
+ * Event ids come from a sequence, and a transaction that took a lower id may commit after one
+ * that took a higher: a plain `id > cursor` would skip it for ever. So events are ordered by the
+ * writing transaction's id, then their own, and only transactions older than every transaction
+ * still running are shown (`pg_snapshot_xmin`): every event that can still commit then sorts
+ * after the last one shown. An event shows once every transaction older than its own has ended
+ * (milliseconds on a busy relay; as long as a long-running transaction lasts).
+ */
+export function listEvents(
+  db: MessageReader,
+  query: { projectId: string; after?: EventCursor; type?: string; limit: number },
+): Promise<MessageEventRow[]> {
+  const after = query.after ?? { txId: -1n, id: -1n };
+  const type = query.type ?? null;
+  return db.$queryRaw<MessageEventRow[]>`
+SELECT "id", "txId", "messageId", "type", "createdAt", "data"
+FROM "MessageEvent"
+WHERE "projectId" = ${query.projectId}::uuid
+  AND ("txId", "id") > (${after.txId}::bigint, ${after.id}::bigint)
+  AND "txId" < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+  AND (${type}::text IS NULL OR "type" = ${type}::text)
+ORDER BY "txId", "id"
+LIMIT ${Prisma.raw(String(Math.trunc(query.limit)))}`;
+}

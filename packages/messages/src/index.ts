@@ -1,0 +1,54 @@
+export { type AcceptedMessage, acceptStatement, storeAcceptedMessages } from "./accept";
+export {
+  classifyDatabaseError,
+  type DatabaseErrorClass,
+  refusedARow,
+  refusedContent,
+} from "./database-errors";
+export {
+  type AttemptRecord,
+  bodySliceBytes,
+  createDeliveryStore,
+  type DeliveryStore,
+  type DeliveryStoreOptions,
+  loadSql,
+  recordSql,
+  type StoredMessage,
+  type StoredRecipient,
+} from "./delivery-store";
+export {
+  decodeEventCursor,
+  type EventCursor,
+  encodeEventCursor,
+  listEvents,
+  listMessageEvents,
+  type MessageEventRow,
+  type MessageEventType,
+  messageEventTypes,
+} from "./events";
+export {
+  createGroupCommit,
+  type ExpectedItem,
+  type GroupCommit,
+  type GroupCommitOptions,
+} from "./group-commit";
+export {
+  countPendingMessages,
+  deliveryLatency,
+  findMessage,
+  type ListedMessage,
+  listMessages,
+  type MessageListQuery,
+  type MessageReader,
+  type RetryResult,
+  retryMessage,
+} from "./project-messages";
+export {
+  type DueMessage,
+  dueMessages,
+  oldestPendingAcceptedAt,
+  pruneBodies,
+  queuedBacklog,
+  sweepPageSize,
+} from "./sweep";
+export { allowedTransitions, checkTransition, statusesBefore, type TransitionResult } from "./transitions";

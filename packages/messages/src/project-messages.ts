@@ -1,0 +1,121 @@
+import { type Database, type Message, type MessageStatus, Prisma } from "@postern/db";
+import { checkTransition, sqlList, statusesBefore, type TransitionResult } from "./transitions";
+
+/** Prisma client or an open transaction. */
+export type MessageReader = Pick<Database, "message" | "$queryRaw"> | Prisma.TransactionClient;
+
+export interface MessageListQuery {
+  projectId: string;
+  status?: MessageStatus;
+  limit: number;
+  /** The last message of the previous page. */
+  before?: { createdAt: Date; id: string };
+}
+
+/**
+ * A project's messages, newest first, `limit + 1` of them (the extra one says there is a next
+ * page), by the (projectId, createdAt, id) index.
+ */
+export function listMessages(db: MessageReader, query: MessageListQuery) {
+  const where: Prisma.MessageWhereInput = { projectId: query.projectId, status: query.status };
+  if (query.before) {
+    where.OR = [
+      { createdAt: { lt: query.before.createdAt } },
+      { createdAt: query.before.createdAt, id: { lt: query.before.id } },
+    ];
+  }
+  return db.message.findMany({
+    where,
+    orderBy: [{ createdAt: "desc" }, { id: "desc" }],
+    take: query.limit + 1,
+    include: { recipients: { select: { address: true } } },
+  });
+}
+
+/** A project's message with its recipients and attempts; null for another project's. */
+export function findMessage(db: MessageReader, projectId: string, id: string) {
+  return db.message.findFirst({
+    where: { id, projectId },
+    include: {
+      recipients: { orderBy: { address: "asc" } },
+      deliveryAttempts: { orderBy: { number: "asc" } },
+    },
+  });
+}
+
+export type ListedMessage = Message & { recipients: { address: string }[] };
+
+/** Messages of a project still waiting for delivery (queued or deferred). */
+export function countPendingMessages(db: MessageReader, projectId: string): Promise<number> {
+  return db.message.count({ where: { projectId, status: { in: ["queued", "deferred"] } } });
+}
+
+/**
+ * Accept → delivered latency percentiles (p50, p90, p99) over the `sample` latest delivered
+ * messages accepted in [from, to).
+ */
+export async function deliveryLatency(
+  db: MessageReader,
+  query: { projectId: string; from: Date; to: Date; sample: number },
+): Promise<{ p: number[] | null; n: number } | undefined> {
+  const { projectId, from, to, sample } = query;
+  const rows = await db.$queryRaw<{ p: number[] | null; n: number }[]>`
+            SELECT percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY ms) AS p, count(*)::int AS n
+            FROM (
+              SELECT extract(epoch FROM ("deliveredAt" - "createdAt")) * 1000 AS ms FROM "Message"
+              WHERE "projectId" = ${projectId}::uuid AND status = 'delivered'
+                AND "createdAt" >= ${from} AND "createdAt" < ${to} AND "deliveredAt" IS NOT NULL
+              ORDER BY "createdAt" DESC LIMIT ${Prisma.raw(String(sample))}
+            ) latest`;
+  return rows[0];
+}
+
+export type RetryResult =
+  | { ok: true }
+  | { ok: false; reason: "not_found" }
+  | Exclude<TransitionResult, { ok: true }>;
+
+const retryFrom = sqlList(statusesBefore("queued"));
+
+/**
+ * Moves a project's message back to `queued` for another attempt now, if the transition table
+ * allows it from its status. ONE statement: the guarded update (two concurrent retries, or a
+ * retry racing the worker, change the row once), the recipients the upstream refused made
+ * pending again (those it accepted are never re-sent), the `message.retried` audit event and
+ * the `message.retried` event. The last SELECT reads the statement's snapshot, so it answers the
+ * status the message had when nothing changed.
+ */
+export async function retryMessage(
+  db: MessageReader,
+  request: { projectId: string; id: string; actor: string; ip: string | null },
+): Promise<RetryResult> {
+  const { projectId, id, actor, ip } = request;
+  const now = new Date().toISOString();
+  const at = Prisma.sql`(${now}::timestamptz AT TIME ZONE 'UTC')`;
+  const rows = await db.$queryRaw<{ changed: number; status: MessageStatus | null }[]>`
+WITH changed AS (
+  UPDATE "Message"
+  SET "status" = 'queued', "nextAttemptAt" = ${at}, "completedAt" = NULL, "updatedAt" = ${at}
+  WHERE "id" = ${id}::uuid AND "projectId" = ${projectId}::uuid
+    AND "status"::text IN (${Prisma.raw(retryFrom)})
+  RETURNING "id", "projectId", "status"
+), recipients AS (
+  UPDATE "MessageRecipient" SET "status" = 'pending', "updatedAt" = ${at}
+  WHERE "messageId" IN (SELECT "id" FROM changed) AND "status" = 'failed'
+), audit AS (
+  INSERT INTO "AuditEvent" ("createdAt", "projectId", "actor", "action", "ip", "details")
+  SELECT ${at}, c."projectId", ${actor}, 'message.retried', ${ip}, jsonb_build_object('messageId', c."id")
+  FROM changed c
+), event AS (
+  INSERT INTO "MessageEvent" ("projectId", "messageId", "type", "createdAt", "data")
+  SELECT c."projectId", c."id", 'message.retried', ${at}, '{}'::jsonb FROM changed c
+)
+SELECT (SELECT count(*)::int FROM changed) AS "changed",
+       (SELECT "status" FROM "Message" WHERE "id" = ${id}::uuid AND "projectId" = ${projectId}::uuid) AS "status"`;
+  const row = rows[0];
+  if (row && row.changed > 0) return { ok: true };
+  if (!row?.status) return { ok: false, reason: "not_found" };
+  const refused = checkTransition(row.status, "queued");
+  // The status read was allowed, yet the guard did not match: the row changed meanwhile.
+  return refused.ok ? { ok: false, reason: "invalid_transition", from: row.status, to: "queued" } : refused;
+}

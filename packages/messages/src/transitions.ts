@@ -1,0 +1,35 @@
+import type { MessageStatus } from "@postern/db";
+
+/**
+ * The status machine of a message: every status change anywhere goes through this table (the
+ * worker's record statement guards on it, the retry statement too). docs/delivery.md shows it.
+ * A message is created `queued` (accept).
+ */
+export const allowedTransitions = {
+  queued: ["delivered", "deferred", "failed"],
+  // `queued` from `deferred`: a retry asked for before the backoff ran out.
+  deferred: ["queued", "delivered", "deferred", "failed"],
+  failed: ["queued"],
+  delivered: [],
+} as const satisfies Record<MessageStatus, readonly MessageStatus[]>;
+
+export type TransitionResult =
+  | { ok: true }
+  | { ok: false; reason: "invalid_transition"; from: MessageStatus; to: MessageStatus };
+
+export function checkTransition(from: MessageStatus, to: MessageStatus): TransitionResult {
+  const allowed: readonly MessageStatus[] = allowedTransitions[from];
+  return allowed.includes(to) ? { ok: true } : { ok: false, reason: "invalid_transition", from, to };
+}
+
+/** The statuses a message may move to `to` from, for the guards of the SQL statements. */
+export function statusesBefore(...targets: MessageStatus[]): MessageStatus[] {
+  return (Object.keys(allowedTransitions) as MessageStatus[]).filter((from) =>
+    targets.every((to) => checkTransition(from, to).ok),
+  );
+}
+
+/** `'a', 'b'` for an `IN (…)` guard; the values come from the table above, never from input. */
+export function sqlList(statuses: readonly MessageStatus[]): string {
+  return statuses.map((status) => `'${status}'`).join(", ");
+}
