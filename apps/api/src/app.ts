@@ -1,10 +1,11 @@
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
 import type { ResolvedConfig } from "@postern/config";
-import type { Database } from "@postern/db";
+import { type Database, sqlPoolOf } from "@postern/db";
 import { createProjectService } from "@postern/projects";
 import { createDeliveryProducer, type DeliveryProducer, type Redis } from "@postern/queue";
 import { createProjectQuota } from "@postern/quota";
+import { createAcceptor } from "@postern/smtp";
 import type { Logger, Registry } from "@postern/telemetry";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import {
@@ -23,6 +24,7 @@ import { messageRoutes } from "./routes/messages";
 import { installHttpMetrics, type MetricsExposition, metricsRoutes } from "./routes/metrics";
 import { projectAuditRoutes } from "./routes/project-audit";
 import { statsRoutes } from "./routes/stats";
+import { submissionRoutes } from "./routes/submission";
 
 export interface ApiDependencies {
   config: ResolvedConfig;
@@ -96,9 +98,18 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
 
   const deliveryProducer =
     deps.deliveryProducer ?? createDeliveryProducer(deps.redis, deps.config.redisKeyPrefix);
-  if (!deps.deliveryProducer) app.addHook("onClose", () => deliveryProducer.close());
   const quota = createProjectQuota(deps.redis, deps.config.redisKeyPrefix);
   const routeDeps = { ...deps, deliveryProducer, quotaUsage: deps.quotaUsage ?? ((p) => quota.usage(p)) };
+  // HTTP submission stores through the same acceptor as SMTP (group commit, then a delivery job).
+  const sql = sqlPoolOf(deps.db);
+  const acceptor = createAcceptor({ sql, producer: deliveryProducer, log: deps.log });
+  // Jobs of committed messages are added, and recipients counted ahead go back, before the
+  // producer closes.
+  app.addHook("onClose", async () => {
+    await acceptor.settled();
+    await quota.close();
+    if (!deps.deliveryProducer) await deliveryProducer.close();
+  });
 
   await app.register(
     metricsRoutes(deps.metricsExposition ?? deps.metrics, { token: deps.config.http.metricsToken }),
@@ -119,7 +130,8 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
         }),
       );
       await v1.register(statsRoutes(routeDeps));
-      await v1.register(messageRoutes(routeDeps));
+      await v1.register(messageRoutes({ ...routeDeps, sql }));
+      await v1.register(submissionRoutes({ ...routeDeps, acceptor, quota, sql }));
       await v1.register(projectAuditRoutes(routeDeps));
     },
     { prefix: "/v1" },

@@ -5,9 +5,12 @@ import { type DeliveryProducer, type PlannedDeliveryJob, planDeliveryJobs } from
 import type { Logger } from "@postern/telemetry";
 import type { HeaderSummary } from "./message";
 
+/** Who hands a message over: an SMTP session's credential, or a project API token (HTTP submission). */
+export type Submitter = AuthenticatedClient | { project: { id: string }; apiTokenId: string };
+
 export interface MessageToAccept {
   id: string;
-  client: AuthenticatedClient;
+  client: Submitter;
   ip: string;
   mailFrom: string;
   recipients: string[];
@@ -304,7 +307,7 @@ function insertParameters(messages: MessageToAccept[], jobIds: Map<string, strin
     new Date().toISOString(),
     messages.map((m) => m.id),
     messages.map((m) => m.client.project.id),
-    messages.map((m) => m.client.credentialId),
+    messages.map((m) => ("credentialId" in m.client ? m.client.credentialId : null)),
     messages.map((m) => m.mailFrom),
     messages.map((m) => m.headers.messageId ?? null),
     messages.map((m) => m.headers.subject ?? null),
@@ -313,7 +316,7 @@ function insertParameters(messages: MessageToAccept[], jobIds: Map<string, strin
     recipientIds,
     recipientMessageIds,
     recipientAddresses,
-    messages.map((m) => `smtp:${m.client.key}`),
+    messages.map((m) => ("key" in m.client ? `smtp:${m.client.key}` : `token:${m.client.apiTokenId}`)),
     messages.map((m) => m.ip),
     messages.map((m) =>
       JSON.stringify({

@@ -1,9 +1,10 @@
 import { recordAudit } from "@postern/audit";
-import type { Message, Prisma } from "@postern/db";
+import type { Message, Prisma, SqlPool } from "@postern/db";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { RouteDependencies } from "../app";
 import { ApiError } from "../errors";
+import { readMessageBody } from "../message-body";
 import { errorBody, errors, isoDate, pageLimit, uuidParam } from "./schemas";
 
 const messageStatus = z.enum(["queued", "deferred", "delivered", "failed"]);
@@ -85,7 +86,9 @@ function encodeCursor(message: Message): string {
   return Buffer.from(`${message.createdAt.toISOString()}|${message.id}`).toString("base64url");
 }
 
-export function messageRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
+export function messageRoutes(
+  deps: RouteDependencies & { sql: Pick<SqlPool, "query"> },
+): FastifyPluginAsyncZod {
   return async (app) => {
     app.get(
       "/messages",
@@ -171,6 +174,40 @@ export function messageRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
             recipients: Array.isArray(a.recipients) ? (a.recipients as Record<string, unknown>[]) : [],
           })),
         };
+      },
+    );
+
+    app.get(
+      "/messages/:id/raw",
+      {
+        schema: {
+          tags: ["project"],
+          summary: "The message's stored bytes (as received, with Postern's Received header)",
+          description: "410 once retention has dropped the body of a delivered or failed message.",
+          security: [{ bearer: [] }],
+          params: z.object({ id: uuidParam }),
+          produces: ["message/rfc822"],
+          response: {
+            200: z.any().describe("message/rfc822 bytes"),
+            410: errorBody,
+            ...errors,
+          },
+        },
+      },
+      async (request, reply) => {
+        const { id } = request.params;
+        const body = await readMessageBody(deps.sql, request.project.id, id);
+        if (body.state === "missing") throw new ApiError(404, "not_found", `no message ${id}`);
+        if (body.state === "gone")
+          throw new ApiError(
+            410,
+            "body_expired",
+            `the body of message ${id} was dropped after its retention`,
+          );
+        return reply
+          .header("content-type", "message/rfc822")
+          .header("content-length", body.size)
+          .send(body.stream);
       },
     );
 
