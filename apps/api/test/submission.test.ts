@@ -349,3 +349,142 @@ describe("submission refusals, with SMTP's reasons", () => {
     }
   });
 });
+
+describe("GET /v1/messages/:id/raw", () => {
+  it("answers 404 for another project's message and 410 once retention dropped the body", async () => {
+    const response = await postRaw("from=app@example.com&to=user@example.net", rawMessage("Retained"));
+    const { id } = response.json();
+    const other = await createProjectFixture(ctx.db, ctx.config);
+    const theirs = await app.inject({
+      method: "GET",
+      url: `/v1/messages/${id}/raw`,
+      headers: bearer(other.apiToken.token),
+    });
+    expect(theirs.statusCode).toBe(404);
+    expect(theirs.json().error.code).toBe("not_found");
+    // As the sweeper's retention leaves a finished message: the row without its body.
+    await delivered(id);
+    await ctx.db.messageBody.delete({ where: { messageId: id } });
+    const gone = await app.inject({
+      method: "GET",
+      url: `/v1/messages/${id}/raw`,
+      headers: bearer(sender.apiToken.token),
+    });
+    expect(gone.statusCode).toBe(410);
+    expect(gone.json().error.code).toBe("body_expired");
+  });
+});
+
+describe("Idempotency-Key", () => {
+  it("answers the first id for the same request within 24 h and stores nothing new", async () => {
+    const before = await messageCount(sender.project.id);
+    const first = await postJson(jsonMessage, { key: "order-1234" });
+    const again = await postJson(jsonMessage, { key: "order-1234" });
+    expect(first.statusCode).toBe(202);
+    expect(again.statusCode).toBe(202);
+    expect(again.json().id).toBe(first.json().id);
+    expect(await messageCount(sender.project.id)).toBe(before + 1);
+    // Keys are per project: another project's same key is its own.
+    const other = await createProjectFixture(ctx.db, ctx.config);
+    const theirs = await postJson(
+      { ...jsonMessage, from: "app@example.com" },
+      { key: "order-1234", token: other.apiToken.token },
+    );
+    expect(theirs.statusCode).toBe(202);
+    expect(theirs.json().id).not.toBe(first.json().id);
+  });
+
+  it("refuses the same key with another body with 422 idempotency_key_reused", async () => {
+    const first = await postRaw("from=app@example.com&to=user@example.net", rawMessage("Keyed"), {
+      key: "raw-1",
+    });
+    expect(first.statusCode).toBe(202);
+    const before = await messageCount(sender.project.id);
+    const other = await postRaw("from=app@example.com&to=user@example.net", rawMessage("Keyed, changed"), {
+      key: "raw-1",
+    });
+    expect(other.statusCode).toBe(422);
+    expect(other.json().error.code).toBe("idempotency_key_reused");
+    const otherEnvelope = await postRaw("from=app@example.com&to=else@example.net", rawMessage("Keyed"), {
+      key: "raw-1",
+    });
+    expect(otherEnvelope.statusCode).toBe(422);
+    expect(await messageCount(sender.project.id)).toBe(before);
+  });
+
+  it("stores one message for concurrent requests with one key, all answered its id", async () => {
+    const before = await messageCount(sender.project.id);
+    const responses = await Promise.all(
+      Array.from({ length: 8 }, () => postJson({ ...jsonMessage, subject: "Concurrent" }, { key: "burst" })),
+    );
+    expect(responses.map((r) => r.statusCode)).toEqual(Array(8).fill(202));
+    const ids = new Set(responses.map((r) => r.json().id));
+    expect(ids.size).toBe(1);
+    expect(await messageCount(sender.project.id)).toBe(before + 1);
+    const accepted = await ctx.db.auditEvent.count({
+      where: { action: "message.accepted", details: { path: ["messageId"], equals: [...ids][0] } },
+    });
+    expect(accepted).toBe(1);
+  });
+
+  it("a claim whose message was never stored (a crash between claim and commit) is completed by the retry", async () => {
+    const request = { ...jsonMessage, subject: "After a crash" };
+    const first = await postJson(request, { key: "crash-1" });
+    const { id } = first.json();
+    // As if the process had died after claiming the key and before its message committed.
+    await ctx.db.message.delete({ where: { id } });
+    const before = await messageCount(sender.project.id);
+    const retry = await postJson(request, { key: "crash-1" });
+    expect(retry.statusCode).toBe(202);
+    expect(retry.json().id).toBe(id);
+    expect(await messageCount(sender.project.id)).toBe(before + 1);
+  });
+
+  it("a key older than 24 h is new again", async () => {
+    const first = await postJson(jsonMessage, { key: "yesterday" });
+    await ctx.db.idempotencyKey.updateMany({
+      where: { key: "yesterday" },
+      data: { createdAt: new Date(Date.now() - 25 * 3600_000) },
+    });
+    const later = await postJson({ ...jsonMessage, subject: "Another day" }, { key: "yesterday" });
+    expect(later.statusCode).toBe(202);
+    expect(later.json().id).not.toBe(first.json().id);
+  });
+});
+
+describe("25 MiB raw submissions (MAX_MESSAGE_SIZE 26214400)", () => {
+  const envelope = "from=app@example.com&to=user@example.net";
+  const ofSize = (size: number) => {
+    const head = Buffer.from(rawMessage("Large").replace("Hello.\r\n", ""));
+    const line = Buffer.from(`${"x".repeat(998)}\r\n`);
+    const body = Buffer.alloc(size - head.length);
+    for (let at = 0; at < body.length; at += line.length) line.copy(body, at);
+    body.write("\r\n", body.length - 2);
+    return Buffer.concat([head, body]);
+  };
+
+  it("accepts one within the limit, delivers it and serves the same bytes", async () => {
+    const raw = ofSize(25 * 1024 * 1024 - 4096);
+    const response = await postRaw(envelope, raw);
+    expect(response.statusCode).toBe(202);
+    const { id } = response.json();
+    await delivered(id);
+    const received = receivedFor(id);
+    expect(received?.raw.subarray(received.raw.length - raw.length).equals(raw)).toBe(true);
+    const download = await app.inject({
+      method: "GET",
+      url: `/v1/messages/${id}/raw`,
+      headers: bearer(sender.apiToken.token),
+    });
+    expect(download.statusCode).toBe(200);
+    expect(download.rawPayload.equals(received?.raw ?? Buffer.alloc(0))).toBe(true);
+  }, 60_000);
+
+  it("refuses one over the limit with 413, nothing stored", async () => {
+    const before = await messageCount(sender.project.id);
+    const response = await postRaw(envelope, ofSize(ctx.config.smtp.maxMessageSize + 1));
+    expect(response.statusCode).toBe(413);
+    expect(response.json().error.code).toBe("message_too_large");
+    expect(await messageCount(sender.project.id)).toBe(before);
+  }, 60_000);
+});
