@@ -488,3 +488,27 @@ describe("25 MiB raw submissions (MAX_MESSAGE_SIZE 26214400)", () => {
     expect(await messageCount(sender.project.id)).toBe(before);
   }, 60_000);
 });
+
+describe("POST /admin/projects/:id/messages", () => {
+  it("submits for the project with the operator token, audited as admin, with the project's checks", async () => {
+    const post = (projectId: string, body: unknown, token = ctx.config.adminToken) =>
+      app.inject({
+        method: "POST",
+        url: `/admin/projects/${projectId}/messages`,
+        headers: { ...bearer(token), "content-type": "application/json" },
+        payload: JSON.stringify(body),
+      });
+    const response = await post(sender.project.id, jsonMessage);
+    expect(response.statusCode).toBe(202);
+    const { id } = response.json();
+    const audit = await ctx.db.auditEvent.findFirstOrThrow({
+      where: { action: "message.accepted", details: { path: ["messageId"], equals: id } },
+    });
+    expect(audit.actor).toBe("admin");
+    await delivered(id);
+    expect((await post(sender.project.id, { ...jsonMessage, from: "x@elsewhere.org" })).statusCode).toBe(403);
+    expect((await post(sender.project.id, jsonMessage, sender.apiToken.token)).statusCode).toBe(401);
+    const missing = await post("01a25177-0000-7000-8000-000000000000", jsonMessage);
+    expect(missing.statusCode).toBe(404);
+  });
+});

@@ -5,8 +5,11 @@ import { type DeliveryProducer, type PlannedDeliveryJob, planDeliveryJobs } from
 import type { Logger } from "@postern/telemetry";
 import type { HeaderSummary } from "./message";
 
-/** Who hands a message over: an SMTP session's credential, or a project API token (HTTP submission). */
-export type Submitter = AuthenticatedClient | { project: { id: string }; apiTokenId: string };
+/**
+ * Who hands a message over: an SMTP session's credential, or (HTTP submission) no credential and
+ * the audit actor (`token:<id>`, `admin`).
+ */
+export type Submitter = AuthenticatedClient | { project: { id: string }; actor: string };
 
 export interface MessageToAccept {
   id: string;
@@ -316,7 +319,7 @@ function insertParameters(messages: MessageToAccept[], jobIds: Map<string, strin
     recipientIds,
     recipientMessageIds,
     recipientAddresses,
-    messages.map((m) => ("key" in m.client ? `smtp:${m.client.key}` : `token:${m.client.apiTokenId}`)),
+    messages.map((m) => ("key" in m.client ? `smtp:${m.client.key}` : m.client.actor)),
     messages.map((m) => m.ip),
     messages.map((m) =>
       JSON.stringify({

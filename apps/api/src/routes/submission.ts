@@ -187,7 +187,16 @@ export interface SubmissionDeps extends RouteDependencies {
   sql: Pick<SqlPool, "query">;
 }
 
-export function submissionRoutes(deps: SubmissionDeps): FastifyPluginAsyncZod {
+/** Where the route is, and whose request it is: a project's token, or the operator for a project. */
+export interface SubmissionRoute {
+  path: string;
+  params?: z.ZodObject<{ id: z.ZodType<string> }>;
+  security: Record<string, string[]>[];
+  tags: string[];
+  submitter(request: FastifyRequest): { projectId: string; actor: string };
+}
+
+export function submissionRoutes(deps: SubmissionDeps, route: SubmissionRoute): FastifyPluginAsyncZod {
   const maxSize = deps.config.smtp.maxMessageSize;
   return async (app) => {
     // Raw bytes as a Buffer; the size is judged in the handler, against the message alone.
@@ -209,7 +218,7 @@ export function submissionRoutes(deps: SubmissionDeps): FastifyPluginAsyncZod {
     });
 
     app.post(
-      "/messages",
+      route.path,
       {
         // Base64 makes attachments 4/3 larger in JSON; the decoded size is checked below.
         bodyLimit: Math.ceil(maxSize / 3) * 4 + 1024 * 1024,
@@ -222,7 +231,8 @@ export function submissionRoutes(deps: SubmissionDeps): FastifyPluginAsyncZod {
             "application/json (from, to, cc, bcc, subject, text, html, headers, attachments with base64 " +
             "content) or message/rfc822 bytes with ?from=&to=&to=. An Idempotency-Key header makes a " +
             "retry within 24 h answer the first message's id without storing another.",
-          security: [{ bearer: [] }],
+          security: route.security,
+          ...(route.params ? { params: route.params } : {}),
           headers: z.object({ "idempotency-key": idempotencyKeyHeader }),
           querystring: z.object({ from: z.string().optional(), to: addresses.optional() }),
           response: {
@@ -239,7 +249,8 @@ export function submissionRoutes(deps: SubmissionDeps): FastifyPluginAsyncZod {
       },
       async (request, reply) => {
         const idempotencyKey = request.headers["idempotency-key"];
-        const project = await projectPolicy(deps, request.project.id);
+        const submitter = route.submitter(request);
+        const project = await projectPolicy(deps, submitter.projectId);
         if (project.status === "suspended") throw refused("suspended");
         let submission: { envelope: Envelope; content: Buffer; requestSha256: string };
         if (Buffer.isBuffer(request.body)) {
@@ -265,7 +276,11 @@ export function submissionRoutes(deps: SubmissionDeps): FastifyPluginAsyncZod {
             requestSha256: sha256("json", JSON.stringify(body.data)),
           };
         }
-        const id = await submit(deps, request, reply, project, { ...submission, idempotencyKey });
+        const id = await submit(deps, request, reply, project, {
+          ...submission,
+          idempotencyKey,
+          actor: submitter.actor,
+        });
         return reply.status(202).send({ id });
       },
     );
@@ -285,7 +300,7 @@ async function projectPolicy(deps: SubmissionDeps, projectId: string): Promise<P
         senderDomains: true,
       },
     });
-    if (!project) throw new ApiError(404, "not_found", "the project no longer exists");
+    if (!project) throw new ApiError(404, "not_found", `no project ${projectId}`);
     return project;
   } catch (error) {
     if (error instanceof ApiError) throw error;
@@ -365,6 +380,7 @@ async function submit(
     content: Buffer;
     requestSha256: string;
     idempotencyKey: string | undefined;
+    actor: string;
   },
 ): Promise<string> {
   const { envelope, content, idempotencyKey } = submission;
@@ -416,7 +432,7 @@ async function submit(
   }
   const outcome = await deps.acceptor.accept({
     id,
-    client: { project, apiTokenId: request.project.tokenId },
+    client: { project, actor: submission.actor },
     ip: request.ip,
     mailFrom: envelope.mailFrom,
     recipients: envelope.recipients,
