@@ -65,3 +65,23 @@ export async function pruneIdempotencyKeys(sql: Pick<SqlPool, "query">, batch = 
   );
   return deleted.rowCount ?? 0;
 }
+
+const pruneIntervalMs = 10 * 60_000;
+
+/**
+ * Prunes expired keys now and then every 10 minutes until stopped, in batches until none is left;
+ * failures are logged, not fatal (an expired key is replaced when it is used again anyway).
+ */
+export function scheduleIdempotencyPruning(
+  sql: Pick<SqlPool, "query">,
+  onError: (error: Error) => void,
+): () => void {
+  const batch = 10_000;
+  const run = async () => {
+    while ((await pruneIdempotencyKeys(sql, batch)) === batch) {}
+  };
+  const timer = setInterval(() => run().catch(onError), pruneIntervalMs);
+  timer.unref();
+  run().catch(onError);
+  return () => clearInterval(timer);
+}

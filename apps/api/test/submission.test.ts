@@ -1,3 +1,5 @@
+import { pruneIdempotencyKeys } from "@postern/api";
+import { sqlPoolOf } from "@postern/db";
 import { createLogger, createMetricsRegistry } from "@postern/telemetry";
 import {
   createProjectFixture,
@@ -438,6 +440,19 @@ describe("Idempotency-Key", () => {
     expect(retry.statusCode).toBe(202);
     expect(retry.json().id).toBe(id);
     expect(await messageCount(sender.project.id)).toBe(before + 1);
+  });
+
+  it("keys older than 24 h are pruned, newer ones kept", async () => {
+    await postJson({ ...jsonMessage, subject: "Pruned" }, { key: "old" });
+    await postJson({ ...jsonMessage, subject: "Kept" }, { key: "new" });
+    await ctx.db.idempotencyKey.updateMany({
+      where: { key: "old" },
+      data: { createdAt: new Date(Date.now() - 25 * 3600_000) },
+    });
+    expect(await pruneIdempotencyKeys(sqlPoolOf(ctx.db), 1)).toBe(1);
+    expect(
+      (await ctx.db.idempotencyKey.findMany({ where: { key: { in: ["old", "new"] } } })).map((k) => k.key),
+    ).toEqual(["new"]);
   });
 
   it("a key older than 24 h is new again", async () => {
