@@ -245,6 +245,15 @@ describe("submission refusals, with SMTP's reasons", () => {
     );
     expect(response.statusCode).toBe(403);
     expect(response.json().error.code).toBe("sender_not_allowed");
+    const audit = await ctx.db.auditEvent.findFirstOrThrow({
+      where: { projectId: sender.project.id, action: "message.rejected" },
+      orderBy: { id: "desc" },
+    });
+    expect(audit.details).toMatchObject({
+      reason: "sender_domain",
+      via: "http",
+      mailFrom: "app@elsewhere.org",
+    });
   });
 
   it("403 sender_not_allowed for a From header outside the sender domains (subdomains allowed)", async () => {
@@ -288,6 +297,28 @@ describe("submission refusals, with SMTP's reasons", () => {
     expect(second.json().error.code).toBe("quota_exceeded");
     expect(Number(second.headers["retry-after"])).toBeGreaterThan(0);
     expect(await messageCount(limited.project.id)).toBe(1);
+    // Audited as SMTP audits it.
+    const audit = await ctx.db.auditEvent.findMany({
+      where: { projectId: limited.project.id, action: { in: ["quota.exceeded", "message.rejected"] } },
+      orderBy: { id: "asc" },
+    });
+    expect(audit.map((a) => [a.action, a.actor])).toEqual([
+      ["quota.exceeded", `token:${limited.apiToken.id}`],
+      ["message.rejected", `token:${limited.apiToken.id}`],
+    ]);
+    expect(audit[0]?.details).toMatchObject({ window: "perMinute", limit: 3 });
+    expect(audit[1]?.details).toMatchObject({ reason: "quota", via: "http" });
+  });
+
+  it("415 unsupported_media_type for another content type", async () => {
+    const response = await app.inject({
+      method: "POST",
+      url: "/v1/messages",
+      headers: { ...bearer(sender.apiToken.token), "content-type": "text/plain" },
+      payload: "hello",
+    });
+    expect(response.statusCode).toBe(415);
+    expect(response.json().error.code).toBe("unsupported_media_type");
   });
 
   it("413 message_too_large for JSON whose decoded content is over MAX_MESSAGE_SIZE, nothing stored", async () => {

@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import { Readable } from "node:stream";
+import { recordAudit } from "@postern/audit";
 import type { ProjectPolicy } from "@postern/auth";
 import { type SqlPool, uuidv7 } from "@postern/db";
 import type { ProjectQuota } from "@postern/quota";
@@ -46,6 +47,7 @@ export type SubmissionRefusal =
   | "content_unstorable"
   | "store_unavailable"
   | "invalid_message"
+  | "unsupported_media_type"
   | "idempotency_key_reused";
 
 /** Every refusal's HTTP status and error code, in one table (docs/api.md lists them). */
@@ -102,6 +104,11 @@ export const submissionRefusals: Record<
     message: "the message store is unavailable, try again later",
   },
   invalid_message: { status: 422, code: "invalid_message", message: "the message is invalid" },
+  unsupported_media_type: {
+    status: 415,
+    code: "unsupported_media_type",
+    message: "send application/json or message/rfc822",
+  },
   idempotency_key_reused: {
     status: 422,
     code: "idempotency_key_reused",
@@ -109,13 +116,20 @@ export const submissionRefusals: Record<
   },
 };
 
-function refused(reason: SubmissionRefusal, detail?: string): ApiError {
-  const refusal = submissionRefusals[reason];
-  return new ApiError(
-    refusal.status,
-    refusal.code,
-    detail ? `${refusal.message}: ${detail}` : refusal.message,
-  );
+/** A refusal: an API error that keeps its reason (and what the audit event should say). */
+class SubmissionRefused extends ApiError {
+  constructor(
+    readonly reason: SubmissionRefusal,
+    detail?: string,
+    readonly details: Record<string, string | number> = {},
+  ) {
+    const refusal = submissionRefusals[reason];
+    super(refusal.status, refusal.code, detail ? `${refusal.message}: ${detail}` : refusal.message);
+  }
+}
+
+function refused(reason: SubmissionRefusal, detail?: string, details?: Record<string, string | number>) {
+  return new SubmissionRefused(reason, detail, details);
 }
 
 const address = z.string().min(1).max(254);
@@ -207,6 +221,7 @@ export function submissionRoutes(deps: SubmissionDeps, route: SubmissionRoute): 
     // Invalid input is 422 here (CONTRACT §7), whether the JSON, a header or the query is wrong.
     app.setErrorHandler((error: FastifyError) => {
       if (error.code === "FST_ERR_CTP_BODY_TOO_LARGE") throw refused("size");
+      if (error.code === "FST_ERR_CTP_INVALID_MEDIA_TYPE") throw refused("unsupported_media_type");
       if (error.code === "FST_ERR_CTP_INVALID_JSON_BODY" || error.code === "FST_ERR_CTP_EMPTY_JSON_BODY")
         throw refused("invalid_message", error.message);
       if (hasZodFastifySchemaValidationErrors(error)) {
@@ -250,41 +265,81 @@ export function submissionRoutes(deps: SubmissionDeps, route: SubmissionRoute): 
       async (request, reply) => {
         const idempotencyKey = request.headers["idempotency-key"];
         const submitter = route.submitter(request);
-        const project = await projectPolicy(deps, submitter.projectId);
-        if (project.status === "suspended") throw refused("suspended");
-        let submission: { envelope: Envelope; content: Buffer; requestSha256: string };
-        if (Buffer.isBuffer(request.body)) {
-          const envelope = rawEnvelope.safeParse(request.query);
-          if (!envelope.success) throw refused("invalid_message", `query: ${describe(envelope.error)}`);
-          if (request.body.length > maxSize) throw refused("size", `${request.body.length} bytes`);
-          const parsed = { mailFrom: envelope.data.from, recipients: envelope.data.to };
-          submission = {
-            envelope: checkEnvelope(project, parsed),
-            content: request.body,
-            requestSha256: sha256("raw", JSON.stringify(parsed), request.body),
-          };
-        } else {
-          const body = jsonSubmission.safeParse(request.body);
-          if (!body.success) throw refused("invalid_message", describe(body.error));
-          const envelope = checkEnvelope(project, {
-            mailFrom: mailboxOf(body.data.from),
-            recipients: [...body.data.to, ...(body.data.cc ?? []), ...(body.data.bcc ?? [])].map(mailboxOf),
-          });
-          submission = {
-            envelope,
-            content: await compose(body.data, maxSize),
-            requestSha256: sha256("json", JSON.stringify(body.data)),
-          };
+        try {
+          const id = await receive(submitter, idempotencyKey, request, reply);
+          return reply.status(202).send({ id });
+        } catch (error) {
+          // Audited as SMTP audits its refusals (/v1/stats counts them by reason); a reused
+          // idempotency key refuses a request, not a message.
+          if (error instanceof SubmissionRefused && error.reason !== "idempotency_key_reused")
+            await auditRefusal(deps, request, submitter, error);
+          throw error;
         }
-        const id = await submit(deps, request, reply, project, {
-          ...submission,
-          idempotencyKey,
-          actor: submitter.actor,
-        });
-        return reply.status(202).send({ id });
       },
     );
+
+    async function receive(
+      submitter: { projectId: string; actor: string },
+      idempotencyKey: string | undefined,
+      request: FastifyRequest,
+      reply: FastifyReply,
+    ): Promise<string> {
+      const project = await projectPolicy(deps, submitter.projectId);
+      if (project.status === "suspended") throw refused("suspended");
+      let submission: { envelope: Envelope; content: Buffer; requestSha256: string };
+      if (Buffer.isBuffer(request.body)) {
+        const envelope = rawEnvelope.safeParse(request.query);
+        if (!envelope.success) throw refused("invalid_message", `query: ${describe(envelope.error)}`);
+        if (request.body.length > maxSize) throw refused("size", `${request.body.length} bytes`);
+        const parsed = { mailFrom: envelope.data.from, recipients: envelope.data.to };
+        submission = {
+          envelope: checkEnvelope(project, parsed),
+          content: request.body,
+          requestSha256: sha256("raw", JSON.stringify(parsed), request.body),
+        };
+      } else {
+        // Fastify also parses text/plain (as a string): only JSON is composed.
+        if (!/^application\/json\b/i.test(request.headers["content-type"] ?? ""))
+          throw refused("unsupported_media_type");
+        const body = jsonSubmission.safeParse(request.body);
+        if (!body.success) throw refused("invalid_message", describe(body.error));
+        const envelope = checkEnvelope(project, {
+          mailFrom: mailboxOf(body.data.from),
+          recipients: [...body.data.to, ...(body.data.cc ?? []), ...(body.data.bcc ?? [])].map(mailboxOf),
+        });
+        submission = {
+          envelope,
+          content: await compose(body.data, maxSize),
+          requestSha256: sha256("json", JSON.stringify(body.data)),
+        };
+      }
+      return submit(deps, request, reply, project, {
+        ...submission,
+        idempotencyKey,
+        actor: submitter.actor,
+      });
+    }
   };
+}
+
+async function auditRefusal(
+  deps: SubmissionDeps,
+  request: FastifyRequest,
+  submitter: { projectId: string; actor: string },
+  refusal: SubmissionRefused,
+): Promise<void> {
+  const entry = { actor: submitter.actor, projectId: submitter.projectId, ip: request.ip };
+  try {
+    if (refusal.reason === "quota")
+      await recordAudit(deps.db, { ...entry, action: "quota.exceeded", details: refusal.details });
+    await recordAudit(deps.db, {
+      ...entry,
+      action: "message.rejected",
+      details: { reason: refusal.reason, via: "http", ...refusal.details },
+    });
+  } catch (error) {
+    request.log.warn({ err: error }, "could not audit a refused submission");
+  }
 }
 
 async function projectPolicy(deps: SubmissionDeps, projectId: string): Promise<ProjectPolicy> {
@@ -311,7 +366,8 @@ async function projectPolicy(deps: SubmissionDeps, projectId: string): Promise<P
 /** SMTP's MAIL FROM and RCPT TO checks; repeated recipients are one delivery, as in SMTP. */
 function checkEnvelope(project: ProjectPolicy, envelope: Envelope): Envelope {
   if (!isMailbox(envelope.mailFrom)) throw refused("sender_syntax", envelope.mailFrom);
-  if (!senderDomainAllowed(project, envelope.mailFrom)) throw refused("sender_domain", envelope.mailFrom);
+  if (!senderDomainAllowed(project, envelope.mailFrom))
+    throw refused("sender_domain", envelope.mailFrom, { mailFrom: envelope.mailFrom });
   const recipients = new Map<string, string>();
   for (const recipient of envelope.recipients) {
     if (!isMailbox(recipient)) throw refused("recipient_syntax", recipient);
@@ -428,7 +484,11 @@ async function submit(
     const seconds = Math.max(1, Math.ceil(reservation.msBeforeNext / 1000));
     reply.header("Retry-After", seconds);
     const window = reservation.window === "perMinute" ? "per-minute" : "daily";
-    throw refused("quota", `${window} limit of ${reservation.limit} recipients, retry in ${seconds} s`);
+    throw refused("quota", `${window} limit of ${reservation.limit} recipients, retry in ${seconds} s`, {
+      window: reservation.window,
+      limit: reservation.limit,
+      retryAfterSeconds: seconds,
+    });
   }
   const outcome = await deps.acceptor.accept({
     id,
