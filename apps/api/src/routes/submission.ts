@@ -238,7 +238,7 @@ export function submissionRoutes(deps: SubmissionDeps, route: SubmissionRoute): 
         // Base64 makes attachments 4/3 larger in JSON; the decoded size is checked below.
         bodyLimit: Math.ceil(maxSize / 3) * 4 + 1024 * 1024,
         schema: {
-          tags: ["project"],
+          tags: route.tags,
           summary:
             "Submit a message: JSON to be composed, or raw message/rfc822 with the envelope in the query",
           description:
