@@ -105,7 +105,7 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
   // HTTP submission stores through the same acceptor as SMTP (group commit, then a delivery job).
   const sql = sqlPoolOf(deps.db);
   const acceptor = createAcceptor({ sql, producer: deliveryProducer, log: deps.log });
-  const submissionDeps = { ...routeDeps, acceptor, quota, sql };
+  const submissionDeps = { ...routeDeps, acceptor, quota, sql, storing: new Map<string, Promise<string>>() };
   // Jobs of committed messages are added, and recipients counted ahead go back, before the
   // producer closes.
   app.addHook("onClose", async () => {

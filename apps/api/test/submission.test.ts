@@ -458,6 +458,15 @@ describe("Idempotency-Key", () => {
       where: { action: "message.accepted", details: { path: ["messageId"], equals: [...ids][0] } },
     });
     expect(accepted).toBe(1);
+    // Delivered once: the duplicates refused by the primary key planned no delivery of their own.
+    await delivered([...ids][0] as string);
+    const sent = await app.inject({
+      method: "GET",
+      url: `/v1/messages/${[...ids][0]}`,
+      headers: bearer(sender.apiToken.token),
+    });
+    expect(sent.json().attempts).toHaveLength(1);
+    expect(sink.messages.filter((m) => m.raw.includes("Subject: Concurrent"))).toHaveLength(1);
   });
 
   it("a claim whose message was never stored (a crash between claim and commit) is completed by the retry", async () => {

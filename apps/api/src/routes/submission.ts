@@ -197,6 +197,8 @@ interface Envelope {
 
 export interface SubmissionDeps extends RouteDependencies {
   acceptor: Acceptor;
+  /** Messages being stored by this process under an idempotency key's id: id → its answer. */
+  storing: Map<string, Promise<string>>;
   quota: ProjectQuota;
   sql: Pick<SqlPool, "query">;
 }
@@ -421,39 +423,67 @@ async function compose(body: JsonSubmission, maxSize: number): Promise<Buffer> {
   }
 }
 
+type Submission = {
+  envelope: Envelope;
+  content: Buffer;
+  requestSha256: string;
+  idempotencyKey: string | undefined;
+  actor: string;
+};
+
 /**
- * The checks on the message itself, the quota, then the store: answers the stored message's id.
- * With an idempotency key, a key used for this request answers its message's id (see
- * idempotency.ts for why a key can never yield two messages).
+ * Answers the stored message's id. With an idempotency key, a key used for this request answers
+ * its message's id (see idempotency.ts for why a key can never yield two messages).
  */
 async function submit(
   deps: SubmissionDeps,
   request: FastifyRequest,
   reply: FastifyReply,
   project: ProjectPolicy,
-  submission: {
-    envelope: Envelope;
-    content: Buffer;
-    requestSha256: string;
-    idempotencyKey: string | undefined;
-    actor: string;
-  },
+  submission: Submission,
+): Promise<string> {
+  if (submission.idempotencyKey === undefined)
+    return store(deps, request, reply, project, submission, uuidv7());
+  const claim = await claimIdempotencyKey(deps.sql, {
+    projectId: project.id,
+    key: submission.idempotencyKey,
+    requestSha256: submission.requestSha256,
+    messageId: uuidv7(),
+  }).catch(() => {
+    throw refused("store_unavailable");
+  });
+  if (claim.state === "reused") throw refused("idempotency_key_reused");
+  const id = claim.messageId;
+  if (claim.state === "replay" && (await stored(deps, project.id, id))) return id;
+  // A request of this process storing the id: wait for it rather than hand the acceptor the same
+  // id twice (in one batch, one delivery job would name it twice). Its failure leaves the store
+  // to this request. Checked again after each wait, and the attempt registered without a wait in
+  // between, so one request of this process at a time stores an id.
+  for (let pending = deps.storing.get(id); pending; pending = deps.storing.get(id)) {
+    if (await succeeded(pending)) return id;
+  }
+  const attempt = store(deps, request, reply, project, submission, id);
+  deps.storing.set(id, attempt);
+  void succeeded(attempt).then(() => deps.storing.delete(id));
+  return attempt;
+}
+
+const succeeded = (work: Promise<unknown>) =>
+  work.then(
+    () => true,
+    () => false,
+  );
+
+/** The checks on the message itself, the quota, then the store, under `id`. */
+async function store(
+  deps: SubmissionDeps,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  project: ProjectPolicy,
+  submission: Submission,
+  id: string,
 ): Promise<string> {
   const { envelope, content, idempotencyKey } = submission;
-  let id = uuidv7();
-  if (idempotencyKey !== undefined) {
-    const claim = await claimIdempotencyKey(deps.sql, {
-      projectId: project.id,
-      key: idempotencyKey,
-      requestSha256: submission.requestSha256,
-      messageId: id,
-    }).catch(() => {
-      throw refused("store_unavailable");
-    });
-    if (claim.state === "reused") throw refused("idempotency_key_reused");
-    id = claim.messageId;
-    if (claim.state === "replay" && (await stored(deps, project.id, id))) return id;
-  }
   const trace = httpReceivedHeader({
     clientIp: request.ip,
     hostname: deps.config.smtp.hostname,
