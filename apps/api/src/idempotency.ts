@@ -8,7 +8,8 @@ import type { SqlPool } from "@postern/db";
  * - a second request with the key finds the claim; if that message is stored it answers its id,
  *   otherwise (the first is still being stored, was refused, or its process died between claim
  *   and commit) it stores the message itself under the same id, and whichever insert comes second
- *   fails on the primary key and answers the id the first stored;
+ *   fails on the primary key and answers the id the first stored (within one process, it waits
+ *   for the request storing that id instead: routes/submission.ts);
  * - a crash between the message's commit and the answer leaves claim and message committed: the
  *   client's retry answers the stored id.
  * PostgreSQL rather than Redis: the claim must be as durable as the message it guards (a Redis
