@@ -176,6 +176,16 @@ describe("POST /v1/messages with JSON", () => {
     expect(await messageCount(sender.project.id)).toBe(before);
   });
 
+  it("cannot inject a header through the subject or a header value", async () => {
+    const injected = await postJson({ ...jsonMessage, subject: "Hi\r\nBcc: evil@elsewhere.org", bcc: [] });
+    expect(injected.statusCode).toBe(202);
+    const body = await ctx.db.messageBody.findUniqueOrThrow({ where: { messageId: injected.json().id } });
+    expect(Buffer.from(body.data).toString("utf8")).not.toMatch(/^Bcc:/im);
+    const header = await postJson({ ...jsonMessage, headers: { "X-Note": "a\r\nBcc: evil@elsewhere.org" } });
+    expect(header.statusCode).toBe(422);
+    expect(header.json().error.message).toContain("headers.X-Note");
+  });
+
   it("names the field that is wrong", async () => {
     const response = await postJson({ ...jsonMessage, subject: 42 });
     expect(response.json().error.message).toMatch(/^the message is invalid: subject: /);
