@@ -1,10 +1,11 @@
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
 import type { ResolvedConfig } from "@postern/config";
-import type { Database } from "@postern/db";
+import { type Database, sqlPoolOf } from "@postern/db";
 import { createProjectService } from "@postern/projects";
 import { createDeliveryProducer, type DeliveryProducer, type Redis } from "@postern/queue";
 import { createProjectQuota } from "@postern/quota";
+import { createAcceptor } from "@postern/smtp";
 import type { Logger, Registry } from "@postern/telemetry";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
 import {
@@ -13,6 +14,7 @@ import {
   validatorCompiler,
   type ZodTypeProvider,
 } from "fastify-type-provider-zod";
+import { z } from "zod";
 import { adminTokenAuth, projectTokenAuth } from "./auth";
 import { installErrorHandling } from "./errors";
 import { installSecurityHeaders, noStore, refuseNulCharacters } from "./http-security";
@@ -22,7 +24,9 @@ import { healthRoutes, type RoleReadiness } from "./routes/health";
 import { messageRoutes } from "./routes/messages";
 import { installHttpMetrics, type MetricsExposition, metricsRoutes } from "./routes/metrics";
 import { projectAuditRoutes } from "./routes/project-audit";
+import { uuidParam } from "./routes/schemas";
 import { statsRoutes } from "./routes/stats";
+import { submissionRoutes } from "./routes/submission";
 
 export interface ApiDependencies {
   config: ResolvedConfig;
@@ -96,9 +100,19 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
 
   const deliveryProducer =
     deps.deliveryProducer ?? createDeliveryProducer(deps.redis, deps.config.redisKeyPrefix);
-  if (!deps.deliveryProducer) app.addHook("onClose", () => deliveryProducer.close());
   const quota = createProjectQuota(deps.redis, deps.config.redisKeyPrefix);
   const routeDeps = { ...deps, deliveryProducer, quotaUsage: deps.quotaUsage ?? ((p) => quota.usage(p)) };
+  // HTTP submission stores through the same acceptor as SMTP (group commit, then a delivery job).
+  const sql = sqlPoolOf(deps.db);
+  const acceptor = createAcceptor({ sql, producer: deliveryProducer, log: deps.log });
+  const submissionDeps = { ...routeDeps, acceptor, quota, sql, storing: new Map<string, Promise<string>>() };
+  // Jobs of committed messages are added, and recipients counted ahead go back, before the
+  // producer closes.
+  app.addHook("onClose", async () => {
+    await acceptor.settled();
+    await quota.close();
+    if (!deps.deliveryProducer) await deliveryProducer.close();
+  });
 
   await app.register(
     metricsRoutes(deps.metricsExposition ?? deps.metrics, { token: deps.config.http.metricsToken }),
@@ -119,7 +133,18 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
         }),
       );
       await v1.register(statsRoutes(routeDeps));
-      await v1.register(messageRoutes(routeDeps));
+      await v1.register(messageRoutes({ ...routeDeps, sql }));
+      await v1.register(
+        submissionRoutes(submissionDeps, {
+          path: "/messages",
+          security: [{ bearer: [] }],
+          tags: ["project"],
+          submitter: (request) => ({
+            projectId: request.project.id,
+            actor: `token:${request.project.tokenId}`,
+          }),
+        }),
+      );
       await v1.register(projectAuditRoutes(routeDeps));
     },
     { prefix: "/v1" },
@@ -132,6 +157,15 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
       admin.addHook("onRequest", noStore);
       admin.addHook("onRequest", adminTokenAuth(deps.config.adminToken));
       await admin.register(adminProjectRoutes(projects));
+      await admin.register(
+        submissionRoutes(submissionDeps, {
+          path: "/projects/:id/messages",
+          params: z.object({ id: uuidParam }),
+          security: [{ admin: [] }],
+          tags: ["admin"],
+          submitter: (request) => ({ projectId: (request.params as { id: string }).id, actor: "admin" }),
+        }),
+      );
       await admin.register(
         adminAuditRoutes(routeDeps, {
           keepAliveMs: deps.auditStream?.keepAliveMs ?? 15_000,

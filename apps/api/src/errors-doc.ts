@@ -2,10 +2,9 @@ import { apiErrors } from "./errors";
 
 /** docs/api.md's table of error codes, from `apiErrors` (regenerate with `npm run docs:api`). */
 export function apiErrorTable(): string {
-  const rows = Object.entries(apiErrors).map(([code, spec]) => {
-    const reserved = "reserved" in spec ? ` (reserved for ${spec.reserved}; no route answers it yet)` : "";
-    return `| ${spec.status} | \`${code}\` | ${spec.meaning}${reserved} |`;
-  });
+  const rows = Object.entries(apiErrors).map(
+    ([code, spec]) => `| ${spec.status} | \`${code}\` | ${spec.meaning} |`,
+  );
   return ["| status | code | when |", "|---|---|---|", ...rows].join("\n");
 }
 

@@ -7,8 +7,7 @@ import { z } from "zod";
  * Fastify keeps its own in lib/errors.js). A reply is `{ "error": { "code", "message" } }`: the
  * code is for programs, the message for people and names the field or resource. Routes declare
  * the codes they answer with `errorResponses`, so the OpenAPI document lists them; docs/api.md's
- * table is generated from this one (`npm run docs:api`). `reserved` marks a code no route answers
- * yet, with the route that will: a client can be written against it now.
+ * table is generated from this one (`npm run docs:api`).
  */
 export const apiErrors = {
   validation_error: {
@@ -35,15 +34,9 @@ export const apiErrors = {
     status: 409,
     meaning: "a project still has `queued` or `deferred` messages and `force=true` was not given",
   },
-  conflict: {
-    status: 409,
-    meaning: "a request with the same `Idempotency-Key` is still being processed",
-    reserved: "HTTP submission, `POST /v1/messages`",
-  },
   gone: {
     status: 410,
     meaning: "the resource existed but is no longer kept (a message's bytes past `BODY_RETENTION_DAYS`)",
-    reserved: "raw download, `GET /v1/messages/:id/raw`",
   },
   payload_too_large: {
     status: 413,
@@ -56,7 +49,40 @@ export const apiErrors = {
   idempotency_key_reused: {
     status: 422,
     meaning: "an `Idempotency-Key` used within 24 h with another body",
-    reserved: "HTTP submission, `POST /v1/messages`",
+  },
+  project_suspended: { status: 403, meaning: "HTTP submission: the project is suspended" },
+  sender_not_allowed: {
+    status: 403,
+    meaning:
+      "HTTP submission: the envelope sender's or the `From` header's domain is not one of the project's sender domains",
+  },
+  invalid_sender: { status: 422, meaning: "HTTP submission: the sender address is not a valid mailbox" },
+  invalid_recipient: { status: 422, meaning: "HTTP submission: a recipient address is not a valid mailbox" },
+  too_many_recipients: {
+    status: 422,
+    meaning: "HTTP submission: more recipients than the project's `maxRecipients`",
+  },
+  invalid_line_endings: {
+    status: 422,
+    meaning: "HTTP submission: a bare CR, or a line of one dot next to a bare LF, in a raw message",
+  },
+  invalid_message: {
+    status: 422,
+    meaning:
+      "HTTP submission: the JSON, a header, the query or the message itself is not valid (the message names the field)",
+  },
+  message_too_large: {
+    status: 413,
+    meaning: "HTTP submission: the message is larger than `MAX_MESSAGE_SIZE`",
+  },
+  quota_exceeded: {
+    status: 429,
+    meaning: "HTTP submission: the project's per-minute or daily quota is spent; see `Retry-After`",
+  },
+  store_unavailable: {
+    status: 503,
+    meaning:
+      "HTTP submission: PostgreSQL or Redis cannot take the message now; nothing was stored, try again",
   },
   rate_limited: {
     status: 429,
@@ -66,12 +92,7 @@ export const apiErrors = {
     status: 500,
     meaning: "a bug; logged with the request id, details never sent to the client",
   },
-  unavailable: {
-    status: 503,
-    meaning: "PostgreSQL or Redis cannot take the request now; try again later",
-    reserved: "HTTP submission, `POST /v1/messages`",
-  },
-} as const satisfies Record<string, { status: number; meaning: string; reserved?: string }>;
+} as const satisfies Record<string, { status: number; meaning: string }>;
 
 export type ApiErrorCode = keyof typeof apiErrors;
 

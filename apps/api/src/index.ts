@@ -1,4 +1,6 @@
+import { sqlPoolOf } from "@postern/db";
 import { type ApiDependencies, buildApi } from "./app";
+import { scheduleIdempotencyPruning } from "./idempotency";
 import { scheduleStatsCompaction } from "./stats-compaction";
 
 export {
@@ -9,7 +11,8 @@ export {
   type RouteDependencies,
 } from "./app";
 export { ApiError, type ApiErrorCode, apiErrors } from "./errors";
-export { apiErrorTable, withApiErrorTable } from "./errors-doc";
+export { apiErrorTable, errorTableEnd, errorTableStart, withApiErrorTable } from "./errors-doc";
+export { pruneIdempotencyKeys } from "./idempotency";
 export { compactMessageStats } from "./stats-compaction";
 
 /** The API role: listens on HTTP_HOST:HTTP_PORT until stopped. */
@@ -19,9 +22,13 @@ export async function startApi(deps: ApiDependencies) {
   const stopCompaction = scheduleStatsCompaction(deps.db, (error) =>
     deps.log.warn({ err: error }, "stats compaction failed; will retry"),
   );
+  const stopPruning = scheduleIdempotencyPruning(sqlPoolOf(deps.db), (error) =>
+    deps.log.warn({ err: error }, "pruning idempotency keys failed; will retry"),
+  );
   return {
     address,
     async stop() {
+      stopPruning();
       stopCompaction();
       await app.close();
     },

@@ -1,5 +1,12 @@
 import { readFile } from "node:fs/promises";
-import { ApiError, type ApiErrorCode, apiErrors, apiErrorTable } from "@postern/api";
+import {
+  ApiError,
+  type ApiErrorCode,
+  apiErrors,
+  apiErrorTable,
+  errorTableEnd,
+  errorTableStart,
+} from "@postern/api";
 import { createProjectFixture, createTestContext, type TestContext } from "@postern/testkit";
 import type { InjectOptions } from "fastify";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -20,20 +27,20 @@ function declaredCodes(operation: Operation): Record<string, string[]> {
     Object.entries(operation.responses)
       .map(([status, response]) => [
         status,
-        response.content?.["application/json"]?.schema.properties?.error?.properties?.code?.enum ?? [],
+        // JSON, or the route's one content type (`produces`) applied to every status.
+        Object.values(response.content ?? {})[0]?.schema.properties?.error?.properties?.code?.enum ?? [],
       ])
       .filter(([, codes]) => (codes?.length ?? 0) > 0),
   );
 }
 
 describe("the table of API errors", () => {
-  it("gives every code one HTTP error status, and a reason to every code no route answers yet", () => {
+  it("gives every code one HTTP error status and a meaning", () => {
     for (const [code, spec] of Object.entries(apiErrors)) {
       expect(spec.status, code).toBeGreaterThanOrEqual(400);
       expect(spec.status, code).toBeLessThan(600);
       expect(spec.meaning.length, code).toBeGreaterThan(10);
       expect(new ApiError(code as ApiErrorCode, "x").statusCode).toBe(spec.status);
-      if ("reserved" in spec) expect(spec.reserved.length, code).toBeGreaterThan(0);
     }
     expect(new ApiError("not_found", "x").name).toBe("ApiError");
   });
@@ -44,7 +51,8 @@ describe("the table of API errors", () => {
         .split("\n")
         .filter((line) => /^\| \d{3} \| `/.test(line))
         .map((line) => line.split("|").map((cell) => cell.trim()));
-    const doc = await readFile(new URL("../../../docs/api.md", import.meta.url), "utf8");
+    const file = await readFile(new URL("../../../docs/api.md", import.meta.url), "utf8");
+    const doc = file.slice(file.indexOf(errorTableStart), file.indexOf(errorTableEnd));
     expect(rows(doc)).toEqual(rows(apiErrorTable()));
     expect(rows(doc).map((row) => row[2])).toEqual(Object.keys(apiErrors).map((code) => `\`${code}\``));
   });
@@ -69,7 +77,7 @@ describe("the OpenAPI document", () => {
         if (path.startsWith("/v1/") || path.startsWith("/admin/")) {
           expect(declared["401"], `${method} ${path}`).toEqual(["unauthorized"]);
         }
-        if (path.startsWith("/v1/")) expect(declared["429"], `${method} ${path}`).toEqual(["rate_limited"]);
+        if (path.startsWith("/v1/")) expect(declared["429"], `${method} ${path}`).toContain("rate_limited");
       }
     }
     expect(declaredCodes(paths["/v1/messages/{id}/retry"]?.post as Operation)).toMatchObject({

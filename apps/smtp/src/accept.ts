@@ -5,9 +5,15 @@ import { type DeliveryProducer, type PlannedDeliveryJob, planDeliveryJobs } from
 import type { Logger } from "@postern/telemetry";
 import type { HeaderSummary } from "./message";
 
+/**
+ * Who hands a message over: an SMTP session's credential, or (HTTP submission) no credential and
+ * the audit actor (`token:<id>`, `admin`).
+ */
+export type Submitter = AuthenticatedClient | { project: { id: string }; actor: string };
+
 export interface MessageToAccept {
   id: string;
-  client: AuthenticatedClient;
+  client: Submitter;
   ip: string;
   mailFrom: string;
   recipients: string[];
@@ -102,8 +108,8 @@ export function createAcceptor(
       messages.map((m) => ({
         id: m.id,
         projectId: m.client.project.id,
-        credentialId: m.client.credentialId,
-        actor: `smtp:${m.client.key}`,
+        credentialId: "credentialId" in m.client ? m.client.credentialId : null,
+        actor: "key" in m.client ? `smtp:${m.client.key}` : m.client.actor,
         ip: m.ip,
         mailFrom: m.mailFrom,
         recipients: m.recipients,

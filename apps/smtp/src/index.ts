@@ -4,6 +4,15 @@ export {
   type AcceptorOptions,
   createAcceptor,
   type MessageToAccept,
+  type Submitter,
 } from "./accept";
+export {
+  type HeaderSummary,
+  httpReceivedHeader,
+  isMailbox,
+  readMessageData,
+  summariseHeaders,
+} from "./message";
 export { type RejectionReason, replies } from "./replies";
+export { checkHeaderFrom, type HeaderFromRefusal, senderDomainAllowed } from "./sender-policy";
 export { type RunningSmtp, type SmtpDeps, type SmtpListenOverrides, startSmtp } from "./server";

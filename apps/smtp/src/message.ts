@@ -277,3 +277,25 @@ export function receivedHeader(input: {
     `\t${input.at.toUTCString().replace("GMT", "+0000")}\r\n`
   );
 }
+
+/**
+ * The trace header of a message submitted over the HTTP API: the same shape as `receivedHeader`'s,
+ * `with HTTP` as the protocol (the API listens in plain HTTP; TLS ends at a proxy in front of it).
+ */
+export function httpReceivedHeader(input: {
+  clientIp: string;
+  hostname: string;
+  projectId: string;
+  messageId: string;
+  recipients: string[];
+  at: Date;
+}): string {
+  const forClause =
+    input.recipients.length === 1 ? `\r\n\tfor <${input.recipients[0]?.replace(/[\p{Cc}\s<>]/gu, "")}>` : "";
+  return (
+    `Received: from [${input.clientIp.replace(/[^\x21-\x7e]/g, "")}]\r\n` +
+    `\tby ${input.hostname} (Postern) with HTTP id ${input.messageId}\r\n` +
+    `\t(authenticated project ${input.projectId})${forClause};\r\n` +
+    `\t${input.at.toUTCString().replace("GMT", "+0000")}\r\n`
+  );
+}

@@ -16,15 +16,7 @@ import type { Acceptor } from "./accept";
 import type { AuditBuffer } from "./audit-buffer";
 import type { DataBudget } from "./data-budget";
 import type { InflowControl } from "./inflow";
-import {
-  asciiDomain,
-  domainOf,
-  isAscii,
-  isMailbox,
-  readMessageData,
-  receivedHeader,
-  summariseHeaders,
-} from "./message";
+import { isAscii, isMailbox, readMessageData, receivedHeader, summariseHeaders } from "./message";
 import type { SmtpMetrics } from "./metrics";
 import {
   accepted,
@@ -35,6 +27,7 @@ import {
   type SmtpReply,
   smtpError,
 } from "./replies";
+import { checkHeaderFrom, senderDomainAllowed } from "./sender-policy";
 
 export interface SessionDeps {
   config: ResolvedConfig;
@@ -223,7 +216,7 @@ export function createSessionHandlers(deps: SessionDeps) {
           return callback(reject(session, "smtputf8_required", { details }));
         if (sender !== "" && !isMailbox(sender))
           return callback(reject(session, "sender_syntax", { details }));
-        if (!domainAllowed(standing.client, sender))
+        if (!senderDomainAllowed(standing.client.project, sender))
           return callback(reject(session, "sender_domain", { details }));
         // In-flow control: while the project's deliveries lag behind, the 250 waits (the client
         // keeps its message meanwhile). After the refusals above, so that a refused MAIL is
@@ -346,14 +339,13 @@ export function createSessionHandlers(deps: SessionDeps) {
         if (!data.ok) return reject(session, data.reason, { details: { size: data.bytesRead } });
         const bytes = data.bytes;
         const headers = summariseHeaders(bytes);
-        if (headers.fromFields > 1)
-          return reject(session, "header_from_multiple", { details: { fromFields: headers.fromFields } });
-        if (client.project.senderDomains.length > 0) {
-          if (headers.fromFields === 0 || headers.from.length === 0)
-            return reject(session, "header_from", { reply: replies.headerFromMissing });
-          const foreign = headers.from.find((from) => !domainAllowed(client, from));
-          if (foreign) return reject(session, "header_from", { details: { headerFrom: foreign } });
-        }
+        const headerFrom = checkHeaderFrom(client.project, headers);
+        if (headerFrom?.reason === "header_from_multiple")
+          return reject(session, "header_from_multiple", { details: { fromFields: headerFrom.fromFields } });
+        if (headerFrom && "missing" in headerFrom)
+          return reject(session, "header_from", { reply: replies.headerFromMissing });
+        if (headerFrom)
+          return reject(session, "header_from", { details: { headerFrom: headerFrom.headerFrom } });
         const outcome = await expected.accept({
           id,
           client,
@@ -387,16 +379,4 @@ export function createSessionHandlers(deps: SessionDeps) {
 /** The errors a DATA stream ends with when its connection closes before the final dot. */
 function endedInData(error: Error & { code?: string }): boolean {
   return error.code === "ECONNECTION" || error.code === "ERR_STREAM_PREMATURE_CLOSE";
-}
-
-/** Sender domains match exactly or as a parent domain (example.com allows mail.example.com). */
-function domainAllowed(client: AuthenticatedClient, address: string): boolean {
-  const allowed = client.project.senderDomains;
-  if (allowed.length === 0) return true;
-  if (address === "") return false;
-  const domain = domainOf(address);
-  return allowed.some((name) => {
-    const d = asciiDomain(name);
-    return domain === d || domain.endsWith(`.${d}`);
-  });
 }

@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import type { AuthenticatedClient } from "@postern/auth";
 import { type SqlPool, sqlPoolOf } from "@postern/db";
 import { freePort } from "@postern/embedded";
 import { createDeliveryProducer, type DeliveryProducer, deliveryQueueName } from "@postern/queue";
@@ -98,7 +99,7 @@ describe("group commit of accepted messages", () => {
     for (const row of stored) {
       const sent = list.find((m) => m.id === row.id) as MessageToAccept;
       expect(row).toMatchObject({
-        credentialId: sent.client.credentialId,
+        credentialId: (sent.client as AuthenticatedClient).credentialId,
         mailFrom: "app@example.com",
         headerMessageId: sent.headers.messageId,
         subject: sent.headers.subject,
@@ -131,7 +132,7 @@ describe("group commit of accepted messages", () => {
       list[0]?.recipients,
     );
     expect(audit[3]).toMatchObject({
-      actor: `smtp:${list[3]?.client.key}`,
+      actor: `smtp:${(list[3]?.client as AuthenticatedClient | undefined)?.key}`,
       ip: "192.0.2.10",
       details: {
         messageId: list[3]?.id,

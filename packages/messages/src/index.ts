@@ -43,6 +43,7 @@ export {
   type RetryResult,
   retryMessage,
 } from "./project-messages";
+export { messageStored, type StoredBody, streamMessageBody } from "./stored-body";
 export {
   type DueMessage,
   dueMessages,

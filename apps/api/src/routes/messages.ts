@@ -1,4 +1,4 @@
-import type { Message } from "@postern/db";
+import type { Message, SqlPool } from "@postern/db";
 import {
   decodeEventCursor,
   encodeEventCursor,
@@ -10,6 +10,7 @@ import {
   type MessageEventRow,
   messageEventTypes,
   retryMessage,
+  streamMessageBody,
 } from "@postern/messages";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
@@ -127,7 +128,9 @@ const eventCursor = z.string().transform((value, ctx) => {
   return cursor;
 });
 
-export function messageRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
+export function messageRoutes(
+  deps: RouteDependencies & { sql: Pick<SqlPool, "query"> },
+): FastifyPluginAsyncZod {
   return async (app) => {
     app.get(
       "/messages",
@@ -200,6 +203,35 @@ export function messageRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
             recipients: Array.isArray(a.recipients) ? (a.recipients as Record<string, unknown>[]) : [],
           })),
         };
+      },
+    );
+
+    app.get(
+      "/messages/:id/raw",
+      {
+        schema: {
+          tags: ["project"],
+          summary: "The message's stored bytes (as received, with Postern's Received header)",
+          description: "410 once retention has dropped the body of a delivered or failed message.",
+          security: [{ bearer: [] }],
+          params: z.object({ id: uuidParam }),
+          produces: ["message/rfc822"],
+          response: {
+            200: z.any().describe("message/rfc822 bytes"),
+            ...errorResponses(...projectRouteErrors, "not_found", "gone"),
+          },
+        },
+      },
+      async (request, reply) => {
+        const { id } = request.params;
+        const body = await streamMessageBody(deps.sql, request.project.id, id);
+        if (body.state === "missing") throw new ApiError("not_found", `no message ${id}`);
+        if (body.state === "gone")
+          throw new ApiError("gone", `the body of message ${id} was dropped after its retention`);
+        return reply
+          .header("content-type", "message/rfc822")
+          .header("content-length", body.size)
+          .send(body.stream);
       },
     );
 
