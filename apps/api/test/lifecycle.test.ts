@@ -259,3 +259,62 @@ describe("POST /v1/messages/actions", () => {
     expect(unknown.json().error.message).toContain("subject");
   });
 });
+
+describe("the same routes for operators under /admin/projects/:projectId", () => {
+  const admin = (method: "GET" | "POST", url: string, payload?: unknown, token = ctx.config.adminToken) =>
+    app.inject({ method, url, headers: bearer(token), payload: payload as object });
+
+  it("lists, shows, reads events, retries, cancels and acts in bulk, audited as admin", async () => {
+    const project = await createProjectFixture(ctx.db, ctx.config, { name: "lifecycle-admin" });
+    const base = `/admin/projects/${project.project.id}`;
+    const queued = await insertMessage(ctx.db, project.project.id, {
+      status: "queued",
+      mailFrom: "ops@example.com",
+    });
+    const failed = await insertMessage(ctx.db, project.project.id, {
+      status: "failed",
+      mailFrom: "ops@example.com",
+    });
+
+    const list = await admin("GET", `${base}/messages?from=ops@example.com`);
+    expect(list.statusCode).toBe(200);
+    expect(
+      list
+        .json()
+        .items.map((m: { id: string }) => m.id)
+        .sort(),
+    ).toEqual([queued, failed].sort());
+    expect((await admin("GET", `${base}/messages/${queued}`)).json().status).toBe("queued");
+
+    expect((await admin("POST", `${base}/messages/${queued}/cancel`)).statusCode).toBe(202);
+    expect((await admin("POST", `${base}/messages/${failed}/retry`)).statusCode).toBe(202);
+    const events = (await admin("GET", `${base}/messages/${queued}/events`)).json();
+    expect(events.items.map((e: { type: string }) => e.type)).toEqual(["message.cancelled"]);
+    const audit = await ctx.db.auditEvent.findMany({
+      where: { projectId: project.project.id },
+      orderBy: { id: "asc" },
+    });
+    expect(audit.map((a) => [a.action, a.actor])).toEqual([
+      ["message.cancelled", "admin"],
+      ["message.retried", "admin"],
+    ]);
+
+    const bulk = await admin("POST", `${base}/messages/actions`, {
+      action: "cancel",
+      filter: { from: "ops@example.com" },
+    });
+    expect(bulk.json()).toEqual({ matched: 2, changed: 1 });
+    expect((await admin("GET", `${base}/events`)).json().items.length).toBeGreaterThanOrEqual(3);
+  });
+
+  it("is the operator's only: a project token is 401; an unknown project 404; another project's message 404", async () => {
+    const project = await createProjectFixture(ctx.db, ctx.config, { name: "lifecycle-admin-2" });
+    const theirMessage = await insertMessage(ctx.db, theirs.project.id, { status: "queued" });
+    const base = `/admin/projects/${project.project.id}`;
+    expect((await admin("GET", `${base}/messages`, undefined, project.apiToken.token)).statusCode).toBe(401);
+    expect((await admin("GET", `/admin/projects/${randomUUID()}/messages`)).statusCode).toBe(404);
+    expect((await admin("GET", "/admin/projects/nope/messages")).statusCode).toBe(400);
+    expect((await admin("POST", `${base}/messages/${theirMessage}/cancel`)).statusCode).toBe(404);
+    expect((await ctx.db.message.findUniqueOrThrow({ where: { id: theirMessage } })).status).toBe("queued");
+  });
+});

@@ -241,7 +241,7 @@ export function messageRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
         const outcome = await retryMessage(deps.db, {
           id,
           projectId,
-          actor: `token:${request.project.tokenId}`,
+          actor: request.project.actor,
           ip: request.ip,
         });
         if (!outcome.ok && outcome.reason === "not_found")
@@ -276,7 +276,7 @@ export function messageRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
         const outcome = await cancelMessage(deps.db, {
           id,
           projectId: request.project.id,
-          actor: `token:${request.project.tokenId}`,
+          actor: request.project.actor,
           ip: request.ip,
         });
         if (!outcome.ok && outcome.reason === "not_found")
@@ -327,7 +327,7 @@ export function messageRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
           action,
           filter,
           dryRun,
-          actor: `token:${request.project.tokenId}`,
+          actor: request.project.actor,
           ip: request.ip,
         });
         // An attempt now for each retried message, 100 at a time; one whose job cannot be added
