@@ -115,7 +115,7 @@ const messageEvent = z.object({
   data: z
     .record(z.string(), z.unknown())
     .describe(
-      "message.accepted: { mailFrom, recipients: [address], size, headerMessageId }; message.delivered, .deferred, .failed: { attempt, upstreamHost, recipients: [{ address, status, code, enhancedCode, response }] }; message.retried: {}",
+      "message.accepted: { mailFrom, recipients: [address], size, headerMessageId }; message.delivered, .deferred, .failed: { attempt, upstreamHost, recipients: [{ address, status, code, enhancedCode, response }] }; message.retried, message.cancelled: {} (from a bulk action: { bulk: true })",
     ),
 });
 
