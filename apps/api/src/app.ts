@@ -19,6 +19,7 @@ import { adminTokenAuth, projectTokenAuth } from "./auth";
 import { installErrorHandling } from "./errors";
 import { installSecurityHeaders, noStore, refuseNulCharacters } from "./http-security";
 import { adminAuditRoutes } from "./routes/admin-audit";
+import { adminMessageRoutes } from "./routes/admin-messages";
 import { adminProjectRoutes } from "./routes/admin-projects";
 import { healthRoutes, type RoleReadiness } from "./routes/health";
 import { messageRoutes } from "./routes/messages";
@@ -157,6 +158,7 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
       admin.addHook("onRequest", noStore);
       admin.addHook("onRequest", adminTokenAuth(deps.config.adminToken));
       await admin.register(adminProjectRoutes(projects));
+      await admin.register(adminMessageRoutes(routeDeps));
       await admin.register(
         submissionRoutes(submissionDeps, {
           path: "/projects/:id/messages",

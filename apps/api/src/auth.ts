@@ -8,8 +8,12 @@ import { ApiError } from "./errors";
 
 declare module "fastify" {
   interface FastifyRequest {
-    /** Set by the `/v1` auth hook: the project the token belongs to. */
-    project: { id: string; tokenId: string };
+    /**
+     * The project a `/v1` route acts on and who acts: set by the `/v1` auth hook (the token's
+     * project, actor `token:<id>`) or, on `/admin/projects/:projectId/...`, by `adminProjectScope`
+     * (tokenId null, actor `admin`).
+     */
+    project: { id: string; tokenId: string | null; actor: string };
   }
 }
 
@@ -78,7 +82,7 @@ export function projectTokenAuth(deps: {
         .update({ where: { id: row.id }, data: { lastUsedAt: new Date() } })
         .catch((error: Error) => request.log.warn({ err: error }, "could not record token use"));
     }
-    request.project = { id: row.projectId, tokenId: row.id };
+    request.project = { id: row.projectId, tokenId: row.id, actor: `token:${row.id}` };
   };
 }
 

@@ -28,7 +28,7 @@ export const apiErrors = {
   invalid_transition: {
     status: 409,
     meaning:
-      "the message's status does not allow the action (e.g. a retry of a message that is not `deferred` or `failed`); the message names the status",
+      "the message's status does not allow the action (e.g. a retry of a message that is not `deferred` or `failed`, a cancel of one that is not `queued` or `deferred`); the message names the status",
   },
   messages_pending: {
     status: 409,

@@ -22,7 +22,8 @@ export async function insertMessage(
   db: Database,
   projectId: string,
   input: {
-    status?: "queued" | "deferred" | "delivered" | "failed";
+    status?: "queued" | "deferred" | "delivered" | "failed" | "cancelled";
+    mailFrom?: string;
     createdAt?: Date;
     deliveredAt?: Date;
     recipients?: { address: string; status?: "pending" | "delivered" | "failed"; code?: number }[];
@@ -36,7 +37,7 @@ export async function insertMessage(
     data: {
       id,
       projectId,
-      mailFrom: "app@example.com",
+      mailFrom: input.mailFrom ?? "app@example.com",
       subject: input.subject ?? "Hello",
       headerMessageId: `<${id}@example.com>`,
       size: 1234,

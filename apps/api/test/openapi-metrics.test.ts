@@ -35,6 +35,8 @@ describe("GET /docs/json", () => {
         "POST /v1/messages",
         "GET /v1/messages/{id}/raw",
         "POST /v1/messages/{id}/retry",
+        "POST /v1/messages/{id}/cancel",
+        "POST /v1/messages/actions",
         "GET /v1/messages/{id}/events",
         "GET /v1/events",
         "GET /v1/audit-logs",
@@ -50,10 +52,24 @@ describe("GET /docs/json", () => {
         "DELETE /admin/projects/{id}/tokens/{tokenId}",
         "GET /admin/audit-logs",
         "GET /admin/audit-logs/stream",
+        "GET /admin/projects/{projectId}/messages",
+        "GET /admin/projects/{projectId}/messages/{id}",
+        "POST /admin/projects/{projectId}/messages/{id}/retry",
+        "POST /admin/projects/{projectId}/messages/{id}/cancel",
+        "POST /admin/projects/{projectId}/messages/actions",
+        "GET /admin/projects/{projectId}/messages/{id}/events",
+        "GET /admin/projects/{projectId}/events",
       ].sort(),
     );
     expect(document.paths["/v1/stats"].get.security).toEqual([{ bearer: [] }]);
     expect(document.paths["/admin/projects"].post.security).toEqual([{ admin: [] }]);
+    // The project API's message routes for operators: the operator's token, the project in the path.
+    const operatorCancel = document.paths["/admin/projects/{projectId}/messages/{id}/cancel"].post;
+    expect(operatorCancel.security).toEqual([{ admin: [] }]);
+    expect(operatorCancel.parameters.map((p: { name: string }) => p.name).sort()).toEqual([
+      "id",
+      "projectId",
+    ]);
     expect((await app.inject({ method: "GET", url: "/docs" })).statusCode).toBeLessThan(400);
     await app.close();
   });

@@ -87,6 +87,7 @@ describe("GET /v1/stats", () => {
       ["queued", 0],
       ["deferred", 0],
       ["failed", 0],
+      ["cancelled", 0],
     ] as const) {
       const createdAt = new Date(now - 60_000);
       await insertMessage(ctx.db, project.project.id, {
@@ -116,11 +117,12 @@ describe("GET /v1/stats", () => {
     expect(response.statusCode).toBe(200);
     const body = response.json();
     expect(body.counts).toEqual({
-      accepted: 5,
+      accepted: 6,
       queued: 1,
       deferred: 1,
       delivered: 2,
       failed: 1,
+      cancelled: 1,
       rejected: 3,
       quotaExceeded: 1,
     });

@@ -69,7 +69,9 @@ async function loadAndSend(deps: DeliveryDeps, messageId: string): Promise<Sent 
   const loaded = await deps.store.load(messageId);
   if (!loaded) return { kind: "skipped", reason: "unknown_message" };
   const { body, ...message } = loaded;
-  if (message.status === "delivered" || message.status === "failed") {
+  // Final statuses: a job still queued for a message since delivered, failed or cancelled ends
+  // here without sending (the load reads the status of the moment; see docs/delivery.md).
+  if (message.status === "delivered" || message.status === "failed" || message.status === "cancelled") {
     return { kind: "skipped", reason: "already_final", projectId: message.projectId };
   }
   const pending = message.recipients.filter((r) => r.status === "pending");

@@ -8,6 +8,8 @@ export const auditActions = [
   "message.delivered",
   "message.failed",
   "message.retried",
+  "message.cancelled",
+  "message.bulk_action",
   "quota.exceeded",
   "project.created",
   "project.updated",

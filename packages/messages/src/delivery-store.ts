@@ -1,6 +1,6 @@
 import { forEachRow, type MessageStatus, type RecipientStatus, type SqlPool } from "@postern/db";
 import { createGroupCommit } from "./group-commit";
-import { sqlList, statusesBefore } from "./transitions";
+import { sqlTransitionPairs } from "./transitions";
 
 /** A message as the delivery of one attempt needs it: envelope, body, recipients, upstream. */
 export interface StoredMessage {
@@ -278,8 +278,10 @@ function recordParameters(records: AttemptRecord[]): unknown[] {
  * the status no longer match, that message is not in `claimed` and every other part writes
  * nothing for it; the other messages of the batch are written. `claimed` returns the row as
  * written, so its `updatedAt` is the record's `now` for the recipients and the audit event.
- * The statement-level stats triggers on "Message" see one UPDATE per batch. The guard's statuses
- * are those the transition table (transitions.ts) allows to move to an attempt's outcome; each
+ * The statement-level stats triggers on "Message" see one UPDATE per batch. The guard's (status,
+ * outcome) pairs are those the transition table (transitions.ts) allows: a message cancelled
+ * while its attempt was on the wire takes the attempt's outcome if delivered or failed, and
+ * nothing is written if it deferred (it stays cancelled); each
  * claimed message gets its `message.<status>` event from the same statement, so the status and
  * its event are committed together or not at all.
  *
@@ -309,7 +311,7 @@ WITH input AS (
       "updatedAt" = i."now"
   FROM input i
   WHERE m."id" = ANY($1::uuid[]) AND m."id" = i."messageId" AND m."attempts" = i."loadedAttempts"
-    AND m."status"::text IN (${sqlList(statusesBefore("delivered", "deferred", "failed"))})
+    AND (m."status"::text, i."status"::text) IN (${sqlTransitionPairs("delivered", "deferred", "failed")})
   RETURNING m."id", m."projectId", m."updatedAt"
 ), attempt AS (
   INSERT INTO "DeliveryAttempt"

@@ -8,6 +8,7 @@ export const messageEventTypes = [
   "message.deferred",
   "message.failed",
   "message.retried",
+  "message.cancelled",
 ] as const;
 
 export type MessageEventType = (typeof messageEventTypes)[number];

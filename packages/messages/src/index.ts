@@ -1,4 +1,5 @@
 export { type AcceptedMessage, acceptStatement, storeAcceptedMessages } from "./accept";
+export { type MessageBodyResult, readMessageBody } from "./body";
 export {
   classifyDatabaseError,
   type DatabaseErrorClass,
@@ -33,11 +34,22 @@ export {
   type GroupCommitOptions,
 } from "./group-commit";
 export {
+  applyBulkAction,
+  type BulkAction,
+  type BulkActionRequest,
+  type BulkActionResult,
+  bulkActionLimit,
+  type CancelResult,
+  cancelMessage,
+} from "./lifecycle";
+export { type MessageFilter, messageFilterSql } from "./message-filter";
+export {
   countPendingMessages,
   deliveryLatency,
   findMessage,
   type ListedMessage,
   listMessages,
+  listMessagesSql,
   type MessageListQuery,
   type MessageReader,
   type RetryResult,

@@ -1,35 +1,40 @@
 import { type Database, type Message, type MessageStatus, Prisma } from "@postern/db";
+import { type MessageFilter, messageFilterSql, utc } from "./message-filter";
 import { checkTransition, sqlList, statusesBefore, type TransitionResult } from "./transitions";
 
 /** Prisma client or an open transaction. */
 export type MessageReader = Pick<Database, "message" | "$queryRaw"> | Prisma.TransactionClient;
 
-export interface MessageListQuery {
+export interface MessageListQuery extends MessageFilter {
   projectId: string;
-  status?: MessageStatus;
   limit: number;
   /** The last message of the previous page. */
   before?: { createdAt: Date; id: string };
 }
 
 /**
- * A project's messages, newest first, `limit + 1` of them (the extra one says there is a next
- * page), by the (projectId, createdAt, id) index.
+ * A project's messages matching the filter, newest first, `limit + 1` of them (the extra one says
+ * there is a next page), with their recipients' addresses. The indexes each filter uses:
+ * `messageFilterSql`.
  */
-export function listMessages(db: MessageReader, query: MessageListQuery) {
-  const where: Prisma.MessageWhereInput = { projectId: query.projectId, status: query.status };
-  if (query.before) {
-    where.OR = [
-      { createdAt: { lt: query.before.createdAt } },
-      { createdAt: query.before.createdAt, id: { lt: query.before.id } },
-    ];
-  }
-  return db.message.findMany({
-    where,
-    orderBy: [{ createdAt: "desc" }, { id: "desc" }],
-    take: query.limit + 1,
-    include: { recipients: { select: { address: true } } },
-  });
+export function listMessages(db: MessageReader, query: MessageListQuery): Promise<ListedMessage[]> {
+  return db.$queryRaw<ListedMessage[]>(listMessagesSql(query));
+}
+
+/** The statement of `listMessages` (its plan is tested on a large table). */
+export function listMessagesSql(query: MessageListQuery): Prisma.Sql {
+  const { projectId, before, limit, ...filter } = query;
+  const after = before
+    ? Prisma.sql`AND (m."createdAt", m."id") < (${utc(before.createdAt)}, ${before.id}::uuid)`
+    : Prisma.empty;
+  return Prisma.sql`
+SELECT m.*,
+       (SELECT coalesce(json_agg(json_build_object('address', r."address") ORDER BY r."id"), '[]')
+        FROM "MessageRecipient" r WHERE r."messageId" = m."id") AS "recipients"
+FROM "Message" m
+WHERE ${messageFilterSql(projectId, filter)} ${after}
+ORDER BY m."createdAt" DESC, m."id" DESC
+LIMIT ${Prisma.raw(String(Math.trunc(limit) + 1))}`;
 }
 
 /** A project's message with its recipients and attempts; null for another project's. */

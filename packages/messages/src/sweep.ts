@@ -53,7 +53,7 @@ export async function queuedBacklog(sql: Pick<SqlPool, "query">): Promise<Map<st
 /** Only finished messages: a pending message's body is the only copy of mail we accepted. */
 const pruneSql = `
 DELETE FROM "MessageBody" b USING "Message" m
-WHERE m."id" = b."messageId" AND b."createdAt" < $1::timestamp(3) AND m."status" IN ('delivered', 'failed')`;
+WHERE m."id" = b."messageId" AND b."createdAt" < $1::timestamp(3) AND m."status" IN ('delivered', 'failed', 'cancelled')`;
 
 /** Deletes the bodies of finished messages stored before `before`; returns how many. */
 export async function pruneBodies(sql: Pick<SqlPool, "query">, before: Date): Promise<number> {

@@ -6,11 +6,16 @@ import type { MessageStatus } from "@postern/db";
  * A message is created `queued` (accept).
  */
 export const allowedTransitions = {
-  queued: ["delivered", "deferred", "failed"],
+  queued: ["delivered", "deferred", "failed", "cancelled"],
   // `queued` from `deferred`: a retry asked for before the backoff ran out.
-  deferred: ["queued", "delivered", "deferred", "failed"],
+  deferred: ["queued", "delivered", "deferred", "failed", "cancelled"],
   failed: ["queued"],
   delivered: [],
+  // Only the record of an attempt that was already on the wire when the cancel committed (the
+  // record's attempt-count guard proves it was loaded before): the upstream answered, so the
+  // message is what it answered. An attempt that ended deferred is not recorded: the message
+  // stays cancelled and is never tried again (docs/delivery.md).
+  cancelled: ["delivered", "failed"],
 } as const satisfies Record<MessageStatus, readonly MessageStatus[]>;
 
 export type TransitionResult =
@@ -27,6 +32,16 @@ export function statusesBefore(...targets: MessageStatus[]): MessageStatus[] {
   return (Object.keys(allowedTransitions) as MessageStatus[]).filter((from) =>
     targets.every((to) => checkTransition(from, to).ok),
   );
+}
+
+/**
+ * `('queued', 'delivered'), …`: every allowed (from, to) pair whose `to` is one of `targets`, for
+ * a guard that depends on the status a row moves to (`(from, to) IN (…)`).
+ */
+export function sqlTransitionPairs(...targets: MessageStatus[]): string {
+  return (Object.entries(allowedTransitions) as Array<[MessageStatus, readonly MessageStatus[]]>)
+    .flatMap(([from, tos]) => tos.filter((to) => targets.includes(to)).map((to) => `('${from}', '${to}')`))
+    .join(", ");
 }
 
 /** `'a', 'b'` for an `IN (…)` guard; the values come from the table above, never from input. */

@@ -49,6 +49,8 @@ export class SmtpSink {
   dataReply: (message: ReceivedMessage) => SinkReply | undefined = () => undefined;
   /** Milliseconds to wait before answering DATA (to observe in-flight deliveries). */
   dataDelayMs = 0;
+  /** Awaited, with the bytes received, before answering DATA: holds a delivery on the wire. */
+  beforeDataReply: (message: ReceivedMessage) => Promise<void> = async () => {};
   private server: SMTPServer | undefined;
   private readonly sockets = new Set<Socket>();
   private waiters: { count: number; resolve: () => void }[] = [];
@@ -155,7 +157,8 @@ export class SmtpSink {
             sessionId: session.id,
             smtpUtf8: session.envelope.smtpUtf8 === true,
           };
-          setTimeout(() => {
+          setTimeout(async () => {
+            await this.beforeDataReply(message);
             const reply = this.dataReply(message);
             if (reply) return callback(Object.assign(new Error(reply.message), { responseCode: reply.code }));
             this.messages.push(message);

@@ -1,5 +1,8 @@
 import type { Message, SqlPool } from "@postern/db";
 import {
+  applyBulkAction,
+  bulkActionLimit,
+  cancelMessage,
   decodeEventCursor,
   encodeEventCursor,
   findMessage,
@@ -15,10 +18,18 @@ import {
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { RouteDependencies } from "../app";
-import { ApiError, errorResponses, projectRouteErrors } from "../errors";
+import { ApiError, bodyErrors, errorResponses, projectRouteErrors } from "../errors";
 import { isoDate, pageLimit, uuidParam } from "./schemas";
 
-const messageStatus = z.enum(["queued", "deferred", "delivered", "failed"]);
+const messageStatus = z.enum(["queued", "deferred", "delivered", "failed", "cancelled"]);
+
+/** The filters of `GET /v1/messages` and of the bulk actions (docs/api.md names their indexes). */
+const messageFilterQuery = {
+  from: z.string().min(1).max(998).optional().describe("the envelope sender, exactly"),
+  to: z.string().min(1).max(998).optional().describe("one of the envelope recipients, exactly"),
+  createdAfter: z.coerce.date().optional().describe("accepted at or after (ISO 8601)"),
+  createdBefore: z.coerce.date().optional().describe("accepted before (ISO 8601)"),
+};
 
 const messageSummary = z.object({
   id: z.string(),
@@ -105,7 +116,7 @@ const messageEvent = z.object({
   data: z
     .record(z.string(), z.unknown())
     .describe(
-      "message.accepted: { mailFrom, recipients: [address], size, headerMessageId }; message.delivered, .deferred, .failed: { attempt, upstreamHost, recipients: [{ address, status, code, enhancedCode, response }] }; message.retried: {}",
+      "message.accepted: { mailFrom, recipients: [address], size, headerMessageId }; message.delivered, .deferred, .failed: { attempt, upstreamHost, recipients: [{ address, status, code, enhancedCode, response }] }; message.retried, message.cancelled: {} (from a bulk action: { bulk: true })",
     ),
 });
 
@@ -141,6 +152,13 @@ export function messageRoutes(
           security: [{ bearer: [] }],
           querystring: z.object({
             status: messageStatus.optional(),
+            ...messageFilterQuery,
+            subject: z
+              .string()
+              .min(1)
+              .max(998)
+              .optional()
+              .describe("a substring of the Subject, case-insensitive"),
             limit: pageLimit,
             cursor: cursorSchema.optional(),
           }),
@@ -151,10 +169,10 @@ export function messageRoutes(
         },
       },
       async (request) => {
-        const { status, limit, cursor } = request.query;
+        const { limit, cursor, ...filter } = request.query;
         const rows = await listMessages(deps.db, {
+          ...filter,
           projectId: request.project.id,
-          status,
           limit,
           before: cursor,
         });
@@ -255,7 +273,7 @@ export function messageRoutes(
         const outcome = await retryMessage(deps.db, {
           id,
           projectId,
-          actor: `token:${request.project.tokenId}`,
+          actor: request.project.actor,
           ip: request.ip,
         });
         if (!outcome.ok && outcome.reason === "not_found")
@@ -268,6 +286,91 @@ export function messageRoutes(
         }
         await deps.deliveryProducer.deliverNow({ id, projectId });
         return reply.status(202).send({ id, status: "queued" as const });
+      },
+    );
+
+    app.post(
+      "/messages/:id/cancel",
+      {
+        schema: {
+          tags: ["project"],
+          summary: "Cancel a queued or deferred message: it is never delivered afterwards",
+          security: [{ bearer: [] }],
+          params: z.object({ id: uuidParam }),
+          response: {
+            202: z.object({ id: z.string(), status: z.literal("cancelled") }),
+            ...errorResponses(...projectRouteErrors, "not_found", "invalid_transition"),
+          },
+        },
+      },
+      async (request, reply) => {
+        const { id } = request.params;
+        const outcome = await cancelMessage(deps.db, {
+          id,
+          projectId: request.project.id,
+          actor: request.project.actor,
+          ip: request.ip,
+        });
+        if (!outcome.ok && outcome.reason === "not_found")
+          throw new ApiError("not_found", `no message ${id}`);
+        if (!outcome.ok) {
+          throw new ApiError(
+            "invalid_transition",
+            `message is ${outcome.from}; only queued or deferred messages can be cancelled`,
+          );
+        }
+        return reply.status(202).send({ id, status: "cancelled" as const });
+      },
+    );
+
+    app.post(
+      "/messages/actions",
+      {
+        schema: {
+          tags: ["project"],
+          summary: `Retry or cancel every message a filter matches (the newest ${bulkActionLimit})`,
+          security: [{ bearer: [] }],
+          body: z.object({
+            action: z
+              .enum(["retry", "cancel"])
+              .describe("approve and deny come with held messages; they are refused until then"),
+            filter: z
+              .object({ status: messageStatus.optional(), ...messageFilterQuery })
+              .strict()
+              .default({}),
+            dryRun: z.boolean().default(false).describe("count only; nothing is changed or audited"),
+          }),
+          response: {
+            200: z.object({
+              matched: z
+                .number()
+                .describe(`messages the filter matched, at most ${bulkActionLimit}: at that, run it again`),
+              changed: z.number().describe("those whose status allowed the action (dry run: would allow)"),
+            }),
+            ...errorResponses(...projectRouteErrors, ...bodyErrors),
+          },
+        },
+      },
+      async (request) => {
+        const { action, filter, dryRun } = request.body;
+        const projectId = request.project.id;
+        const result = await applyBulkAction(deps.db, {
+          projectId,
+          action,
+          filter,
+          dryRun,
+          actor: request.project.actor,
+          ip: request.ip,
+        });
+        // An attempt now for each retried message, 100 at a time; one whose job cannot be added
+        // (Redis down) is still `queued` in PostgreSQL, and the sweeper enqueues it.
+        if (action === "retry") {
+          for (let i = 0; i < result.changedIds.length; i += 100) {
+            const ids = result.changedIds.slice(i, i + 100);
+            await Promise.all(ids.map((id) => deps.deliveryProducer.deliverNow({ id, projectId })));
+          }
+        }
+        return { matched: result.matched, changed: result.changed };
       },
     );
 

@@ -31,7 +31,8 @@ export interface OutputOptions {
  */
 export async function operate(
   options: OutputOptions,
-  command: (runtime: Runtime) => Promise<{ json: unknown; text: string }>,
+  /** `bytes`: written as they are without --json (`messages raw`), in place of a line of text. */
+  command: (runtime: Runtime) => Promise<{ json: unknown } & ({ text: string } | { bytes: Buffer })>,
 ): Promise<never> {
   let runtime: Runtime;
   try {
@@ -42,7 +43,9 @@ export async function operate(
   let exitCode: number = exitCodes.ok;
   try {
     const result = await command(runtime);
-    process.stdout.write(options.json ? `${JSON.stringify(result.json, null, 2)}\n` : `${result.text}\n`);
+    if (options.json) process.stdout.write(`${JSON.stringify(result.json, null, 2)}\n`);
+    else if ("bytes" in result) await new Promise((done) => process.stdout.write(result.bytes, done));
+    else process.stdout.write(`${result.text}\n`);
   } catch (error) {
     if (error instanceof CommandFailure) {
       exitCode = error.exitCode;

@@ -1,0 +1,245 @@
+import type { MessageStatus } from "@postern/db";
+import {
+  cancelMessage,
+  findMessage,
+  type ListedMessage,
+  listMessages,
+  readMessageBody,
+  retryMessage,
+} from "@postern/messages";
+import { createDeliveryProducer } from "@postern/queue";
+import { type Command, InvalidArgumentError, Option } from "commander";
+import type { Runtime } from "../runtime";
+import { CommandFailure, exitCodes, type OutputOptions, operate, table } from "./operator";
+import { validProjectId } from "./project";
+
+const statuses: MessageStatus[] = ["queued", "deferred", "delivered", "failed", "cancelled"];
+
+interface ListOptions extends OutputOptions {
+  status?: MessageStatus;
+  from?: string;
+  to?: string;
+  subject?: string;
+  after?: Date;
+  before?: Date;
+  limit: number;
+}
+
+function time(value: string): Date {
+  const at = new Date(value);
+  if (Number.isNaN(at.getTime())) throw new InvalidArgumentError("must be an ISO 8601 time");
+  return at;
+}
+
+function limit(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 1000)
+    throw new InvalidArgumentError("must be a whole number from 1 to 1000");
+  return n;
+}
+
+/** The fields of GET /v1/messages's items, for the same reader. */
+function summary(message: ListedMessage) {
+  return {
+    id: message.id,
+    status: message.status,
+    from: message.mailFrom,
+    to: message.recipients.map((r) => r.address),
+    subject: message.subject,
+    size: message.size,
+    attemptCount: message.attempts,
+    lastError: message.lastError,
+    createdAt: message.createdAt.toISOString(),
+    updatedAt: message.updatedAt.toISOString(),
+  };
+}
+
+const notFound = (id: string) => new CommandFailure(exitCodes.notFound, "not_found", `no message ${id}`);
+
+function ids(projectId: string, messageId: string) {
+  return { projectId: validProjectId(projectId), id: validProjectId(messageId, "message id") };
+}
+
+/**
+ * `postern messages list|show|raw|retry|cancel`: the operator's view of a project's messages,
+ * through the same functions of @postern/messages as the API (the same guards, events and audit
+ * events; the actor is `cli`).
+ */
+export function registerMessageCommands(program: Command): void {
+  const messages = program
+    .command("messages")
+    .description("list, read, retry and cancel a project's messages");
+  messages
+    .command("list")
+    .description("a project's messages, newest first")
+    .argument("<projectId>", "project id")
+    .addOption(new Option("--status <status>", "only this status").choices(statuses))
+    .option("--from <address>", "only this envelope sender")
+    .option("--to <address>", "only messages with this envelope recipient")
+    .option("--subject <text>", "only subjects containing this text (case-insensitive)")
+    .option("--after <time>", "accepted at or after (ISO 8601)", time)
+    .option("--before <time>", "accepted before (ISO 8601)", time)
+    .option("-n, --limit <n>", "at most this many", limit, 50)
+    .option("--json", "print JSON for scripts")
+    .action((projectId: string, options: ListOptions) =>
+      operate(options, async (runtime) => {
+        const rows = await listMessages(runtime.db, {
+          projectId: validProjectId(projectId),
+          status: options.status,
+          from: options.from,
+          to: options.to,
+          subject: options.subject,
+          createdAfter: options.after,
+          createdBefore: options.before,
+          limit: options.limit,
+        });
+        const items = rows.slice(0, options.limit).map(summary);
+        return {
+          json: { items },
+          text:
+            items
+              .map(
+                (m) =>
+                  `${m.createdAt}  ${m.id}  ${m.status.padEnd(9)}  ${m.from} → ${m.to.join(", ")}  ${m.subject ?? ""}`,
+              )
+              .join("\n") || "no messages",
+        };
+      }),
+    );
+  messages
+    .command("show")
+    .description("a message with its recipients' results and delivery attempts")
+    .argument("<projectId>", "project id")
+    .argument("<messageId>", "message id")
+    .option("--json", "print JSON for scripts")
+    .action((projectId: string, messageId: string, options: OutputOptions) =>
+      operate(options, async (runtime) => {
+        const key = ids(projectId, messageId);
+        const message = await findMessage(runtime.db, key.projectId, key.id);
+        if (!message) throw notFound(messageId);
+        const json = {
+          ...summary(message),
+          sha256: message.sha256,
+          recipients: message.recipients.map(({ address, status, code, enhancedCode, response }) => ({
+            address,
+            status,
+            code,
+            enhancedCode,
+            response,
+          })),
+          attempts: message.deliveryAttempts.map((a) => ({
+            number: a.number,
+            startedAt: a.startedAt.toISOString(),
+            outcome: a.outcome,
+            upstreamHost: a.upstreamHost,
+            code: a.code,
+            response: a.response,
+          })),
+        };
+        return {
+          json,
+          text: [
+            table([
+              ["id", json.id],
+              ["status", json.status],
+              ["from", json.from],
+              ["subject", json.subject],
+              ["size", json.size],
+              ["created", json.createdAt],
+              ["last error", json.lastError],
+            ]),
+            ...json.recipients.map(
+              (r) => `to ${r.address}  ${r.status}  ${r.code ?? ""} ${r.response ?? ""}`,
+            ),
+            ...json.attempts.map(
+              (a) =>
+                `attempt ${a.number}  ${a.startedAt}  ${a.outcome}  ${a.code ?? "-"} ${a.response ?? ""}`,
+            ),
+          ].join("\n"),
+        };
+      }),
+    );
+  messages
+    .command("raw")
+    .description("the stored bytes of a message (as received, with Postern's Received header)")
+    .argument("<projectId>", "project id")
+    .argument("<messageId>", "message id")
+    .option("--json", "print { id, size, raw } with the bytes in base64")
+    .action((projectId: string, messageId: string, options: OutputOptions) =>
+      operate(options, async (runtime) => {
+        const key = ids(projectId, messageId);
+        const body = await readMessageBody(runtime.db, key.projectId, key.id);
+        if (!body.found) throw notFound(messageId);
+        if (!body.data) {
+          throw new CommandFailure(
+            exitCodes.notFound,
+            "gone",
+            `message ${messageId}: its bytes are past retention`,
+          );
+        }
+        return {
+          json: { id: key.id, size: body.data.length, raw: body.data.toString("base64") },
+          bytes: body.data,
+        };
+      }),
+    );
+  messages
+    .command("retry")
+    .description("an attempt now for a deferred or failed message")
+    .argument("<projectId>", "project id")
+    .argument("<messageId>", "message id")
+    .option("--json", "print JSON for scripts")
+    .action((projectId: string, messageId: string, options: OutputOptions) =>
+      operate(options, async (runtime) => {
+        const key = ids(projectId, messageId);
+        const outcome = await retryMessage(runtime.db, { ...key, actor: "cli", ip: null });
+        refused(outcome, messageId, "only deferred or failed messages can be retried");
+        await deliverNow(runtime, key);
+        return {
+          json: { id: key.id, status: "queued" },
+          text: `message ${key.id} queued for an attempt now`,
+        };
+      }),
+    );
+  messages
+    .command("cancel")
+    .description("cancel a queued or deferred message: it is never delivered afterwards")
+    .argument("<projectId>", "project id")
+    .argument("<messageId>", "message id")
+    .option("--json", "print JSON for scripts")
+    .action((projectId: string, messageId: string, options: OutputOptions) =>
+      operate(options, async (runtime) => {
+        const key = ids(projectId, messageId);
+        const outcome = await cancelMessage(runtime.db, { ...key, actor: "cli", ip: null });
+        refused(outcome, messageId, "only queued or deferred messages can be cancelled");
+        return { json: { id: key.id, status: "cancelled" }, text: `message ${key.id} cancelled` };
+      }),
+    );
+}
+
+function refused(
+  outcome:
+    | { ok: true }
+    | { ok: false; reason: "not_found" }
+    | { ok: false; reason: "invalid_transition"; from: MessageStatus },
+  messageId: string,
+  allowed: string,
+): void {
+  if (outcome.ok) return;
+  if (outcome.reason === "not_found") throw notFound(messageId);
+  throw new CommandFailure(
+    exitCodes.conflict,
+    "invalid_transition",
+    `message is ${outcome.from}; ${allowed}`,
+  );
+}
+
+/** As the API's retry: the message's job runs now (the sweeper enqueues it otherwise). */
+async function deliverNow(runtime: Runtime, message: { projectId: string; id: string }): Promise<void> {
+  const producer = createDeliveryProducer(runtime.redis, runtime.config.redisKeyPrefix);
+  try {
+    await producer.deliverNow(message);
+  } finally {
+    await producer.close();
+  }
+}
