@@ -14,7 +14,6 @@ import {
   validatorCompiler,
   type ZodTypeProvider,
 } from "fastify-type-provider-zod";
-import { z } from "zod";
 import { adminTokenAuth, projectTokenAuth } from "./auth";
 import { installErrorHandling } from "./errors";
 import { installSecurityHeaders, noStore, refuseNulCharacters } from "./http-security";
@@ -25,7 +24,6 @@ import { healthRoutes, type RoleReadiness } from "./routes/health";
 import { messageRoutes } from "./routes/messages";
 import { installHttpMetrics, type MetricsExposition, metricsRoutes } from "./routes/metrics";
 import { projectAuditRoutes } from "./routes/project-audit";
-import { uuidParam } from "./routes/schemas";
 import { statsRoutes } from "./routes/stats";
 import { submissionRoutes } from "./routes/submission";
 
@@ -107,6 +105,8 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
   const sql = sqlPoolOf(deps.db);
   const acceptor = createAcceptor({ sql, producer: deliveryProducer, log: deps.log });
   const submissionDeps = { ...routeDeps, acceptor, quota, sql, storing: new Map<string, Promise<string>>() };
+  // A project's message routes: under /v1 for its token, under /admin/projects/:projectId for the operator.
+  const projectMessageRoutes = [messageRoutes({ ...routeDeps, sql }), submissionRoutes(submissionDeps)];
   // Jobs of committed messages are added, and recipients counted ahead go back, before the
   // producer closes.
   app.addHook("onClose", async () => {
@@ -134,18 +134,7 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
         }),
       );
       await v1.register(statsRoutes(routeDeps));
-      await v1.register(messageRoutes({ ...routeDeps, sql }));
-      await v1.register(
-        submissionRoutes(submissionDeps, {
-          path: "/messages",
-          security: [{ bearer: [] }],
-          tags: ["project"],
-          submitter: (request) => ({
-            projectId: request.project.id,
-            actor: `token:${request.project.tokenId}`,
-          }),
-        }),
-      );
+      for (const routes of projectMessageRoutes) await v1.register(routes);
       await v1.register(projectAuditRoutes(routeDeps));
     },
     { prefix: "/v1" },
@@ -158,16 +147,7 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
       admin.addHook("onRequest", noStore);
       admin.addHook("onRequest", adminTokenAuth(deps.config.adminToken));
       await admin.register(adminProjectRoutes(projects));
-      await admin.register(adminMessageRoutes(routeDeps));
-      await admin.register(
-        submissionRoutes(submissionDeps, {
-          path: "/projects/:id/messages",
-          params: z.object({ id: uuidParam }),
-          security: [{ admin: [] }],
-          tags: ["admin"],
-          submitter: (request) => ({ projectId: (request.params as { id: string }).id, actor: "admin" }),
-        }),
-      );
+      await admin.register(adminMessageRoutes(routeDeps, projectMessageRoutes));
       await admin.register(
         adminAuditRoutes(routeDeps, {
           keepAliveMs: deps.auditStream?.keepAliveMs ?? 15_000,

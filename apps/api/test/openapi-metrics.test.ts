@@ -48,8 +48,8 @@ describe("GET /docs/json", () => {
         "POST /admin/projects/{id}/credentials",
         "DELETE /admin/projects/{id}/credentials/{credentialId}",
         "POST /admin/projects/{id}/tokens",
-        "POST /admin/projects/{id}/messages",
-        "DELETE /admin/projects/{id}/tokens/{tokenId}",
+    "POST /admin/projects/{projectId}/messages",
+            "DELETE /admin/projects/{id}/tokens/{tokenId}",
         "GET /admin/audit-logs",
         "GET /admin/audit-logs/stream",
         "GET /admin/projects/{projectId}/messages",
@@ -58,6 +58,7 @@ describe("GET /docs/json", () => {
         "POST /admin/projects/{projectId}/messages/{id}/cancel",
         "POST /admin/projects/{projectId}/messages/actions",
         "GET /admin/projects/{projectId}/messages/{id}/events",
+    "GET /admin/projects/{projectId}/messages/{id}/raw",
         "GET /admin/projects/{projectId}/events",
       ].sort(),
     );

@@ -1,5 +1,4 @@
 export { type AcceptedMessage, acceptStatement, storeAcceptedMessages } from "./accept";
-export { type MessageBodyResult, readMessageBody } from "./body";
 export {
   classifyDatabaseError,
   type DatabaseErrorClass,

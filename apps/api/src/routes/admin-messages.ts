@@ -1,18 +1,21 @@
 import type { FastifyPluginAsync, FastifyRequest } from "fastify";
+import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { RouteDependencies } from "../app";
 import { ApiError, errorResponses } from "../errors";
-import { messageRoutes } from "./messages";
 import { uuidParam } from "./schemas";
 
 /**
  * `/admin/projects/:projectId/messages...` and `/admin/projects/:projectId/events`: the project
- * API's message routes, the same handlers, for the operator. Each route's schema is given the
+ * API's message routes (`projectRoutes`), the same handlers, for the operator. Each route's schema is given the
  * `projectId` path parameter and the operator's security (so the OpenAPI document says so); a hook
  * names the project from the path (404 when there is none) and the actor `admin` for the audit
  * events the handlers write.
  */
-export function adminMessageRoutes(deps: RouteDependencies): FastifyPluginAsync {
+export function adminMessageRoutes(
+  deps: RouteDependencies,
+  projectRoutes: FastifyPluginAsyncZod[],
+): FastifyPluginAsync {
   return async (app) => {
     await app.register(
       async (scope) => {
@@ -38,7 +41,7 @@ export function adminMessageRoutes(deps: RouteDependencies): FastifyPluginAsync 
           if (!project) throw new ApiError("not_found", `no project ${projectId}`);
           request.project = { id: project.id, tokenId: null, actor: "admin" };
         });
-        await scope.register(messageRoutes(deps));
+        for (const routes of projectRoutes) await scope.register(routes);
       },
       { prefix: "/projects/:projectId" },
     );

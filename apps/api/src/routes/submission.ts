@@ -188,16 +188,11 @@ export interface SubmissionDeps extends RouteDependencies {
   sql: Pick<SqlPool, "query">;
 }
 
-/** Where the route is, and whose request it is: a project's token, or the operator for a project. */
-export interface SubmissionRoute {
-  path: string;
-  params?: z.ZodObject<{ id: z.ZodType<string> }>;
-  security: Record<string, string[]>[];
-  tags: string[];
-  submitter(request: FastifyRequest): { projectId: string; actor: string };
-}
-
-export function submissionRoutes(deps: SubmissionDeps, route: SubmissionRoute): FastifyPluginAsyncZod {
+/**
+ * `POST /messages` of the project API; registered under `/admin/projects/:projectId` too (see
+ * admin-messages.ts), where the operator acts for the project named in the path.
+ */
+export function submissionRoutes(deps: SubmissionDeps): FastifyPluginAsyncZod {
   const maxSize = deps.config.smtp.maxMessageSize;
   return async (app) => {
     // Raw bytes as a Buffer; the size is judged in the handler, against the message alone.
@@ -220,12 +215,12 @@ export function submissionRoutes(deps: SubmissionDeps, route: SubmissionRoute): 
     });
 
     app.post(
-      route.path,
+      "/messages",
       {
         // Base64 makes attachments 4/3 larger in JSON; the decoded size is checked below.
         bodyLimit: Math.ceil(maxSize / 3) * 4 + 1024 * 1024,
         schema: {
-          tags: route.tags,
+          tags: ["project"],
           summary:
             "Submit a message: JSON to be composed, or raw message/rfc822 with the envelope in the query",
           description:
@@ -233,8 +228,7 @@ export function submissionRoutes(deps: SubmissionDeps, route: SubmissionRoute): 
             "application/json (from, to, cc, bcc, subject, text, html, headers, attachments with base64 " +
             "content) or message/rfc822 bytes with ?from=&to=&to=. An Idempotency-Key header makes a " +
             "retry within 24 h answer the first message's id without storing another.",
-          security: route.security,
-          ...(route.params ? { params: route.params } : {}),
+          security: [{ bearer: [] }],
           headers: z.object({ "idempotency-key": idempotencyKeyHeader }),
           querystring: z.object({ from: z.string().optional(), to: addresses.optional() }),
           response: {
@@ -245,7 +239,7 @@ export function submissionRoutes(deps: SubmissionDeps, route: SubmissionRoute): 
       },
       async (request, reply) => {
         const idempotencyKey = request.headers["idempotency-key"];
-        const submitter = route.submitter(request);
+        const submitter = { projectId: request.project.id, actor: request.project.actor };
         try {
           const id = await receive(submitter, idempotencyKey, request, reply);
           return reply.status(202).send({ id });

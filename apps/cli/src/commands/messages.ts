@@ -1,11 +1,11 @@
-import type { MessageStatus } from "@postern/db";
+import { type MessageStatus, sqlPoolOf } from "@postern/db";
 import {
   cancelMessage,
   findMessage,
   type ListedMessage,
   listMessages,
-  readMessageBody,
   retryMessage,
+  streamMessageBody,
 } from "@postern/messages";
 import { createDeliveryProducer } from "@postern/queue";
 import { type Command, InvalidArgumentError, Option } from "commander";
@@ -168,19 +168,17 @@ export function registerMessageCommands(program: Command): void {
     .action((projectId: string, messageId: string, options: OutputOptions) =>
       operate(options, async (runtime) => {
         const key = ids(projectId, messageId);
-        const body = await readMessageBody(runtime.db, key.projectId, key.id);
-        if (!body.found) throw notFound(messageId);
-        if (!body.data) {
+        const body = await streamMessageBody(sqlPoolOf(runtime.db), key.projectId, key.id);
+        if (body.state === "missing") throw notFound(messageId);
+        if (body.state === "gone") {
           throw new CommandFailure(
             exitCodes.notFound,
             "gone",
             `message ${messageId}: its bytes are past retention`,
           );
         }
-        return {
-          json: { id: key.id, size: body.data.length, raw: body.data.toString("base64") },
-          bytes: body.data,
-        };
+        const data = Buffer.concat(await body.stream.toArray());
+        return { json: { id: key.id, size: data.length, raw: data.toString("base64") }, bytes: data };
       }),
     );
   messages
