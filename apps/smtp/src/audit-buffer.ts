@@ -27,7 +27,8 @@ export function createAuditBuffer(
   const windows = new Map<string, RepeatedWindow>();
 
   const storeCount = (window: RepeatedWindow) => {
-    if (window.attempts === window.stored) return Promise.resolve();
+    // Nothing new to count: still wait for the row itself, which `flush` promises is stored.
+    if (window.attempts === window.stored) return window.row.then(() => {});
     const attempts = window.attempts;
     window.stored = attempts;
     // Chained on the row, so that counts are written in order.
