@@ -66,6 +66,12 @@ const scenarios: Record<string, Scenario> = {
     messageBytes: 10 * KiB,
     what: "50 persistent connections",
   },
+  "http-10k": {
+    mode: "http",
+    concurrency: 50,
+    messageBytes: 10 * KiB,
+    what: "50 keep-alive HTTP clients, JSON to POST /v1/messages",
+  },
   "fresh-10k": {
     mode: "fresh",
     concurrency: 20,
@@ -209,9 +215,11 @@ function parseOptions(argv: string[]): Options {
 }
 
 function loadSpecOf(scenario: Scenario, peer: Peer, durationMs: number, fixedRate: number): LoadSpec {
+  const http = scenario.mode === "http";
   return {
     host: "127.0.0.1",
-    port: peer.smtpPort,
+    port: (http ? peer.httpPort : undefined) ?? peer.smtpPort,
+    apiToken: http ? peer.apiToken : undefined,
     mode: scenario.mode,
     concurrency: scenario.concurrency,
     messageBytes: scenario.messageBytes,
@@ -230,10 +238,12 @@ function loadSpecOf(scenario: Scenario, peer: Peer, durationMs: number, fixedRat
  * production has been running: Postern's JIT compiles its hot paths over its first seconds of
  * load (from a cold start, its pooled rate went from under 200 messages a second in the first second
  * to 650 by the eighth), Postfix's master forks its smtpd, cleanup and smtp processes on demand.
+ * When `http-10k` is to run on a relay that speaks HTTP, its load warms up the API route as well.
  */
 async function warmUp(peer: Peer, sink: Sink, load: LoadGenerator, options: Options): Promise<void> {
   if (options.warmup === 0) return;
-  for (const name of ["pooled-10k", "fresh-10k"]) {
+  const http = peer.httpPort !== undefined && options.scenarios.includes("http-10k") ? ["http-10k"] : [];
+  for (const name of ["pooled-10k", "fresh-10k", ...http]) {
     const spec = loadSpecOf(scenarios[name] as Scenario, peer, options.warmup * 1000, 0);
     await drain(sink, await load.run(spec), drainTimeoutMs(options));
   }
@@ -420,6 +430,10 @@ async function measureScenario(measured: Measured, name: string, options: Option
   const scenario = scenarios[name] as Scenario;
   if (peer.unavailable) {
     outcome.scenarios.push({ scenario: name, skipped: peer.unavailable });
+    return;
+  }
+  if (scenario.mode === "http" && peer.httpPort === undefined) {
+    outcome.scenarios.push({ scenario: name, skipped: "SMTP only: no HTTP submission" });
     return;
   }
   process.stdout.write(`${kind}: ${name} (${scenario.what})…\n`);
