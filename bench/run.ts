@@ -242,11 +242,15 @@ function loadSpecOf(scenario: Scenario, peer: Peer, durationMs: number, fixedRat
  */
 async function warmUp(peer: Peer, sink: Sink, load: LoadGenerator, options: Options): Promise<void> {
   if (options.warmup === 0) return;
-  const http = peer.httpPort !== undefined && options.scenarios.includes("http-10k") ? ["http-10k"] : [];
-  for (const name of ["pooled-10k", "fresh-10k", ...http]) {
+  for (const name of warmUpScenarios(peer, options)) {
     const spec = loadSpecOf(scenarios[name] as Scenario, peer, options.warmup * 1000, 0);
     await drain(sink, await load.run(spec), drainTimeoutMs(options));
   }
+}
+
+function warmUpScenarios(peer: Peer, options: Options): string[] {
+  const http = peer.httpPort !== undefined && options.scenarios.includes("http-10k");
+  return ["pooled-10k", "fresh-10k", ...(http ? ["http-10k"] : [])];
 }
 
 async function runScenario(
@@ -409,7 +413,8 @@ async function startPeer(kind: PeerName, options: Options, report: BenchReport):
     stopOnInterrupt.add(measured.peer);
     measured.outcome.version = { ...measured.peer.version, sink: sink.kind };
     if (!measured.peer.unavailable) {
-      process.stdout.write(`${kind}: warm-up (${options.warmup} s pooled, ${options.warmup} s fresh)…\n`);
+      const loads = warmUpScenarios(measured.peer, options).map((name) => `${options.warmup} s ${name}`);
+      process.stdout.write(`${kind}: warm-up (${loads.join(", ")})…\n`);
       await warmUp(measured.peer, sink, measured.load, options);
     }
   } catch (error) {
