@@ -4,9 +4,11 @@
  *
  * in {type:"run", spec} → out {type:"result", result}
  */
+import { Agent, request } from "node:http";
 import { connect, type Socket } from "node:net";
 import nodemailer, { type Transporter } from "nodemailer";
 import {
+  benchSentHeader,
   type LoadReply,
   type LoadRequest,
   type LoadResult,
@@ -63,6 +65,51 @@ function transport(spec: LoadSpec, login: SmtpLogin | undefined, pooled: boolean
   return created;
 }
 
+/**
+ * `http` mode: POSTs one JSON message to `/v1/messages` over `agent` and resolves on its `202`;
+ * any other answer rejects with its status and body. The send time travels in the X-Bench-Sent
+ * header, which the API's composer writes into the message as the SMTP load writes it in its head.
+ */
+function postMessage(spec: LoadSpec, agent: Agent, text: string, sentAt: number, sequence: number) {
+  const body = JSON.stringify({
+    from: spec.from,
+    to: [spec.to],
+    subject: `bench ${sequence}`,
+    text,
+    headers: { [benchSentHeader]: String(sentAt) },
+  });
+  return new Promise<void>((resolve, reject) => {
+    const req = request(
+      {
+        host: spec.host,
+        port: spec.port,
+        method: "POST",
+        path: "/v1/messages",
+        agent,
+        headers: {
+          authorization: `Bearer ${spec.apiToken}`,
+          "content-type": "application/json",
+          "content-length": Buffer.byteLength(body),
+        },
+        timeout: 120_000,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (chunk: Buffer) => chunks.push(chunk));
+        res.on("end", () =>
+          res.statusCode === 202
+            ? resolve()
+            : reject(new Error(`HTTP ${res.statusCode}: ${Buffer.concat(chunks).toString().slice(0, 150)}`)),
+        );
+        res.on("error", reject);
+      },
+    );
+    req.on("timeout", () => req.destroy(new Error("no answer in 120 s")));
+    req.on("error", reject);
+    req.end(body);
+  });
+}
+
 async function runLoad(spec: LoadSpec): Promise<LoadResult> {
   const body = messageBody(spec.messageBytes);
   const accepted: SendRecord[] = [];
@@ -94,7 +141,25 @@ async function runLoad(spec: LoadSpec): Promise<LoadResult> {
   };
   const more = () => Date.now() < deadline && sequence < maxMessages;
 
-  if (spec.mode === "auth") {
+  if (spec.mode === "http") {
+    // One socket per client, kept open between requests, Nagle off as for the SMTP load.
+    const agent = new Agent({ keepAlive: true, maxSockets: spec.concurrency, noDelay: true });
+    const text = body.toString("latin1");
+    const client = async () => {
+      while (more()) {
+        const n = ++sequence;
+        const sentAt = Date.now();
+        try {
+          await postMessage(spec, agent, text, sentAt, n);
+          accepted.push({ startedAt: sentAt, acceptedAt: Date.now() });
+        } catch (error) {
+          recordError(error as Error);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: spec.concurrency }, client));
+    agent.destroy();
+  } else if (spec.mode === "auth") {
     let next = 0;
     const client = async () => {
       // Each login once (uncached path), or a single login over and over (cached path).

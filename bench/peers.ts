@@ -43,6 +43,12 @@ export interface Peer {
    * relays that send every client's mail to one upstream.
    */
   addProject?(name: string, upstreamPort: number): Promise<SmtpLogin>;
+  /**
+   * HTTP submission (`POST /v1/messages`, `http-10k`) on this port with this project API token;
+   * missing for relays that speak only SMTP.
+   */
+  httpPort?: number;
+  apiToken?: string;
   /** Why the scenarios cannot run (e.g. no SMTP listener yet); the peer is up for the rest. */
   unavailable?: string;
   /** CPU is reported per group; the first group is the relay itself. */
@@ -200,6 +206,9 @@ export async function startPostern(options: {
           SMTPS_PORT: "0",
           HTTP_PORT: String(httpPort),
           SMTP_HOSTNAME: "bench.postern.local",
+          // `http-10k` sends thousands of requests a minute with one token: the API's per-token
+          // limit (600 a minute by default) would measure the limiter, not the submission path.
+          API_RATE_LIMIT: "1000000000",
         },
         stdio: ["ignore", "pipe", "pipe"],
       },

@@ -27,14 +27,15 @@ export interface SmtpLogin {
  * One load run. `pooled`: `concurrency` persistent connections (STARTTLS + AUTH once each);
  * `fresh`: `concurrency` clients each opening a new connection + STARTTLS + AUTH per message;
  * `auth`: connect + STARTTLS + AUTH + QUIT, through each of `logins` once (a single login: again
- * and again until the time is up).
+ * and again until the time is up); `http`: `concurrency` keep-alive HTTP/1.1 connections, each
+ * POSTing JSON messages to `/v1/messages` with `apiToken` (`port` is then the API's).
  * With `ratePerSecond`, messages are started on a fixed schedule (open loop) over the pooled
  * connections instead of as fast as the server answers.
  */
 export interface LoadSpec {
   host: string;
   port: number;
-  mode: "pooled" | "fresh" | "auth";
+  mode: "pooled" | "fresh" | "auth" | "http";
   concurrency: number;
   messageBytes: number;
   /** Stop starting messages after this long. */
@@ -43,13 +44,15 @@ export interface LoadSpec {
   maxMessages?: number;
   ratePerSecond?: number;
   logins: SmtpLogin[];
+  /** The project API token of `http` mode. */
+  apiToken?: string;
   from: string;
   to: string;
 }
 
 export interface SendRecord {
   startedAt: number;
-  /** Time of the 250 after DATA (or of the successful AUTH, in `auth` mode). */
+  /** Time of the 250 after DATA (of the successful AUTH in `auth` mode, of the 202 in `http` mode). */
   acceptedAt: number;
 }
 

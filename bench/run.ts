@@ -66,6 +66,12 @@ const scenarios: Record<string, Scenario> = {
     messageBytes: 10 * KiB,
     what: "50 persistent connections",
   },
+  "http-10k": {
+    mode: "http",
+    concurrency: 50,
+    messageBytes: 10 * KiB,
+    what: "50 keep-alive HTTP clients, JSON to POST /v1/messages",
+  },
   "fresh-10k": {
     mode: "fresh",
     concurrency: 20,
@@ -209,9 +215,11 @@ function parseOptions(argv: string[]): Options {
 }
 
 function loadSpecOf(scenario: Scenario, peer: Peer, durationMs: number, fixedRate: number): LoadSpec {
+  const http = scenario.mode === "http";
   return {
     host: "127.0.0.1",
-    port: peer.smtpPort,
+    port: (http ? peer.httpPort : undefined) ?? peer.smtpPort,
+    apiToken: http ? peer.apiToken : undefined,
     mode: scenario.mode,
     concurrency: scenario.concurrency,
     messageBytes: scenario.messageBytes,
@@ -230,13 +238,19 @@ function loadSpecOf(scenario: Scenario, peer: Peer, durationMs: number, fixedRat
  * production has been running: Postern's JIT compiles its hot paths over its first seconds of
  * load (from a cold start, its pooled rate went from under 200 messages a second in the first second
  * to 650 by the eighth), Postfix's master forks its smtpd, cleanup and smtp processes on demand.
+ * When `http-10k` is to run on a relay that speaks HTTP, its load warms up the API route as well.
  */
 async function warmUp(peer: Peer, sink: Sink, load: LoadGenerator, options: Options): Promise<void> {
   if (options.warmup === 0) return;
-  for (const name of ["pooled-10k", "fresh-10k"]) {
+  for (const name of warmUpScenarios(peer, options)) {
     const spec = loadSpecOf(scenarios[name] as Scenario, peer, options.warmup * 1000, 0);
     await drain(sink, await load.run(spec), drainTimeoutMs(options));
   }
+}
+
+function warmUpScenarios(peer: Peer, options: Options): string[] {
+  const http = peer.httpPort !== undefined && options.scenarios.includes("http-10k");
+  return ["pooled-10k", "fresh-10k", ...(http ? ["http-10k"] : [])];
 }
 
 async function runScenario(
@@ -399,7 +413,8 @@ async function startPeer(kind: PeerName, options: Options, report: BenchReport):
     stopOnInterrupt.add(measured.peer);
     measured.outcome.version = { ...measured.peer.version, sink: sink.kind };
     if (!measured.peer.unavailable) {
-      process.stdout.write(`${kind}: warm-up (${options.warmup} s pooled, ${options.warmup} s fresh)…\n`);
+      const loads = warmUpScenarios(measured.peer, options).map((name) => `${options.warmup} s ${name}`);
+      process.stdout.write(`${kind}: warm-up (${loads.join(", ")})…\n`);
       await warmUp(measured.peer, sink, measured.load, options);
     }
   } catch (error) {
@@ -420,6 +435,10 @@ async function measureScenario(measured: Measured, name: string, options: Option
   const scenario = scenarios[name] as Scenario;
   if (peer.unavailable) {
     outcome.scenarios.push({ scenario: name, skipped: peer.unavailable });
+    return;
+  }
+  if (scenario.mode === "http" && peer.httpPort === undefined) {
+    outcome.scenarios.push({ scenario: name, skipped: "SMTP only: no HTTP submission" });
     return;
   }
   process.stdout.write(`${kind}: ${name} (${scenario.what})…\n`);

@@ -215,6 +215,7 @@ describe("targets", () => {
     expect(checkTargets(report).map((c) => [c.target, c.met])).toEqual([
       ["pooled-10k: delivered/s ≥ 2 × Postfix", true],
       ["pooled-10k: delivered keeps up with accepted (≥ 95%)", false],
+      ["http-10k: accepted/s ≥ pooled-10k accepted/s (same run)", undefined],
       ["fresh-10k: delivered/s ≥ 1.25 × Postfix", true],
       ["fixed-rate at 278/s: send→arrival p99 ≤ 500 ms", false],
       ["peak RSS of the all-in-one Postern process ≤ 350 MB in any scenario", false],
@@ -222,6 +223,44 @@ describe("targets", () => {
       ["stuck-neighbour: A's send→arrival p99 with B stuck < 2 × alone and < 1 s", undefined],
       ["GET /v1/stats p95 < 50 ms with 1,000,000 messages", undefined],
     ]);
+  });
+
+  describe("http-10k", () => {
+    const target = "http-10k: accepted/s ≥ pooled-10k accepted/s (same run)";
+    const httpCheck = (scenarios: ScenarioResult[]) =>
+      checkTargets({ ...report, peers: { postern: { version: {}, scenarios } } }).find(
+        (c) => c.target === target,
+      );
+
+    it("is met when HTTP accepts at least as many messages a second as pooled SMTP", () => {
+      const check = httpCheck([
+        scenario("pooled-10k", { acceptedPerSecond: 700 }),
+        scenario("http-10k", { acceptedPerSecond: 700 }),
+      ]);
+      expect(check).toEqual({ target, measured: "1.00× (700 vs 700/s)", met: true });
+    });
+
+    it("is missed when HTTP accepts fewer", () => {
+      const check = httpCheck([
+        scenario("pooled-10k", { acceptedPerSecond: 700 }),
+        scenario("http-10k", { acceptedPerSecond: 560 }),
+      ]);
+      expect(check).toEqual({ target, measured: "0.80× (560 vs 700/s)", met: false });
+    });
+
+    it("is not measured without both scenarios, or when HTTP was skipped", () => {
+      expect(httpCheck([scenario("http-10k", {})])?.met).toBeUndefined();
+      const skipped = checkTargets({
+        ...report,
+        peers: {
+          postern: {
+            version: {},
+            scenarios: [scenario("pooled-10k", {}), { scenario: "http-10k", skipped: "SMTP only" }],
+          },
+        },
+      }).find((c) => c.target === target);
+      expect(skipped?.met).toBeUndefined();
+    });
   });
 
   describe("stuck-neighbour", () => {

@@ -1,8 +1,10 @@
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
 import { createConnection, type Socket } from "node:net";
 import { SmtpSink } from "@postern/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LoadGenerator, Sink, smtpSinkInstalled } from "../children";
-import { type Arrival, benchSentHeader, type LoadSpec } from "../protocol";
+import { type Arrival, benchSentHeader, type LoadSpec, sentAtFromHead } from "../protocol";
 
 let load: LoadGenerator;
 beforeAll(() => {
@@ -154,5 +156,65 @@ describe("load generator against an authenticating server", () => {
     expect(result.accepted).toHaveLength(2);
     expect(result.errors).toBe(1);
     expect(result.errorSamples.join()).toMatch(/535/);
+  });
+});
+
+describe("load generator in http mode", () => {
+  const apiToken = "pst_api_bench";
+  interface Submission {
+    authorization: string | undefined;
+    body: { from: string; to: string[]; subject: string; text: string; headers: Record<string, string> };
+  }
+  const submissions: Submission[] = [];
+  const sockets = new Set<Socket>();
+  let refuse = false;
+  // Stands in for POST /v1/messages: 202 {id}, or 429 while `refuse` is set.
+  const api = createServer((req: IncomingMessage, res: ServerResponse) => {
+    const chunks: Buffer[] = [];
+    req.on("data", (chunk: Buffer) => chunks.push(chunk));
+    req.on("end", () => {
+      if (refuse) {
+        res.writeHead(429, { "content-type": "application/json" }).end('{"error":"rate_limited"}');
+        return;
+      }
+      submissions.push({
+        authorization: req.headers.authorization,
+        body: JSON.parse(Buffer.concat(chunks).toString()),
+      });
+      res.writeHead(202, { "content-type": "application/json" }).end(`{"id":"${submissions.length}"}`);
+    });
+  });
+  api.on("connection", (socket: Socket) => sockets.add(socket));
+  let port: number;
+  beforeAll(async () => {
+    await new Promise<void>((resolve) => api.listen(0, "127.0.0.1", resolve));
+    port = (api.address() as AddressInfo).port;
+  });
+  afterAll(() => new Promise((resolve) => api.close(resolve)));
+
+  it("POSTs 10 KiB JSON messages with the token over at most `concurrency` kept-alive connections", async () => {
+    const result = await load.run({ ...base, port, mode: "http", durationMs: 500, logins: [], apiToken });
+    expect(result.errors).toBe(0);
+    expect(result.accepted.length).toBe(submissions.length);
+    expect(submissions.length).toBeGreaterThan(base.concurrency);
+    expect(sockets.size).toBeLessThanOrEqual(base.concurrency);
+    const [first] = submissions;
+    expect(first?.authorization).toBe(`Bearer ${apiToken}`);
+    expect(first?.body.from).toBe(base.from);
+    expect(first?.body.to).toEqual([base.to]);
+    expect(first?.body.text.length).toBeGreaterThanOrEqual(10 * 1024);
+    // The header the sink reads the send time from, as the API's composer writes it.
+    const sentAt = Number(first?.body.headers[benchSentHeader]);
+    expect(sentAtFromHead(`${benchSentHeader}: ${sentAt}\r\n`)).toBe(sentAt);
+    expect(sentAt).toBeGreaterThanOrEqual(result.startedAt);
+  });
+
+  it("counts any answer but 202 as an error, with its status", async () => {
+    refuse = true;
+    const result = await load.run({ ...base, port, mode: "http", durationMs: 200, logins: [], apiToken });
+    refuse = false;
+    expect(result.accepted).toHaveLength(0);
+    expect(result.errors).toBeGreaterThan(0);
+    expect(result.errorSamples.join()).toMatch(/HTTP 429: \{"error":"rate_limited"\}/);
   });
 });
