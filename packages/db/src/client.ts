@@ -60,6 +60,13 @@ export async function forEachRow<Row>(
   onRow: (row: Row) => void,
 ): Promise<void> {
   const client = await pool.connect();
+  // A checked-out client has lost the pool's 'error' listener. When PostgreSQL shuts down right as
+  // the statement ends, its FATAL can arrive in the same read as ReadyForQuery: the statement has
+  // resolved, nothing is active, and the client emits 'error' before we release it. Unheard, that
+  // would crash the process (seen once in apps/worker/test/loss.test.ts); the pool drops the
+  // broken connection when it is released.
+  const ignoreLateError = () => {};
+  client.on("error", ignoreLateError);
   let failure: unknown;
   try {
     await new Promise<void>((resolve, reject) => {
@@ -79,9 +86,11 @@ export async function forEachRow<Row>(
     });
   } catch (error) {
     // As pool.query does: a connection whose statement failed is not reused.
+    client.off("error", ignoreLateError);
     client.release(error as Error);
     throw error;
   }
+  client.off("error", ignoreLateError);
   client.release();
   if (failure !== undefined) throw failure;
 }
