@@ -38,7 +38,6 @@ export {
   type BulkActionRequest,
   type BulkActionResult,
   bulkActionLimit,
-  type CancelResult,
   cancelMessage,
 } from "./lifecycle";
 export { type MessageFilter, messageFilterSql } from "./message-filter";
@@ -49,9 +48,9 @@ export {
   type ListedMessage,
   listMessages,
   listMessagesSql,
+  type MessageActionResult,
   type MessageListQuery,
   type MessageReader,
-  type RetryResult,
   retryMessage,
 } from "./project-messages";
 export { messageStored, type StoredBody, streamMessageBody } from "./stored-body";

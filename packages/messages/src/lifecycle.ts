@@ -1,12 +1,7 @@
 import { type MessageStatus, Prisma } from "@postern/db";
 import { type MessageFilter, messageFilterSql, utc } from "./message-filter";
-import type { MessageReader } from "./project-messages";
-import { checkTransition, sqlList, statusesBefore, type TransitionResult } from "./transitions";
-
-export type CancelResult =
-  | { ok: true }
-  | { ok: false; reason: "not_found" }
-  | Exclude<TransitionResult, { ok: true }>;
+import type { MessageActionResult, MessageReader } from "./project-messages";
+import { checkTransition, sqlList, statusesBefore } from "./transitions";
 
 const cancelFrom = sqlList(statusesBefore("cancelled"));
 
@@ -20,7 +15,7 @@ const cancelFrom = sqlList(statusesBefore("cancelled"));
 export async function cancelMessage(
   db: MessageReader,
   request: { projectId: string; id: string; actor: string; ip: string | null },
-): Promise<CancelResult> {
+): Promise<MessageActionResult> {
   const { projectId, id, actor, ip } = request;
   const at = utc(new Date());
   const rows = await db.$queryRaw<{ changed: number; status: MessageStatus | null }[]>`

@@ -75,7 +75,8 @@ export async function deliveryLatency(
   return rows[0];
 }
 
-export type RetryResult =
+/** What a lifecycle action on one message (retry, cancel) did. */
+export type MessageActionResult =
   | { ok: true }
   | { ok: false; reason: "not_found" }
   | Exclude<TransitionResult, { ok: true }>;
@@ -93,10 +94,9 @@ const retryFrom = sqlList(statusesBefore("queued"));
 export async function retryMessage(
   db: MessageReader,
   request: { projectId: string; id: string; actor: string; ip: string | null },
-): Promise<RetryResult> {
+): Promise<MessageActionResult> {
   const { projectId, id, actor, ip } = request;
-  const now = new Date().toISOString();
-  const at = Prisma.sql`(${now}::timestamptz AT TIME ZONE 'UTC')`;
+  const at = utc(new Date());
   const rows = await db.$queryRaw<{ changed: number; status: MessageStatus | null }[]>`
 WITH changed AS (
   UPDATE "Message"
