@@ -25,6 +25,7 @@ export {
   type MessageEventRow,
   type MessageEventType,
   messageEventTypes,
+  pruneMessageEvents,
 } from "./events";
 export {
   createGroupCommit,
