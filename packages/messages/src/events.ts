@@ -22,6 +22,17 @@ export interface MessageEventRow {
   data: unknown;
 }
 
+/** An event as the API and the CLI show it (GET /v1/events). */
+export function messageEventJson(event: MessageEventRow) {
+  return {
+    id: event.id.toString(),
+    messageId: event.messageId,
+    type: event.type as MessageEventType,
+    createdAt: event.createdAt.toISOString(),
+    data: (event.data ?? {}) as Record<string, unknown>,
+  };
+}
+
 /** Where a reader of `listEvents` stands: the (txId, id) of the last event it read. */
 export interface EventCursor {
   txId: bigint;

@@ -24,6 +24,7 @@ export {
   listMessageEvents,
   type MessageEventRow,
   type MessageEventType,
+  messageEventJson,
   messageEventTypes,
   pruneMessageEvents,
 } from "./events";
