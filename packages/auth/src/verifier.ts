@@ -4,19 +4,9 @@ import bcrypt from "bcrypt";
 import type { Redis } from "ioredis";
 import { type RateLimiterAbstract, RateLimiterRedis, RateLimiterRes } from "rate-limiter-flexible";
 import { clientAddress } from "./client-address";
-import { type AuthInvalidation, authInvalidationChannel } from "./invalidation";
+import { type AuthInvalidation, listenForAuthInvalidations } from "./invalidation";
 import { smtpKeyPrefix } from "./keys";
-
-/** What the SMTP session needs to know about the project a credential belongs to. */
-export interface ProjectPolicy {
-  id: string;
-  status: "active" | "suspended";
-  quotaPerMinute: number;
-  quotaDaily: number;
-  maxRecipients: number;
-  /** Lower-case; empty: any sender. */
-  senderDomains: string[];
-}
+import { type ProjectPolicy, projectPolicySelect, toProjectPolicy } from "./project-policy";
 
 export interface AuthenticatedClient {
   credentialId: string;
@@ -97,16 +87,7 @@ const credentialWithProject = {
   key: true,
   secretHash: true,
   revokedAt: true,
-  project: {
-    select: {
-      id: true,
-      status: true,
-      quotaPerMinute: true,
-      quotaDaily: true,
-      maxRecipients: true,
-      senderDomains: true,
-    },
-  },
+  project: { select: projectPolicySelect },
 } as const;
 
 /**
@@ -310,45 +291,25 @@ export function createCredentialVerifier(options: CredentialVerifierOptions): Cr
       return pending;
     },
 
-    invalidate(event) {
-      generation++;
-      // A check that read the database before this event must not answer those who ask after it.
-      standingInFlight.clear();
-      for (const [id, entry] of bySecret) {
-        const matches =
-          event.kind === "credential"
-            ? entry.client.credentialId === event.credentialId
-            : entry.client.project.id === event.projectId;
-        if (matches) bySecret.delete(id);
-      }
-      for (const [id, entry] of byCredential) {
-        const matches =
-          event.kind === "credential"
-            ? id === event.credentialId
-            : entry.client.project.id === event.projectId;
-        if (matches) byCredential.delete(id);
-      }
-    },
+    invalidate,
 
-    async subscribe(subscriber) {
-      const channel = authInvalidationChannel(keyPrefix);
-      subscriber.on("message", (from: string, payload: string) => {
-        if (from !== channel) return;
-        const event = parseInvalidation(payload);
-        // Unreadable: drop everything rather than keep what might be revoked.
-        if (event) this.invalidate(event);
-        else forgetAll();
-      });
-      // While the subscription was down, invalidations may have been missed.
-      let connectedOnce = false;
-      subscriber.on("ready", () => {
-        if (connectedOnce) forgetAll();
-        connectedOnce = true;
-      });
-      if (subscriber.status === "ready") connectedOnce = true;
-      await subscriber.subscribe(channel);
+    subscribe(subscriber) {
+      return listenForAuthInvalidations(subscriber, keyPrefix, { invalidate, forgetAll });
     },
   };
+
+  function invalidate(event: AuthInvalidation) {
+    if (event.kind === "apiToken") return;
+    generation++;
+    // A check that read the database before this event must not answer those who ask after it.
+    standingInFlight.clear();
+    const matches = (credentialId: string, entry: Remembered) =>
+      event.kind === "credential"
+        ? credentialId === event.credentialId
+        : entry.client.project.id === event.projectId;
+    for (const [id, entry] of bySecret) if (matches(entry.client.credentialId, entry)) bySecret.delete(id);
+    for (const [id, entry] of byCredential) if (matches(id, entry)) byCredential.delete(id);
+  }
 
   function forgetAll() {
     generation++;
@@ -358,32 +319,6 @@ export function createCredentialVerifier(options: CredentialVerifierOptions): Cr
   }
 }
 
-function toClient(row: {
-  id: string;
-  key: string;
-  project: {
-    id: string;
-    status: "active" | "suspended";
-    quotaPerMinute: number;
-    quotaDaily: number;
-    maxRecipients: number;
-    senderDomains: string[];
-  };
-}): AuthenticatedClient {
-  return {
-    credentialId: row.id,
-    key: row.key,
-    project: { ...row.project, senderDomains: row.project.senderDomains.map((d) => d.toLowerCase()) },
-  };
-}
-
-function parseInvalidation(payload: string): AuthInvalidation | undefined {
-  try {
-    const event = JSON.parse(payload) as Partial<{ kind: string; credentialId: string; projectId: string }>;
-    if (event.kind === "credential" && typeof event.credentialId === "string")
-      return { kind: "credential", credentialId: event.credentialId };
-    if (event.kind === "project" && typeof event.projectId === "string")
-      return { kind: "project", projectId: event.projectId };
-  } catch {}
-  return undefined;
+function toClient(row: { id: string; key: string; project: ProjectPolicy }): AuthenticatedClient {
+  return { credentialId: row.id, key: row.key, project: toProjectPolicy(row.project) };
 }

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { Readable } from "node:stream";
 import { recordAudit } from "@postern/audit";
-import type { ProjectPolicy } from "@postern/auth";
+import type { ApiTokenVerifier, ProjectPolicy } from "@postern/auth";
 import { type SqlPool, uuidv7 } from "@postern/db";
 import { messageStored } from "@postern/messages";
 import type { ProjectQuota } from "@postern/quota";
@@ -182,6 +182,8 @@ interface Envelope {
 
 export interface SubmissionDeps extends RouteDependencies {
   acceptor: Acceptor;
+  /** The sending policy of the project submitted to, remembered across requests. */
+  projectPolicies: Pick<ApiTokenVerifier, "projectPolicy">;
   /** Messages being stored by this process under an idempotency key's id: id → its answer. */
   storing: Map<string, Promise<string>>;
   quota: ProjectQuota;
@@ -261,7 +263,7 @@ export function submissionRoutes(deps: SubmissionDeps): FastifyPluginAsyncZod {
     ): Promise<string> {
       const project = await projectPolicy(deps, submitter.projectId);
       if (project.status === "suspended") throw refused("suspended");
-      let submission: { envelope: Envelope; content: Buffer; requestSha256: string };
+      let submission: { envelope: Envelope; content: Buffer; requestSha256: () => string };
       if (Buffer.isBuffer(request.body)) {
         const envelope = rawEnvelope.safeParse(request.query);
         if (!envelope.success) throw refused("invalid_message", `query: ${describe(envelope.error)}`);
@@ -270,7 +272,7 @@ export function submissionRoutes(deps: SubmissionDeps): FastifyPluginAsyncZod {
         submission = {
           envelope: checkEnvelope(project, parsed),
           content: request.body,
-          requestSha256: sha256("raw", JSON.stringify(parsed), request.body),
+          requestSha256: () => sha256("raw", JSON.stringify(parsed), request.body as Buffer),
         };
       } else {
         // Fastify also parses text/plain (as a string): only JSON is composed.
@@ -285,7 +287,7 @@ export function submissionRoutes(deps: SubmissionDeps): FastifyPluginAsyncZod {
         submission = {
           envelope,
           content: await compose(body.data, maxSize),
-          requestSha256: sha256("json", JSON.stringify(body.data)),
+          requestSha256: () => sha256("json", JSON.stringify(body.data)),
         };
       }
       return submit(deps, request, reply, project, {
@@ -318,24 +320,10 @@ async function auditRefusal(
 }
 
 async function projectPolicy(deps: SubmissionDeps, projectId: string): Promise<ProjectPolicy> {
-  try {
-    const project = await deps.db.project.findUnique({
-      where: { id: projectId },
-      select: {
-        id: true,
-        status: true,
-        quotaPerMinute: true,
-        quotaDaily: true,
-        maxRecipients: true,
-        senderDomains: true,
-      },
-    });
-    if (!project) throw new ApiError("not_found", `no project ${projectId}`);
-    return project;
-  } catch (error) {
-    if (error instanceof ApiError) throw error;
-    throw refused("store_unavailable");
-  }
+  const lookup = await deps.projectPolicies.projectPolicy(projectId);
+  if (lookup.ok) return lookup.value;
+  if (lookup.reason === "unknown_project") throw new ApiError("not_found", `no project ${projectId}`);
+  throw refused("store_unavailable");
 }
 
 /** SMTP's MAIL FROM and RCPT TO checks; repeated recipients are one delivery, as in SMTP. */
@@ -399,7 +387,8 @@ async function compose(body: JsonSubmission, maxSize: number): Promise<Buffer> {
 type Submission = {
   envelope: Envelope;
   content: Buffer;
-  requestSha256: string;
+  /** What an idempotency key is checked against; computed only when a key is sent. */
+  requestSha256: () => string;
   idempotencyKey: string | undefined;
   actor: string;
 };
@@ -420,7 +409,7 @@ async function submit(
   const claim = await claimIdempotencyKey(deps.sql, {
     projectId: project.id,
     key: submission.idempotencyKey,
-    requestSha256: submission.requestSha256,
+    requestSha256: submission.requestSha256(),
     messageId: uuidv7(),
   }).catch(() => {
     throw refused("store_unavailable");
