@@ -140,12 +140,9 @@ export function createSessionHandlers(deps: SessionDeps) {
       const shownKey = auditableUsername(key);
       verifier.verify(key, secret, state.ip).then((outcome) => {
         if (outcome.ok) {
-          const client = outcome.client;
-          metrics.auth.inc({ outcome: outcome.cached ? "success_cached" : "success_bcrypt" });
-          state.log.info(
-            { key: client.key, projectId: client.project.id, cached: outcome.cached },
-            "authenticated",
-          );
+          const { client, cached } = outcome.value;
+          metrics.auth.inc({ outcome: cached ? "success_cached" : "success_bcrypt" });
+          state.log.info({ key: client.key, projectId: client.project.id, cached }, "authenticated");
           audit.record({
             action: "auth.success",
             actor: `smtp:${client.key}`,
@@ -209,19 +206,20 @@ export function createSessionHandlers(deps: SessionDeps) {
           return callback(reject(session, standing.reason === "suspended" ? "suspended" : "revoked"));
         }
         // Fresh policy (sender domains, limits) for this transaction.
-        session.user = standing.client;
+        const client = standing.value;
+        session.user = client;
         const sender = address.address;
         const details = { mailFrom: sender };
         if (!isAscii(sender) && !session.envelope.smtpUtf8)
           return callback(reject(session, "smtputf8_required", { details }));
         if (sender !== "" && !isMailbox(sender))
           return callback(reject(session, "sender_syntax", { details }));
-        if (!senderDomainAllowed(standing.client.project, sender))
+        if (!senderDomainAllowed(client.project, sender))
           return callback(reject(session, "sender_domain", { details }));
         // In-flow control: while the project's deliveries lag behind, the 250 waits (the client
         // keeps its message meanwhile). After the refusals above, so that a refused MAIL is
         // answered at once.
-        inflow.hold(standing.client.project.id).then(() => callback());
+        inflow.hold(client.project.id).then(() => callback());
       });
     },
 

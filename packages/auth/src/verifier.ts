@@ -1,5 +1,6 @@
 import { createHash, createHmac, randomBytes } from "node:crypto";
 import type { Database } from "@postern/db";
+import { type Ok, ok, type Refusal, refuse } from "@postern/result";
 import bcrypt from "bcrypt";
 import type { Redis } from "ioredis";
 import { type RateLimiterAbstract, RateLimiterRedis, RateLimiterRes } from "rate-limiter-flexible";
@@ -15,34 +16,31 @@ export interface AuthenticatedClient {
   project: ProjectPolicy;
 }
 
-/** Expected outcomes are values (Unkey style); the SMTP app maps each reason to a reply and audit action. */
+/** Expected outcomes are values (packages/result); the SMTP app maps each reason to a reply and audit action. */
 export type VerificationOutcome =
-  | { ok: true; client: AuthenticatedClient; cached: boolean }
-  | { ok: false; reason: "unknown_key" | "bad_secret"; projectId?: string }
-  | { ok: false; reason: "revoked" | "suspended"; projectId: string }
+  | Ok<{ client: AuthenticatedClient; cached: boolean }>
+  | Refusal<"unknown_key" | "bad_secret", { projectId?: string }>
+  | Refusal<"revoked" | "suspended", { projectId: string }>
   /**
    * Too many failures from this client address (`ip`), or for this key from this address (`key`);
    * `reachedNow` when this attempt was a failure that spent the last point of the allowance
    * (otherwise it was refused without checking the secret). `address` is the client address as
    * counted (IPv6 by /64).
    */
-  | {
-      ok: false;
-      reason: "blocked";
-      scope: "ip" | "key";
-      address: string;
-      msBeforeNext: number;
-      reachedNow: boolean;
-      projectId?: string;
-    }
-  /** PostgreSQL or Redis did not answer: a temporary failure, never a success. */
-  | { ok: false; reason: "unavailable"; error: Error };
+  | Refusal<
+      "blocked",
+      { scope: "ip" | "key"; address: string; msBeforeNext: number; reachedNow: boolean; projectId?: string }
+    >
+  | Unavailable;
 
 /** A session already authenticated asks again before each transaction: still allowed? */
 export type CurrentStanding =
-  | { ok: true; client: AuthenticatedClient }
-  | { ok: false; reason: "revoked" | "suspended" | "unknown_key"; projectId: string }
-  | { ok: false; reason: "unavailable"; error: Error };
+  | Ok<AuthenticatedClient>
+  | Refusal<"revoked" | "suspended" | "unknown_key", { projectId: string }>
+  | Unavailable;
+
+/** PostgreSQL or Redis did not answer: a temporary failure, never a success. */
+type Unavailable = Refusal<"unavailable", { error: Error }>;
 
 export interface CredentialVerifierOptions {
   db: Database;
@@ -206,21 +204,21 @@ export function createCredentialVerifier(options: CredentialVerifierOptions): Cr
       const row = key.startsWith(smtpKeyPrefix)
         ? await db.smtpCredential.findUnique({ where: { key }, select: credentialWithProject })
         : null;
-      if (!row) outcome = { ok: false, reason: "unknown_key" };
+      if (!row) outcome = refuse("unknown_key");
       else if (!(await compareSecret(secret, row.secretHash)))
-        outcome = { ok: false, reason: "bad_secret", projectId: row.project.id };
-      else if (row.revokedAt) outcome = { ok: false, reason: "revoked", projectId: row.project.id };
+        outcome = refuse("bad_secret", { projectId: row.project.id });
+      else if (row.revokedAt) outcome = refuse("revoked", { projectId: row.project.id });
       else if (row.project.status === "suspended")
-        outcome = { ok: false, reason: "suspended", projectId: row.project.id };
-      else outcome = { ok: true, client: toClient(row), cached: false };
+        outcome = refuse("suspended", { projectId: row.project.id });
+      else outcome = ok({ client: toClient(row), cached: false });
 
       if (!outcome.ok) {
         // The failure that spent the allowance sees the count equal to it (later ones see more, and
         // were refused above without bcrypt).
         if (byPair.consumedPoints === options.failuresPerKey)
-          return blocked("key", address, byPair, true, outcome.projectId);
+          return blocked("key", address, byPair, true, projectOf(outcome));
         if (!known && byAddress.consumedPoints === options.failuresPerIp)
-          return blocked("ip", address, byAddress, true, outcome.projectId);
+          return blocked("ip", address, byAddress, true, projectOf(outcome));
         return outcome;
       }
       // Bookkeeping: if Redis fails here, the success stands and the points stay counted.
@@ -230,12 +228,12 @@ export function createCredentialVerifier(options: CredentialVerifierOptions): Cr
         redis.set(knownPairKey(pair), "1", "EX", knownPairSeconds),
       ]).catch(() => {});
     } catch (error) {
-      return { ok: false, reason: "unavailable", error: error as Error };
+      return refuse("unavailable", { error: error as Error });
     }
-    if (generation === startedAt) remember(id, outcome.client);
+    if (generation === startedAt) remember(id, outcome.value.client);
     // Bookkeeping only: not worth a round trip on the reply path.
     db.smtpCredential
-      .update({ where: { id: outcome.client.credentialId }, data: { lastUsedAt: new Date() } })
+      .update({ where: { id: outcome.value.client.credentialId }, data: { lastUsedAt: new Date() } })
       .catch(() => {});
     return outcome;
   };
@@ -247,16 +245,15 @@ export function createCredentialVerifier(options: CredentialVerifierOptions): Cr
         where: { id: client.credentialId },
         select: credentialWithProject,
       });
-      if (!row) return { ok: false, reason: "unknown_key", projectId: client.project.id };
-      if (row.revokedAt) return { ok: false, reason: "revoked", projectId: row.project.id };
-      if (row.project.status === "suspended")
-        return { ok: false, reason: "suspended", projectId: row.project.id };
+      if (!row) return refuse("unknown_key", { projectId: client.project.id });
+      if (row.revokedAt) return refuse("revoked", { projectId: row.project.id });
+      if (row.project.status === "suspended") return refuse("suspended", { projectId: row.project.id });
       const current = toClient(row);
       if (generation === startedAt)
         byCredential.set(current.credentialId, { client: current, expiresAt: Date.now() + cacheTtlMs });
-      return { ok: true, client: current };
+      return ok(current);
     } catch (error) {
-      return { ok: false, reason: "unavailable", error: error as Error };
+      return refuse("unavailable", { error: error as Error });
     }
   };
 
@@ -268,7 +265,7 @@ export function createCredentialVerifier(options: CredentialVerifierOptions): Cr
     async verify(key, secret, ip) {
       const id = fingerprint(key, secret);
       const hit = bySecret.get(id);
-      if (hit && hit.expiresAt > Date.now()) return { ok: true, client: hit.client, cached: true };
+      if (hit && hit.expiresAt > Date.now()) return ok({ client: hit.client, cached: true });
       if (hit) bySecret.delete(id);
       // Many connections of one application authenticating at once share one bcrypt run.
       const pending = inFlight.get(id);
@@ -280,7 +277,7 @@ export function createCredentialVerifier(options: CredentialVerifierOptions): Cr
 
     async standing(client) {
       const entry = byCredential.get(client.credentialId);
-      if (entry && entry.expiresAt > Date.now()) return { ok: true, client: entry.client };
+      if (entry && entry.expiresAt > Date.now()) return ok(entry.client);
       // Every session of a credential asks before each transaction: one query answers them all,
       // and its answer is remembered for the TTL like a verification.
       let pending = standingInFlight.get(client.credentialId);
@@ -317,6 +314,11 @@ export function createCredentialVerifier(options: CredentialVerifierOptions): Cr
     bySecret.clear();
     byCredential.clear();
   }
+}
+
+/** The project a refused attempt named, if its key was known. */
+function projectOf(outcome: VerificationOutcome): string | undefined {
+  return "projectId" in outcome ? outcome.projectId : undefined;
 }
 
 function toClient(row: { id: string; key: string; project: ProjectPolicy }): AuthenticatedClient {
