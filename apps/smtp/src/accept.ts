@@ -1,6 +1,11 @@
 import type { AuthenticatedClient } from "@postern/auth";
 import type { SqlPool } from "@postern/db";
-import { createGroupCommit, refusedContent, type StoreResult, storeAcceptedMessages } from "@postern/messages";
+import {
+  createGroupCommit,
+  refusedContent,
+  type StoreResult,
+  storeAcceptedMessages,
+} from "@postern/messages";
 import { type DeliveryProducer, type PlannedDeliveryJob, planDeliveryJobs } from "@postern/queue";
 import type { Logger } from "@postern/telemetry";
 import type { HeaderSummary } from "./message";

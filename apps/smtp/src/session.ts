@@ -335,7 +335,9 @@ export function createSessionHandlers(deps: SessionDeps) {
         });
         const windowSeconds = client.project.dedupWindowSeconds;
         const fingerprint =
-          windowSeconds > 0 ? startFingerprint({ mailFrom: mailFrom ?? "", recipients }, "message") : undefined;
+          windowSeconds > 0
+            ? startFingerprint({ mailFrom: mailFrom ?? "", recipients }, "message")
+            : undefined;
         const data = await readMessageData(
           stream,
           Buffer.from(trace, "utf8"),
