@@ -229,7 +229,8 @@ export function submissionRoutes(deps: SubmissionDeps): FastifyPluginAsyncZod {
             "Answers 202 once the message is durably stored, as SMTP's 250. The body is either " +
             "application/json (from, to, cc, bcc, subject, text, html, headers, attachments with base64 " +
             "content) or message/rfc822 bytes with ?from=&to=&to=. An Idempotency-Key header makes a " +
-            "retry within 24 h answer the first message's id without storing another.",
+            "retry within 24 h answer the first message's id without storing another; so does a " +
+            "resubmission within the project's dedupWindowSeconds, without a key.",
           security: [{ bearer: [] }],
           headers: z.object({ "idempotency-key": idempotencyKeyHeader }),
           querystring: z.object({ from: z.string().optional(), to: addresses.optional() }),
