@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { resolve } from "node:path";
 import { type RunningSmtp, startSmtp } from "@postern/smtp";
-import { createLogger, createMetricsRegistry } from "@postern/telemetry";
+import { createLogger, createMetricsRegistry, type Registry } from "@postern/telemetry";
 import {
   createProjectFixture,
   createTestContext,
@@ -18,12 +18,14 @@ import { RawSmtp } from "./smtp-client";
 
 let ctx: TestContext;
 let smtp: RunningSmtp;
+let metrics: Registry;
 const children: ChildProcess[] = [];
 
 beforeAll(async () => {
   ctx = await createTestContext({ SMTP_AUTH_FAILURES_PER_IP: "1000" });
+  metrics = createMetricsRegistry();
   smtp = await startSmtp(
-    { ...ctx, log: createLogger({ level: "silent" }), metrics: createMetricsRegistry() },
+    { ...ctx, log: createLogger({ level: "silent" }), metrics },
     { smtpPort: 0, smtpsPort: 0 },
   );
 }, 60_000);
@@ -96,9 +98,13 @@ const audits = (projectId: string, action: string) =>
 describe("a resubmission within the window", () => {
   it("from another connection: 250 with the first id, nothing stored, audited message.duplicate naming the first", async () => {
     const fixture = await project(3600);
+    const duplicatesCounted = async () =>
+      (await metrics.getSingleMetric("postern_smtp_messages_duplicate_total")?.get())?.values[0]?.value ?? 0;
     const first = queuedId(await send(fixture));
+    const countedBefore = await duplicatesCounted();
     const second = await send(fixture);
     expect([second.code, second.text]).toEqual([250, `2.0.0 Ok: queued as ${first}`]);
+    expect(await duplicatesCounted()).toBe(countedBefore + 1);
 
     expect(await storedIds(fixture.project.id)).toEqual([first]);
     expect(
