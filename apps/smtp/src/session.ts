@@ -2,6 +2,7 @@ import type { AuthenticatedClient, CredentialVerifier } from "@postern/auth";
 import { auditableUsername } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
 import { uuidv7 } from "@postern/db";
+import { startFingerprint } from "@postern/messages";
 import type { ProjectQuota } from "@postern/quota";
 import type { Logger } from "@postern/telemetry";
 import type {
@@ -287,9 +288,8 @@ export function createSessionHandlers(deps: SessionDeps) {
         .then(
           (reply) => {
             if (typeof reply === "string") {
-              // The recipients are now spent: the message is stored.
+              // The recipients are now spent: the message is stored (or, a duplicate, refunded).
               state.reserved = undefined;
-              metrics.accepted.inc();
               metrics.acceptSeconds.observe(Number(process.hrtime.bigint() - startedAt) / 1e9);
               callback(null, reply);
             } else {
@@ -333,7 +333,18 @@ export function createSessionHandlers(deps: SessionDeps) {
           at: new Date(),
           smtpUtf8: session.envelope.smtpUtf8 === true,
         });
-        const data = await readMessageData(stream, Buffer.from(trace, "utf8"), held, config.smtp.bareNewline);
+        const windowSeconds = client.project.dedupWindowSeconds;
+        const fingerprint =
+          windowSeconds > 0
+            ? startFingerprint({ mailFrom: mailFrom ?? "", recipients }, "message")
+            : undefined;
+        const data = await readMessageData(
+          stream,
+          Buffer.from(trace, "utf8"),
+          held,
+          config.smtp.bareNewline,
+          fingerprint,
+        );
         if (!data.ok) return reject(session, data.reason, { details: { size: data.bytesRead } });
         const bytes = data.bytes;
         const headers = summariseHeaders(bytes);
@@ -352,11 +363,20 @@ export function createSessionHandlers(deps: SessionDeps) {
           recipients,
           bytes,
           headers,
+          duplicates: fingerprint && { fingerprint: fingerprint.digest("hex"), windowSeconds },
         });
         if (!outcome.ok) {
           state.log.error({ err: outcome.error }, "message could not be stored");
           return reject(session, outcome.reason, { details: { size: bytes.length } });
         }
+        if (outcome.duplicateOf !== undefined) {
+          // Stored nothing: the first message's 250 stands for this one (docs/rules.md, Duplicates).
+          refund(state);
+          metrics.duplicates.inc();
+          state.log.info({ messageId: outcome.duplicateOf, size: bytes.length }, "duplicate, not stored");
+          return accepted(outcome.duplicateOf);
+        }
+        metrics.accepted.inc();
         state.log.info({ messageId: id, size: bytes.length, recipients: recipients.length }, "accepted");
         return accepted(id);
       }

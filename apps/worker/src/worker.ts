@@ -108,8 +108,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const sweeper = startSweeper(
     { config, sql, redis, queue, producer },
     (result) => {
-      if (result.requeued > 0 || result.prunedBodies > 0 || result.prunedAuditEvents > 0)
-        log.info(result, "sweep");
+      if (Object.values(result).some((count) => count > 0)) log.info(result, "sweep");
     },
     (error) => log.error({ err: error }, "sweep failed"),
   );

@@ -7,6 +7,8 @@ export interface ProjectPolicy {
   maxRecipients: number;
   /** Lower-case; empty: any sender. */
   senderDomains: string[];
+  /** Duplicate suppression's window; 0: off (docs/rules.md, Duplicates). */
+  dedupWindowSeconds: number;
 }
 
 /** The Prisma `select` of a project's policy: one list, whichever way the project is reached. */
@@ -17,6 +19,7 @@ export const projectPolicySelect = {
   quotaDaily: true,
   maxRecipients: true,
   senderDomains: true,
+  dedupWindowSeconds: true,
 } as const;
 
 export function toProjectPolicy(row: ProjectPolicy): ProjectPolicy {
