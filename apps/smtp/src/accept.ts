@@ -1,6 +1,11 @@
 import type { AuthenticatedClient } from "@postern/auth";
 import type { SqlPool } from "@postern/db";
-import { createGroupCommit, refusedContent, storeAcceptedMessages } from "@postern/messages";
+import {
+  createGroupCommit,
+  refusedContent,
+  type StoreResult,
+  storeAcceptedMessages,
+} from "@postern/messages";
 import { type DeliveryProducer, type PlannedDeliveryJob, planDeliveryJobs } from "@postern/queue";
 import type { Logger } from "@postern/telemetry";
 import type { HeaderSummary } from "./message";
@@ -20,6 +25,11 @@ export interface MessageToAccept {
   /** The bytes as they will be delivered (trace header included). */
   bytes: Buffer;
   headers: HeaderSummary;
+  /**
+   * When the project suppresses duplicates: the submission's hex SHA-256 (`startFingerprint` of
+   * @postern/messages) and the project's `dedupWindowSeconds`.
+   */
+  duplicates?: { fingerprint: string; windowSeconds: number };
 }
 
 /**
@@ -27,7 +37,8 @@ export interface MessageToAccept {
  * would be refused again; `store_unavailable`: anything else, worth a retry.
  */
 export type AcceptOutcome =
-  | { ok: true }
+  /** `duplicateOf`: the message resubmits one accepted within its project's window; nothing was stored. */
+  | { ok: true; duplicateOf: string | undefined }
   | { ok: false; reason: "store_unavailable" | "content_unstorable"; error: Error };
 
 export interface AcceptorOptions {
@@ -100,10 +111,10 @@ export function createAcceptor(
   /** Jobs of committed batches whose callers are being answered: enqueued right after. */
   let committedJobs: PlannedDeliveryJob[] = [];
 
-  const store = async (messages: MessageToAccept[]): Promise<undefined[]> => {
+  const store = async (messages: MessageToAccept[]): Promise<StoreResult[]> => {
     const jobs = planDeliveryJobs(messages.map((m) => ({ id: m.id, projectId: m.client.project.id })));
     const jobIds = new Map(jobs.flatMap((job) => job.messageIds.map((id) => [id, job.id])));
-    await storeAcceptedMessages(
+    const results = await storeAcceptedMessages(
       deps.sql,
       messages.map((m) => ({
         id: m.id,
@@ -117,10 +128,16 @@ export function createAcceptor(
         headerMessageId: m.headers.messageId ?? null,
         subject: m.headers.subject ?? null,
         deliveryJobId: jobIds.get(m.id) ?? m.id,
+        duplicates: m.duplicates,
       })),
     );
-    committedJobs.push(...jobs);
-    return messages.map(() => undefined);
+    // A duplicate was not stored: its job has nothing to deliver for it.
+    const duplicates = new Set(messages.filter((_, i) => !results[i]?.stored).map((m) => m.id));
+    for (const job of jobs) {
+      const messageIds = job.messageIds.filter((id) => !duplicates.has(id));
+      if (messageIds.length > 0) committedJobs.push({ ...job, messageIds });
+    }
+    return results;
   };
 
   const commit = createGroupCommit(store, {
@@ -132,6 +149,9 @@ export function createAcceptor(
     maxHoldMs: options.maxHoldMs ?? 10,
     // Nobody waits for a batch to fill: a message with nothing being written goes at once.
     gatherTick: false,
+    // One statement claims a fingerprint once (an ON CONFLICT update cannot touch a row twice):
+    // the second of two identical messages goes in the next batch, and is answered as a duplicate.
+    keyOf: (m) => (m.duplicates ? `${m.client.project.id}:${m.duplicates.fingerprint}` : m.id),
     afterAnswered() {
       const jobs = committedJobs;
       committedJobs = [];
@@ -144,9 +164,9 @@ export function createAcceptor(
    * was rerun message by message by the group commit, so a data exception here is this message's
    * own bytes.
    */
-  const outcome = (submitted: Promise<undefined>): Promise<AcceptOutcome> =>
+  const outcome = (submitted: Promise<StoreResult>): Promise<AcceptOutcome> =>
     submitted.then(
-      () => ({ ok: true }),
+      (result) => ({ ok: true, duplicateOf: result.stored ? undefined : result.firstId }),
       (error: Error) => ({
         ok: false,
         reason: refusedContent(error) ? "content_unstorable" : "store_unavailable",

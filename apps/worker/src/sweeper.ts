@@ -4,6 +4,7 @@ import type { SqlPool } from "@postern/db";
 import {
   dueMessages,
   pruneBodies,
+  pruneFingerprints,
   pruneMessageEvents,
   queuedBacklog,
   sweepPageSize,
@@ -20,6 +21,8 @@ export interface SweeperDeps {
   producer: DeliveryProducer;
   /** Rows one audit- or event-pruning statement deletes at most; `pruneInBatches`' default when not given. */
   pruneBatchSize?: number;
+  /** Rows one fingerprint-pruning statement deletes at most; packages/messages' default when not given. */
+  fingerprintPruneBatchSize?: number;
 }
 
 export interface SweepResult {
@@ -28,6 +31,8 @@ export interface SweepResult {
   prunedBodies: number;
   prunedAuditEvents: number;
   prunedMessageEvents: number;
+  /** Duplicate-suppression fingerprints whose window had ended. */
+  prunedFingerprints: number;
 }
 
 /**
@@ -38,7 +43,8 @@ export interface SweepResult {
  * for a message that meanwhile became final is skipped by the worker, so a sweep racing with
  * deliveries is harmless. It also resets the fairness backlog
  * counts from PostgreSQL, prunes bodies of finished messages past BODY_RETENTION_DAYS, audit
- * events past AUDIT_RETENTION_DAYS and message events past EVENT_RETENTION_DAYS.
+ * events past AUDIT_RETENTION_DAYS, message events past EVENT_RETENTION_DAYS and
+ * duplicate-suppression fingerprints past their window.
  */
 export async function sweep(deps: SweeperDeps, now = new Date()): Promise<SweepResult> {
   const { sql, redis, queue, producer, config } = deps;
@@ -78,7 +84,8 @@ export async function sweep(deps: SweeperDeps, now = new Date()): Promise<SweepR
     config.eventRetentionDays > 0
       ? await pruneMessageEvents(sql, daysAgo(config.eventRetentionDays), deps.pruneBatchSize)
       : 0;
-  return { requeued, prunedBodies, prunedAuditEvents, prunedMessageEvents };
+  const prunedFingerprints = await pruneFingerprints(sql, now, deps.fingerprintPruneBatchSize);
+  return { requeued, prunedBodies, prunedAuditEvents, prunedMessageEvents, prunedFingerprints };
 }
 
 /**

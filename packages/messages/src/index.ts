@@ -1,4 +1,4 @@
-export { type AcceptedMessage, acceptStatement, storeAcceptedMessages } from "./accept";
+export { type AcceptedMessage, acceptStatement, type StoreResult, storeAcceptedMessages } from "./accept";
 export {
   classifyDatabaseError,
   type DatabaseErrorClass,
@@ -16,6 +16,12 @@ export {
   type StoredMessage,
   type StoredRecipient,
 } from "./delivery-store";
+export {
+  type FingerprintedContent,
+  fingerprintPruneBatchSize,
+  pruneFingerprints,
+  startFingerprint,
+} from "./duplicates";
 export {
   decodeEventCursor,
   type EventCursor,
