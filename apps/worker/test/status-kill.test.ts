@@ -162,8 +162,8 @@ describe("SIGKILL during status changes", () => {
         "churning",
       );
       // Well under way (hundreds of status changes), then a random moment, then the first instant
-      // a status change of theirs is running on the server (with its event in a statement of its
-      // own, killing there left the change without its event in every trial).
+      // a status change of theirs is running on the server: the server commits it without its
+      // client, so an event written by a later statement would be missing.
       await until(async () => (await eventCount()) >= before + 300, "300 more status changes", 60_000);
       await new Promise((resolve) => setTimeout(resolve, Math.random() * 1_000));
       const deadline = Date.now() + 10_000;
