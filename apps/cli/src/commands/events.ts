@@ -66,7 +66,7 @@ export function registerEventCommands(program: Command): void {
     )
     .addOption(new Option("--type <type>", "only this event type").choices(messageEventTypes))
     .option("--after <cursor>", "only events after this cursor (from a line printed before)", cursor)
-    .option("-n, --limit <n>", "print at most this many (without --follow)", limit, 100)
+    .option("-n, --limit <n>", "print at most this many (not with --follow or --message)", limit, 100)
     .option("-f, --follow", "keep printing new events until interrupted")
     .option("--json", "one JSON object per line, for scripts")
     .action(async (projectIdArgument: string, options: EventsOptions) => {
