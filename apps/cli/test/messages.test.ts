@@ -44,7 +44,8 @@ function postern(...args: string[]): Promise<Run> {
 
 const json = (run: Run) => JSON.parse(run.stdout.toString());
 
-describe("postern messages", () => {
+// Each spawn of the binary takes seconds on a loaded machine, and a test spawns up to eight.
+describe("postern messages", { timeout: 120_000 }, () => {
   it("list (with filters) and show, as JSON and as text", async () => {
     const project = fixture.project;
     const first = await createQueuedMessageFixture(ctx.db, project, {
