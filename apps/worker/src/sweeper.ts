@@ -1,19 +1,26 @@
 import { pruneAuditEvents } from "@postern/audit";
 import type { ResolvedConfig } from "@postern/config";
 import type { SqlPool } from "@postern/db";
-import { dueMessages, pruneBodies, pruneFingerprints, queuedBacklog, sweepPageSize } from "@postern/messages";
+import {
+  dueMessages,
+  pruneBodies,
+  pruneFingerprints,
+  pruneMessageEvents,
+  queuedBacklog,
+  sweepPageSize,
+} from "@postern/messages";
 import { type DeliveryJob, type DeliveryProducer, type Redis, resetBacklog } from "@postern/queue";
 import type { Queue } from "bullmq";
 
 export interface SweeperDeps {
-  config: Pick<ResolvedConfig, "redisKeyPrefix" | "delivery" | "auditRetentionDays">;
+  config: Pick<ResolvedConfig, "redisKeyPrefix" | "delivery" | "auditRetentionDays" | "eventRetentionDays">;
   /** The worker's `pg` pool (`sqlPoolOf`): no Prisma in the worker (see @postern/messages sweep.ts). */
   sql: Pick<SqlPool, "query">;
   redis: Redis;
   queue: Queue<DeliveryJob>;
   producer: DeliveryProducer;
-  /** Rows one audit-pruning statement deletes at most; packages/audit's default when not given. */
-  auditPruneBatchSize?: number;
+  /** Rows one audit- or event-pruning statement deletes at most; `pruneInBatches`' default when not given. */
+  pruneBatchSize?: number;
   /** Rows one fingerprint-pruning statement deletes at most; packages/messages' default when not given. */
   fingerprintPruneBatchSize?: number;
 }
@@ -23,6 +30,7 @@ export interface SweepResult {
   requeued: number;
   prunedBodies: number;
   prunedAuditEvents: number;
+  prunedMessageEvents: number;
   /** Duplicate-suppression fingerprints whose window had ended. */
   prunedFingerprints: number;
 }
@@ -35,7 +43,8 @@ export interface SweepResult {
  * for a message that meanwhile became final is skipped by the worker, so a sweep racing with
  * deliveries is harmless. It also resets the fairness backlog
  * counts from PostgreSQL, prunes bodies of finished messages past BODY_RETENTION_DAYS, audit
- * events past AUDIT_RETENTION_DAYS and duplicate-suppression fingerprints past their window.
+ * events past AUDIT_RETENTION_DAYS, message events past EVENT_RETENTION_DAYS and
+ * duplicate-suppression fingerprints past their window.
  */
 export async function sweep(deps: SweeperDeps, now = new Date()): Promise<SweepResult> {
   const { sql, redis, queue, producer, config } = deps;
@@ -61,18 +70,22 @@ export async function sweep(deps: SweeperDeps, now = new Date()): Promise<SweepR
 
   await resetBacklog(redis, config.redisKeyPrefix, await queuedBacklog(sql));
 
-  let prunedBodies = 0;
-  if (config.delivery.bodyRetentionDays > 0) {
-    const cutoff = new Date(now.getTime() - config.delivery.bodyRetentionDays * 86_400_000);
-    prunedBodies = await pruneBodies(sql, cutoff);
-  }
-  let prunedAuditEvents = 0;
-  if (config.auditRetentionDays > 0) {
-    const cutoff = new Date(now.getTime() - config.auditRetentionDays * 86_400_000);
-    prunedAuditEvents = await pruneAuditEvents(sql, cutoff, deps.auditPruneBatchSize);
-  }
+  // A retention of 0 days keeps everything.
+  const daysAgo = (days: number) => new Date(now.getTime() - days * 86_400_000);
+  const prunedBodies =
+    config.delivery.bodyRetentionDays > 0
+      ? await pruneBodies(sql, daysAgo(config.delivery.bodyRetentionDays))
+      : 0;
+  const prunedAuditEvents =
+    config.auditRetentionDays > 0
+      ? await pruneAuditEvents(sql, daysAgo(config.auditRetentionDays), deps.pruneBatchSize)
+      : 0;
+  const prunedMessageEvents =
+    config.eventRetentionDays > 0
+      ? await pruneMessageEvents(sql, daysAgo(config.eventRetentionDays), deps.pruneBatchSize)
+      : 0;
   const prunedFingerprints = await pruneFingerprints(sql, now, deps.fingerprintPruneBatchSize);
-  return { requeued, prunedBodies, prunedAuditEvents, prunedFingerprints };
+  return { requeued, prunedBodies, prunedAuditEvents, prunedMessageEvents, prunedFingerprints };
 }
 
 /**

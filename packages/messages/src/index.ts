@@ -30,7 +30,9 @@ export {
   listMessageEvents,
   type MessageEventRow,
   type MessageEventType,
+  messageEventJson,
   messageEventTypes,
+  pruneMessageEvents,
 } from "./events";
 export {
   createGroupCommit,

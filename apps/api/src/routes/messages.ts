@@ -10,7 +10,7 @@ import {
   listEvents,
   listMessageEvents,
   listMessages,
-  type MessageEventRow,
+  messageEventJson,
   messageEventTypes,
   retryMessage,
   streamMessageBody,
@@ -119,16 +119,6 @@ const messageEvent = z.object({
       "message.accepted: { mailFrom, recipients: [address], size, headerMessageId }; message.delivered, .deferred, .failed: { attempt, upstreamHost, recipients: [{ address, status, code, enhancedCode, response }] }; message.retried, message.cancelled: {} (from a bulk action: { bulk: true })",
     ),
 });
-
-function eventJson(event: MessageEventRow) {
-  return {
-    id: event.id.toString(),
-    messageId: event.messageId,
-    type: event.type as (typeof messageEventTypes)[number],
-    createdAt: event.createdAt.toISOString(),
-    data: (event.data ?? {}) as Record<string, unknown>,
-  };
-}
 
 const eventCursor = z.string().transform((value, ctx) => {
   const cursor = decodeEventCursor(value);
@@ -362,13 +352,10 @@ export function messageRoutes(
           actor: request.project.actor,
           ip: request.ip,
         });
-        // An attempt now for each retried message, 100 at a time; one whose job cannot be added
-        // (Redis down) is still `queued` in PostgreSQL, and the sweeper enqueues it.
+        // An attempt now for each retried message; one whose job cannot be added (Redis down) is
+        // still `queued` in PostgreSQL, and the sweeper enqueues it.
         if (action === "retry") {
-          for (let i = 0; i < result.changedIds.length; i += 100) {
-            const ids = result.changedIds.slice(i, i + 100);
-            await Promise.all(ids.map((id) => deps.deliveryProducer.deliverNow({ id, projectId })));
-          }
+          await deps.deliveryProducer.deliverManyNow(result.changedIds.map((id) => ({ id, projectId })));
         }
         return { matched: result.matched, changed: result.changed };
       },
@@ -391,7 +378,7 @@ export function messageRoutes(
       async (request) => {
         const events = await listMessageEvents(deps.db, request.project.id, request.params.id);
         if (!events) throw new ApiError("not_found", `no message ${request.params.id}`);
-        return { items: events.map(eventJson) };
+        return { items: events.map(messageEventJson) };
       },
     );
 
@@ -428,7 +415,10 @@ export function messageRoutes(
         const events = await listEvents(deps.db, { projectId: request.project.id, after, type, limit });
         const last = events.at(-1);
         const position = last ?? after;
-        return { items: events.map(eventJson), nextCursor: position ? encodeEventCursor(position) : null };
+        return {
+          items: events.map(messageEventJson),
+          nextCursor: position ? encodeEventCursor(position) : null,
+        };
       },
     );
   };
