@@ -19,10 +19,8 @@ export interface SweeperDeps {
   redis: Redis;
   queue: Queue<DeliveryJob>;
   producer: DeliveryProducer;
-  /** Rows one audit- or event-pruning statement deletes at most; `pruneInBatches`' default when not given. */
+  /** Rows one audit-, event- or fingerprint-pruning statement deletes at most; `pruneInBatches`' default when not given. */
   pruneBatchSize?: number;
-  /** Rows one fingerprint-pruning statement deletes at most; packages/messages' default when not given. */
-  fingerprintPruneBatchSize?: number;
 }
 
 export interface SweepResult {
@@ -84,7 +82,7 @@ export async function sweep(deps: SweeperDeps, now = new Date()): Promise<SweepR
     config.eventRetentionDays > 0
       ? await pruneMessageEvents(sql, daysAgo(config.eventRetentionDays), deps.pruneBatchSize)
       : 0;
-  const prunedFingerprints = await pruneFingerprints(sql, now, deps.fingerprintPruneBatchSize);
+  const prunedFingerprints = await pruneFingerprints(sql, now, deps.pruneBatchSize);
   return { requeued, prunedBodies, prunedAuditEvents, prunedMessageEvents, prunedFingerprints };
 }
 

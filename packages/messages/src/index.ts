@@ -18,7 +18,6 @@ export {
 } from "./delivery-store";
 export {
   type FingerprintedContent,
-  fingerprintPruneBatchSize,
   pruneFingerprints,
   startFingerprint,
 } from "./duplicates";
