@@ -5,6 +5,7 @@ import { type Database, sqlPoolOf } from "@postern/db";
 import { createProjectService } from "@postern/projects";
 import { createDeliveryProducer, type DeliveryProducer, type Redis } from "@postern/queue";
 import { createProjectQuota } from "@postern/quota";
+import { createRulesCache } from "@postern/rules";
 import { createAcceptor } from "@postern/smtp";
 import type { Logger, Registry } from "@postern/telemetry";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
@@ -24,6 +25,7 @@ import { healthRoutes, type RoleReadiness } from "./routes/health";
 import { messageRoutes } from "./routes/messages";
 import { installHttpMetrics, type MetricsExposition, metricsRoutes } from "./routes/metrics";
 import { projectAuditRoutes } from "./routes/project-audit";
+import { rulesRoutes } from "./routes/rules";
 import { statsRoutes } from "./routes/stats";
 import { submissionRoutes } from "./routes/submission";
 
@@ -104,14 +106,32 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
   // HTTP submission stores through the same acceptor as SMTP (group commit, then a delivery job).
   const sql = sqlPoolOf(deps.db);
   const acceptor = createAcceptor({ sql, producer: deliveryProducer, log: deps.log });
-  const submissionDeps = { ...routeDeps, acceptor, quota, sql, storing: new Map<string, Promise<string>>() };
-  // A project's message routes: under /v1 for its token, under /admin/projects/:projectId for the operator.
-  const projectMessageRoutes = [messageRoutes({ ...routeDeps, sql }), submissionRoutes(submissionDeps)];
+  // Submissions are judged by the project's rules, cached per process and dropped on change.
+  const rules = createRulesCache({ db: deps.db, keyPrefix: deps.config.redisKeyPrefix });
+  const rulesSubscriber = deps.redis.duplicate();
+  rulesSubscriber.on("error", (error) => deps.log.debug({ err: error }, "redis rules subscriber"));
+  await rules.subscribe(rulesSubscriber);
+  const submissionDeps = {
+    ...routeDeps,
+    acceptor,
+    quota,
+    sql,
+    rules,
+    storing: new Map<string, Promise<string>>(),
+  };
+  // A project's message and rules routes: under /v1 for its token, under /admin/projects/:projectId
+  // for the operator.
+  const projectMessageRoutes = [
+    messageRoutes({ ...routeDeps, sql }),
+    submissionRoutes(submissionDeps),
+    rulesRoutes(routeDeps),
+  ];
   // Jobs of committed messages are added, and recipients counted ahead go back, before the
   // producer closes.
   app.addHook("onClose", async () => {
     await acceptor.settled();
     await quota.close();
+    rulesSubscriber.disconnect();
     if (!deps.deliveryProducer) await deliveryProducer.close();
   });
 

@@ -20,6 +20,11 @@ export interface MessageToAccept {
   /** The bytes as they will be delivered (trace header included). */
   bytes: Buffer;
   headers: HeaderSummary;
+  /**
+   * The status the message is stored with: `held` when a project rule holds it (docs/rules.md),
+   * `sandboxed` for a sandbox project; `queued` (delivered) otherwise.
+   */
+  initialStatus?: "queued" | "held" | "sandboxed";
 }
 
 /**

@@ -22,13 +22,16 @@ const DOT = 0x2e;
  * session. `bytes` is `prefix` (our trace header) followed by the message, assembled in one copy at
  * the end, and on the way by blocks of `blockBytes` (see there). Every byte kept is counted against
  * `holder` (SMTP_DATA_MEMORY) as its chunk arrives: until the count is granted, the stream is not
- * read further, so a waiting session holds that one chunk beyond the bound.
+ * read further, so a waiting session holds that one chunk beyond the bound. `observe` sees each
+ * kept chunk of the message (without `prefix`) as it arrives: the project's content rules read
+ * the MIME tree there, while the message streams in.
  */
 export async function readMessageData(
   stream: Readable & { sizeExceeded?: boolean },
   prefix: Buffer,
   holder: DataHolder,
   bareNewline: BareNewlinePolicy,
+  observe?: (content: Buffer) => void,
 ): Promise<ReceivedData> {
   await holder.take(prefix.length);
   const blocks: Buffer[] = [prefix];
@@ -46,6 +49,7 @@ export async function readMessageData(
       refused = true;
       continue;
     }
+    observe?.(content);
     chunks.push(content);
     chunkBytes += content.length;
     kept += content.length;

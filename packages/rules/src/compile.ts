@@ -100,7 +100,9 @@ export function compileRules(ruleSet: RuleSet): CompiledRules {
 }
 
 function verdictOf(rule: CompiledRule): Verdict {
-  return rule.action === "allow" ? { action: "allow", rule: rule.name } : { action: rule.action, rule: rule.name };
+  return rule.action === "allow"
+    ? { action: "allow", rule: rule.name }
+    : { action: rule.action, rule: rule.name };
 }
 
 function compileRule(rule: Rule): CompiledRule {
@@ -120,7 +122,10 @@ function compileRule(rule: Rule): CompiledRule {
   if (match.headerFrom !== undefined) compiled.headerFrom = compileGlob(match.headerFrom);
   if (match.subject !== undefined) compiled.subject = match.subject.toLowerCase();
   if (match.header !== undefined)
-    compiled.header = { name: match.header.name.toLowerCase(), contains: match.header.contains.toLowerCase() };
+    compiled.header = {
+      name: match.header.name.toLowerCase(),
+      contains: match.header.contains.toLowerCase(),
+    };
   if (match.sizeOver !== undefined) compiled.sizeOver = match.sizeOver;
   if (match.attachmentExtensions !== undefined) compiled.extensions = match.attachmentExtensions;
   return compiled;
@@ -128,7 +133,8 @@ function compileRule(rule: Rule): CompiledRule {
 
 function contentHolds(rule: CompiledRule, content: ContentFacts): boolean {
   if (rule.sizeOver !== undefined && !(content.size > rule.sizeOver)) return false;
-  if (rule.headerFrom && !content.headerFrom.some((address) => rule.headerFrom?.matches(address))) return false;
+  if (rule.headerFrom && !content.headerFrom.some((address) => rule.headerFrom?.matches(address)))
+    return false;
   if (rule.subject !== undefined && !contains(content.headers.get("subject"), rule.subject)) return false;
   if (rule.header && !contains(content.headers.get(rule.header.name), rule.header.contains)) return false;
   if (rule.extensions && !rule.extensions.some((extension) => content.attachmentExtensions.has(extension)))

@@ -19,7 +19,9 @@ export interface ContentInspector {
   finish(): Promise<ContentReading>;
 }
 
-export type ContentReading = { ok: true; facts: ContentFacts } | { ok: false; reason: "too_complex"; error: Error };
+export type ContentReading =
+  | { ok: true; facts: ContentFacts }
+  | { ok: false; reason: "too_complex"; error: Error };
 
 /** More MIME parts than this, or a header block larger than `maxHeadBytes`, cannot be judged. */
 export const maxMimeParts = 10_000;

@@ -1,6 +1,21 @@
+export { createRulesCache, defaultRulesCacheTtlMs, type RulesCache, type RulesCacheOptions } from "./cache";
 export { type CompiledRules, type ContentFacts, compileRules, type Verdict } from "./compile";
-export { type ContentInspector, type ContentReading, extensionOf, inspectContent, maxMimeParts } from "./content";
+export {
+  type ContentInspector,
+  type ContentReading,
+  extensionOf,
+  inspectContent,
+  maxMimeParts,
+} from "./content";
 export { compileGlob, type Glob } from "./glob";
+export {
+  type ReplaceRuleSetResult,
+  type RuleSetDeps,
+  type RulesActor,
+  readRuleSet,
+  replaceRuleSet,
+  rulesInvalidationChannel,
+} from "./rule-sets";
 export {
   describeRulesError,
   maxRules,
@@ -13,12 +28,3 @@ export {
   ruleSetInputSchema,
   rulesSchema,
 } from "./schema";
-export { createRulesCache, defaultRulesCacheTtlMs, type RulesCache, type RulesCacheOptions } from "./cache";
-export {
-  type ReplaceRuleSetResult,
-  type RuleSetDeps,
-  type RulesActor,
-  readRuleSet,
-  replaceRuleSet,
-  rulesInvalidationChannel,
-} from "./rule-sets";

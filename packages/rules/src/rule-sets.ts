@@ -66,8 +66,14 @@ export async function replaceRuleSet(
     // A concurrent change of the same version: the row lock makes the second statement see the
     // first one's version (update), or its row (insert), and change nothing.
     const written = current
-      ? await tx.ruleSet.updateMany({ where: { projectId, version: input.version }, data: { version, rules: input.rules } })
-      : await tx.ruleSet.createMany({ data: [{ projectId, version, rules: input.rules }], skipDuplicates: true });
+      ? await tx.ruleSet.updateMany({
+          where: { projectId, version: input.version },
+          data: { version, rules: input.rules },
+        })
+      : await tx.ruleSet.createMany({
+          data: [{ projectId, version, rules: input.rules }],
+          skipDuplicates: true,
+        });
     if (written.count === 0) return conflict(currentVersion + 1);
     await recordAudit(tx, {
       actor: by.actor,

@@ -64,7 +64,9 @@ export const ruleMatchSchema = z.strictObject({
     .min(1)
     .max(100)
     .optional()
-    .describe("a MIME part's file name (Content-Disposition filename or Content-Type name) ends in one of these"),
+    .describe(
+      "a MIME part's file name (Content-Disposition filename or Content-Type name) ends in one of these",
+    ),
 });
 
 export const ruleSchema = z.strictObject({
@@ -80,7 +82,11 @@ export const rulesSchema = z
     const seen = new Set<string>();
     rules.forEach((rule, index) => {
       if (seen.has(rule.name))
-        context.addIssue({ code: "custom", path: [index, "name"], message: `duplicate rule name "${rule.name}"` });
+        context.addIssue({
+          code: "custom",
+          path: [index, "name"],
+          message: `duplicate rule name "${rule.name}"`,
+        });
       seen.add(rule.name);
     });
   });

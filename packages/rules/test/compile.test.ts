@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { type ContentFacts, compileRules } from "../src/compile";
-import { type Rule, rulesSchema, ruleSetInputSchema } from "../src/schema";
+import { type Rule, ruleSetInputSchema, rulesSchema } from "../src/schema";
 
 const facts = (partial: Partial<ContentFacts> = {}): ContentFacts => ({
   size: 100,
@@ -20,7 +20,10 @@ describe("compileRules", () => {
       { name: "review", match: { from: "new@*" }, action: "hold" },
     ]);
     expect(rules.judgeRecipient("a@app.test", "ceo@example.com")).toEqual({ action: "allow", rule: "vip" });
-    expect(rules.judgeRecipient("a@app.test", "x@example.com")).toEqual({ action: "deny", rule: "no-example" });
+    expect(rules.judgeRecipient("a@app.test", "x@example.com")).toEqual({
+      action: "deny",
+      rule: "no-example",
+    });
     expect(rules.judgeRecipient("new@app.test", "x@example.org")).toEqual({ action: "hold", rule: "review" });
     expect(rules.judgeRecipient("a@app.test", "x@example.org")).toEqual({ action: "allow" });
     expect(rules.needsContent).toBe(false);
@@ -56,7 +59,9 @@ describe("compileRules", () => {
       action: "hold",
       rule: "review-new",
     });
-    expect(rules.judgeMessage("a@app.test", ["b@partner.test"], facts({ size: 1000 }))).toEqual({ action: "allow" });
+    expect(rules.judgeMessage("a@app.test", ["b@partner.test"], facts({ size: 1000 }))).toEqual({
+      action: "allow",
+    });
   });
 
   it("header and attachment conditions", () => {
@@ -99,6 +104,8 @@ describe("ruleSetInputSchema", () => {
     expect(
       ruleSetInputSchema.safeParse({ version: 0, rules: [{ ...rule, match: { regex: ".*" } }] }).success,
     ).toBe(false);
-    expect(ruleSetInputSchema.safeParse({ version: 0, rules: [{ ...rule, action: "drop" }] }).success).toBe(false);
+    expect(ruleSetInputSchema.safeParse({ version: 0, rules: [{ ...rule, action: "drop" }] }).success).toBe(
+      false,
+    );
   });
 });
