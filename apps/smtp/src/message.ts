@@ -24,14 +24,15 @@ const DOT = 0x2e;
  * `holder` (SMTP_DATA_MEMORY) as its chunk arrives: until the count is granted, the stream is not
  * read further, so a waiting session holds that one chunk beyond the bound. `observe` sees each
  * kept chunk of the message (without `prefix`) as it arrives: the project's content rules read
- * the MIME tree there, while the message streams in.
+ * the MIME tree there, while the message streams in; the stream is not read further until it is
+ * done with the chunk.
  */
 export async function readMessageData(
   stream: Readable & { sizeExceeded?: boolean },
   prefix: Buffer,
   holder: DataHolder,
   bareNewline: BareNewlinePolicy,
-  observe?: (content: Buffer) => void,
+  observe?: (content: Buffer) => void | Promise<void>,
 ): Promise<ReceivedData> {
   await holder.take(prefix.length);
   const blocks: Buffer[] = [prefix];
@@ -49,7 +50,6 @@ export async function readMessageData(
       refused = true;
       continue;
     }
-    observe?.(content);
     chunks.push(content);
     chunkBytes += content.length;
     kept += content.length;
@@ -59,6 +59,7 @@ export async function readMessageData(
       chunkBytes = 0;
     }
     await holder.take(content.length);
+    await observe?.(content);
   }
   if (stream.sizeExceeded) return { ok: false, reason: "size", bytesRead: length };
   if (refused || !lines.end()) return { ok: false, reason: "bare_lf", bytesRead: length };

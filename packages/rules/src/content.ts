@@ -13,8 +13,11 @@ import type { CompiledRules, ContentFacts } from "./compile";
  * current line, never the message.
  */
 export interface ContentInspector {
-  /** The next bytes of the message as the client sent it, in order. */
-  write(chunk: Buffer): void;
+  /**
+   * The next bytes of the message as the client sent it, in order. Resolves when the splitter can
+   * take more: the caller reads no further meanwhile, so that no more than its buffer waits.
+   */
+  write(chunk: Buffer): Promise<void> | undefined;
   /** After the last chunk: what the rules need, or why the message could not be read. */
   finish(): Promise<ContentReading>;
 }
@@ -55,7 +58,12 @@ export function inspectContent(rules: Pick<CompiledRules, "headerNames">): Conte
   return {
     write(chunk) {
       facts.size += chunk.length;
-      if (!failure) splitter.write(chunk);
+      if (failure || splitter.write(chunk)) return undefined;
+      return new Promise((resolve) => {
+        stream.once("drain", resolve);
+        // An error ends the splitter without a drain: the rest is not read into it.
+        void ended.then(() => resolve());
+      });
     },
     async finish() {
       if (!failure) splitter.end();
