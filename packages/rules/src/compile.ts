@@ -127,7 +127,8 @@ function compileRule(rule: Rule): CompiledRule {
       contains: match.header.contains.toLowerCase(),
     };
   if (match.sizeOver !== undefined) compiled.sizeOver = match.sizeOver;
-  if (match.attachmentExtensions !== undefined) compiled.extensions = match.attachmentExtensions;
+  if (match.attachmentExtensions !== undefined)
+    compiled.extensions = match.attachmentExtensions.map((e) => `.${e.replace(/^\./, "").toLowerCase()}`);
   return compiled;
 }
 

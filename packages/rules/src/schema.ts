@@ -37,11 +37,10 @@ const headerName = z
   .max(76)
   .regex(/^[!-9;-~]+$/, "must be a header field name");
 
-/** `.exe` or `exe`, any case; kept as `.exe`. */
+/** `.exe` or `exe`, any case (kept as written; compared as `.exe`). */
 const extension = z
   .string()
-  .regex(/^\.?[A-Za-z0-9][A-Za-z0-9_+-]{0,15}$/, "must be a file extension like .exe")
-  .transform((value) => `.${value.replace(/^\./, "").toLowerCase()}`);
+  .regex(/^\.?[A-Za-z0-9][A-Za-z0-9_+-]{0,15}$/, "must be a file extension like .exe");
 
 export const ruleMatchSchema = z.strictObject({
   from: addressGlob.optional().describe("envelope sender (MAIL FROM) pattern"),
