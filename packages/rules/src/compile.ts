@@ -50,6 +50,8 @@ export interface CompiledRules {
   readonly needsContent: boolean;
   /** Top-level header fields (lower-case names) the content rules look at. */
   readonly headerNames: ReadonlySet<string>;
+  /** Some rule looks at attachments: every MIME part's header is read, not only the message's. */
+  readonly needsParts: boolean;
   /** At RCPT: the verdict for this recipient, or `after_data` when a content rule may decide. */
   judgeRecipient(mailFrom: string, recipient: string): Verdict | "after_data";
   /** After DATA: one verdict for the message (`content` given whenever `needsContent`). */
@@ -80,6 +82,7 @@ export function compileRules(ruleSet: RuleSet): CompiledRules {
     empty: rules.length === 0,
     needsContent: rules.some((rule) => rule.content),
     headerNames,
+    needsParts: rules.some((rule) => rule.extensions !== undefined),
     judgeRecipient(mailFrom, recipient) {
       for (const rule of rules) {
         if (!envelopeHolds(rule, mailFrom, recipient)) continue;
