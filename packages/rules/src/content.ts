@@ -98,7 +98,13 @@ export function inspectContent(rules: Pick<CompiledRules, "headerNames" | "needs
 
 /** Every part's header, through mailsplit's splitter, for the file names of attachments. */
 function partsReader(facts: ContentFacts) {
-  const splitter = new Splitter({ maxChildNodes: maxMimeParts, maxHeadSize: maxHeadBytes });
+  // A forwarded message (message/rfc822) is read into unless it is an attachment or encoded
+  // (base64, quoted-printable): then it is one part, named as its own header names it.
+  const splitter = new Splitter({
+    maxChildNodes: maxMimeParts,
+    maxHeadSize: maxHeadBytes,
+    defaultInlineEmbedded: true,
+  });
   // Its typings declare only the `data` event; `end` and `error` are the Transform's own.
   const stream = splitter as unknown as Transform;
   let failure: Error | undefined;
