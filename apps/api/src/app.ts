@@ -110,7 +110,11 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
   const rules = createRulesCache({ db: deps.db, keyPrefix: deps.config.redisKeyPrefix });
   const rulesSubscriber = deps.redis.duplicate();
   rulesSubscriber.on("error", (error) => deps.log.debug({ err: error }, "redis rules subscriber"));
-  await rules.subscribe(rulesSubscriber);
+  // The API serves without Redis (health, stats): the subscription is made when Redis answers,
+  // and until then the cache's TTL bounds how long another node's change goes unseen.
+  rules
+    .subscribe(rulesSubscriber)
+    .catch((error: Error) => deps.log.warn({ err: error }, "rules changes not subscribed yet"));
   const submissionDeps = {
     ...routeDeps,
     acceptor,
@@ -124,7 +128,7 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
   const projectMessageRoutes = [
     messageRoutes({ ...routeDeps, sql }),
     submissionRoutes(submissionDeps),
-    rulesRoutes(routeDeps),
+    rulesRoutes({ ...routeDeps, rules }),
   ];
   // Jobs of committed messages are added, and recipients counted ahead go back, before the
   // producer closes.

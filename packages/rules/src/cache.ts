@@ -89,13 +89,21 @@ export function createRulesCache(options: RulesCacheOptions): RulesCache {
         if (projectId) this.invalidate(projectId);
         else forgetAll();
       });
+      // ioredis subscribes again by itself after a reconnection, once a subscription succeeded;
+      // one that failed (Redis down at start) is made when Redis is back.
+      let subscribed = false;
+      const listen = () =>
+        subscriber.subscribe(channel).then(() => {
+          subscribed = true;
+        });
       // While the subscription was down, changes may have been missed.
       let connectedOnce = subscriber.status === "ready";
       subscriber.on("ready", () => {
         if (connectedOnce) forgetAll();
         connectedOnce = true;
+        if (!subscribed) listen().catch(() => {});
       });
-      await subscriber.subscribe(channel);
+      await listen();
     },
   };
 }

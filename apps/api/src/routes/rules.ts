@@ -1,4 +1,4 @@
-import { readRuleSet, replaceRuleSet, ruleSchema, ruleSetInputSchema } from "@postern/rules";
+import { type RulesCache, readRuleSet, replaceRuleSet, ruleSchema, ruleSetInputSchema } from "@postern/rules";
 import type { FastifyError } from "fastify";
 import { type FastifyPluginAsyncZod, hasZodFastifySchemaValidationErrors } from "fastify-type-provider-zod";
 import { z } from "zod";
@@ -15,7 +15,7 @@ const ruleSetView = z.object({
  * whole against the version the caller read (`409 rules_version_conflict` when another change came
  * first). Registered under `/admin/projects/:projectId` too (admin-messages.ts).
  */
-export function rulesRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
+export function rulesRoutes(deps: RouteDependencies & { rules: RulesCache }): FastifyPluginAsyncZod {
   return async (app) => {
     // Invalid rules are 422 naming the field (`rules.2.match.to: …`), as invalid submissions are.
     app.setErrorHandler((error: FastifyError) => {
@@ -70,7 +70,11 @@ export function rulesRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
           request.body,
           { actor: request.project.actor, ip: request.ip },
         );
-        if (outcome.ok) return outcome.value;
+        // This process's own cache at once; the others hear of it over Redis.
+        if (outcome.ok) {
+          deps.rules.invalidate(request.project.id);
+          return outcome.value;
+        }
         throw new ApiError(
           outcome.reason === "not_found" ? "not_found" : "rules_version_conflict",
           outcome.message,
