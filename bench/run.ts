@@ -466,6 +466,15 @@ async function measureScenario(measured: Measured, name: string, options: Option
       scenario.rules && peer.addProject
         ? { ...peer, login: await peer.addProject(name, sink.port, { rules: scenario.rules }) }
         : peer;
+    // The main project carried the warm-up load; a project of the scenario's own gets the same,
+    // unmeasured, so that a cold project (its first upstream connections and deliveries) is not
+    // compared with a warm one.
+    if (ruled !== peer && options.warmup > 0)
+      await drain(
+        sink,
+        await load.run(loadSpecOf(scenario, ruled, options.warmup * 1000, fixedRate)),
+        drainTimeoutMs(options),
+      );
     const results = scenario.stuckNeighbour
       ? await runStuckNeighbour(name, scenario, scenario.stuckNeighbour, peer, sink, load, {
           ...options,
