@@ -389,11 +389,14 @@ export function createSessionHandlers(deps: SessionDeps) {
           if (reading && !reading.ok)
             return reject(session, "rules_unreadable", { details: { problem: reading.error.message } });
           const verdict = rules.judgeMessage(mailFrom ?? "", recipients, reading?.facts);
-          if (verdict.action === "deny")
+          if (verdict.action === "deny") {
+            // The refused message is an event of its own, whatever recipients a rule refused at RCPT.
+            state.audited.delete("rule");
             return reject(session, "rule", {
               detail: `rule "${verdict.rule}"`,
               details: { rule: verdict.rule },
             });
+          }
           if (verdict.action === "hold") {
             initialStatus = "held";
             state.log.info({ messageId: id, rule: verdict.rule }, "held by a rule");

@@ -331,6 +331,23 @@ describe("content rules, after DATA", () => {
     await refusedAfterData(fixture, other, "no-partner");
   });
 
+  it("a recipient refused at RCPT and the message refused after DATA: two events, each naming its rule", async () => {
+    const fixture = await projectWithRules([
+      { name: "no-partner", match: { to: "*@partner.test" }, action: "deny" },
+      { name: "no-drafts", match: { subject: "draft" }, action: "deny" },
+    ]);
+    const sent = await send(
+      fixture,
+      { from: "app@app.test", to: ["a@partner.test", "b@customer.test"] },
+      text({ Subject: "DRAFT" }),
+    );
+    expect(sent.rcpts.map((r) => r.code)).toEqual([550, 250]);
+    expect(sent.data?.code).toBe(550);
+    expect(sent.data?.text).toContain('rule "no-drafts"');
+    const audits = await rejections(fixture, 2);
+    expect(audits.map((a) => a.rule)).toEqual(["no-partner", "no-drafts"]);
+  });
+
   it.skipIf(!heldExists)("hold by content: 250 and stored as held", async () => {
     const fixture = await projectWithRules([
       { name: "review-invoices", match: { subject: "invoice" }, action: "hold" },
