@@ -87,10 +87,15 @@ export async function replaceRuleSet(
     });
     return ok({ version, rules: input.rules });
   });
+  // The change is committed: without Redis it stands, and every node sees it within its cache's
+  // lifetime (cache.ts) instead of at once. Failing the request would have the caller retry a
+  // change that was made, into a version conflict.
   if (outcome.ok)
-    await deps.redis.publish(
-      rulesInvalidationChannel(deps.keyPrefix),
-      JSON.stringify({ projectId, version: outcome.value.version }),
-    );
+    await deps.redis
+      .publish(
+        rulesInvalidationChannel(deps.keyPrefix),
+        JSON.stringify({ projectId, version: outcome.value.version }),
+      )
+      .catch(() => {});
   return outcome;
 }
