@@ -59,7 +59,9 @@ export async function readMessageData(
       chunkBytes = 0;
     }
     await holder.take(content.length);
-    await observe?.(content);
+    // Awaited only when the observer asks to wait: no rules, no extra turn per chunk.
+    const observed = observe?.(content);
+    if (observed) await observed;
   }
   if (stream.sizeExceeded) return { ok: false, reason: "size", bytesRead: length };
   if (refused || !lines.end()) return { ok: false, reason: "bare_lf", bytesRead: length };
