@@ -30,6 +30,11 @@ export interface MessageToAccept {
    * @postern/messages) and the project's `dedupWindowSeconds`.
    */
   duplicates?: { fingerprint: string; windowSeconds: number };
+  /**
+   * The status the message is stored with: `held` when a project rule holds it (docs/rules.md),
+   * `sandboxed` for a sandbox project; `queued` (delivered) otherwise.
+   */
+  initialStatus?: "queued" | "held" | "sandboxed";
 }
 
 /**
