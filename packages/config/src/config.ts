@@ -82,6 +82,8 @@ export interface Config {
   /** Given, or (embedded mode only) generated into DATA_DIR by `resolveSecrets`. */
   encryptionKey: Buffer | undefined;
   adminToken: string | undefined;
+  /** UPSTREAM_PASSWORD: the CLI's source of an upstream password besides a file or a prompt. */
+  upstreamPassword: string | undefined;
   shutdownTimeoutMs: number;
   logLevel: Environment["LOG_LEVEL"];
 }
@@ -193,6 +195,7 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
     auditRetentionDays: e.AUDIT_RETENTION_DAYS,
     encryptionKey: e.ENCRYPTION_KEY,
     adminToken: e.ADMIN_TOKEN,
+    upstreamPassword: e.UPSTREAM_PASSWORD,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT * 1000,
     logLevel: e.LOG_LEVEL,
   };

@@ -216,6 +216,11 @@ export const variables = {
     default: "generated and printed at first embedded start; required otherwise",
     doc: "Bearer token of the operator API (`/admin`).",
   },
+  UPSTREAM_PASSWORD: {
+    schema: z.string().min(1, "must not be empty").optional(),
+    default: "unset",
+    doc: "Read only by the CLI (`project create` and `project update` with `--upstream`): the upstream URL's password, so that it never appears on a command line where `ps` shows it. `--upstream-password-file` and `--ask-upstream-password` are the other ways.",
+  },
   MAX_MESSAGE_SIZE: {
     schema: positiveInt.default(26214400),
     default: "26214400",

@@ -85,6 +85,8 @@ interface ProjectPool {
   fingerprint: string;
   options: SMTPConnection.Options;
   credentials: SMTPConnection.Credentials | undefined;
+  /** The URL says `tls=none`: credentials may be sent over a connection without TLS. */
+  authInTheClear: boolean;
   /** `host:port`: also the key of the upstream's circuit and connection count. */
   upstreamHost: string;
   /** Open and free, the most recently used last. */
@@ -125,11 +127,9 @@ const maxGiveBackMs = 30_000;
  * upstream dropped before a byte of the message was sent is replaced, the message going out over a
  * fresh one instead of waiting for a retry.
  *
- * TLS follows Postfix's levels: `smtp://` is opportunistic (STARTTLS when offered, like
- * `smtp_tls_security_level=may`), `?tls=required` refuses to send without it (`encrypt`) and
- * `smtps://` is TLS from the first byte. As in Postfix's `may`/`encrypt`, the certificate is not
- * verified: an MX or relay certificate rarely matches the name used, and an unverified TLS
- * session still protects against passive capture.
+ * TLS follows the URL's level (upstream.ts): opportunistic STARTTLS without verification,
+ * `tls=required` and `smtps://` with the certificate verified unless `verify=false`, `tls=none`
+ * without STARTTLS. Credentials go only over TLS unless the URL says `tls=none`.
  */
 export class UpstreamTransports {
   private readonly pools = new Map<string, ProjectPool>();
@@ -394,6 +394,7 @@ export class UpstreamTransports {
         // announces AUTH (not in nodemailer's type declarations).
         const offersAuth = (smtp as SMTPConnection & { allowsAuth?: boolean }).allowsAuth === true;
         if (!pool.credentials || !offersAuth) return ready();
+        if (!smtp.secure && !pool.authInTheClear) return fail(authWithoutTls(pool.upstreamHost));
         smtp.login(pool.credentials, (loginError) => (loginError ? fail(loginError) : ready()));
       });
     });
@@ -454,14 +455,16 @@ export class UpstreamTransports {
         host: target.host,
         port: target.port,
         secure: target.secure,
-        requireTLS: target.requireTls,
-        tls: { rejectUnauthorized: false },
+        requireTLS: target.tls === "required",
+        ignoreTLS: target.tls === "none",
+        tls: { rejectUnauthorized: target.verifyCertificate },
         connectionTimeout: this.connectTimeoutMs,
         greetingTimeout: this.greetingTimeoutMs,
         socketTimeout: 120_000,
         logger: false,
       },
       credentials: target.user ? { user: target.user, pass: upstream.password ?? "" } : undefined,
+      authInTheClear: target.tls === "none",
       upstreamHost: `${target.host}:${target.port}`,
       idle: [],
       open: 0,
@@ -564,6 +567,20 @@ function offersSmtpUtf8(smtp: SMTPConnection): boolean {
 function smtpUtf8NotOffered(upstreamHost: string): SMTPConnection.SMTPError {
   const response = `553 5.6.7 SMTPUTF8 is required, but was not offered by ${upstreamHost}`;
   return Object.assign(new Error(response), { code: "EENVELOPE", responseCode: 553, response });
+}
+
+/**
+ * An upstream that offers AUTH but no TLS (or whose STARTTLS was stripped on the way) never sees
+ * the credentials: the delivery is deferred with this reason (ETLS: a TLS problem, retried) until
+ * the upstream offers TLS or the operator allows cleartext with `?tls=none`.
+ */
+function authWithoutTls(upstreamHost: string): SMTPConnection.SMTPError {
+  return Object.assign(
+    new Error(
+      `${upstreamHost} offers AUTH without TLS: credentials are not sent in the clear (add ?tls=none to the upstream URL to allow it)`,
+    ),
+    { code: "ETLS" },
+  );
 }
 
 /** The session itself went away (closed, reset, timed out, 421): not a verdict on the message. */

@@ -32,6 +32,8 @@ export interface SmtpSinkOptions {
   auth?: { user: string; pass: string };
   /** Advertise SMTPUTF8 in EHLO (default true; false stands for an upstream without RFC 6531). */
   smtputf8?: boolean;
+  /** Offer and accept AUTH on a connection without TLS (a careless upstream; default false). */
+  allowInsecureAuth?: boolean;
 }
 
 /**
@@ -41,6 +43,8 @@ export interface SmtpSinkOptions {
  */
 export class SmtpSink {
   readonly messages: ReceivedMessage[] = [];
+  /** Every AUTH a client sent (successful or not), and whether its session had TLS then. */
+  readonly authAttempts: { user: string; secure: boolean }[] = [];
   /** Per-recipient answer at RCPT; undefined accepts. */
   rcptReply: (address: string) => SinkReply | undefined = () => undefined;
   /** Answer at MAIL FROM, given the transaction's number within its session (from 1); undefined accepts. */
@@ -123,10 +127,11 @@ export class SmtpSink {
       ],
       authOptional: !auth,
       hideSMTPUTF8: this.options.smtputf8 === false,
-      allowInsecureAuth: false,
+      allowInsecureAuth: this.options.allowInsecureAuth === true,
       logger: false,
       banner: "postern test sink",
-      onAuth: (credentials, _session, callback) => {
+      onAuth: (credentials, session, callback) => {
+        this.authAttempts.push({ user: credentials.username ?? "", secure: session.secure });
         if (auth && credentials.username === auth.user && credentials.password === auth.pass) {
           callback(null, { user: credentials.username });
         } else {
