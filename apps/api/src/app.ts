@@ -25,6 +25,7 @@ import { healthRoutes, type RoleReadiness } from "./routes/health";
 import { messageRoutes } from "./routes/messages";
 import { installHttpMetrics, type MetricsExposition, metricsRoutes } from "./routes/metrics";
 import { projectAuditRoutes } from "./routes/project-audit";
+import { routesRoutes } from "./routes/routes";
 import { statsRoutes } from "./routes/stats";
 import { submissionRoutes } from "./routes/submission";
 
@@ -139,7 +140,11 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
     storing: new Map<string, Promise<string>>(),
   };
   // A project's message routes: under /v1 for its token, under /admin/projects/:projectId for the operator.
-  const projectMessageRoutes = [messageRoutes({ ...routeDeps, sql }), submissionRoutes(submissionDeps)];
+  const projectMessageRoutes = [
+    messageRoutes({ ...routeDeps, sql }),
+    submissionRoutes(submissionDeps),
+    routesRoutes(routeDeps),
+  ];
   // Jobs of committed messages are added, and recipients counted ahead go back, before the
   // producer closes.
   app.addHook("onClose", async () => {

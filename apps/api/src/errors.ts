@@ -34,6 +34,16 @@ export const apiErrors = {
     status: 409,
     meaning: "a project still has `queued` or `deferred` messages and `force=true` was not given",
   },
+  version_conflict: {
+    status: 409,
+    meaning:
+      "a `PUT` of a versioned list (`/v1/routes`) named a `version` that is no longer the current one: someone changed it since it was read; read it again",
+  },
+  invalid_routes: {
+    status: 422,
+    meaning:
+      "`PUT /v1/routes`: a route's upstream URL is invalid, or a pattern appears twice (the message names it)",
+  },
   gone: {
     status: 410,
     meaning: "the resource existed but is no longer kept (a message's bytes past `BODY_RETENTION_DAYS`)",

@@ -2,13 +2,22 @@ import { openSecret } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
 import { type MessageStatus, uuidv7 } from "@postern/db";
 import type { DeliveryStore, StoredMessage } from "@postern/messages";
+import { openRouteUrls, type RouteBook, routeFor, type StoredRoute } from "@postern/projects";
 import { retryDelayMs } from "@postern/queue";
-import type { ConnectionBusy, DeliveryOutcome, RecipientVerdict, UpstreamTransports } from "@postern/relay";
+import type {
+  ConnectionBusy,
+  DeliveryOutcome,
+  RecipientVerdict,
+  RelayResult,
+  UpstreamTransports,
+} from "@postern/relay";
 
 export interface DeliveryDeps {
   config: Pick<ResolvedConfig, "encryptionKey" | "delivery">;
   store: DeliveryStore;
   transports: UpstreamTransports;
+  /** The projects' routes, read again only when a message's load shows a newer version. */
+  routes: RouteBook;
 }
 
 /** What one run of a delivery job came to. */
@@ -91,26 +100,115 @@ async function loadAndSend(deps: DeliveryDeps, messageId: string): Promise<Sent 
       response,
     }));
   } else if (pending.length > 0) {
-    const password = message.upstreamSecret
-      ? openSecret(message.upstreamSecret, deps.config.encryptionKey)
-      : undefined;
-    const result = await deps.transports.relay(
-      { projectId: message.projectId, upstreamUrl: message.upstreamUrl, password },
-      {
-        mailFrom: message.mailFrom,
-        recipients: pending.map((r) => r.address),
-        raw: body,
-      },
-    );
-    if (result.busy) return givenBack(result.busy);
-    upstreamHost = result.upstreamHost;
-    verdicts = result.recipients;
-    transaction = result.verdict;
+    const routes = await deps.routes.routesOf(message.projectId, message.routesVersion);
+    const hosts: string[] = [];
+    verdicts = [];
+    for (const [route, addresses] of byRoute(
+      pending.map((r) => r.address),
+      (a) => routeFor(routes, a),
+    )) {
+      if (route?.target.type === "reject") {
+        verdicts.push(...addresses.map((address) => rejectedByRoute(address, route)));
+        continue;
+      }
+      const urls = route
+        ? openRouteUrls(route.target.urls, deps.config.encryptionKey)
+        : [{ url: message.upstreamUrl, password: projectPassword(deps, message.upstreamSecret) }];
+      // Given back only while nothing of this attempt has been sent (no verdict yet).
+      const sent = await relayWithFailover(
+        deps,
+        message.projectId,
+        urls,
+        message.mailFrom,
+        addresses,
+        body,
+        verdicts.length === 0,
+      );
+      if ("kind" in sent) return givenBack(sent);
+      hosts.push(...sent.hosts);
+      verdicts.push(...sent.verdicts);
+      transaction = sent.transaction;
+    }
+    upstreamHost = hosts.length > 0 ? [...new Set(hosts)].join(", ") : "route";
+    // One route: the transaction's verdict is the attempt's; several: per-recipient results only.
+    if (hosts.length !== 1) transaction = undefined;
   } else {
     verdicts = [];
   }
   const durationMs = Date.now() - startedAt.getTime();
   return { message, startedAt, durationMs, upstreamHost, verdicts, transaction };
+}
+
+function projectPassword(deps: DeliveryDeps, sealed: string | null): string | undefined {
+  return sealed ? openSecret(sealed, deps.config.encryptionKey) : undefined;
+}
+
+/** Recipients grouped by the route they fall on (undefined: the project's upstream), in order. */
+function byRoute(
+  addresses: string[],
+  routeOf: (address: string) => StoredRoute | undefined,
+): Map<StoredRoute | undefined, string[]> {
+  const groups = new Map<StoredRoute | undefined, string[]>();
+  for (const address of addresses) {
+    const route = routeOf(address);
+    groups.set(route, [...(groups.get(route) ?? []), address]);
+  }
+  return groups;
+}
+
+/**
+ * A recipient whose route became `reject` after it was accepted (the routes changed meanwhile):
+ * failed as it would have been refused at RCPT.
+ */
+function rejectedByRoute(address: string, route: StoredRoute): RecipientVerdict {
+  return {
+    address,
+    outcome: "failed",
+    code: 550,
+    enhancedCode: "5.7.1",
+    response: `550 5.7.1 recipient refused by the project's route '${route.match}'`,
+  };
+}
+
+/**
+ * The recipients to the first URL, then those it deferred (no connection, TLS trouble, a 4xx) to
+ * the next, and so on: the last URL's deferrals stand. A 5xx or a 2xx is final at any URL.
+ */
+async function relayWithFailover(
+  deps: DeliveryDeps,
+  projectId: string,
+  urls: { url: string; password: string | undefined }[],
+  mailFrom: string,
+  recipients: string[],
+  raw: Buffer,
+  mayGiveBack: boolean,
+): Promise<
+  { hosts: string[]; verdicts: RecipientVerdict[]; transaction: RelayResult["verdict"] } | ConnectionBusy
+> {
+  const hosts: string[] = [];
+  const verdicts: RecipientVerdict[] = [];
+  let remaining = recipients;
+  let transaction: RelayResult["verdict"] | undefined;
+  for (const [index, { url, password }] of urls.entries()) {
+    const result = await deps.transports.relay(
+      { projectId, upstreamUrl: url, password },
+      { mailFrom, recipients: remaining, raw },
+    );
+    if (result.busy && mayGiveBack && hosts.length === 0) return result.busy;
+    hosts.push(result.upstreamHost);
+    transaction = result.verdict;
+    const last = index === urls.length - 1;
+    const deferred = result.recipients.filter((v) => v.outcome === "deferred" && !last);
+    verdicts.push(...result.recipients.filter((v) => !deferred.includes(v)));
+    remaining = deferred.map((v) => v.address);
+    if (remaining.length === 0) break;
+  }
+  return {
+    hosts,
+    verdicts,
+    transaction: transaction ??
+      verdicts[0] ?? { outcome: "deferred", code: null, enhancedCode: null, response: "no upstream" },
+  };
 }
 
 function givenBack(busy: ConnectionBusy): DeliveryRun {

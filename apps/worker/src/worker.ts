@@ -1,6 +1,7 @@
 import type { ResolvedConfig } from "@postern/config";
 import { type Database, sqlPoolOf } from "@postern/db";
 import { createDeliveryStore } from "@postern/messages";
+import { RouteBook } from "@postern/projects";
 import {
   countQueuedMessages,
   createBacklogLedger,
@@ -57,6 +58,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   // Two short statements per delivery, never held across the upstream exchange, and grouped
   // across the deliveries in flight: one load and one record statement at a time serve them all.
   const store = createDeliveryStore(sql);
+  const routes = new RouteBook(db);
   const backlog = createBacklogLedger(redis, prefix, {
     onError: (error) => log.warn({ err: error }, "backlog counts not updated; the next sweep resets them"),
   });
@@ -65,7 +67,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     redis,
     prefix,
     async ({ messageId, projectId }): Promise<DeliveryJobResult> => {
-      const run = await deliverMessage({ config, store, transports }, messageId, projectId);
+      const run = await deliverMessage({ config, store, transports, routes }, messageId, projectId);
       switch (run.kind) {
         case "skipped":
         case "superseded":

@@ -7,6 +7,8 @@ export interface ProjectPolicy {
   maxRecipients: number;
   /** Lower-case; empty: any sender. */
   senderDomains: string[];
+  /** The project's routes version (0: none): RCPT reads the routes by it (packages/projects RouteBook). */
+  routesVersion: number;
 }
 
 /** The Prisma `select` of a project's policy: one list, whichever way the project is reached. */
@@ -17,6 +19,7 @@ export const projectPolicySelect = {
   quotaDaily: true,
   maxRecipients: true,
   senderDomains: true,
+  routesVersion: true,
 } as const;
 
 export function toProjectPolicy(row: ProjectPolicy): ProjectPolicy {

@@ -113,9 +113,9 @@ interface ProjectTurns {
 const maxGiveBackMs = 30_000;
 
 /**
- * Per project, up to `maxConnections` SMTP sessions with its upstream, opened on first use, reused
- * for up to `maxMessagesPerConnection` messages, replaced when the project's upstream URL or
- * password changes, closed when idle.
+ * Per project and upstream URL (the project's own, or a route's), up to `maxConnections` SMTP
+ * sessions, opened on first use, reused for up to `maxMessagesPerConnection` messages, replaced
+ * when the password changes, closed when idle (so also once the URL is no longer used).
  *
  * Built on nodemailer's SMTP client (`SMTPConnection`) rather than its pooled transport: a relay
  * forwards stored bytes, and the transport's `sendMail` first runs them through nodemailer's
@@ -443,10 +443,13 @@ export class UpstreamTransports {
   }
 
   private poolFor(upstream: ProjectUpstream): ProjectPool {
-    const fingerprint = `${upstream.upstreamUrl}\n${upstream.password ?? ""}`;
-    const existing = this.pools.get(upstream.projectId);
+    // One pool per project and upstream URL (a project's routes may name several); a URL no longer
+    // used closes when idle.
+    const key = `${upstream.projectId}\n${upstream.upstreamUrl}`;
+    const fingerprint = upstream.password ?? "";
+    const existing = this.pools.get(key);
     if (existing?.fingerprint === fingerprint) return existing;
-    // The upstream changed: messages in flight finish on the old connections, which then close.
+    // The password changed: messages in flight finish on the old connections, which then close.
     if (existing) this.retire(existing);
     const { upstream: target } = parseUpstreamUrl(upstream.upstreamUrl);
     const pool: ProjectPool = {
@@ -473,7 +476,7 @@ export class UpstreamTransports {
       lastUsedAt: Date.now(),
       inFlight: 0,
     };
-    this.pools.set(upstream.projectId, pool);
+    this.pools.set(key, pool);
     return pool;
   }
 
@@ -481,10 +484,10 @@ export class UpstreamTransports {
     for (const [projectId, turns] of this.turns)
       if (turns.active === 0 && turns.waiting.length === 0) this.turns.delete(projectId);
     const now = Date.now();
-    for (const [projectId, pool] of this.pools) {
+    for (const [key, pool] of this.pools) {
       if (pool.inFlight === 0 && now - pool.lastUsedAt > idleCloseMs) {
         this.retire(pool);
-        this.pools.delete(projectId);
+        this.pools.delete(key);
       }
     }
   }
