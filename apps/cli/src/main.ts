@@ -4,6 +4,7 @@ import { registerSecretCommands } from "./commands/credentials";
 import { registerMessageCommands } from "./commands/messages";
 import { exitCodes } from "./commands/operator";
 import { registerProjectCommands } from "./commands/project";
+import { registerRouteCommands } from "./commands/routes";
 import { startCommand } from "./commands/start";
 import { roleNames } from "./roles";
 
@@ -29,6 +30,7 @@ registerProjectCommands(program);
 registerSecretCommands(program);
 registerAuditCommands(program);
 registerMessageCommands(program);
+registerRouteCommands(program);
 
 // Usage errors (unknown command or option, missing argument) exit 2 like other Unix tools; --help exits 0.
 for (const command of [program, ...allSubcommands(program)]) {

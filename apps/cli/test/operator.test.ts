@@ -180,6 +180,34 @@ describe("postern project", () => {
     );
   });
 
+  it("replaces routes from a file (routes set), shows them without passwords (routes get), exits 4 on a stale version", async () => {
+    const created = await createProject("routed");
+    const file = join(await mkdtemp(join(tmpdir(), "postern-cli-")), "routes.json");
+    const routes = [
+      {
+        match: "*@partner.example",
+        target: { type: "upstream", urls: ["smtp://u:route-pw@mx.partner.example"] },
+      },
+      { match: "*@blocked.example", target: { type: "reject" } },
+    ];
+    await writeFile(file, JSON.stringify({ version: 0, routes }));
+    const set = await postern("routes", "set", created.id, "--file", file, "--json");
+    expect(set.stderr).toBe("");
+    expect(JSON.parse(set.stdout)).toEqual({ version: 1 });
+    const got = await postern("routes", "get", created.id, "--json");
+    expect(got.stdout).not.toContain("route-pw");
+    expect(JSON.parse(got.stdout)).toEqual({
+      version: 1,
+      routes: [
+        { match: "*@partner.example", target: { type: "upstream", urls: ["smtp://u@mx.partner.example"] } },
+        { match: "*@blocked.example", target: { type: "reject" } },
+      ],
+    });
+    const stale = await postern("routes", "set", created.id, "--file", file);
+    expect(stale.code).toBe(4);
+    expect(stale.stderr).toContain("routes are at version 1, not 0");
+  });
+
   it("exits 2 naming the option for bad input, 3 for an unknown project", async () => {
     const badUpstream = await postern(
       "project",
