@@ -7,9 +7,12 @@ import { retryDelayMs } from "@postern/queue";
 import type {
   ConnectionBusy,
   DeliveryOutcome,
+  MxAnswer,
+  MxResolver,
   RecipientVerdict,
   RelayResult,
   UpstreamTransports,
+  UpstreamVerdict,
 } from "@postern/relay";
 
 export interface DeliveryDeps {
@@ -18,6 +21,8 @@ export interface DeliveryDeps {
   transports: UpstreamTransports;
   /** The projects' routes, read again only when a message's load shows a newer version. */
   routes: RouteBook;
+  /** Direct delivery: MX look-ups (cached) and the MX hosts' port (DIRECT_SMTP_PORT). */
+  direct: { mx: MxResolver; port: number };
 }
 
 /** What one run of a delivery job came to. */
@@ -107,23 +112,8 @@ async function loadAndSend(deps: DeliveryDeps, messageId: string): Promise<Sent 
       pending.map((r) => r.address),
       (a) => routeFor(routes, a),
     )) {
-      if (route?.target.type === "reject") {
-        verdicts.push(...addresses.map((address) => rejectedByRoute(address, route)));
-        continue;
-      }
-      const urls = route
-        ? openRouteUrls(route.target.urls, deps.config.encryptionKey)
-        : [{ url: message.upstreamUrl, password: projectPassword(deps, message.upstreamSecret) }];
       // Given back only while nothing of this attempt has been sent (no verdict yet).
-      const sent = await relayWithFailover(
-        deps,
-        message.projectId,
-        urls,
-        message.mailFrom,
-        addresses,
-        body,
-        verdicts.length === 0,
-      );
+      const sent = await sendOnRoute(deps, message, route, addresses, body, verdicts.length === 0);
       if ("kind" in sent) return givenBack(sent);
       hosts.push(...sent.hosts);
       verdicts.push(...sent.verdicts);
@@ -137,6 +127,106 @@ async function loadAndSend(deps: DeliveryDeps, messageId: string): Promise<Sent 
   }
   const durationMs = Date.now() - startedAt.getTime();
   return { message, startedAt, durationMs, upstreamHost, verdicts, transaction };
+}
+
+type Sending = {
+  hosts: string[];
+  verdicts: RecipientVerdict[];
+  transaction: RelayResult["verdict"] | undefined;
+};
+
+/** One route's recipients of a message (route undefined: the project's upstream). */
+async function sendOnRoute(
+  deps: DeliveryDeps,
+  message: Omit<StoredMessage, "body">,
+  route: StoredRoute | undefined,
+  addresses: string[],
+  body: Buffer,
+  mayGiveBack: boolean,
+): Promise<Sending | ConnectionBusy> {
+  const { projectId, mailFrom } = message;
+  if (!route) {
+    const urls = [{ url: message.upstreamUrl, password: projectPassword(deps, message.upstreamSecret) }];
+    return relayWithFailover(deps, projectId, urls, mailFrom, addresses, body, mayGiveBack);
+  }
+  switch (route.target.type) {
+    case "reject":
+      return { hosts: [], verdicts: addresses.map((a) => rejectedByRoute(a, route)), transaction: undefined };
+    case "upstream": {
+      const urls = openRouteUrls(route.target.urls, deps.config.encryptionKey);
+      return relayWithFailover(deps, projectId, urls, mailFrom, addresses, body, mayGiveBack);
+    }
+    case "direct":
+      return deliverDirect(deps, projectId, mailFrom, addresses, body);
+    case "hybrid": {
+      const direct = await deliverDirect(deps, projectId, mailFrom, addresses, body);
+      const deferred = direct.verdicts.filter((v) => v.outcome === "deferred").map((v) => v.address);
+      if (deferred.length === 0) return direct;
+      const urls = openRouteUrls(route.target.urls, deps.config.encryptionKey);
+      const relayed = await relayWithFailover(deps, projectId, urls, mailFrom, deferred, body, false);
+      if ("kind" in relayed) return direct;
+      return {
+        hosts: [...direct.hosts, ...relayed.hosts],
+        verdicts: [...direct.verdicts.filter((v) => v.outcome !== "deferred"), ...relayed.verdicts],
+        transaction: relayed.transaction,
+      };
+    }
+  }
+}
+
+/**
+ * Per recipient domain: its MX hosts by preference (or the implicit MX), each address in turn
+ * with what the previous one deferred, as `relayWithFailover` does for URLs. Opportunistic TLS
+ * (STARTTLS when offered, certificate not verified), no AUTH. A null MX fails the domain's
+ * recipients at once (RFC 7505: 556 5.1.10); a domain that does not exist fails them; resolvers
+ * that fail defer them.
+ */
+async function deliverDirect(
+  deps: DeliveryDeps,
+  projectId: string,
+  mailFrom: string,
+  addresses: string[],
+  body: Buffer,
+): Promise<Sending> {
+  const byDomain = new Map<string, string[]>();
+  for (const address of addresses) {
+    const domain = address.slice(address.lastIndexOf("@") + 1).toLowerCase();
+    byDomain.set(domain, [...(byDomain.get(domain) ?? []), address]);
+  }
+  const sending: Sending = { hosts: [], verdicts: [], transaction: undefined };
+  for (const [domain, recipients] of byDomain) {
+    const answer = await deps.direct.mx.lookup(domain);
+    if (answer.kind !== "hosts") {
+      const verdict = mxVerdict(domain, answer);
+      sending.verdicts.push(...recipients.map((address) => ({ address, ...verdict })));
+      continue;
+    }
+    const urls = answer.hosts.flatMap((host) =>
+      host.addresses.map((ip) => ({
+        url: `smtp://${ip.includes(":") ? `[${ip}]` : ip}:${deps.direct.port}`,
+        password: undefined,
+      })),
+    );
+    const sent = await relayWithFailover(deps, projectId, urls, mailFrom, recipients, body, false);
+    if ("kind" in sent) continue; // never: without give-back, relayWithFailover answers verdicts
+    sending.hosts.push(...sent.hosts);
+    sending.verdicts.push(...sent.verdicts);
+    sending.transaction = sent.transaction;
+  }
+  return sending;
+}
+
+function mxVerdict(domain: string, answer: Exclude<MxAnswer, { kind: "hosts" }>): UpstreamVerdict {
+  if (answer.kind === "null_mx")
+    return {
+      outcome: "failed",
+      code: 556,
+      enhancedCode: "5.1.10",
+      response: `556 5.1.10 ${domain} accepts no mail (null MX, RFC 7505)`,
+    };
+  if (answer.kind === "no_domain")
+    return { outcome: "failed", code: 550, enhancedCode: "5.1.2", response: `550 5.1.2 ${answer.reason}` };
+  return { outcome: "deferred", code: null, enhancedCode: null, response: answer.reason };
 }
 
 function projectPassword(deps: DeliveryDeps, sealed: string | null): string | undefined {

@@ -11,7 +11,7 @@ import {
   type DeliveryJobResult,
   type Redis,
 } from "@postern/queue";
-import { UpstreamTransports } from "@postern/relay";
+import { MxResolver, UpstreamTransports } from "@postern/relay";
 import type { Logger, Registry } from "@postern/telemetry";
 import { deliverMessage } from "./deliver";
 import { registerDeliveryMetrics } from "./metrics";
@@ -41,6 +41,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     maxUpstreamConnections: config.delivery.upstreamConcurrency,
     connectTimeoutMs: config.delivery.connectTimeoutMs,
     greetingTimeoutMs: config.delivery.greetingTimeoutMs,
+    ehloName: config.smtp.hostname,
     circuit: {
       failureThreshold: config.delivery.circuitFailures,
       cooldownMs: config.delivery.circuitCooldownMs,
@@ -59,6 +60,13 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   // across the deliveries in flight: one load and one record statement at a time serve them all.
   const store = createDeliveryStore(sql);
   const routes = new RouteBook(db);
+  const direct = {
+    mx: new MxResolver({
+      servers: config.delivery.dnsServers,
+      onLookup: (outcome) => metrics.mxLookups.inc({ outcome }),
+    }),
+    port: config.delivery.directSmtpPort,
+  };
   const backlog = createBacklogLedger(redis, prefix, {
     onError: (error) => log.warn({ err: error }, "backlog counts not updated; the next sweep resets them"),
   });
@@ -67,7 +75,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     redis,
     prefix,
     async ({ messageId, projectId }): Promise<DeliveryJobResult> => {
-      const run = await deliverMessage({ config, store, transports, routes }, messageId, projectId);
+      const run = await deliverMessage({ config, store, transports, routes, direct }, messageId, projectId);
       switch (run.kind) {
         case "skipped":
         case "superseded":

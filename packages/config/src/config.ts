@@ -68,6 +68,10 @@ export interface Config {
     upstreamConcurrency: number;
     connectTimeoutMs: number;
     greetingTimeoutMs: number;
+    /** DNS_SERVERS; undefined: the system's resolvers. */
+    dnsServers: string[] | undefined;
+    /** DIRECT_SMTP_PORT. */
+    directSmtpPort: number;
     /** Failures to connect in a row that suspend an upstream (circuit breaker). */
     circuitFailures: number;
     circuitCooldownMs: number;
@@ -185,6 +189,8 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
       upstreamConcurrency: e.DELIVERY_UPSTREAM_CONCURRENCY,
       connectTimeoutMs: e.DELIVERY_CONNECT_TIMEOUT * 1000,
       greetingTimeoutMs: e.DELIVERY_GREETING_TIMEOUT * 1000,
+      dnsServers: e.DNS_SERVERS,
+      directSmtpPort: e.DIRECT_SMTP_PORT,
       circuitFailures: e.DELIVERY_CIRCUIT_FAILURES,
       circuitCooldownMs: e.DELIVERY_CIRCUIT_COOLDOWN * 1000,
       workerThreads: e.WORKER_THREADS,

@@ -21,8 +21,13 @@ export interface StoredRouteUrl {
   secret: string | null;
 }
 
-/** `direct` and `hybrid` (CONTRACT §10) are not delivered by this version: the API refuses them. */
-export type RouteTarget = { type: "upstream"; urls: StoredRouteUrl[] } | { type: "reject" };
+export type RouteTarget =
+  | { type: "upstream"; urls: StoredRouteUrl[] }
+  /** To the recipient domain's MX hosts (docs/routing.md, Direct delivery). */
+  | { type: "direct" }
+  /** Direct first; what the MX hosts defer goes to the URLs. */
+  | { type: "hybrid"; urls: StoredRouteUrl[] }
+  | { type: "reject" };
 
 export interface StoredRoute {
   match: string;
@@ -55,6 +60,8 @@ export const routesInputSchema = z.object({
         match: recipientGlob,
         target: z.discriminatedUnion("type", [
           z.object({ type: z.literal("upstream"), urls }),
+          z.object({ type: z.literal("direct") }),
+          z.object({ type: z.literal("hybrid"), urls }),
           z.object({ type: z.literal("reject") }),
         ]),
       }),
@@ -112,14 +119,14 @@ export function createRouteService({ db, redis, config }: RouteServiceDeps) {
           routes = input.routes.map((route, index) => ({
             match: route.match.toLowerCase(),
             target:
-              route.target.type === "upstream"
+              "urls" in route.target
                 ? {
-                    type: "upstream",
+                    type: route.target.type,
                     urls: route.target.urls.map((url, n) =>
                       sealedUrl(url, `routes[${index}].target.urls[${n}]`),
                     ),
                   }
-                : { type: "reject" },
+                : { type: route.target.type },
           }));
         } catch (error) {
           if (error instanceof UpstreamUrlError) return refuse("invalid_routes", { message: error.message });

@@ -68,6 +68,8 @@ export interface UpstreamTransportsOptions {
   maxMessagesPerConnection?: number;
   /** A project's pool is closed after this long without a message. */
   idleCloseMs?: number;
+  /** The name given in EHLO (SMTP_HOSTNAME); MX hosts check it against the sending address. */
+  ehloName?: string;
 }
 
 /** One SMTP session with an upstream, kept open between messages. */
@@ -464,6 +466,7 @@ export class UpstreamTransports {
         connectionTimeout: this.connectTimeoutMs,
         greetingTimeout: this.greetingTimeoutMs,
         socketTimeout: 120_000,
+        name: this.options.ehloName,
         logger: false,
       },
       credentials: target.user ? { user: target.user, pass: upstream.password ?? "" } : undefined,

@@ -32,6 +32,10 @@ export interface SmtpSinkOptions {
   auth?: { user: string; pass: string };
   /** Advertise SMTPUTF8 in EHLO (default true; false stands for an upstream without RFC 6531). */
   smtputf8?: boolean;
+  /** Address to listen on (default 127.0.0.1; 127.0.0.x stand for other hosts, e.g. MX hosts). */
+  host?: string;
+  /** Port to listen on (default: ephemeral). MX hosts share one port (DIRECT_SMTP_PORT). */
+  port?: number;
   /** Offer and accept AUTH on a connection without TLS (a careless upstream; default false). */
   allowInsecureAuth?: boolean;
 }
@@ -76,7 +80,7 @@ export class SmtpSink {
     const auth = this.options.auth
       ? `${encodeURIComponent(this.options.auth.user)}:${encodeURIComponent(this.options.auth.pass)}@`
       : "";
-    return `${this.options.secure ? "smtps" : "smtp"}://${auth}127.0.0.1:${this.port}`;
+    return `${this.options.secure ? "smtps" : "smtp"}://${auth}${this.options.host ?? "127.0.0.1"}:${this.port}`;
   }
 
   /** Resolves when at least `count` messages have arrived. */
@@ -181,7 +185,7 @@ export class SmtpSink {
     });
     await new Promise<void>((resolve, reject) => {
       server.server.once("error", reject);
-      server.listen(this.port, "127.0.0.1", () => resolve());
+      server.listen(this.port || this.options.port || 0, this.options.host ?? "127.0.0.1", () => resolve());
     });
     this.port = (server.server.address() as AddressInfo).port;
     this.server = server;

@@ -10,7 +10,7 @@ const routesView = z.object({
     z.object({
       match: z.string(),
       target: z.object({
-        type: z.enum(["upstream", "reject"]),
+        type: z.enum(["upstream", "direct", "hybrid", "reject"]),
         urls: z.array(z.string()).optional().describe("upstream URLs without their passwords"),
       }),
     }),
