@@ -26,6 +26,7 @@ import { healthRoutes, type RoleReadiness } from "./routes/health";
 import { messageRoutes } from "./routes/messages";
 import { installHttpMetrics, type MetricsExposition, metricsRoutes } from "./routes/metrics";
 import { projectAuditRoutes } from "./routes/project-audit";
+import { routesRoutes } from "./routes/routes";
 import { rulesRoutes } from "./routes/rules";
 import { statsRoutes } from "./routes/stats";
 import { submissionRoutes } from "./routes/submission";
@@ -150,12 +151,13 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
     rules,
     storing: new Map<string, Promise<string>>(),
   };
-  // A project's message and rules routes: under /v1 for its token, under /admin/projects/:projectId
-  // for the operator.
+  // A project's message, rules and routes routes: under /v1 for its token, under
+  // /admin/projects/:projectId for the operator.
   const projectMessageRoutes = [
     messageRoutes({ ...routeDeps, sql }),
     submissionRoutes(submissionDeps),
     rulesRoutes({ ...routeDeps, rules }),
+    routesRoutes(routeDeps),
   ];
   // Jobs of committed messages are added, and recipients counted ahead go back, before the
   // producer closes.

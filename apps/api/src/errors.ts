@@ -30,14 +30,19 @@ export const apiErrors = {
     meaning:
       "the message's status does not allow the action (e.g. a retry of a message that is not `deferred` or `failed`, a cancel of one that is not `queued` or `deferred`); the message names the status",
   },
-  rules_version_conflict: {
-    status: 409,
-    meaning:
-      "`PUT /v1/rules` named a `version` that is no longer the current one: someone changed the rules since they were read; read them again (the message names the current version)",
-  },
   messages_pending: {
     status: 409,
     meaning: "a project still has `queued` or `deferred` messages and `force=true` was not given",
+  },
+  version_conflict: {
+    status: 409,
+    meaning:
+      "a `PUT` of a versioned list (`/v1/rules`, `/v1/routes`) named a `version` that is no longer the current one: someone changed it since it was read; read it again (the message names the current version)",
+  },
+  invalid_routes: {
+    status: 422,
+    meaning:
+      "`PUT /v1/routes`: a route's upstream URL is invalid, or a pattern appears twice (the message names it)",
   },
   gone: {
     status: 410,

@@ -78,14 +78,14 @@ describe("GET|PUT /v1/rules", () => {
     });
   });
 
-  it("a stale version is 409 rules_version_conflict naming the current one, and changes nothing", async () => {
+  it("a stale version is 409 version_conflict naming the current one, and changes nothing", async () => {
     const fixture = await project();
     const token = fixture.apiToken.token;
     const first = { version: 0, rules: [{ name: "a", match: { to: "*@a.test" }, action: "deny" }] };
     expect((await call("PUT", "/v1/rules", token, first)).status).toBe(200);
     const stale = await call("PUT", "/v1/rules", token, { version: 0, rules: [] });
     expect(stale.status).toBe(409);
-    expect(stale.body.error.code).toBe("rules_version_conflict");
+    expect(stale.body.error.code).toBe("version_conflict");
     expect(stale.body.error.message).toContain("version 1");
     expect((await call("GET", "/v1/rules", token)).body).toMatchObject({ version: 1, rules: first.rules });
   });

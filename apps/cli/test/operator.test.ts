@@ -1,7 +1,10 @@
 import { execFile, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { resolve } from "node:path";
+import { mkdtemp, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
 import { recordAudit } from "@postern/audit";
+import { openSecret } from "@postern/auth";
 import { createTestContext, type TestContext } from "@postern/testkit";
 import bcrypt from "bcrypt";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -21,21 +24,31 @@ interface Run {
 }
 
 function postern(...args: string[]): Promise<Run> {
+  return posternWith({}, ...args);
+}
+
+function posternWith(env: Record<string, string>, ...args: string[]): Promise<Run> {
   return new Promise((done) => {
-    execFile("node", [bin, ...args], { env: { ...process.env, ...ctx.env } }, (error, stdout, stderr) => {
-      done({ code: error ? Number(error.code ?? 1) : 0, stdout, stderr });
-    });
+    execFile(
+      "node",
+      [bin, ...args],
+      { env: { ...process.env, ...ctx.env, ...env } },
+      (error, stdout, stderr) => {
+        done({ code: error ? Number(error.code ?? 1) : 0, stdout, stderr });
+      },
+    );
   });
 }
 
 async function createProject(name = "cli project") {
-  const run = await postern(
+  const run = await posternWith(
+    { UPSTREAM_PASSWORD: "cli-pw" },
     "project",
     "create",
     "--name",
     name,
     "--upstream",
-    "smtp://u:cli-pw@mx.example.net:587",
+    "smtp://u@mx.example.net:587",
     "--json",
   );
   expect(run.stderr).toBe("");
@@ -105,6 +118,94 @@ describe("postern project", () => {
     expect(refused.stderr).toMatch(/queued or deferred/);
     expect((await postern("project", "delete", created.id, "--force")).code).toBe(0);
     expect(await ctx.db.project.count({ where: { id: created.id } })).toBe(0);
+  });
+
+  it("takes the upstream password from a file or UPSTREAM_PASSWORD, never from the command line", async () => {
+    const inUrl = await postern(
+      "project",
+      "create",
+      "--name",
+      "x",
+      "--upstream",
+      "smtp://u:argv-pw@mx.example.net",
+    );
+    expect(inUrl.code).toBe(2);
+    expect(inUrl.stderr).toMatch(/--upstream: a password on the command line .*--upstream-password-file/);
+
+    const file = join(await mkdtemp(join(tmpdir(), "postern-cli-")), "upstream-password");
+    await writeFile(file, "file-p@ss:word\n", { mode: 0o600 });
+    const fromFile = await postern(
+      "project",
+      "create",
+      "--name",
+      "from file",
+      "--upstream",
+      "smtp://u@mx.example.net:587?tls=required",
+      "--upstream-password-file",
+      file,
+      "--json",
+    );
+    expect(fromFile.stderr).toBe("");
+    const created = JSON.parse(fromFile.stdout);
+    expect(created.upstream).toBe("smtp://u@mx.example.net:587?tls=required");
+    const row = await ctx.db.project.findUniqueOrThrow({ where: { id: created.id } });
+    expect(openSecret(row.upstreamSecret ?? "", ctx.config.encryptionKey)).toBe("file-p@ss:word");
+
+    const fromEnvironment = await posternWith(
+      { UPSTREAM_PASSWORD: "env-secret" },
+      "project",
+      "update",
+      created.id,
+      "--upstream",
+      "smtps://u@mx2.example.net",
+      "--json",
+    );
+    expect(fromEnvironment.code).toBe(0);
+    const updated = await ctx.db.project.findUniqueOrThrow({ where: { id: created.id } });
+    expect(openSecret(updated.upstreamSecret ?? "", ctx.config.encryptionKey)).toBe("env-secret");
+    expect(fromEnvironment.stdout).not.toContain("env-secret");
+
+    const missingFile = await postern(
+      "project",
+      "update",
+      created.id,
+      "--upstream",
+      "smtp://u@mx.example.net",
+      "--upstream-password-file",
+      "/nonexistent/postern-pw",
+    );
+    expect(missingFile.code).toBe(2);
+    expect(missingFile.stderr).toContain(
+      "--upstream-password-file: cannot read /nonexistent/postern-pw (ENOENT)",
+    );
+  });
+
+  it("replaces routes from a file (routes set), shows them without passwords (routes get), exits 4 on a stale version", async () => {
+    const created = await createProject("routed");
+    const file = join(await mkdtemp(join(tmpdir(), "postern-cli-")), "routes.json");
+    const routes = [
+      {
+        match: "*@partner.example",
+        target: { type: "upstream", urls: ["smtp://u:route-pw@mx.partner.example"] },
+      },
+      { match: "*@blocked.example", target: { type: "reject" } },
+    ];
+    await writeFile(file, JSON.stringify({ version: 0, routes }));
+    const set = await postern("routes", "set", created.id, "--file", file, "--json");
+    expect(set.stderr).toBe("");
+    expect(JSON.parse(set.stdout)).toEqual({ version: 1 });
+    const got = await postern("routes", "get", created.id, "--json");
+    expect(got.stdout).not.toContain("route-pw");
+    expect(JSON.parse(got.stdout)).toEqual({
+      version: 1,
+      routes: [
+        { match: "*@partner.example", target: { type: "upstream", urls: ["smtp://u@mx.partner.example"] } },
+        { match: "*@blocked.example", target: { type: "reject" } },
+      ],
+    });
+    const stale = await postern("routes", "set", created.id, "--file", file);
+    expect(stale.code).toBe(4);
+    expect(stale.stderr).toContain("routes are at version 1, not 0");
   });
 
   it("exits 2 naming the option for bad input, 3 for an unknown project", async () => {

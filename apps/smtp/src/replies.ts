@@ -28,6 +28,8 @@ export const replies = {
   recipientSyntax: { code: 553, text: "5.1.3 Recipient address syntax invalid" },
   // RFC 6531 3.4: a non-ASCII mailbox in a transaction that did not declare SMTPUTF8.
   smtpUtf8Required: { code: 553, text: "5.6.7 Non-ASCII address needs the SMTPUTF8 parameter in MAIL FROM" },
+  // The project's route for this recipient is `reject` (docs/routing.md).
+  rejectedByRoute: { code: 550, text: "5.7.1 Recipient refused by the project's routes" },
   tooManyRecipients: { code: 452, text: "4.5.3 Too many recipients" },
   quotaExceeded: { code: 451, text: "4.7.1 Sending quota exceeded" },
   storeUnavailable: { code: 451, text: "4.3.0 Temporary local problem, try again later" },
@@ -95,6 +97,7 @@ export type RejectionReason =
   | "recipient_syntax"
   | "smtputf8_required"
   | "too_many_recipients"
+  | "route_reject"
   | "quota"
   | "size"
   | "bare_lf"
@@ -113,6 +116,7 @@ export const rejections: Record<RejectionReason, SmtpReply> = {
   recipient_syntax: replies.recipientSyntax,
   smtputf8_required: replies.smtpUtf8Required,
   too_many_recipients: replies.tooManyRecipients,
+  route_reject: replies.rejectedByRoute,
   quota: replies.quotaExceeded,
   size: replies.messageTooBig,
   bare_lf: replies.bareNewline,

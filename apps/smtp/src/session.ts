@@ -3,6 +3,7 @@ import { auditableUsername } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
 import { uuidv7 } from "@postern/db";
 import { startFingerprint } from "@postern/messages";
+import { type RouteBook, routeFor } from "@postern/projects";
 import type { ProjectQuota } from "@postern/quota";
 import { type CompiledRules, inspectContent, type RulesCache } from "@postern/rules";
 import type { Logger } from "@postern/telemetry";
@@ -49,6 +50,8 @@ export interface SessionDeps {
   inflow: InflowControl;
   dataBudget: DataBudget;
   rules: RulesCache;
+  /** The projects' routes, by the version the project policy carries: a `reject` route refuses at RCPT. */
+  routes: RouteBook;
 }
 
 /** What Postern keeps per SMTP connection, beside smtp-server's own session. */
@@ -91,6 +94,17 @@ export function createSessionHandlers(deps: SessionDeps) {
   };
 
   const clientOf = (session: SMTPServerSession) => session.user as AuthenticatedClient;
+
+  /**
+   * The pattern of the project's route for `recipient` when that route is `reject`: that recipient
+   * alone is refused, before it counts against the quota. Read by the routes version the project
+   * policy carries (refreshed at each MAIL), so a change applies from the next transaction.
+   */
+  const rejectingRoute = async (client: AuthenticatedClient, recipient: string) => {
+    const routes = await deps.routes.routesOf(client.project.id, client.project.routesVersion);
+    const route = routeFor(routes, recipient);
+    return route?.target.type === "reject" ? route.match : undefined;
+  };
 
   const envelopeOf = (session: SMTPServerSession) => ({
     mailFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : null,
@@ -260,51 +274,65 @@ export function createSessionHandlers(deps: SessionDeps) {
       const known = session.envelope.rcptTo.some((r) => r.address.toLowerCase() === recipient.toLowerCase());
       // A repeated recipient is one delivery (smtp-server keeps one entry): nothing more to count.
       if (known) return callback();
-      if (session.envelope.rcptTo.length >= client.project.maxRecipients)
-        return callback(
-          reject(session, "too_many_recipients", {
-            details: { ...details, limit: client.project.maxRecipients },
-          }),
-        );
-      // Envelope rules: a recipient denied is refused alone, the others of the message go on.
-      const verdict =
-        state.rules?.empty === false ? state.rules.judgeRecipient(mailFromOf(session), recipient) : undefined;
-      if (verdict !== undefined && verdict !== "after_data" && verdict.action === "deny")
-        return callback(
-          reject(session, "rule", {
-            detail: `rule "${verdict.rule}"`,
-            details: { ...details, rule: verdict.rule },
-          }),
-        );
-      quota.reserve(client.project, 1).then((reservation) => {
-        if (reservation.ok) {
-          state.reserved = {
-            project: client.project,
-            recipients: (state.reserved?.recipients ?? 0) + 1,
-          };
-          return callback();
-        }
-        if (reservation.reason === "unavailable") {
-          state.log.error({ err: reservation.error }, "quota unavailable");
-          return callback(reject(session, "store_unavailable", { details }));
-        }
-        const seconds = Math.ceil(reservation.msBeforeNext / 1000);
-        const window = reservation.window === "perMinute" ? "per-minute" : "daily";
-        if (!state.audited.has("quota"))
-          audit.record({
-            action: "quota.exceeded",
-            actor: `smtp:${client.key}`,
-            projectId: client.project.id,
-            ip: state.ip,
-            details: { window: reservation.window, limit: reservation.limit, retryAfterSeconds: seconds },
+      rejectingRoute(client, recipient).then(
+        (route) => {
+          if (route)
+            return callback(
+              reject(session, "route_reject", { detail: route, details: { ...details, route } }),
+            );
+          if (session.envelope.rcptTo.length >= client.project.maxRecipients)
+            return callback(
+              reject(session, "too_many_recipients", {
+                details: { ...details, limit: client.project.maxRecipients },
+              }),
+            );
+          // Envelope rules: a recipient denied is refused alone, the others of the message go on.
+          const verdict =
+            state.rules?.empty === false
+              ? state.rules.judgeRecipient(mailFromOf(session), recipient)
+              : undefined;
+          if (verdict !== undefined && verdict !== "after_data" && verdict.action === "deny")
+            return callback(
+              reject(session, "rule", {
+                detail: `rule "${verdict.rule}"`,
+                details: { ...details, rule: verdict.rule },
+              }),
+            );
+          quota.reserve(client.project, 1).then((reservation) => {
+            if (reservation.ok) {
+              state.reserved = {
+                project: client.project,
+                recipients: (state.reserved?.recipients ?? 0) + 1,
+              };
+              return callback();
+            }
+            if (reservation.reason === "unavailable") {
+              state.log.error({ err: reservation.error }, "quota unavailable");
+              return callback(reject(session, "store_unavailable", { details }));
+            }
+            const seconds = Math.ceil(reservation.msBeforeNext / 1000);
+            const window = reservation.window === "perMinute" ? "per-minute" : "daily";
+            if (!state.audited.has("quota"))
+              audit.record({
+                action: "quota.exceeded",
+                actor: `smtp:${client.key}`,
+                projectId: client.project.id,
+                ip: state.ip,
+                details: { window: reservation.window, limit: reservation.limit, retryAfterSeconds: seconds },
+              });
+            callback(
+              reject(session, "quota", {
+                detail: `${window} limit of ${reservation.limit} recipients, retry in ${seconds} s`,
+                details: { ...details, window: reservation.window, limit: reservation.limit },
+              }),
+            );
           });
-        callback(
-          reject(session, "quota", {
-            detail: `${window} limit of ${reservation.limit} recipients, retry in ${seconds} s`,
-            details: { ...details, window: reservation.window, limit: reservation.limit },
-          }),
-        );
-      });
+        },
+        (error: Error) => {
+          state.log.error({ err: error }, "routes unavailable");
+          callback(reject(session, "store_unavailable", { details }));
+        },
+      );
     },
 
     onData(

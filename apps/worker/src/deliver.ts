@@ -2,13 +2,27 @@ import { openSecret } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
 import { type MessageStatus, uuidv7 } from "@postern/db";
 import type { DeliveryStore, StoredMessage } from "@postern/messages";
+import { openRouteUrls, type RouteBook, routeFor, type StoredRoute } from "@postern/projects";
 import { retryDelayMs } from "@postern/queue";
-import type { ConnectionBusy, DeliveryOutcome, RecipientVerdict, UpstreamTransports } from "@postern/relay";
+import type {
+  ConnectionBusy,
+  DeliveryOutcome,
+  MxAnswer,
+  MxResolver,
+  RecipientVerdict,
+  RelayResult,
+  UpstreamTransports,
+  UpstreamVerdict,
+} from "@postern/relay";
 
 export interface DeliveryDeps {
   config: Pick<ResolvedConfig, "encryptionKey" | "delivery">;
   store: DeliveryStore;
   transports: UpstreamTransports;
+  /** The projects' routes, read again only when a message's load shows a newer version. */
+  routes: RouteBook;
+  /** Direct delivery: MX look-ups (cached) and the MX hosts' port (DIRECT_SMTP_PORT). */
+  direct: { mx: MxResolver; port: number };
 }
 
 /** What one run of a delivery job came to. */
@@ -91,26 +105,200 @@ async function loadAndSend(deps: DeliveryDeps, messageId: string): Promise<Sent 
       response,
     }));
   } else if (pending.length > 0) {
-    const password = message.upstreamSecret
-      ? openSecret(message.upstreamSecret, deps.config.encryptionKey)
-      : undefined;
-    const result = await deps.transports.relay(
-      { projectId: message.projectId, upstreamUrl: message.upstreamUrl, password },
-      {
-        mailFrom: message.mailFrom,
-        recipients: pending.map((r) => r.address),
-        raw: body,
-      },
-    );
-    if (result.busy) return givenBack(result.busy);
-    upstreamHost = result.upstreamHost;
-    verdicts = result.recipients;
-    transaction = result.verdict;
+    const routes = await deps.routes.routesOf(message.projectId, message.routesVersion);
+    const hosts: string[] = [];
+    verdicts = [];
+    for (const [route, addresses] of byRoute(
+      pending.map((r) => r.address),
+      (a) => routeFor(routes, a),
+    )) {
+      // Given back only while nothing of this attempt has been sent (no verdict yet).
+      const sent = await sendOnRoute(deps, message, route, addresses, body, verdicts.length === 0);
+      if ("kind" in sent) return givenBack(sent);
+      hosts.push(...sent.hosts);
+      verdicts.push(...sent.verdicts);
+      transaction = sent.transaction;
+    }
+    upstreamHost = hosts.length > 0 ? [...new Set(hosts)].join(", ") : "route";
+    // One route: the transaction's verdict is the attempt's; several: per-recipient results only.
+    if (hosts.length !== 1) transaction = undefined;
   } else {
     verdicts = [];
   }
   const durationMs = Date.now() - startedAt.getTime();
   return { message, startedAt, durationMs, upstreamHost, verdicts, transaction };
+}
+
+type Sending = {
+  hosts: string[];
+  verdicts: RecipientVerdict[];
+  transaction: RelayResult["verdict"] | undefined;
+};
+
+/** One route's recipients of a message (route undefined: the project's upstream). */
+async function sendOnRoute(
+  deps: DeliveryDeps,
+  message: Omit<StoredMessage, "body">,
+  route: StoredRoute | undefined,
+  addresses: string[],
+  body: Buffer,
+  mayGiveBack: boolean,
+): Promise<Sending | ConnectionBusy> {
+  const { projectId, mailFrom } = message;
+  if (!route) {
+    const urls = [{ url: message.upstreamUrl, password: projectPassword(deps, message.upstreamSecret) }];
+    return relayWithFailover(deps, projectId, urls, mailFrom, addresses, body, mayGiveBack);
+  }
+  switch (route.target.type) {
+    case "reject":
+      return { hosts: [], verdicts: addresses.map((a) => rejectedByRoute(a, route)), transaction: undefined };
+    case "upstream": {
+      const urls = openRouteUrls(route.target.urls, deps.config.encryptionKey);
+      return relayWithFailover(deps, projectId, urls, mailFrom, addresses, body, mayGiveBack);
+    }
+    case "direct":
+      return deliverDirect(deps, projectId, mailFrom, addresses, body);
+    case "hybrid": {
+      const direct = await deliverDirect(deps, projectId, mailFrom, addresses, body);
+      const deferred = direct.verdicts.filter((v) => v.outcome === "deferred").map((v) => v.address);
+      if (deferred.length === 0) return direct;
+      const urls = openRouteUrls(route.target.urls, deps.config.encryptionKey);
+      const relayed = await relayWithFailover(deps, projectId, urls, mailFrom, deferred, body, false);
+      if ("kind" in relayed) return direct;
+      return {
+        hosts: [...direct.hosts, ...relayed.hosts],
+        verdicts: [...direct.verdicts.filter((v) => v.outcome !== "deferred"), ...relayed.verdicts],
+        transaction: relayed.transaction,
+      };
+    }
+  }
+}
+
+/**
+ * Per recipient domain: its MX hosts by preference (or the implicit MX), each address in turn
+ * with what the previous one deferred, as `relayWithFailover` does for URLs. Opportunistic TLS
+ * (STARTTLS when offered, certificate not verified), no AUTH. A null MX fails the domain's
+ * recipients at once (RFC 7505: 556 5.1.10); a domain that does not exist fails them; resolvers
+ * that fail defer them.
+ */
+async function deliverDirect(
+  deps: DeliveryDeps,
+  projectId: string,
+  mailFrom: string,
+  addresses: string[],
+  body: Buffer,
+): Promise<Sending> {
+  const byDomain = new Map<string, string[]>();
+  for (const address of addresses) {
+    const domain = address.slice(address.lastIndexOf("@") + 1).toLowerCase();
+    byDomain.set(domain, [...(byDomain.get(domain) ?? []), address]);
+  }
+  const sending: Sending = { hosts: [], verdicts: [], transaction: undefined };
+  for (const [domain, recipients] of byDomain) {
+    const answer = await deps.direct.mx.lookup(domain);
+    if (answer.kind !== "hosts") {
+      const verdict = mxVerdict(domain, answer);
+      sending.verdicts.push(...recipients.map((address) => ({ address, ...verdict })));
+      continue;
+    }
+    const urls = answer.hosts.flatMap((host) =>
+      host.addresses.map((ip) => ({
+        url: `smtp://${ip.includes(":") ? `[${ip}]` : ip}:${deps.direct.port}`,
+        password: undefined,
+      })),
+    );
+    const sent = await relayWithFailover(deps, projectId, urls, mailFrom, recipients, body, false);
+    if ("kind" in sent) continue; // never: without give-back, relayWithFailover answers verdicts
+    sending.hosts.push(...sent.hosts);
+    sending.verdicts.push(...sent.verdicts);
+    sending.transaction = sent.transaction;
+  }
+  return sending;
+}
+
+function mxVerdict(domain: string, answer: Exclude<MxAnswer, { kind: "hosts" }>): UpstreamVerdict {
+  if (answer.kind === "null_mx")
+    return {
+      outcome: "failed",
+      code: 556,
+      enhancedCode: "5.1.10",
+      response: `556 5.1.10 ${domain} accepts no mail (null MX, RFC 7505)`,
+    };
+  if (answer.kind === "no_domain")
+    return { outcome: "failed", code: 550, enhancedCode: "5.1.2", response: `550 5.1.2 ${answer.reason}` };
+  return { outcome: "deferred", code: null, enhancedCode: null, response: answer.reason };
+}
+
+function projectPassword(deps: DeliveryDeps, sealed: string | null): string | undefined {
+  return sealed ? openSecret(sealed, deps.config.encryptionKey) : undefined;
+}
+
+/** Recipients grouped by the route they fall on (undefined: the project's upstream), in order. */
+function byRoute(
+  addresses: string[],
+  routeOf: (address: string) => StoredRoute | undefined,
+): Map<StoredRoute | undefined, string[]> {
+  const groups = new Map<StoredRoute | undefined, string[]>();
+  for (const address of addresses) {
+    const route = routeOf(address);
+    groups.set(route, [...(groups.get(route) ?? []), address]);
+  }
+  return groups;
+}
+
+/**
+ * A recipient whose route became `reject` after it was accepted (the routes changed meanwhile):
+ * failed as it would have been refused at RCPT.
+ */
+function rejectedByRoute(address: string, route: StoredRoute): RecipientVerdict {
+  return {
+    address,
+    outcome: "failed",
+    code: 550,
+    enhancedCode: "5.7.1",
+    response: `550 5.7.1 recipient refused by the project's route '${route.match}'`,
+  };
+}
+
+/**
+ * The recipients to the first URL, then those it deferred (no connection, TLS trouble, a 4xx) to
+ * the next, and so on: the last URL's deferrals stand. A 5xx or a 2xx is final at any URL.
+ */
+async function relayWithFailover(
+  deps: DeliveryDeps,
+  projectId: string,
+  urls: { url: string; password: string | undefined }[],
+  mailFrom: string,
+  recipients: string[],
+  raw: Buffer,
+  mayGiveBack: boolean,
+): Promise<
+  { hosts: string[]; verdicts: RecipientVerdict[]; transaction: RelayResult["verdict"] } | ConnectionBusy
+> {
+  const hosts: string[] = [];
+  const verdicts: RecipientVerdict[] = [];
+  let remaining = recipients;
+  let transaction: RelayResult["verdict"] | undefined;
+  for (const [index, { url, password }] of urls.entries()) {
+    const result = await deps.transports.relay(
+      { projectId, upstreamUrl: url, password },
+      { mailFrom, recipients: remaining, raw },
+    );
+    if (result.busy && mayGiveBack && hosts.length === 0) return result.busy;
+    hosts.push(result.upstreamHost);
+    transaction = result.verdict;
+    const last = index === urls.length - 1;
+    const deferred = result.recipients.filter((v) => v.outcome === "deferred" && !last);
+    verdicts.push(...result.recipients.filter((v) => !deferred.includes(v)));
+    remaining = deferred.map((v) => v.address);
+    if (remaining.length === 0) break;
+  }
+  return {
+    hosts,
+    verdicts,
+    transaction: transaction ??
+      verdicts[0] ?? { outcome: "deferred", code: null, enhancedCode: null, response: "no upstream" },
+  };
 }
 
 function givenBack(busy: ConnectionBusy): DeliveryRun {

@@ -10,6 +10,8 @@ export interface DeliveryMetrics {
   attempts: Counter<"outcome">;
   latency: Histogram;
   givenBack: Counter<"reason">;
+  /** MX look-ups of direct delivery, answered from the cache (hit) or from DNS (miss). */
+  mxLookups: Counter<"outcome">;
 }
 
 /**
@@ -28,6 +30,12 @@ export function registerDeliveryMetrics(
     queuedMessages: () => Promise<number>;
   },
 ): DeliveryMetrics {
+  const mxLookups = new Counter({
+    name: "postern_mx_lookups_total",
+    help: "MX look-ups of direct delivery by outcome: hit (from the TTL-bound cache) or miss (asked DNS)",
+    labelNames: ["outcome"],
+    registers: [registry],
+  });
   const attempts = new Counter({
     name: "postern_delivery_attempts_total",
     help: "Delivery attempts by outcome (delivered, deferred, failed)",
@@ -91,5 +99,5 @@ export function registerDeliveryMetrics(
       this.set(oldestMs ? (Date.now() - oldestMs) / 1000 : 0);
     },
   });
-  return { attempts, latency, givenBack };
+  return { attempts, latency, givenBack, mxLookups };
 }

@@ -1,6 +1,7 @@
 import type { ResolvedConfig } from "@postern/config";
 import { type Database, sqlPoolOf } from "@postern/db";
 import { createDeliveryStore } from "@postern/messages";
+import { RouteBook } from "@postern/projects";
 import {
   countQueuedMessages,
   createBacklogLedger,
@@ -10,7 +11,7 @@ import {
   type DeliveryJobResult,
   type Redis,
 } from "@postern/queue";
-import { UpstreamTransports } from "@postern/relay";
+import { MxResolver, UpstreamTransports } from "@postern/relay";
 import type { Logger, Registry } from "@postern/telemetry";
 import { deliverMessage } from "./deliver";
 import { registerDeliveryMetrics } from "./metrics";
@@ -40,6 +41,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     maxUpstreamConnections: config.delivery.upstreamConcurrency,
     connectTimeoutMs: config.delivery.connectTimeoutMs,
     greetingTimeoutMs: config.delivery.greetingTimeoutMs,
+    ehloName: config.smtp.hostname,
     circuit: {
       failureThreshold: config.delivery.circuitFailures,
       cooldownMs: config.delivery.circuitCooldownMs,
@@ -57,6 +59,14 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   // Two short statements per delivery, never held across the upstream exchange, and grouped
   // across the deliveries in flight: one load and one record statement at a time serve them all.
   const store = createDeliveryStore(sql);
+  const routes = new RouteBook(db);
+  const direct = {
+    mx: new MxResolver({
+      servers: config.delivery.dnsServers,
+      onLookup: (outcome) => metrics.mxLookups.inc({ outcome }),
+    }),
+    port: config.delivery.directSmtpPort,
+  };
   const backlog = createBacklogLedger(redis, prefix, {
     onError: (error) => log.warn({ err: error }, "backlog counts not updated; the next sweep resets them"),
   });
@@ -65,7 +75,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     redis,
     prefix,
     async ({ messageId, projectId }): Promise<DeliveryJobResult> => {
-      const run = await deliverMessage({ config, store, transports }, messageId, projectId);
+      const run = await deliverMessage({ config, store, transports, routes, direct }, messageId, projectId);
       switch (run.kind) {
         case "skipped":
         case "superseded":

@@ -230,12 +230,54 @@ describe("per-project upstream pools", () => {
 });
 
 describe("upstream TLS and authentication", () => {
-  it("delivers over implicit TLS (smtps://)", async () => {
+  it("delivers over implicit TLS (smtps://) to a self-signed upstream only with verify=false", async () => {
     const upstream = await sink({ secure: true });
     expect(upstream.url).toMatch(/^smtps:/);
-    const { message } = await queue(upstream.url);
-    await waitForStatus(ctx.db, message.id, "delivered");
+    const refused = await queue(upstream.url);
+    const deferred = await waitForStatus(ctx.db, refused.message.id, "deferred");
+    expect(deferred.lastError).toMatch(/self[- ]signed certificate/i);
+    const attempts = await ctx.db.deliveryAttempt.findMany({ where: { messageId: refused.message.id } });
+    expect(attempts[0]).toMatchObject({ outcome: "deferred", code: null });
+    expect(attempts[0]?.response).toMatch(/self[- ]signed certificate/i);
+
+    const accepted = await queue(`${upstream.url}?verify=false`);
+    await waitForStatus(ctx.db, accepted.message.id, "delivered");
+    expect(upstream.messages).toHaveLength(1);
     expect(upstream.messages[0]?.secure).toBe(true);
+  });
+
+  it("with ?tls=required, refuses a self-signed certificate and accepts it with verify=false", async () => {
+    const upstream = await sink();
+    const refused = await queue(`${upstream.url}?tls=required`);
+    const deferred = await waitForStatus(ctx.db, refused.message.id, "deferred");
+    expect(deferred.lastError).toMatch(/self[- ]signed certificate/i);
+    expect(upstream.messages).toHaveLength(0);
+
+    const accepted = await queue(`${upstream.url}?tls=required&verify=false`);
+    await waitForStatus(ctx.db, accepted.message.id, "delivered");
+    expect(upstream.messages.map((m) => m.secure)).toEqual([true]);
+  });
+
+  it("never sends AUTH to an upstream without STARTTLS: deferred with the reason, unless tls=none", async () => {
+    const password = "cleartext-Secret-p@ss";
+    const upstream = await sink({
+      starttls: false,
+      allowInsecureAuth: true,
+      auth: { user: "relay-user", pass: password },
+    });
+    const withheld = await queue(upstream.url);
+    const deferred = await waitForStatus(ctx.db, withheld.message.id, "deferred");
+    expect(deferred.lastError).toMatch(/offers AUTH without TLS: credentials are not sent in the clear/);
+    const attempts = await ctx.db.deliveryAttempt.findMany({ where: { messageId: withheld.message.id } });
+    expect(attempts[0]).toMatchObject({ outcome: "deferred", code: null });
+    expect(attempts[0]?.response).toContain("tls=none");
+    expect(upstream.authAttempts).toEqual([]);
+    expect(upstream.messages).toHaveLength(0);
+
+    const allowed = await queue(`${upstream.url}?tls=none`);
+    await waitForStatus(ctx.db, allowed.message.id, "delivered");
+    expect(upstream.authAttempts).toEqual([{ user: "relay-user", secure: false }]);
+    expect(upstream.messages.map((m) => m.user)).toEqual(["relay-user"]);
   });
 
   it("uses STARTTLS when offered on smtp://", async () => {
@@ -247,7 +289,7 @@ describe("upstream TLS and authentication", () => {
 
   it("with ?tls=required, delivers over STARTTLS and defers an upstream that does not offer it", async () => {
     const withTls = await sink();
-    const first = await queue(`${withTls.url}?tls=required`);
+    const first = await queue(`${withTls.url}?tls=required&verify=false`);
     await waitForStatus(ctx.db, first.message.id, "delivered");
     expect(withTls.messages[0]?.secure).toBe(true);
 

@@ -9,6 +9,8 @@ export interface ProjectPolicy {
   senderDomains: string[];
   /** Duplicate suppression's window; 0: off (docs/rules.md, Duplicates). */
   dedupWindowSeconds: number;
+  /** The project's routes version (0: none): RCPT reads the routes by it (packages/projects RouteBook). */
+  routesVersion: number;
 }
 
 /** The Prisma `select` of a project's policy: one list, whichever way the project is reached. */
@@ -20,6 +22,7 @@ export const projectPolicySelect = {
   maxRecipients: true,
   senderDomains: true,
   dedupWindowSeconds: true,
+  routesVersion: true,
 } as const;
 
 export function toProjectPolicy(row: ProjectPolicy): ProjectPolicy {

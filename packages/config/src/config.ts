@@ -68,6 +68,10 @@ export interface Config {
     upstreamConcurrency: number;
     connectTimeoutMs: number;
     greetingTimeoutMs: number;
+    /** DNS_SERVERS; undefined: the system's resolvers. */
+    dnsServers: string[] | undefined;
+    /** DIRECT_SMTP_PORT. */
+    directSmtpPort: number;
     /** Failures to connect in a row that suspend an upstream (circuit breaker). */
     circuitFailures: number;
     circuitCooldownMs: number;
@@ -84,6 +88,8 @@ export interface Config {
   /** Given, or (embedded mode only) generated into DATA_DIR by `resolveSecrets`. */
   encryptionKey: Buffer | undefined;
   adminToken: string | undefined;
+  /** UPSTREAM_PASSWORD: the CLI's source of an upstream password besides a file or a prompt. */
+  upstreamPassword: string | undefined;
   shutdownTimeoutMs: number;
   logLevel: Environment["LOG_LEVEL"];
 }
@@ -185,6 +191,8 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
       upstreamConcurrency: e.DELIVERY_UPSTREAM_CONCURRENCY,
       connectTimeoutMs: e.DELIVERY_CONNECT_TIMEOUT * 1000,
       greetingTimeoutMs: e.DELIVERY_GREETING_TIMEOUT * 1000,
+      dnsServers: e.DNS_SERVERS,
+      directSmtpPort: e.DIRECT_SMTP_PORT,
       circuitFailures: e.DELIVERY_CIRCUIT_FAILURES,
       circuitCooldownMs: e.DELIVERY_CIRCUIT_COOLDOWN * 1000,
       workerThreads: e.WORKER_THREADS,
@@ -196,6 +204,7 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
     eventRetentionDays: e.EVENT_RETENTION_DAYS,
     encryptionKey: e.ENCRYPTION_KEY,
     adminToken: e.ADMIN_TOKEN,
+    upstreamPassword: e.UPSTREAM_PASSWORD,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT * 1000,
     logLevel: e.LOG_LEVEL,
   };

@@ -216,6 +216,11 @@ export const variables = {
     default: "generated and printed at first embedded start; required otherwise",
     doc: "Bearer token of the operator API (`/admin`).",
   },
+  UPSTREAM_PASSWORD: {
+    schema: z.string().min(1, "must not be empty").optional(),
+    default: "unset",
+    doc: "Read only by the CLI (`project create` and `project update` with `--upstream`): the upstream URL's password, so that it never appears on a command line where `ps` shows it. `--upstream-password-file` and `--ask-upstream-password` are the other ways.",
+  },
   MAX_MESSAGE_SIZE: {
     schema: positiveInt.default(26214400),
     default: "26214400",
@@ -260,6 +265,33 @@ export const variables = {
     schema: seconds.default(15),
     default: "15",
     doc: "Seconds to wait for an upstream's greeting once the TCP (and `smtps://` TLS) connection is up, within `DELIVERY_CONNECT_TIMEOUT`. RFC 5321 suggests 5 minutes for an MTA talking to any server; a relay's own upstream that stays silent for 15 s is stuck. Then as `DELIVERY_CONNECT_TIMEOUT`.",
+  },
+  DNS_SERVERS: {
+    schema: z
+      .string()
+      .optional()
+      .transform((value, ctx) => {
+        if (value === undefined || value.trim() === "") return undefined;
+        const servers = value.split(",").map((server) => server.trim());
+        const bad = servers.find(
+          (server) => !/^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:]+\])(:\d{1,5})?$|^[0-9a-fA-F:]+$/.test(server),
+        );
+        if (bad !== undefined) {
+          ctx.addIssue({
+            code: "custom",
+            message: `'${bad}' is not ip[:port] (IPv6 with a port: [ip]:port)`,
+          });
+          return z.NEVER;
+        }
+        return servers;
+      }),
+    default: "the system's resolvers",
+    doc: "Comma-separated `ip[:port]` of the DNS resolvers for MX, A and AAAA look-ups of direct delivery (routes of type `direct`, docs/routing.md), e.g. `127.0.0.1:5353,10.0.0.2`.",
+  },
+  DIRECT_SMTP_PORT: {
+    schema: port.default(25),
+    default: "25",
+    doc: "Port of the MX hosts that direct delivery connects to. 25 everywhere but in tests, where SMTP sinks on 127.0.0.x stand in for MX hosts.",
   },
   DELIVERY_CIRCUIT_FAILURES: {
     schema: positiveInt.default(5),

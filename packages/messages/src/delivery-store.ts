@@ -12,6 +12,8 @@ export interface StoredMessage {
   createdAt: Date;
   upstreamUrl: string;
   upstreamSecret: string | null;
+  /** The project's routes version (0: none): the worker's route cache is keyed by it. */
+  routesVersion: number;
   /** Null only if the row was damaged by hand: retention never prunes pending messages. */
   body: Buffer | null;
   recipients: StoredRecipient[];
@@ -153,6 +155,7 @@ export function createDeliveryStore(
           createdAt: new Date(row.createdAtMs),
           upstreamUrl: row.upstreamUrl,
           upstreamSecret: row.upstreamSecret,
+          routesVersion: row.routesVersion,
           body,
           recipients: row.recipients ?? [],
         };
@@ -214,7 +217,7 @@ export const bodySliceBytes = 49_152;
 export const loadSql = `
 SELECT m."id", m."projectId", m."mailFrom", m."status", m."attempts",
        (extract(epoch FROM m."createdAt") * 1000)::float8 AS "createdAtMs",
-       p."upstreamUrl", p."upstreamSecret",
+       p."upstreamUrl", p."upstreamSecret", p."routesVersion",
        octet_length(b."data") AS "bodyBytes",
        s."part", encode(substring(b."data" FROM s."part" * ${bodySliceBytes} + 1 FOR ${bodySliceBytes}), 'base64') AS "body",
        CASE WHEN s."part" = 0 THEN
@@ -225,7 +228,7 @@ SELECT m."id", m."projectId", m."mailFrom", m."status", m."attempts",
        END AS "recipients"
 FROM "Message" m
 CROSS JOIN LATERAL (
-  SELECT p."upstreamUrl", p."upstreamSecret" FROM "Project" p WHERE p."id" = m."projectId" LIMIT 1
+  SELECT p."upstreamUrl", p."upstreamSecret", p."routesVersion" FROM "Project" p WHERE p."id" = m."projectId" LIMIT 1
 ) p
 LEFT JOIN LATERAL (
   SELECT b."data" FROM "MessageBody" b WHERE b."messageId" = m."id" LIMIT 1

@@ -13,5 +13,20 @@ export {
   type RevokeResult,
   type UpdateProjectResult,
 } from "./projects";
+export {
+  type CompiledRoutes,
+  compileRoutes,
+  createRouteService,
+  openRouteUrls,
+  type ReplaceRoutesResult,
+  RouteBook,
+  type RouteService,
+  type RoutesInput,
+  type RoutesView,
+  type RouteTarget,
+  routeFor,
+  routesInputSchema,
+  type StoredRoute,
+} from "./routes";
 export { projectInputSchema, projectName, projectPatchSchema } from "./schemas";
 export { type ProjectView, projectDetailView, projectView } from "./views";

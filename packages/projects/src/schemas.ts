@@ -27,7 +27,9 @@ export const projectInputSchema = z.object({
     .string()
     .min(1)
     .max(2000)
-    .describe("smtp://[user:pass@]host:port[?tls=required] or smtps://[user:pass@]host:port"),
+    .describe(
+      "smtp://[user:pass@]host:port[?tls=required|none][&verify=false] or smtps://[user:pass@]host:port[?verify=false]",
+    ),
   quota: quota.optional(),
   senderDomains: z.array(domainName).max(1000).optional().describe("empty: any sender domain"),
   maxRecipients: z.number().int().positive().max(10_000).optional(),

@@ -8,6 +8,7 @@ export {
   verdictOfError,
   verdictOfReply,
 } from "./classify";
+export { type MxAnswer, MxResolver, type MxResolverOptions } from "./mx";
 export {
   type ConnectionBusy,
   type ProjectUpstream,

@@ -68,6 +68,8 @@ export interface UpstreamTransportsOptions {
   maxMessagesPerConnection?: number;
   /** A project's pool is closed after this long without a message. */
   idleCloseMs?: number;
+  /** The name given in EHLO (SMTP_HOSTNAME); MX hosts check it against the sending address. */
+  ehloName?: string;
 }
 
 /** One SMTP session with an upstream, kept open between messages. */
@@ -85,6 +87,8 @@ interface ProjectPool {
   fingerprint: string;
   options: SMTPConnection.Options;
   credentials: SMTPConnection.Credentials | undefined;
+  /** The URL says `tls=none`: credentials may be sent over a connection without TLS. */
+  authInTheClear: boolean;
   /** `host:port`: also the key of the upstream's circuit and connection count. */
   upstreamHost: string;
   /** Open and free, the most recently used last. */
@@ -111,9 +115,9 @@ interface ProjectTurns {
 const maxGiveBackMs = 30_000;
 
 /**
- * Per project, up to `maxConnections` SMTP sessions with its upstream, opened on first use, reused
- * for up to `maxMessagesPerConnection` messages, replaced when the project's upstream URL or
- * password changes, closed when idle.
+ * Per project and upstream URL (the project's own, or a route's), up to `maxConnections` SMTP
+ * sessions, opened on first use, reused for up to `maxMessagesPerConnection` messages, replaced
+ * when the password changes, closed when idle (so also once the URL is no longer used).
  *
  * Built on nodemailer's SMTP client (`SMTPConnection`) rather than its pooled transport: a relay
  * forwards stored bytes, and the transport's `sendMail` first runs them through nodemailer's
@@ -125,11 +129,9 @@ const maxGiveBackMs = 30_000;
  * upstream dropped before a byte of the message was sent is replaced, the message going out over a
  * fresh one instead of waiting for a retry.
  *
- * TLS follows Postfix's levels: `smtp://` is opportunistic (STARTTLS when offered, like
- * `smtp_tls_security_level=may`), `?tls=required` refuses to send without it (`encrypt`) and
- * `smtps://` is TLS from the first byte. As in Postfix's `may`/`encrypt`, the certificate is not
- * verified: an MX or relay certificate rarely matches the name used, and an unverified TLS
- * session still protects against passive capture.
+ * TLS follows the URL's level (upstream.ts): opportunistic STARTTLS without verification,
+ * `tls=required` and `smtps://` with the certificate verified unless `verify=false`, `tls=none`
+ * without STARTTLS. Credentials go only over TLS unless the URL says `tls=none`.
  */
 export class UpstreamTransports {
   private readonly pools = new Map<string, ProjectPool>();
@@ -394,6 +396,7 @@ export class UpstreamTransports {
         // announces AUTH (not in nodemailer's type declarations).
         const offersAuth = (smtp as SMTPConnection & { allowsAuth?: boolean }).allowsAuth === true;
         if (!pool.credentials || !offersAuth) return ready();
+        if (!smtp.secure && !pool.authInTheClear) return fail(authWithoutTls(pool.upstreamHost));
         smtp.login(pool.credentials, (loginError) => (loginError ? fail(loginError) : ready()));
       });
     });
@@ -442,10 +445,13 @@ export class UpstreamTransports {
   }
 
   private poolFor(upstream: ProjectUpstream): ProjectPool {
-    const fingerprint = `${upstream.upstreamUrl}\n${upstream.password ?? ""}`;
-    const existing = this.pools.get(upstream.projectId);
+    // One pool per project and upstream URL (a project's routes may name several); a URL no longer
+    // used closes when idle.
+    const key = `${upstream.projectId}\n${upstream.upstreamUrl}`;
+    const fingerprint = upstream.password ?? "";
+    const existing = this.pools.get(key);
     if (existing?.fingerprint === fingerprint) return existing;
-    // The upstream changed: messages in flight finish on the old connections, which then close.
+    // The password changed: messages in flight finish on the old connections, which then close.
     if (existing) this.retire(existing);
     const { upstream: target } = parseUpstreamUrl(upstream.upstreamUrl);
     const pool: ProjectPool = {
@@ -454,14 +460,17 @@ export class UpstreamTransports {
         host: target.host,
         port: target.port,
         secure: target.secure,
-        requireTLS: target.requireTls,
-        tls: { rejectUnauthorized: false },
+        requireTLS: target.tls === "required",
+        ignoreTLS: target.tls === "none",
+        tls: { rejectUnauthorized: target.verifyCertificate },
         connectionTimeout: this.connectTimeoutMs,
         greetingTimeout: this.greetingTimeoutMs,
         socketTimeout: 120_000,
+        name: this.options.ehloName,
         logger: false,
       },
       credentials: target.user ? { user: target.user, pass: upstream.password ?? "" } : undefined,
+      authInTheClear: target.tls === "none",
       upstreamHost: `${target.host}:${target.port}`,
       idle: [],
       open: 0,
@@ -470,7 +479,7 @@ export class UpstreamTransports {
       lastUsedAt: Date.now(),
       inFlight: 0,
     };
-    this.pools.set(upstream.projectId, pool);
+    this.pools.set(key, pool);
     return pool;
   }
 
@@ -478,10 +487,10 @@ export class UpstreamTransports {
     for (const [projectId, turns] of this.turns)
       if (turns.active === 0 && turns.waiting.length === 0) this.turns.delete(projectId);
     const now = Date.now();
-    for (const [projectId, pool] of this.pools) {
+    for (const [key, pool] of this.pools) {
       if (pool.inFlight === 0 && now - pool.lastUsedAt > idleCloseMs) {
         this.retire(pool);
-        this.pools.delete(projectId);
+        this.pools.delete(key);
       }
     }
   }
@@ -564,6 +573,20 @@ function offersSmtpUtf8(smtp: SMTPConnection): boolean {
 function smtpUtf8NotOffered(upstreamHost: string): SMTPConnection.SMTPError {
   const response = `553 5.6.7 SMTPUTF8 is required, but was not offered by ${upstreamHost}`;
   return Object.assign(new Error(response), { code: "EENVELOPE", responseCode: 553, response });
+}
+
+/**
+ * An upstream that offers AUTH but no TLS (or whose STARTTLS was stripped on the way) never sees
+ * the credentials: the delivery is deferred with this reason (ETLS: a TLS problem, retried) until
+ * the upstream offers TLS or the operator allows cleartext with `?tls=none`.
+ */
+function authWithoutTls(upstreamHost: string): SMTPConnection.SMTPError {
+  return Object.assign(
+    new Error(
+      `${upstreamHost} offers AUTH without TLS: credentials are not sent in the clear (add ?tls=none to the upstream URL to allow it)`,
+    ),
+    { code: "ETLS" },
+  );
 }
 
 /** The session itself went away (closed, reset, timed out, 421): not a verdict on the message. */

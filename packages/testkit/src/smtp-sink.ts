@@ -32,6 +32,12 @@ export interface SmtpSinkOptions {
   auth?: { user: string; pass: string };
   /** Advertise SMTPUTF8 in EHLO (default true; false stands for an upstream without RFC 6531). */
   smtputf8?: boolean;
+  /** Address to listen on (default 127.0.0.1; 127.0.0.x stand for other hosts, e.g. MX hosts). */
+  host?: string;
+  /** Port to listen on (default: ephemeral). MX hosts share one port (DIRECT_SMTP_PORT). */
+  port?: number;
+  /** Offer and accept AUTH on a connection without TLS (a careless upstream; default false). */
+  allowInsecureAuth?: boolean;
 }
 
 /**
@@ -41,6 +47,8 @@ export interface SmtpSinkOptions {
  */
 export class SmtpSink {
   readonly messages: ReceivedMessage[] = [];
+  /** Every AUTH a client sent (successful or not), and whether its session had TLS then. */
+  readonly authAttempts: { user: string; secure: boolean }[] = [];
   /** Per-recipient answer at RCPT; undefined accepts. */
   rcptReply: (address: string) => SinkReply | undefined = () => undefined;
   /** Answer at MAIL FROM, given the transaction's number within its session (from 1); undefined accepts. */
@@ -72,7 +80,7 @@ export class SmtpSink {
     const auth = this.options.auth
       ? `${encodeURIComponent(this.options.auth.user)}:${encodeURIComponent(this.options.auth.pass)}@`
       : "";
-    return `${this.options.secure ? "smtps" : "smtp"}://${auth}127.0.0.1:${this.port}`;
+    return `${this.options.secure ? "smtps" : "smtp"}://${auth}${this.options.host ?? "127.0.0.1"}:${this.port}`;
   }
 
   /** Resolves when at least `count` messages have arrived. */
@@ -123,10 +131,11 @@ export class SmtpSink {
       ],
       authOptional: !auth,
       hideSMTPUTF8: this.options.smtputf8 === false,
-      allowInsecureAuth: false,
+      allowInsecureAuth: this.options.allowInsecureAuth === true,
       logger: false,
       banner: "postern test sink",
-      onAuth: (credentials, _session, callback) => {
+      onAuth: (credentials, session, callback) => {
+        this.authAttempts.push({ user: credentials.username ?? "", secure: session.secure });
         if (auth && credentials.username === auth.user && credentials.password === auth.pass) {
           callback(null, { user: credentials.username });
         } else {
@@ -176,7 +185,7 @@ export class SmtpSink {
     });
     await new Promise<void>((resolve, reject) => {
       server.server.once("error", reject);
-      server.listen(this.port, "127.0.0.1", () => resolve());
+      server.listen(this.port || this.options.port || 0, this.options.host ?? "127.0.0.1", () => resolve());
     });
     this.port = (server.server.address() as AddressInfo).port;
     this.server = server;

@@ -12,7 +12,7 @@ const ruleSetView = z.object({
 
 /**
  * `GET|PUT /rules` of the project API: the project's ordered rules (docs/rules.md), replaced as a
- * whole against the version the caller read (`409 rules_version_conflict` when another change came
+ * whole against the version the caller read (`409 version_conflict` when another change came
  * first). Registered under `/admin/projects/:projectId` too (admin-messages.ts).
  */
 export function rulesRoutes(deps: RouteDependencies & { rules: RulesCache }): FastifyPluginAsyncZod {
@@ -54,12 +54,7 @@ export function rulesRoutes(deps: RouteDependencies & { rules: RulesCache }): Fa
           body: ruleSetInputSchema,
           response: {
             200: ruleSetView,
-            ...errorResponses(
-              ...projectRouteErrors,
-              ...bodyErrors,
-              "invalid_rules",
-              "rules_version_conflict",
-            ),
+            ...errorResponses(...projectRouteErrors, ...bodyErrors, "invalid_rules", "version_conflict"),
           },
         },
       },
@@ -76,7 +71,7 @@ export function rulesRoutes(deps: RouteDependencies & { rules: RulesCache }): Fa
           return outcome.value;
         }
         throw new ApiError(
-          outcome.reason === "not_found" ? "not_found" : "rules_version_conflict",
+          outcome.reason === "not_found" ? "not_found" : "version_conflict",
           outcome.message,
         );
       },

@@ -11,6 +11,11 @@ import type { Command } from "commander";
 import type { z } from "zod";
 import type { Runtime } from "../runtime";
 import { CommandFailure, exitCodes, type OutputOptions, operate, table } from "./operator";
+import {
+  type UpstreamPasswordOptions,
+  withUpstreamPassword,
+  withUpstreamPasswordOptions,
+} from "./upstream-password";
 
 export const cliActor: Actor = { actor: "cli" };
 
@@ -42,7 +47,7 @@ const optionNames: Record<string, string> = {
   "": "options",
 };
 
-interface SettingsOptions extends OutputOptions {
+interface SettingsOptions extends OutputOptions, UpstreamPasswordOptions {
   name?: string;
   upstream?: string;
   quotaPerMinute?: string;
@@ -53,14 +58,14 @@ interface SettingsOptions extends OutputOptions {
 
 const number = (value: string | undefined) => (value === undefined ? undefined : Number(value));
 
-function settingsFrom(options: SettingsOptions) {
+async function settingsFrom(options: SettingsOptions, runtime: Runtime) {
   const quota =
     options.quotaPerMinute === undefined && options.quotaDaily === undefined
       ? undefined
       : { perMinute: number(options.quotaPerMinute), daily: number(options.quotaDaily) };
   return {
     name: options.name,
-    upstream: options.upstream,
+    upstream: await withUpstreamPassword(options.upstream, options, runtime.config.upstreamPassword),
     quota,
     senderDomains: options.senderDomain,
     maxRecipients: number(options.maxRecipients),
@@ -72,8 +77,11 @@ function notFound(what: string): never {
 }
 
 function withSettingsOptions(command: Command): Command {
-  return command
-    .option("--upstream <url>", "smtp://[user:pass@]host:port[?tls=required] or smtps://...")
+  return withUpstreamPasswordOptions(command)
+    .option(
+      "--upstream <url>",
+      "smtp://[user@]host:port[?tls=required|none][&verify=false] or smtps://... (password: see below)",
+    )
     .option("--quota-per-minute <n>", "recipients per minute")
     .option("--quota-daily <n>", "recipients per day")
     .option("--max-recipients <n>", "recipients per message")
@@ -108,7 +116,7 @@ export function registerProjectCommands(program: Command): void {
       .requiredOption("--name <name>", "project name"),
   ).action((options: SettingsOptions) =>
     operate(options, async (runtime) => {
-      const input = validated(projectInputSchema, settingsFrom(options), optionNames);
+      const input = validated(projectInputSchema, await settingsFrom(options, runtime), optionNames);
       const result = await projectServiceOf(runtime).create(input, cliActor);
       if (!result.ok) throw new CommandFailure(exitCodes.usage, result.reason, `--${result.message}`);
       const view = projectView(result.value.project);
@@ -176,11 +184,11 @@ export function registerProjectCommands(program: Command): void {
       .argument("<id>", "project id")
       .option("--name <name>", "project name"),
   ).action((id: string, options: SettingsOptions) =>
-    operate(options, (runtime) =>
+    operate(options, async (runtime) =>
       update(
         projectServiceOf(runtime),
         id,
-        validated(projectPatchSchema, settingsFrom(options), optionNames),
+        validated(projectPatchSchema, await settingsFrom(options, runtime), optionNames),
       ),
     ),
   );

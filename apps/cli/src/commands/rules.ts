@@ -70,7 +70,7 @@ export function registerRulesCommands(program: Command): void {
         if (!outcome.ok) {
           if (outcome.reason === "not_found")
             throw new CommandFailure(exitCodes.notFound, "not_found", outcome.message);
-          throw new CommandFailure(exitCodes.conflict, "rules_version_conflict", outcome.message);
+          throw new CommandFailure(exitCodes.conflict, "version_conflict", outcome.message);
         }
         return { json: outcome.value, text: describeRuleSet(outcome.value) };
       }),
