@@ -1,8 +1,9 @@
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
-import { createApiTokenVerifier } from "@postern/auth";
+import { createApiTokenVerifier, publishAuthInvalidation } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
 import { type Database, sqlPoolOf } from "@postern/db";
+import { createDomainService, createTxtLookup } from "@postern/dkim";
 import { createProjectService } from "@postern/projects";
 import { createDeliveryProducer, type DeliveryProducer, type Redis } from "@postern/queue";
 import { createProjectQuota } from "@postern/quota";
@@ -21,6 +22,7 @@ import { installSecurityHeaders, noStore, refuseNulCharacters } from "./http-sec
 import { adminAuditRoutes } from "./routes/admin-audit";
 import { adminMessageRoutes } from "./routes/admin-messages";
 import { adminProjectRoutes } from "./routes/admin-projects";
+import { domainRoutes } from "./routes/domains";
 import { healthRoutes, type RoleReadiness } from "./routes/health";
 import { messageRoutes } from "./routes/messages";
 import { installHttpMetrics, type MetricsExposition, metricsRoutes } from "./routes/metrics";
@@ -140,6 +142,18 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
   };
   // A project's message routes: under /v1 for its token, under /admin/projects/:projectId for the operator.
   const projectMessageRoutes = [messageRoutes({ ...routeDeps, sql }), submissionRoutes(submissionDeps)];
+  const domains = createDomainService({
+    db: deps.db,
+    encryptionKey: deps.config.encryptionKey,
+    lookupTxt: createTxtLookup(deps.config.dnsServers),
+    smtpHostname: deps.config.smtp.hostname,
+    // Verified domains are part of the project's policy, active keys what the workers sign with.
+    onChange: (projectId) => {
+      const event = { kind: "project", projectId } as const;
+      tokens.invalidate(event);
+      return publishAuthInvalidation(deps.redis, deps.config.redisKeyPrefix, event);
+    },
+  });
   // Jobs of committed messages are added, and recipients counted ahead go back, before the
   // producer closes.
   app.addHook("onClose", async () => {
@@ -170,6 +184,7 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
       await v1.register(statsRoutes(routeDeps));
       for (const routes of projectMessageRoutes) await v1.register(routes);
       await v1.register(projectAuditRoutes(routeDeps));
+      await v1.register(domainRoutes(domains));
     },
     { prefix: "/v1" },
   );
@@ -182,6 +197,7 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
       admin.addHook("onRequest", adminTokenAuth(deps.config.adminToken));
       await admin.register(adminProjectRoutes(projects));
       await admin.register(adminMessageRoutes(routeDeps, projectMessageRoutes));
+      await admin.register(adminMessageRoutes(routeDeps, [domainRoutes(domains)]));
       await admin.register(
         adminAuditRoutes(routeDeps, {
           keepAliveMs: deps.auditStream?.keepAliveMs ?? 15_000,

@@ -1,6 +1,7 @@
 import { openSecret } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
 import { type MessageStatus, uuidv7 } from "@postern/db";
+import type { DkimSigner } from "@postern/dkim";
 import type { DeliveryStore, StoredMessage } from "@postern/messages";
 import { retryDelayMs } from "@postern/queue";
 import type { ConnectionBusy, DeliveryOutcome, RecipientVerdict, UpstreamTransports } from "@postern/relay";
@@ -9,6 +10,8 @@ export interface DeliveryDeps {
   config: Pick<ResolvedConfig, "encryptionKey" | "delivery">;
   store: DeliveryStore;
   transports: UpstreamTransports;
+  /** DKIM-signs a message at the moment it leaves (the stored bytes stay as received). */
+  signer?: Pick<DkimSigner, "sign">;
 }
 
 /** What one run of a delivery job came to. */
@@ -99,7 +102,7 @@ async function loadAndSend(deps: DeliveryDeps, messageId: string): Promise<Sent 
       {
         mailFrom: message.mailFrom,
         recipients: pending.map((r) => r.address),
-        raw: body,
+        raw: deps.signer ? await deps.signer.sign(message.projectId, body) : body,
       },
     );
     if (result.busy) return givenBack(result.busy);

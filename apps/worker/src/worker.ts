@@ -1,5 +1,7 @@
+import { listenForAuthInvalidations } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
 import { type Database, sqlPoolOf } from "@postern/db";
+import { createDkimSigner } from "@postern/dkim";
 import { createDeliveryStore } from "@postern/messages";
 import {
   countQueuedMessages,
@@ -57,6 +59,14 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   // Two short statements per delivery, never held across the upstream exchange, and grouped
   // across the deliveries in flight: one load and one record statement at a time serve them all.
   const store = createDeliveryStore(sql);
+  // A project's DKIM keys, remembered for a minute; a change made through Postern (verify, rotate,
+  // delete) drops them at once on every node through the invalidation channel.
+  const signer = createDkimSigner({ db, encryptionKey: config.encryptionKey, cacheTtlMs: 60_000 });
+  const invalidations = redis.duplicate();
+  invalidations.on("error", (error) => log.debug({ err: error }, "redis invalidation subscriber"));
+  void listenForAuthInvalidations(invalidations, prefix, signer).catch((error: Error) =>
+    log.warn({ err: error }, "cannot hear key changes; DKIM keys are read again after a minute"),
+  );
   const backlog = createBacklogLedger(redis, prefix, {
     onError: (error) => log.warn({ err: error }, "backlog counts not updated; the next sweep resets them"),
   });
@@ -65,7 +75,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     redis,
     prefix,
     async ({ messageId, projectId }): Promise<DeliveryJobResult> => {
-      const run = await deliverMessage({ config, store, transports }, messageId, projectId);
+      const run = await deliverMessage({ config, store, transports, signer }, messageId, projectId);
       switch (run.kind) {
         case "skipped":
         case "superseded":
@@ -136,6 +146,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
         await worker.close(true);
       }
       transports.close();
+      invalidations.disconnect();
       await backlog.close();
       await producer.close();
       await queue.close();

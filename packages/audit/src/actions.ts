@@ -20,6 +20,10 @@ export const auditActions = [
   "credential.revoked",
   "token.created",
   "token.revoked",
+  "domain.created",
+  "domain.verified",
+  "domain.rotated",
+  "domain.deleted",
 ] as const;
 
 export type AuditAction = (typeof auditActions)[number];

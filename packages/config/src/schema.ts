@@ -50,6 +50,30 @@ const backoff = z.string().transform((value, ctx) => {
   return numbers;
 });
 
+/**
+ * DNS_SERVERS: comma-separated `ip[:port]` (IPv6 as `[ip]:port`), as node:dns's `setServers`
+ * takes them; checked here so that a typo stops the process at start.
+ */
+const dnsServers = z.string().transform((value, ctx) => {
+  const servers = value
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s !== "");
+  const valid = (server: string) =>
+    /^(\d{1,3}\.){3}\d{1,3}(:\d{1,5})?$/.test(server) ||
+    /^\[[0-9a-fA-F:.]+\](:\d{1,5})?$/.test(server) ||
+    /^[0-9a-fA-F:]*:[0-9a-fA-F:.]*$/.test(server);
+  const bad = servers.find((server) => !valid(server));
+  if (servers.length === 0 || bad !== undefined) {
+    ctx.addIssue({
+      code: "custom",
+      message: `must be comma-separated ip[:port] addresses, e.g. 127.0.0.1:5353,[::1]:53${bad ? ` (not: ${bad})` : ""}`,
+    });
+    return z.NEVER;
+  }
+  return servers;
+});
+
 export interface VariableSpec {
   schema: z.ZodType;
   /** The default as a user would write it, or a sentence when it is computed. */
@@ -270,6 +294,11 @@ export const variables = {
     schema: seconds.default(60),
     default: "60",
     doc: "Seconds a suspended upstream is left alone before one delivery probes it (see `DELIVERY_CIRCUIT_FAILURES`).",
+  },
+  DNS_SERVERS: {
+    schema: dnsServers.optional(),
+    default: "unset: the system's resolvers (/etc/resolv.conf)",
+    doc: "DNS resolvers Postern asks for TXT, MX and A records (verifying a domain's DKIM, SPF and DMARC records; direct delivery), comma-separated `ip[:port]` (IPv6 as `[ip]:port`), e.g. `127.0.0.1:5353`.",
   },
   WORKER_THREADS: {
     schema: z.coerce.number().int("must be a whole number").min(0, "must be 0 or more").default(1),

@@ -13,5 +13,5 @@ export {
   type RevokeResult,
   type UpdateProjectResult,
 } from "./projects";
-export { projectInputSchema, projectName, projectPatchSchema } from "./schemas";
+export { domainName, projectInputSchema, projectName, projectPatchSchema } from "./schemas";
 export { type ProjectView, projectDetailView, projectView } from "./views";

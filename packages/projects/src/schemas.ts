@@ -6,7 +6,7 @@ import { z } from "zod";
  */
 
 // RFC 1035 host names, lower-cased: sender domains are compared case-insensitively.
-const domainName = z
+export const domainName = z
   .string()
   .toLowerCase()
   .regex(
