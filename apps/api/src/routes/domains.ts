@@ -188,7 +188,8 @@ export function domainRoutes(domains: DomainService): FastifyPluginAsyncZod {
             "Add the next DKIM key under the free selector; the current key signs until it is verified",
           security: [{ bearer: [] }],
           params: idParams,
-          body: z.object({ algorithm, privateKey }).optional(),
+          // Fastify hands a request without a body over as null: `curl -X POST` rotates to RSA.
+          body: z.object({ algorithm, privateKey }).nullish(),
           response: {
             200: domainBody,
             ...errorResponses(
