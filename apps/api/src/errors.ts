@@ -70,6 +70,11 @@ export const apiErrors = {
     meaning:
       "HTTP submission: the envelope sender's or the `From` header's domain is not one of the project's sender domains",
   },
+  domain_not_verified: {
+    status: 403,
+    meaning:
+      "HTTP submission: the project requires a verified domain (`requireVerifiedDomain`) and the `From` header's domain is not one (`/v1/domains`)",
+  },
   invalid_sender: { status: 422, meaning: "HTTP submission: the sender address is not a valid mailbox" },
   invalid_recipient: { status: 422, meaning: "HTTP submission: a recipient address is not a valid mailbox" },
   too_many_recipients: {

@@ -41,6 +41,10 @@ export const projectPatchSchema = z
     senderDomains: z.array(domainName).max(1000).optional(),
     maxRecipients: z.number().int().positive().max(10_000).optional(),
     status: z.enum(["active", "suspended"]).optional(),
+    requireVerifiedDomain: z
+      .boolean()
+      .optional()
+      .describe("refuse messages whose From domain is not a verified domain of the project (/v1/domains)"),
   })
   .refine(
     (patch) => Object.values(patch).some((v) => v !== undefined),
