@@ -1,9 +1,9 @@
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
-import { createApiTokenVerifier, publishAuthInvalidation } from "@postern/auth";
+import { createApiTokenVerifier } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
 import { type Database, sqlPoolOf } from "@postern/db";
-import { createDomainService, createTxtLookup } from "@postern/dkim";
+import { createDomainService } from "@postern/dkim";
 import { createProjectService } from "@postern/projects";
 import { createDeliveryProducer, type DeliveryProducer, type Redis } from "@postern/queue";
 import { createProjectQuota } from "@postern/quota";
@@ -142,18 +142,8 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
   };
   // A project's message routes: under /v1 for its token, under /admin/projects/:projectId for the operator.
   const projectMessageRoutes = [messageRoutes({ ...routeDeps, sql }), submissionRoutes(submissionDeps)];
-  const domains = createDomainService({
-    db: deps.db,
-    encryptionKey: deps.config.encryptionKey,
-    lookupTxt: createTxtLookup(deps.config.dnsServers),
-    smtpHostname: deps.config.smtp.hostname,
-    // Verified domains are part of the project's policy, active keys what the workers sign with.
-    onChange: (projectId) => {
-      const event = { kind: "project", projectId } as const;
-      tokens.invalidate(event);
-      return publishAuthInvalidation(deps.redis, deps.config.redisKeyPrefix, event);
-    },
-  });
+  // Verified domains are part of the project's policy, active keys what the workers sign with.
+  const domains = createDomainService({ ...deps, localCaches: [tokens] });
   // Jobs of committed messages are added, and recipients counted ahead go back, before the
   // producer closes.
   app.addHook("onClose", async () => {

@@ -60,6 +60,14 @@ describe("GET /docs/json", () => {
         "GET /admin/projects/{projectId}/messages/{id}/events",
         "GET /admin/projects/{projectId}/messages/{id}/raw",
         "GET /admin/projects/{projectId}/events",
+        ...["/v1", "/admin/projects/{projectId}"].flatMap((prefix) => [
+          `POST ${prefix}/domains`,
+          `GET ${prefix}/domains`,
+          `GET ${prefix}/domains/{id}`,
+          `DELETE ${prefix}/domains/{id}`,
+          `POST ${prefix}/domains/{id}/verify`,
+          `POST ${prefix}/domains/{id}/rotate`,
+        ]),
       ].sort(),
     );
     expect(document.paths["/v1/stats"].get.security).toEqual([{ bearer: [] }]);

@@ -1,6 +1,5 @@
 import { Resolver } from "node:dns/promises";
-import { publishAuthInvalidation } from "@postern/auth";
-import { createDomainService, createTxtLookup, type DomainView } from "@postern/dkim";
+import { createDomainService, type DomainView } from "@postern/dkim";
 import { createDeliveryProducer, type DeliveryProducer } from "@postern/queue";
 import {
   createProjectFixture,
@@ -40,18 +39,10 @@ afterAll(async () => {
   await dns?.stop();
 });
 
-const domains = () =>
-  createDomainService({
-    db: ctx.db,
-    encryptionKey: ctx.config.encryptionKey,
-    lookupTxt: createTxtLookup(ctx.config.dnsServers),
-    smtpHostname: "postern.test",
-    // As the API does: the workers drop the project's keys. Redis writes a published message to
-    // its subscribers before it answers the PUBLISH, so the worker has it before the test's next
-    // message is even enqueued.
-    onChange: (projectId) =>
-      publishAuthInvalidation(ctx.redis, ctx.redisKeyPrefix, { kind: "project", projectId }),
-  });
+// As the API and CLI use it. A change publishes an invalidation and the worker drops the project's
+// keys: Redis writes a published message to its subscribers before it answers the PUBLISH, so the
+// worker has it before the test's next message is even enqueued.
+const domains = () => createDomainService({ db: ctx.db, redis: ctx.redis, config: ctx.config });
 
 const by = { actor: "test" };
 

@@ -1,8 +1,9 @@
 import { recordAudit } from "@postern/audit";
-import { openSecret, sealSecret } from "@postern/auth";
+import { type AuthInvalidation, openSecret, publishAuthInvalidation, sealSecret } from "@postern/auth";
 import type { Database, DkimKey, Domain } from "@postern/db";
+import type { Redis } from "ioredis";
 import { ok, type Result, refuse } from "@postern/result";
-import type { TxtLookup } from "./dns";
+import { createTxtLookup, type TxtLookup } from "./dns";
 import { type DkimAlgorithm, type DkimKeyPair, generateDkimKey, importDkimKey } from "./keys";
 import { type CheckedRecord, checkRecord, type DnsRecord, recordsOf } from "./records";
 
@@ -14,15 +15,22 @@ export const dkimSelectors = ["pst1", "pst2"] as const;
 
 export interface DomainServiceDeps {
   db: Database;
-  encryptionKey: Buffer;
-  lookupTxt: TxtLookup;
-  /** SMTP_HOSTNAME, named in the SPF suggestion. */
-  smtpHostname: string;
   /**
    * A project's verified domains or active keys changed: caches of its policy and its signing keys
-   * on every node drop it (packages/auth's invalidation channel).
+   * on every node drop it (packages/auth's invalidation channel, published here).
    */
-  onChange(projectId: string): Promise<void>;
+  redis: Redis;
+  config: {
+    encryptionKey: Buffer;
+    redisKeyPrefix: string;
+    dnsServers: string[] | undefined;
+    /** SMTP_HOSTNAME, named in the SPF suggestion. */
+    smtp: { hostname: string };
+  };
+  /** This process's own caches, dropped before the change is answered. */
+  localCaches?: { invalidate(event: AuthInvalidation): void }[];
+  /** TXT look-ups; node:dns at DNS_SERVERS when not given. */
+  lookupTxt?: TxtLookup;
 }
 
 /** Who asks, for the audit trail. */
@@ -84,7 +92,14 @@ function keyPairOf(input: KeyInput): DkimKeyPair | { reason: "invalid_key"; mess
 }
 
 export function createDomainService(deps: DomainServiceDeps) {
-  const { db, encryptionKey } = deps;
+  const { db } = deps;
+  const { encryptionKey } = deps.config;
+  const lookupTxt = deps.lookupTxt ?? createTxtLookup(deps.config.dnsServers);
+  const changed = (projectId: string) => {
+    const event = { kind: "project", projectId } as const;
+    for (const cache of deps.localCaches ?? []) cache.invalidate(event);
+    return publishAuthInvalidation(deps.redis, deps.config.redisKeyPrefix, event);
+  };
 
   const view = (domain: DomainWithKeys): DomainView => {
     const keys = [...domain.keys].sort(byCreation);
@@ -108,7 +123,7 @@ export function createDomainService(deps: DomainServiceDeps) {
           algorithm: key.algorithm as DkimAlgorithm,
           publicKey: key.publicKey,
         })),
-        deps.smtpHostname,
+        deps.config.smtp.hostname,
       ),
     };
   };
@@ -191,7 +206,7 @@ export function createDomainService(deps: DomainServiceDeps) {
         });
         return true;
       });
-      if (removed) await deps.onChange(projectId);
+      if (removed) await changed(projectId);
       return removed;
     },
 
@@ -205,7 +220,7 @@ export function createDomainService(deps: DomainServiceDeps) {
       const domain = await find(projectId, id);
       if (!domain) return undefined;
       const records = await Promise.all(
-        view(domain).records.map((record) => checkRecord(record, deps.lookupTxt)),
+        view(domain).records.map((record) => checkRecord(record, lookupTxt)),
       );
       const found = new Set(
         records.filter((r) => r.purpose === "dkim" && r.state === "ok").map((r) => r.selector),
@@ -237,7 +252,7 @@ export function createDomainService(deps: DomainServiceDeps) {
         });
         return tx.domain.findUniqueOrThrow({ where: { id }, include: { keys: true } });
       });
-      if (newlyActive.length > 0) await deps.onChange(projectId);
+      if (newlyActive.length > 0) await changed(projectId);
       return { domain: view(updated), records, activated: newlyActive.map((key) => key.selector) };
     },
 
