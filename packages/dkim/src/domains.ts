@@ -1,8 +1,8 @@
 import { recordAudit } from "@postern/audit";
 import { type AuthInvalidation, openSecret, publishAuthInvalidation, sealSecret } from "@postern/auth";
 import type { Database, DkimKey, Domain } from "@postern/db";
-import type { Redis } from "ioredis";
 import { ok, type Result, refuse } from "@postern/result";
+import type { Redis } from "ioredis";
 import { createTxtLookup, type TxtLookup } from "./dns";
 import { type DkimAlgorithm, type DkimKeyPair, generateDkimKey, importDkimKey } from "./keys";
 import { type CheckedRecord, checkRecord, type DnsRecord, recordsOf } from "./records";
@@ -219,9 +219,7 @@ export function createDomainService(deps: DomainServiceDeps) {
     async verify(projectId: string, id: string, by: Actor): Promise<VerifyResult | undefined> {
       const domain = await find(projectId, id);
       if (!domain) return undefined;
-      const records = await Promise.all(
-        view(domain).records.map((record) => checkRecord(record, lookupTxt)),
-      );
+      const records = await Promise.all(view(domain).records.map((record) => checkRecord(record, lookupTxt)));
       const found = new Set(
         records.filter((r) => r.purpose === "dkim" && r.state === "ok").map((r) => r.selector),
       );
