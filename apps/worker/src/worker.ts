@@ -13,6 +13,7 @@ import {
   type Redis,
 } from "@postern/queue";
 import { UpstreamTransports } from "@postern/relay";
+import { summariseHeaders } from "@postern/smtp";
 import type { Logger, Registry } from "@postern/telemetry";
 import { deliverMessage } from "./deliver";
 import { registerDeliveryMetrics } from "./metrics";
@@ -61,7 +62,12 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const store = createDeliveryStore(sql);
   // A project's DKIM keys, remembered for a minute; a change made through Postern (verify, rotate,
   // delete) drops them at once on every node through the invalidation channel.
-  const signer = createDkimSigner({ db, encryptionKey: config.encryptionKey, cacheTtlMs: 60_000 });
+  const signer = createDkimSigner({
+    db,
+    encryptionKey: config.encryptionKey,
+    cacheTtlMs: 60_000,
+    readFrom: summariseHeaders,
+  });
   const invalidations = redis.duplicate();
   invalidations.on("error", (error) => log.debug({ err: error }, "redis invalidation subscriber"));
   void listenForAuthInvalidations(invalidations, prefix, signer).catch((error: Error) =>

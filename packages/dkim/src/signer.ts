@@ -1,6 +1,5 @@
 import type { AuthInvalidation } from "@postern/auth";
 import type { Database } from "@postern/db";
-import { summariseHeaders } from "@postern/smtp";
 import { dkimSign } from "mailauth";
 import { loadSigningKeys, type SigningKey } from "./domains";
 
@@ -9,6 +8,11 @@ export interface DkimSignerOptions {
   encryptionKey: Buffer;
   /** How long a project's keys are remembered; changes made through Postern drop them at once. */
   cacheTtlMs: number;
+  /**
+   * The message's From fields and their addresses, read as the SMTP front door reads them for its
+   * sender policy (apps/smtp's `summariseHeaders`; packages do not import apps).
+   */
+  readFrom(raw: Buffer): { fromFields: number; from: string[] };
 }
 
 /** Signs at delivery time; also a listener of packages/auth's invalidations. */
@@ -38,7 +42,7 @@ export function createDkimSigner(options: DkimSignerOptions): DkimSigner {
     async sign(projectId, raw) {
       const keys = await keysOf(projectId);
       if (keys.size === 0) return raw;
-      const key = keyFor(keys, raw);
+      const key = keyFor(keys, options.readFrom(raw));
       if (!key) return raw;
       const signature = {
         signingDomain: key.domain,
@@ -66,8 +70,10 @@ export function createDkimSigner(options: DkimSignerOptions): DkimSigner {
 }
 
 /** The key of the From header's domain or of its nearest parent (relaxed DMARC alignment). */
-function keyFor(keys: Map<string, SigningKey>, raw: Buffer): SigningKey | undefined {
-  const headers = summariseHeaders(raw);
+function keyFor(
+  keys: Map<string, SigningKey>,
+  headers: { fromFields: number; from: string[] },
+): SigningKey | undefined {
   // RFC 5322 allows one From field with one address for a signed message's author domain; with
   // more, which author a receiver aligns with is its choice: such messages go unsigned.
   if (headers.fromFields !== 1 || headers.from.length !== 1) return undefined;
