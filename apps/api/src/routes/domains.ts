@@ -1,4 +1,4 @@
-import type { CheckedRecord, DomainService, DomainView } from "@postern/dkim";
+import type { DomainService, DomainView } from "@postern/dkim";
 import { domainName } from "@postern/projects";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
@@ -171,11 +171,7 @@ export function domainRoutes(domains: DomainService): FastifyPluginAsyncZod {
       async (request) => {
         const result = await domains.verify(request.project.id, request.params.id, by(request));
         if (!result) throw notFound(request.params.id);
-        return {
-          ...domainJson(result.domain),
-          records: result.records.map((r: CheckedRecord) => r),
-          activated: result.activated,
-        };
+        return { ...domainJson(result.domain), records: result.records, activated: result.activated };
       },
     );
 
