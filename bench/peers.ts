@@ -12,9 +12,11 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { issueApiToken, issueSmtpCredential, smtpKeyPrefix } from "@postern/auth";
 import { createDatabase, type Database } from "@postern/db";
+import { createDomainService } from "@postern/dkim";
 import { freePort } from "@postern/embedded";
 import { parseUpstreamUrl } from "@postern/relay";
 import { type Rule, rulesSchema } from "@postern/rules";
+import { Redis } from "ioredis";
 import { startForwarderProcess } from "./children";
 import type { ProcessGroup } from "./procstat";
 import { type SmtpLogin, waitForPort } from "./protocol";
@@ -50,6 +52,12 @@ export interface Peer {
    */
   httpPort?: number;
   apiToken?: string;
+  /**
+   * Signs every message of the main login whose From is of `domain` with a new, active RSA-2048
+   * key, until the function it answers is called (`pooled-10k-dkim`); missing for relays without
+   * DKIM signing.
+   */
+  signWithDkim?(domain: string): Promise<() => Promise<void>>;
   /** Why the scenarios cannot run (e.g. no SMTP listener yet); the peer is up for the rest. */
   unavailable?: string;
   /** CPU is reported per group; the first group is the relay itself. */
@@ -278,6 +286,34 @@ export async function startPostern(options: {
       freshLogins,
       addProject: async (name, upstreamPort, projectOptions) =>
         (await createBenchProject(db, name, upstreamPort, projectOptions?.rules)).login,
+      signWithDkim: async (domain) => {
+        // The key is made active as a verify would (through the same service), the look-up
+        // answering what the domain asks to publish: the scenario measures signing, not DNS.
+        const redis = new Redis(redisUrl);
+        const domains = createDomainService({
+          db,
+          redis,
+          config: {
+            encryptionKey: Buffer.from(await secret("encryption-key"), "hex"),
+            redisKeyPrefix: "postern",
+            dnsServers: undefined,
+            smtp: { hostname: "bench.postern.local" },
+          },
+          lookupTxt: async (name) =>
+            (created.ok ? created.value.records : [])
+              .filter((record) => record.name === name)
+              .map((record) => record.value),
+        });
+        const by = { actor: "bench" };
+        const created = await domains.create(project.id, { domain, algorithm: "rsa" }, by);
+        if (!created.ok) throw new Error(`DKIM domain for the bench: ${created.message}`);
+        const verified = await domains.verify(project.id, created.value.id, by);
+        if (verified?.activated.length !== 1) throw new Error("DKIM key of the bench not activated");
+        return async () => {
+          await domains.remove(project.id, created.value.id, by);
+          redis.disconnect();
+        };
+      },
       groups: [
         { name: "postern", roots: () => [pid], exclude: services },
         ...(worker ? [{ name: "postern worker", roots: () => [worker.pid as number] }] : []),

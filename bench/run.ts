@@ -55,6 +55,8 @@ interface Scenario {
    * accepts TCP and never answers (`runStuckNeighbour`).
    */
   stuckNeighbour?: { ratePerSecond: number; concurrency: number };
+  /** Every message DKIM-signed at delivery (RSA-2048) with a key of the sender's domain. */
+  dkim?: boolean;
   /** AUTH scenarios: which logins (one reused login = the cached path). */
   logins?: "same" | "fresh";
   /** The load goes to a project of its own with these rules (bench/rules.ts). */
@@ -77,6 +79,13 @@ const scenarios: Record<string, Scenario> = {
     messageBytes: 10 * KiB,
     rules: benchRules,
     what: "as pooled-10k, to a project with 20 rules (envelope, header, size and attachment conditions)",
+  },
+  "pooled-10k-dkim": {
+    mode: "pooled",
+    concurrency: 50,
+    messageBytes: 10 * KiB,
+    dkim: true,
+    what: "as pooled-10k, every message DKIM-signed (RSA-2048) at delivery",
   },
   "http-10k": {
     mode: "http",
@@ -226,6 +235,9 @@ function parseOptions(argv: string[]): Options {
   };
 }
 
+/** The domain of every message's sender (envelope and From header). */
+const domainOfSender = "bench.example";
+
 function loadSpecOf(scenario: Scenario, peer: Peer, durationMs: number, fixedRate: number): LoadSpec {
   const http = scenario.mode === "http";
   return {
@@ -239,7 +251,7 @@ function loadSpecOf(scenario: Scenario, peer: Peer, durationMs: number, fixedRat
     maxMessages: scenario.maxMessages,
     ratePerSecond: scenario.ratePerSecond ?? (scenario.fixedRate ? fixedRate : undefined),
     logins: scenario.logins === "fresh" ? peer.freshLogins : peer.login ? [peer.login] : [],
-    from: "bench@bench.example",
+    from: `bench@${domainOfSender}`,
     to: "sink@bench.example",
   };
 }
@@ -457,9 +469,15 @@ async function measureScenario(measured: Measured, name: string, options: Option
     outcome.scenarios.push({ scenario: name, skipped: "no per-project rules" });
     return;
   }
+  if (scenario.dkim && !peer.signWithDkim) {
+    outcome.scenarios.push({ scenario: name, skipped: "no DKIM signing" });
+    return;
+  }
   process.stdout.write(`${kind}: ${name} (${scenario.what})…\n`);
   const fixedRate = fixedRateOf(options, report.peers.postfix);
   if (scenario.fixedRate) report.options.fixedRate = Math.round(fixedRate);
+  // Signing stops after the scenario, so that the ones after it measure what they say.
+  let stopSigning: (() => Promise<void>) | undefined;
   try {
     // A project of its own with the scenario's rules, its upstream the same sink.
     const ruled =
@@ -475,6 +493,7 @@ async function measureScenario(measured: Measured, name: string, options: Option
         await load.run(loadSpecOf(scenario, ruled, options.warmup * 1000, fixedRate)),
         drainTimeoutMs(options),
       );
+    if (scenario.dkim) stopSigning = await peer.signWithDkim?.(domainOfSender);
     const results = scenario.stuckNeighbour
       ? await runStuckNeighbour(name, scenario, scenario.stuckNeighbour, peer, sink, load, {
           ...options,
@@ -487,6 +506,8 @@ async function measureScenario(measured: Measured, name: string, options: Option
     }
   } catch (error) {
     fail(measured, error);
+  } finally {
+    await stopSigning?.();
   }
 }
 

@@ -217,6 +217,7 @@ describe("targets", () => {
       ["pooled-10k: delivered keeps up with accepted (≥ 95%)", false],
       ["http-10k: accepted/s ≥ pooled-10k accepted/s (same run)", undefined],
       ["pooled-10k-rules: delivered/s ≥ 90% of pooled-10k (same run)", undefined],
+      ["pooled-10k-dkim: delivered/s ≥ 85% of pooled-10k (same run)", undefined],
       ["fresh-10k: delivered/s ≥ 1.25 × Postfix", true],
       ["fixed-rate at 278/s: send→arrival p99 ≤ 500 ms", false],
       ["peak RSS of the all-in-one Postern process ≤ 350 MB in any scenario", false],
@@ -285,6 +286,25 @@ describe("targets", () => {
         },
       }).find((c) => c.target === target);
       expect(skipped?.met).toBeUndefined();
+    });
+  });
+
+  describe("pooled-10k-dkim", () => {
+    const target = "pooled-10k-dkim: delivered/s ≥ 85% of pooled-10k (same run)";
+    const dkimCheck = (scenarios: ScenarioResult[]) =>
+      checkTargets({ ...report, peers: { postern: { version: {}, scenarios } } }).find(
+        (c) => c.target === target,
+      );
+
+    it("is met at 85% of the unsigned delivered rate and missed below", () => {
+      const plain = scenario("pooled-10k", { deliveredPerSecond: 600 });
+      expect(dkimCheck([plain, scenario("pooled-10k-dkim", { deliveredPerSecond: 510 })])).toEqual({
+        target,
+        measured: "85% (510 vs 600/s)",
+        met: true,
+      });
+      expect(dkimCheck([plain, scenario("pooled-10k-dkim", { deliveredPerSecond: 500 })])?.met).toBe(false);
+      expect(dkimCheck([plain])?.met).toBeUndefined();
     });
   });
 

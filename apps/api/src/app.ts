@@ -3,6 +3,7 @@ import swaggerUi from "@fastify/swagger-ui";
 import { createApiTokenVerifier } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
 import { type Database, sqlPoolOf } from "@postern/db";
+import { createDomainService } from "@postern/dkim";
 import { createProjectService } from "@postern/projects";
 import { createDeliveryProducer, type DeliveryProducer, type Redis } from "@postern/queue";
 import { createProjectQuota } from "@postern/quota";
@@ -22,6 +23,7 @@ import { installSecurityHeaders, noStore, refuseNulCharacters } from "./http-sec
 import { adminAuditRoutes } from "./routes/admin-audit";
 import { adminMessageRoutes } from "./routes/admin-messages";
 import { adminProjectRoutes } from "./routes/admin-projects";
+import { domainRoutes } from "./routes/domains";
 import { healthRoutes, type RoleReadiness } from "./routes/health";
 import { messageRoutes } from "./routes/messages";
 import { installHttpMetrics, type MetricsExposition, metricsRoutes } from "./routes/metrics";
@@ -151,13 +153,16 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
     rules,
     storing: new Map<string, Promise<string>>(),
   };
-  // A project's message, rules and routes routes: under /v1 for its token, under
-  // /admin/projects/:projectId for the operator.
-  const projectMessageRoutes = [
+  // Verified domains are part of the project's policy, active keys what the workers sign with.
+  const domains = createDomainService({ ...deps, localCaches: [tokens] });
+  // What a project manages of its own (messages, rules, routes, domains): under /v1 for its token,
+  // under /admin/projects/:projectId for the operator.
+  const projectRoutes = [
     messageRoutes({ ...routeDeps, sql }),
     submissionRoutes(submissionDeps),
     rulesRoutes({ ...routeDeps, rules }),
     routesRoutes(routeDeps),
+    domainRoutes(domains),
   ];
   // Jobs of committed messages are added, and recipients counted ahead go back, before the
   // producer closes.
@@ -188,7 +193,7 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
         }),
       );
       await v1.register(statsRoutes(routeDeps));
-      for (const routes of projectMessageRoutes) await v1.register(routes);
+      for (const routes of projectRoutes) await v1.register(routes);
       await v1.register(projectAuditRoutes(routeDeps));
     },
     { prefix: "/v1" },
@@ -201,7 +206,7 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
       admin.addHook("onRequest", noStore);
       admin.addHook("onRequest", adminTokenAuth(deps.config.adminToken));
       await admin.register(adminProjectRoutes(projects));
-      await admin.register(adminMessageRoutes(routeDeps, projectMessageRoutes));
+      await admin.register(adminMessageRoutes(routeDeps, projectRoutes));
       await admin.register(
         adminAuditRoutes(routeDeps, {
           keepAliveMs: deps.auditStream?.keepAliveMs ?? 15_000,

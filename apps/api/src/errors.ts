@@ -30,6 +30,20 @@ export const apiErrors = {
     meaning:
       "the message's status does not allow the action (e.g. a retry of a message that is not `deferred` or `failed`, a cancel of one that is not `queued` or `deferred`); the message names the status",
   },
+  domain_exists: {
+    status: 409,
+    meaning: "`POST /v1/domains`: the domain is already one of the project's domains",
+  },
+  rotation_pending: {
+    status: 409,
+    meaning:
+      "`POST /v1/domains/:id/rotate`: the domain's newest key is not active yet (publish its record and verify first)",
+  },
+  invalid_key: {
+    status: 422,
+    meaning:
+      "`POST /v1/domains`: `privateKey` is not a PEM private key, not RSA (1024–4096 bits) or Ed25519, or not of the given `algorithm`",
+  },
   messages_pending: {
     status: 409,
     meaning: "a project still has `queued` or `deferred` messages and `force=true` was not given",
@@ -75,6 +89,11 @@ export const apiErrors = {
     status: 403,
     meaning:
       "HTTP submission: the envelope sender's or the `From` header's domain is not one of the project's sender domains",
+  },
+  domain_not_verified: {
+    status: 403,
+    meaning:
+      "HTTP submission: the project requires a verified domain (`requireVerifiedDomain`) and the `From` header's domain is not one (`/v1/domains`)",
   },
   invalid_sender: { status: 422, meaning: "HTTP submission: the sender address is not a valid mailbox" },
   invalid_recipient: { status: 422, meaning: "HTTP submission: a recipient address is not a valid mailbox" },

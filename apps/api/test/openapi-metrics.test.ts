@@ -68,6 +68,14 @@ describe("GET /docs/json", () => {
         "PUT /v1/rules",
         "GET /admin/projects/{projectId}/rules",
         "PUT /admin/projects/{projectId}/rules",
+        ...["/v1", "/admin/projects/{projectId}"].flatMap((prefix) => [
+          `POST ${prefix}/domains`,
+          `GET ${prefix}/domains`,
+          `GET ${prefix}/domains/{id}`,
+          `DELETE ${prefix}/domains/{id}`,
+          `POST ${prefix}/domains/{id}/verify`,
+          `POST ${prefix}/domains/{id}/rotate`,
+        ]),
       ].sort(),
     );
     expect(document.paths["/v1/stats"].get.security).toEqual([{ bearer: [] }]);

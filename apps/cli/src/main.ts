@@ -1,6 +1,7 @@
 import { Command, Option } from "commander";
 import { registerAuditCommands } from "./commands/audit";
 import { registerSecretCommands } from "./commands/credentials";
+import { registerDomainCommands } from "./commands/domains";
 import { registerEventCommands } from "./commands/events";
 import { registerMessageCommands } from "./commands/messages";
 import { exitCodes } from "./commands/operator";
@@ -35,6 +36,7 @@ registerMessageCommands(program);
 registerEventCommands(program);
 registerRulesCommands(program);
 registerRouteCommands(program);
+registerDomainCommands(program);
 
 // Usage errors (unknown command or option, missing argument) exit 2 like other Unix tools; --help exits 0.
 for (const command of [program, ...allSubcommands(program)]) {

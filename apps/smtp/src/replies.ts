@@ -35,6 +35,10 @@ export const replies = {
   storeUnavailable: { code: 451, text: "4.3.0 Temporary local problem, try again later" },
   messageTooBig: { code: 552, text: "5.3.4 Message too big" },
   headerFromDomain: { code: 550, text: "5.7.1 From header domain not allowed for this project" },
+  headerFromUnverified: {
+    code: 553,
+    text: "5.7.1 From header domain is not a verified domain of this project",
+  },
   headerFromMissing: { code: 550, text: "5.7.1 Message needs one From header with an address" },
   // RFC 5322 3.6: one From field. With two, which one a reader shows is the reader's choice.
   headerFromMultiple: { code: 550, text: "5.6.0 Message has more than one From header (RFC 5322 3.6)" },
@@ -103,6 +107,7 @@ export type RejectionReason =
   | "bare_lf"
   | "header_from"
   | "header_from_multiple"
+  | "header_from_unverified"
   | "content_unstorable"
   | "rule"
   | "rules_unreadable"
@@ -122,6 +127,7 @@ export const rejections: Record<RejectionReason, SmtpReply> = {
   bare_lf: replies.bareNewline,
   header_from: replies.headerFromDomain,
   header_from_multiple: replies.headerFromMultiple,
+  header_from_unverified: replies.headerFromUnverified,
   content_unstorable: replies.contentUnstorable,
   rule: replies.ruleDenied,
   rules_unreadable: replies.rulesUnreadable,

@@ -24,16 +24,26 @@ export type HeaderFromRefusal =
   | { reason: "header_from_multiple"; fromFields: number }
   /** Sender domains are set and no From address can be checked against them. */
   | { reason: "header_from"; missing: true }
-  | { reason: "header_from"; headerFrom: string };
+  | { reason: "header_from"; headerFrom: string }
+  /** The project requires a verified domain (DKIM record found) and the From domain is not one. */
+  | { reason: "header_from_unverified"; headerFrom: string };
 
 /** Why the message's From header is refused for this project, or undefined when it is not. */
 export function checkHeaderFrom(
-  project: Pick<ProjectPolicy, "senderDomains">,
+  project: Pick<ProjectPolicy, "senderDomains" | "requireVerifiedDomain" | "verifiedDomains">,
   headers: HeaderSummary,
 ): HeaderFromRefusal | undefined {
   if (headers.fromFields > 1) return { reason: "header_from_multiple", fromFields: headers.fromFields };
-  if (project.senderDomains.length === 0) return undefined;
+  if (project.senderDomains.length === 0 && !project.requireVerifiedDomain) return undefined;
   if (headers.fromFields === 0 || headers.from.length === 0) return { reason: "header_from", missing: true };
   const foreign = headers.from.find((from) => !senderDomainAllowed(project, from));
-  return foreign ? { reason: "header_from", headerFrom: foreign } : undefined;
+  if (foreign) return { reason: "header_from", headerFrom: foreign };
+  if (!project.requireVerifiedDomain) return undefined;
+  // A verified domain covers its subdomains, as a sender domain does (and as DKIM's relaxed
+  // alignment lets its key sign for them).
+  const verified = project.verifiedDomains;
+  const unverified = headers.from.find(
+    (from) => verified.length === 0 || !senderDomainAllowed({ senderDomains: verified }, from),
+  );
+  return unverified ? { reason: "header_from_unverified", headerFrom: unverified } : undefined;
 }

@@ -420,7 +420,7 @@ export function createSessionHandlers(deps: SessionDeps) {
         if (headerFrom && "missing" in headerFrom)
           return reject(session, "header_from", { reply: replies.headerFromMissing });
         if (headerFrom)
-          return reject(session, "header_from", { details: { headerFrom: headerFrom.headerFrom } });
+          return reject(session, headerFrom.reason, { details: { headerFrom: headerFrom.headerFrom } });
         let initialStatus: "queued" | "held" = "queued";
         if (rules && !rules.empty) {
           const reading = inspector ? await inspector.finish() : undefined;

@@ -43,7 +43,7 @@ async function messages(count: number, options: { size?: number; subject?: (i: n
   const client = {
     credentialId: smtp.credentialId,
     key: smtp.username,
-    project: { ...project, senderDomains: [] },
+    project: { ...project, senderDomains: [], verifiedDomains: [] },
   };
   return {
     project,

@@ -1,6 +1,7 @@
 import { openSecret } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
 import { type MessageStatus, uuidv7 } from "@postern/db";
+import type { DkimSigner } from "@postern/dkim";
 import type { DeliveryStore, StoredMessage } from "@postern/messages";
 import { openRouteUrls, type RouteBook, routeFor, type StoredRoute } from "@postern/projects";
 import { retryDelayMs } from "@postern/queue";
@@ -23,6 +24,8 @@ export interface DeliveryDeps {
   routes: RouteBook;
   /** Direct delivery: MX look-ups (cached) and the MX hosts' port (DIRECT_SMTP_PORT). */
   direct: { mx: MxResolver; port: number };
+  /** DKIM-signs a message at the moment it leaves (the stored bytes stay as received). */
+  signer?: Pick<DkimSigner, "sign">;
 }
 
 /** What one run of a delivery job came to. */
@@ -106,6 +109,8 @@ async function loadAndSend(deps: DeliveryDeps, messageId: string): Promise<Sent 
     }));
   } else if (pending.length > 0) {
     const routes = await deps.routes.routesOf(message.projectId, message.routesVersion);
+    // Signed once, whatever routes its recipients take; the stored bytes stay as received.
+    const raw = deps.signer ? await deps.signer.sign(message.projectId, body) : body;
     const hosts: string[] = [];
     verdicts = [];
     for (const [route, addresses] of byRoute(
@@ -113,7 +118,7 @@ async function loadAndSend(deps: DeliveryDeps, messageId: string): Promise<Sent 
       (a) => routeFor(routes, a),
     )) {
       // Given back only while nothing of this attempt has been sent (no verdict yet).
-      const sent = await sendOnRoute(deps, message, route, addresses, body, verdicts.length === 0);
+      const sent = await sendOnRoute(deps, message, route, addresses, raw, verdicts.length === 0);
       if ("kind" in sent) return givenBack(sent);
       hosts.push(...sent.hosts);
       verdicts.push(...sent.verdicts);

@@ -1,5 +1,7 @@
+import { listenForAuthInvalidations } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
 import { type Database, sqlPoolOf } from "@postern/db";
+import { createDkimSigner } from "@postern/dkim";
 import { createDeliveryStore } from "@postern/messages";
 import { RouteBook } from "@postern/projects";
 import {
@@ -12,6 +14,7 @@ import {
   type Redis,
 } from "@postern/queue";
 import { MxResolver, UpstreamTransports } from "@postern/relay";
+import { summariseHeaders } from "@postern/smtp";
 import type { Logger, Registry } from "@postern/telemetry";
 import { deliverMessage } from "./deliver";
 import { registerDeliveryMetrics } from "./metrics";
@@ -62,11 +65,24 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const routes = new RouteBook(db);
   const direct = {
     mx: new MxResolver({
-      servers: config.delivery.dnsServers,
+      servers: config.dnsServers,
       onLookup: (outcome) => metrics.mxLookups.inc({ outcome }),
     }),
     port: config.delivery.directSmtpPort,
   };
+  // A project's DKIM keys, remembered for a minute; a change made through Postern (verify, rotate,
+  // delete) drops them at once on every node through the invalidation channel.
+  const signer = createDkimSigner({
+    db,
+    encryptionKey: config.encryptionKey,
+    cacheTtlMs: 60_000,
+    readFrom: summariseHeaders,
+  });
+  const invalidations = redis.duplicate();
+  invalidations.on("error", (error) => log.debug({ err: error }, "redis invalidation subscriber"));
+  void listenForAuthInvalidations(invalidations, prefix, signer).catch((error: Error) =>
+    log.warn({ err: error }, "cannot hear key changes; DKIM keys are read again after a minute"),
+  );
   const backlog = createBacklogLedger(redis, prefix, {
     onError: (error) => log.warn({ err: error }, "backlog counts not updated; the next sweep resets them"),
   });
@@ -75,7 +91,11 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     redis,
     prefix,
     async ({ messageId, projectId }): Promise<DeliveryJobResult> => {
-      const run = await deliverMessage({ config, store, transports, routes, direct }, messageId, projectId);
+      const run = await deliverMessage(
+        { config, store, transports, routes, direct, signer },
+        messageId,
+        projectId,
+      );
       switch (run.kind) {
         case "skipped":
         case "superseded":
@@ -145,6 +165,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
         await worker.close(true);
       }
       transports.close();
+      invalidations.disconnect();
       await backlog.close();
       await producer.close();
       await queue.close();

@@ -62,7 +62,7 @@ async function tenant(name: string, upstream: string) {
   const client = {
     credentialId: smtp.credentialId,
     key: smtp.username,
-    project: { ...project, senderDomains: [] },
+    project: { ...project, senderDomains: [], verifiedDomains: [] },
   };
   /** Resolves at the `250`: the message is stored and its job is on its way. */
   return async (tag: string): Promise<{ id: string; acceptedAt: number }> => {

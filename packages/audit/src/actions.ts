@@ -23,6 +23,10 @@ export const auditActions = [
   "token.created",
   "token.revoked",
   "rules.updated",
+  "domain.created",
+  "domain.verified",
+  "domain.rotated",
+  "domain.deleted",
 ] as const;
 
 export type AuditAction = (typeof auditActions)[number];

@@ -3,7 +3,12 @@ import { ok, type Refusal, type Result, refuse } from "@postern/result";
 import type { Redis } from "ioredis";
 import { type AuthInvalidation, listenForAuthInvalidations } from "./invalidation";
 import { hashApiToken } from "./keys";
-import { type ProjectPolicy, projectPolicySelect, toProjectPolicy } from "./project-policy";
+import {
+  type ProjectPolicy,
+  type ProjectPolicyRow,
+  projectPolicySelect,
+  toProjectPolicy,
+} from "./project-policy";
 
 /** Who a project API token speaks for. */
 export interface ApiTokenHolder {
@@ -123,7 +128,7 @@ export function createApiTokenVerifier(options: ApiTokenVerifierOptions): ApiTok
       let holder = fresh(holders, digest);
       if (!holder) {
         const startedAt = generation;
-        let row: { id: string; projectId: string; revokedAt: Date | null; project: ProjectPolicy } | null;
+        let row: { id: string; projectId: string; revokedAt: Date | null; project: ProjectPolicyRow } | null;
         try {
           row = await db.apiToken.findUnique({
             where: { tokenHash: digest },

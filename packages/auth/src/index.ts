@@ -6,7 +6,12 @@ export {
   type ProjectPolicyLookup,
 } from "./api-token-verifier";
 export { clientAddress } from "./client-address";
-export { type AuthInvalidation, authInvalidationChannel, publishAuthInvalidation } from "./invalidation";
+export {
+  type AuthInvalidation,
+  authInvalidationChannel,
+  listenForAuthInvalidations,
+  publishAuthInvalidation,
+} from "./invalidation";
 export {
   apiTokenPrefix,
   auditableUsername,

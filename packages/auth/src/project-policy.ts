@@ -11,6 +11,10 @@ export interface ProjectPolicy {
   dedupWindowSeconds: number;
   /** The project's routes version (0: none): RCPT reads the routes by it (packages/projects RouteBook). */
   routesVersion: number;
+  /** Only messages whose From domain is (under) one of `verifiedDomains` are accepted. */
+  requireVerifiedDomain: boolean;
+  /** Lower-case: the project's domains that a verify found a DKIM record of (packages/dkim). */
+  verifiedDomains: string[];
 }
 
 /** The Prisma `select` of a project's policy: one list, whichever way the project is reached. */
@@ -23,8 +27,17 @@ export const projectPolicySelect = {
   senderDomains: true,
   dedupWindowSeconds: true,
   routesVersion: true,
+  requireVerifiedDomain: true,
+  domains: { where: { verifiedAt: { not: null } }, select: { domain: true } },
 } as const;
 
-export function toProjectPolicy(row: ProjectPolicy): ProjectPolicy {
-  return { ...row, senderDomains: row.senderDomains.map((domain) => domain.toLowerCase()) };
+/** A row read with `projectPolicySelect`. */
+export type ProjectPolicyRow = Omit<ProjectPolicy, "verifiedDomains"> & { domains: { domain: string }[] };
+
+export function toProjectPolicy({ domains, ...row }: ProjectPolicyRow): ProjectPolicy {
+  return {
+    ...row,
+    senderDomains: row.senderDomains.map((domain) => domain.toLowerCase()),
+    verifiedDomains: domains.map((d) => d.domain.toLowerCase()),
+  };
 }

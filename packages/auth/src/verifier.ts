@@ -7,7 +7,12 @@ import { type RateLimiterAbstract, RateLimiterRedis, RateLimiterRes } from "rate
 import { clientAddress } from "./client-address";
 import { type AuthInvalidation, listenForAuthInvalidations } from "./invalidation";
 import { smtpKeyPrefix } from "./keys";
-import { type ProjectPolicy, projectPolicySelect, toProjectPolicy } from "./project-policy";
+import {
+  type ProjectPolicy,
+  type ProjectPolicyRow,
+  projectPolicySelect,
+  toProjectPolicy,
+} from "./project-policy";
 
 export interface AuthenticatedClient {
   credentialId: string;
@@ -321,6 +326,6 @@ function projectOf(outcome: VerificationOutcome): string | undefined {
   return "projectId" in outcome ? outcome.projectId : undefined;
 }
 
-function toClient(row: { id: string; key: string; project: ProjectPolicy }): AuthenticatedClient {
+function toClient(row: { id: string; key: string; project: ProjectPolicyRow }): AuthenticatedClient {
   return { credentialId: row.id, key: row.key, project: toProjectPolicy(row.project) };
 }

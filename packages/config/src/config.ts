@@ -68,8 +68,6 @@ export interface Config {
     upstreamConcurrency: number;
     connectTimeoutMs: number;
     greetingTimeoutMs: number;
-    /** DNS_SERVERS; undefined: the system's resolvers. */
-    dnsServers: string[] | undefined;
     /** DIRECT_SMTP_PORT. */
     directSmtpPort: number;
     /** Failures to connect in a row that suspend an upstream (circuit breaker). */
@@ -85,6 +83,8 @@ export interface Config {
   auditRetentionDays: number;
   /** EVENT_RETENTION_DAYS; 0: message events are kept forever. */
   eventRetentionDays: number;
+  /** DNS_SERVERS as `ip[:port]` strings; undefined: the system's resolvers. */
+  dnsServers: string[] | undefined;
   /** Given, or (embedded mode only) generated into DATA_DIR by `resolveSecrets`. */
   encryptionKey: Buffer | undefined;
   adminToken: string | undefined;
@@ -191,7 +191,6 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
       upstreamConcurrency: e.DELIVERY_UPSTREAM_CONCURRENCY,
       connectTimeoutMs: e.DELIVERY_CONNECT_TIMEOUT * 1000,
       greetingTimeoutMs: e.DELIVERY_GREETING_TIMEOUT * 1000,
-      dnsServers: e.DNS_SERVERS,
       directSmtpPort: e.DIRECT_SMTP_PORT,
       circuitFailures: e.DELIVERY_CIRCUIT_FAILURES,
       circuitCooldownMs: e.DELIVERY_CIRCUIT_COOLDOWN * 1000,
@@ -202,6 +201,7 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
     },
     auditRetentionDays: e.AUDIT_RETENTION_DAYS,
     eventRetentionDays: e.EVENT_RETENTION_DAYS,
+    dnsServers: e.DNS_SERVERS,
     encryptionKey: e.ENCRYPTION_KEY,
     adminToken: e.ADMIN_TOKEN,
     upstreamPassword: e.UPSTREAM_PASSWORD,

@@ -50,6 +50,30 @@ const backoff = z.string().transform((value, ctx) => {
   return numbers;
 });
 
+/**
+ * DNS_SERVERS: comma-separated `ip[:port]` (IPv6 as `[ip]:port`), as node:dns's `setServers`
+ * takes them; checked here so that a typo stops the process at start.
+ */
+const dnsServers = z.string().transform((value, ctx) => {
+  const servers = value
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s !== "");
+  const valid = (server: string) =>
+    /^(\d{1,3}\.){3}\d{1,3}(:\d{1,5})?$/.test(server) ||
+    /^\[[0-9a-fA-F:.]+\](:\d{1,5})?$/.test(server) ||
+    /^[0-9a-fA-F:]*:[0-9a-fA-F:.]*$/.test(server);
+  const bad = servers.find((server) => !valid(server));
+  if (servers.length === 0 || bad !== undefined) {
+    ctx.addIssue({
+      code: "custom",
+      message: `must be comma-separated ip[:port] addresses, e.g. 127.0.0.1:5353,[::1]:53${bad ? ` (not: ${bad})` : ""}`,
+    });
+    return z.NEVER;
+  }
+  return servers;
+});
+
 export interface VariableSpec {
   schema: z.ZodType;
   /** The default as a user would write it, or a sentence when it is computed. */
@@ -266,28 +290,6 @@ export const variables = {
     default: "15",
     doc: "Seconds to wait for an upstream's greeting once the TCP (and `smtps://` TLS) connection is up, within `DELIVERY_CONNECT_TIMEOUT`. RFC 5321 suggests 5 minutes for an MTA talking to any server; a relay's own upstream that stays silent for 15 s is stuck. Then as `DELIVERY_CONNECT_TIMEOUT`.",
   },
-  DNS_SERVERS: {
-    schema: z
-      .string()
-      .optional()
-      .transform((value, ctx) => {
-        if (value === undefined || value.trim() === "") return undefined;
-        const servers = value.split(",").map((server) => server.trim());
-        const bad = servers.find(
-          (server) => !/^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-fA-F:]+\])(:\d{1,5})?$|^[0-9a-fA-F:]+$/.test(server),
-        );
-        if (bad !== undefined) {
-          ctx.addIssue({
-            code: "custom",
-            message: `'${bad}' is not ip[:port] (IPv6 with a port: [ip]:port)`,
-          });
-          return z.NEVER;
-        }
-        return servers;
-      }),
-    default: "the system's resolvers",
-    doc: "Comma-separated `ip[:port]` of the DNS resolvers for MX, A and AAAA look-ups of direct delivery (routes of type `direct`, docs/routing.md), e.g. `127.0.0.1:5353,10.0.0.2`.",
-  },
   DIRECT_SMTP_PORT: {
     schema: port.default(25),
     default: "25",
@@ -302,6 +304,11 @@ export const variables = {
     schema: seconds.default(60),
     default: "60",
     doc: "Seconds a suspended upstream is left alone before one delivery probes it (see `DELIVERY_CIRCUIT_FAILURES`).",
+  },
+  DNS_SERVERS: {
+    schema: dnsServers.optional(),
+    default: "unset: the system's resolvers (/etc/resolv.conf)",
+    doc: "DNS resolvers Postern asks for TXT, MX, A and AAAA records (verifying a domain's DKIM, SPF and DMARC records; direct delivery, docs/routing.md), comma-separated `ip[:port]` (IPv6 as `[ip]:port`), e.g. `127.0.0.1:5353`.",
   },
   WORKER_THREADS: {
     schema: z.coerce.number().int("must be a whole number").min(0, "must be 0 or more").default(1),

@@ -28,5 +28,5 @@ export {
   routesInputSchema,
   type StoredRoute,
 } from "./routes";
-export { projectInputSchema, projectName, projectPatchSchema } from "./schemas";
+export { domainName, projectInputSchema, projectName, projectPatchSchema } from "./schemas";
 export { type ProjectView, projectDetailView, projectView } from "./views";

@@ -52,6 +52,7 @@ export interface ProjectPatch {
   senderDomains?: string[];
   maxRecipients?: number;
   status?: "active" | "suspended";
+  requireVerifiedDomain?: boolean;
 }
 
 /** A refusal's `message` names the problem for the operator (API message, CLI error line). */
@@ -217,6 +218,7 @@ export function createProjectService(deps: ProjectServiceDeps) {
             quotaDaily: patch.quota?.daily,
             maxRecipients: patch.maxRecipients,
             senderDomains: patch.senderDomains,
+            requireVerifiedDomain: patch.requireVerifiedDomain,
             ...upstream,
           },
         });
@@ -364,14 +366,16 @@ function changedSettings(
   before: Project,
   after: Project,
   upstreamGiven: boolean,
-): Record<string, string | number | string[]> {
-  const changed: Record<string, string | number | string[]> = {};
+): Record<string, string | number | boolean | string[]> {
+  const changed: Record<string, string | number | boolean | string[]> = {};
   if (before.name !== after.name) changed.name = after.name;
   if (before.quotaPerMinute !== after.quotaPerMinute) changed.quotaPerMinute = after.quotaPerMinute;
   if (before.quotaDaily !== after.quotaDaily) changed.quotaDaily = after.quotaDaily;
   if (before.maxRecipients !== after.maxRecipients) changed.maxRecipients = after.maxRecipients;
   if (before.senderDomains.join(",") !== after.senderDomains.join(","))
     changed.senderDomains = after.senderDomains;
+  if (before.requireVerifiedDomain !== after.requireVerifiedDomain)
+    changed.requireVerifiedDomain = after.requireVerifiedDomain;
   // A new password behind the same public URL is still a change worth recording.
   if (upstreamGiven) changed.upstream = after.upstreamUrl;
   return changed;

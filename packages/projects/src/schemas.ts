@@ -6,7 +6,7 @@ import { z } from "zod";
  */
 
 // RFC 1035 host names, lower-cased: sender domains are compared case-insensitively.
-const domainName = z
+export const domainName = z
   .string()
   .toLowerCase()
   .regex(
@@ -43,6 +43,10 @@ export const projectPatchSchema = z
     senderDomains: z.array(domainName).max(1000).optional(),
     maxRecipients: z.number().int().positive().max(10_000).optional(),
     status: z.enum(["active", "suspended"]).optional(),
+    requireVerifiedDomain: z
+      .boolean()
+      .optional()
+      .describe("refuse messages whose From domain is not a verified domain of the project (/v1/domains)"),
   })
   .refine(
     (patch) => Object.values(patch).some((v) => v !== undefined),

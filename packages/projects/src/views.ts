@@ -10,6 +10,7 @@ export function projectView(project: Project) {
     quota: { perMinute: project.quotaPerMinute, daily: project.quotaDaily },
     maxRecipients: project.maxRecipients,
     senderDomains: project.senderDomains,
+    requireVerifiedDomain: project.requireVerifiedDomain,
     createdAt: project.createdAt.toISOString(),
     updatedAt: project.updatedAt.toISOString(),
   };

@@ -1,4 +1,5 @@
 export { createTestContext, type TestContext } from "./context";
+export { TestDnsServer } from "./dns-server";
 export {
   createCredentialFixture,
   createProjectFixture,

@@ -19,6 +19,7 @@ const projectJson = z.object({
   quota: z.object({ perMinute: z.number(), daily: z.number() }),
   maxRecipients: z.number(),
   senderDomains: z.array(z.string()),
+  requireVerifiedDomain: z.boolean(),
   createdAt: isoDate,
   updatedAt: isoDate,
 });

@@ -45,6 +45,7 @@ export type SubmissionRefusal =
   | "bare_lf"
   | "header_from"
   | "header_from_multiple"
+  | "header_from_unverified"
   | "content_unstorable"
   | "rule"
   | "rules_unreadable"
@@ -85,6 +86,10 @@ export const submissionRefusals: Record<SubmissionRefusal, { code: ApiErrorCode;
   header_from_multiple: {
     code: "invalid_message",
     message: "the message has more than one From header (RFC 5322 3.6)",
+  },
+  header_from_unverified: {
+    code: "domain_not_verified",
+    message: "the From header's domain is not a verified domain of the project (see /v1/domains)",
   },
   content_unstorable: {
     code: "invalid_message",

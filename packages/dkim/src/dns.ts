@@ -1,0 +1,34 @@
+import { Resolver } from "node:dns/promises";
+
+/** TXT records at a name, each record's strings joined (RFC 7208 3.3, RFC 6376 3.6.2.2). */
+export type TxtLookup = (name: string) => Promise<string[]>;
+
+/** A look-up that DNS could not answer (timeout, SERVFAIL, refused): not the same as no record. */
+export class DnsLookupError extends Error {
+  override readonly name = "DnsLookupError";
+}
+
+/** Answers meaning "there is no such record", as node:dns names them. */
+const noRecord = new Set(["ENODATA", "ENOTFOUND"]);
+
+/**
+ * TXT look-ups through node:dns, at `servers` (DNS_SERVERS, `ip[:port]`) or the system's
+ * resolvers. Also the shape mailauth's verifier takes as its `resolver`.
+ */
+export function createTxtLookup(
+  servers: string[] | undefined,
+  options: { timeoutMs?: number } = {},
+): TxtLookup {
+  const resolver = new Resolver({ timeout: options.timeoutMs ?? 5000, tries: 2 });
+  if (servers) resolver.setServers(servers);
+  return async (name) => {
+    try {
+      const records = await resolver.resolveTxt(name);
+      return records.map((chunks) => chunks.join(""));
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code ?? "";
+      if (noRecord.has(code)) return [];
+      throw new DnsLookupError(`TXT ${name}: ${code || (error as Error).message}`);
+    }
+  };
+}

@@ -1,0 +1,90 @@
+import type { AuthInvalidation } from "@postern/auth";
+import type { Database } from "@postern/db";
+import { dkimSign } from "mailauth";
+import { loadSigningKeys, type SigningKey } from "./domains";
+
+export interface DkimSignerOptions {
+  db: Database;
+  encryptionKey: Buffer;
+  /** How long a project's keys are remembered; changes made through Postern drop them at once. */
+  cacheTtlMs: number;
+  /**
+   * The message's From fields and their addresses, read as the SMTP front door reads them for its
+   * sender policy (apps/smtp's `summariseHeaders`; packages do not import apps).
+   */
+  readFrom(raw: Buffer): { fromFields: number; from: string[] };
+}
+
+/** Signs at delivery time; also a listener of packages/auth's invalidations. */
+export interface DkimSigner {
+  /**
+   * The message with a DKIM-Signature header prepended when its From domain (or the nearest
+   * parent domain) has an active key of the project; otherwise the same bytes.
+   */
+  sign(projectId: string, raw: Buffer): Promise<Buffer>;
+  invalidate(event: AuthInvalidation): void;
+  forgetAll(): void;
+}
+
+export function createDkimSigner(options: DkimSignerOptions): DkimSigner {
+  const cache = new Map<string, { until: number; keys: Promise<Map<string, SigningKey>> }>();
+
+  const keysOf = (projectId: string) => {
+    const cached = cache.get(projectId);
+    if (cached && cached.until > Date.now()) return cached.keys;
+    const keys = loadSigningKeys(options.db, options.encryptionKey, projectId);
+    cache.set(projectId, { until: Date.now() + options.cacheTtlMs, keys });
+    keys.catch(() => cache.delete(projectId));
+    return keys;
+  };
+
+  return {
+    async sign(projectId, raw) {
+      const keys = await keysOf(projectId);
+      if (keys.size === 0) return raw;
+      const key = keyFor(keys, options.readFrom(raw));
+      if (!key) return raw;
+      const signature = {
+        signingDomain: key.domain,
+        selector: key.selector,
+        privateKey: key.privateKeyPem,
+        algorithm: key.algorithm === "rsa" ? "rsa-sha256" : "ed25519-sha256",
+        canonicalization: "relaxed/relaxed",
+      };
+      // mailauth 4 reads the signatures to make from `signatureData` only (its typings also
+      // show the fields at the top level, which it ignores).
+      const { signatures, errors } = await dkimSign(raw, { ...signature, signatureData: [signature] });
+      // A key that cannot sign is a fault, not a choice: sent unsigned, a message of a domain
+      // with a strict DMARC policy would be refused or junked; the delivery is retried instead.
+      if (errors.length > 0 || !signatures.startsWith("DKIM-Signature:"))
+        throw new Error(`DKIM signing for ${key.domain} failed: ${errors[0]?.message ?? "no signature"}`);
+      return Buffer.concat([Buffer.from(signatures), raw]);
+    },
+    invalidate(event) {
+      if (event.kind === "project") cache.delete(event.projectId);
+    },
+    forgetAll() {
+      cache.clear();
+    },
+  };
+}
+
+/** The key of the From header's domain or of its nearest parent (relaxed DMARC alignment). */
+function keyFor(
+  keys: Map<string, SigningKey>,
+  headers: { fromFields: number; from: string[] },
+): SigningKey | undefined {
+  // RFC 5322 allows one From field with one address for a signed message's author domain; with
+  // more, which author a receiver aligns with is its choice: such messages go unsigned.
+  if (headers.fromFields !== 1 || headers.from.length !== 1) return undefined;
+  const address = headers.from[0] as string;
+  const labels = address
+    .slice(address.lastIndexOf("@") + 1)
+    .toLowerCase()
+    .split(".");
+  for (let i = 0; i < labels.length - 1; i++) {
+    const key = keys.get(labels.slice(i).join("."));
+    if (key) return key;
+  }
+  return undefined;
+}
