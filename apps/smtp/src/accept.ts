@@ -2,6 +2,7 @@ import type { AuthenticatedClient } from "@postern/auth";
 import type { SqlPool } from "@postern/db";
 import { createGroupCommit, refusedContent, storeAcceptedMessages } from "@postern/messages";
 import { type DeliveryProducer, type PlannedDeliveryJob, planDeliveryJobs } from "@postern/queue";
+import { ok, type Result, refuse } from "@postern/result";
 import type { Logger } from "@postern/telemetry";
 import type { HeaderSummary } from "./message";
 
@@ -26,9 +27,7 @@ export interface MessageToAccept {
  * `content_unstorable`: PostgreSQL refused the message's own data (it was written alone), so it
  * would be refused again; `store_unavailable`: anything else, worth a retry.
  */
-export type AcceptOutcome =
-  | { ok: true }
-  | { ok: false; reason: "store_unavailable" | "content_unstorable"; error: Error };
+export type AcceptOutcome = Result<undefined, "store_unavailable" | "content_unstorable", { error: Error }>;
 
 export interface AcceptorOptions {
   /** Most messages written by one statement. */
@@ -146,12 +145,8 @@ export function createAcceptor(
    */
   const outcome = (submitted: Promise<undefined>): Promise<AcceptOutcome> =>
     submitted.then(
-      () => ({ ok: true }),
-      (error: Error) => ({
-        ok: false,
-        reason: refusedContent(error) ? "content_unstorable" : "store_unavailable",
-        error,
-      }),
+      () => ok(undefined),
+      (error: Error) => refuse(refusedContent(error) ? "content_unstorable" : "store_unavailable", { error }),
     );
 
   const enqueue = async (jobs: PlannedDeliveryJob[]) => {
