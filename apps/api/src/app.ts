@@ -23,6 +23,7 @@ import { adminProjectRoutes } from "./routes/admin-projects";
 import { healthRoutes, type RoleReadiness } from "./routes/health";
 import { messageRoutes } from "./routes/messages";
 import { installHttpMetrics, type MetricsExposition, metricsRoutes } from "./routes/metrics";
+import { projectRoutes } from "./routes/project";
 import { projectAuditRoutes } from "./routes/project-audit";
 import { statsRoutes } from "./routes/stats";
 import { submissionRoutes } from "./routes/submission";
@@ -105,8 +106,13 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
   const sql = sqlPoolOf(deps.db);
   const acceptor = createAcceptor({ sql, producer: deliveryProducer, log: deps.log });
   const submissionDeps = { ...routeDeps, acceptor, quota, sql, storing: new Map<string, Promise<string>>() };
-  // A project's message routes: under /v1 for its token, under /admin/projects/:projectId for the operator.
-  const projectMessageRoutes = [messageRoutes({ ...routeDeps, sql }), submissionRoutes(submissionDeps)];
+  // A project's message routes and stats: under /v1 for its token, under /admin/projects/:projectId
+  // for the operator.
+  const projectMessageRoutes = [
+    messageRoutes({ ...routeDeps, sql }),
+    submissionRoutes(submissionDeps),
+    statsRoutes(routeDeps),
+  ];
   // Jobs of committed messages are added, and recipients counted ahead go back, before the
   // producer closes.
   app.addHook("onClose", async () => {
@@ -133,7 +139,7 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
           rateLimitPerMinute: deps.config.http.rateLimitPerMinute,
         }),
       );
-      await v1.register(statsRoutes(routeDeps));
+      await v1.register(projectRoutes(routeDeps));
       for (const routes of projectMessageRoutes) await v1.register(routes);
       await v1.register(projectAuditRoutes(routeDeps));
     },

@@ -1,6 +1,11 @@
-import type { AuthenticatedClient } from "@postern/auth";
+import type { AuthenticatedClient, ProjectPolicy } from "@postern/auth";
 import type { SqlPool } from "@postern/db";
-import { createGroupCommit, refusedContent, storeAcceptedMessages } from "@postern/messages";
+import {
+  type AcceptedStatus,
+  createGroupCommit,
+  refusedContent,
+  storeAcceptedMessages,
+} from "@postern/messages";
 import { type DeliveryProducer, type PlannedDeliveryJob, planDeliveryJobs } from "@postern/queue";
 import { ok, type Result, refuse } from "@postern/result";
 import type { Logger } from "@postern/telemetry";
@@ -10,7 +15,7 @@ import type { HeaderSummary } from "./message";
  * Who hands a message over: an SMTP session's credential, or (HTTP submission) no credential and
  * the audit actor (`token:<id>`, `admin`).
  */
-export type Submitter = AuthenticatedClient | { project: { id: string }; actor: string };
+export type Submitter = AuthenticatedClient | { project: Pick<ProjectPolicy, "id" | "mode">; actor: string };
 
 export interface MessageToAccept {
   id: string;
@@ -21,6 +26,13 @@ export interface MessageToAccept {
   /** The bytes as they will be delivered (trace header included). */
   bytes: Buffer;
   headers: HeaderSummary;
+  /**
+   * What the message is stored as: `queued` (the default) for delivery, `held` (a rule's hold)
+   * until approved or denied. A sandbox project's message is stored `sandboxed` whatever this
+   * says (a held one could be approved, and a sandbox never delivers). Only a queued message gets
+   * a delivery job.
+   */
+  initialStatus?: AcceptedStatus;
 }
 
 /**
@@ -28,6 +40,9 @@ export interface MessageToAccept {
  * would be refused again; `store_unavailable`: anything else, worth a retry.
  */
 export type AcceptOutcome = Result<undefined, "store_unavailable" | "content_unstorable", { error: Error }>;
+
+const statusOf = (message: MessageToAccept): AcceptedStatus =>
+  message.client.project.mode === "sandbox" ? "sandboxed" : (message.initialStatus ?? "queued");
 
 export interface AcceptorOptions {
   /** Most messages written by one statement. */
@@ -100,7 +115,11 @@ export function createAcceptor(
   let committedJobs: PlannedDeliveryJob[] = [];
 
   const store = async (messages: MessageToAccept[]): Promise<undefined[]> => {
-    const jobs = planDeliveryJobs(messages.map((m) => ({ id: m.id, projectId: m.client.project.id })));
+    const jobs = planDeliveryJobs(
+      messages
+        .filter((m) => statusOf(m) === "queued")
+        .map((m) => ({ id: m.id, projectId: m.client.project.id })),
+    );
     const jobIds = new Map(jobs.flatMap((job) => job.messageIds.map((id) => [id, job.id])));
     await storeAcceptedMessages(
       deps.sql,
@@ -115,7 +134,8 @@ export function createAcceptor(
         bytes: m.bytes,
         headerMessageId: m.headers.messageId ?? null,
         subject: m.headers.subject ?? null,
-        deliveryJobId: jobIds.get(m.id) ?? m.id,
+        status: statusOf(m),
+        deliveryJobId: jobIds.get(m.id) ?? null,
       })),
     );
     committedJobs.push(...jobs);

@@ -1,7 +1,7 @@
 import { pruneAuditEvents } from "@postern/audit";
 import type { ResolvedConfig } from "@postern/config";
 import type { SqlPool } from "@postern/db";
-import { dueMessages, pruneBodies, queuedBacklog, sweepPageSize } from "@postern/messages";
+import { dueMessages, expireHolds, pruneBodies, queuedBacklog, sweepPageSize } from "@postern/messages";
 import { type DeliveryJob, type DeliveryProducer, type Redis, resetBacklog } from "@postern/queue";
 import type { Queue } from "bullmq";
 
@@ -17,6 +17,8 @@ export interface SweeperDeps {
 }
 
 export interface SweepResult {
+  /** Held messages past their project's hold time, approved or denied as the project says. */
+  expiredHolds: { approved: number; denied: number };
   /** Messages that had no job and got one. */
   requeued: number;
   prunedBodies: number;
@@ -29,12 +31,23 @@ export interface SweepResult {
  * or the one its accept statement planned for it); those without one (crash between commit and
  * enqueue, Redis flushed or lost) get one of their own. Adding is idempotent by job id, and a job
  * for a message that meanwhile became final is skipped by the worker, so a sweep racing with
- * deliveries is harmless. It also resets the fairness backlog
+ * deliveries is harmless. First it settles held messages past their project's hold time
+ * (`holdTtlMinutes`, `holdExpiry`), in batches, and adds a job for each one approved. It also resets the fairness backlog
  * counts from PostgreSQL, prunes bodies of finished messages past BODY_RETENTION_DAYS and audit
  * events past AUDIT_RETENTION_DAYS.
  */
 export async function sweep(deps: SweeperDeps, now = new Date()): Promise<SweepResult> {
   const { sql, redis, queue, producer, config } = deps;
+  const expiredHolds = { approved: 0, denied: 0 };
+  for (;;) {
+    const settled = await expireHolds(sql, now);
+    const approved = settled.filter((hold) => hold.settledAs === "approve");
+    // If Redis does not take the jobs, the loop below (this sweep or the next) enqueues them.
+    await producer.enqueueMany(approved);
+    expiredHolds.approved += approved.length;
+    expiredHolds.denied += settled.length - approved.length;
+    if (settled.length < sweepPageSize) break;
+  }
   let requeued = 0;
   let cursor: string | null = null;
   const acceptedBefore = new Date(now.getTime() - config.delivery.sweepIntervalMs);
@@ -67,7 +80,7 @@ export async function sweep(deps: SweeperDeps, now = new Date()): Promise<SweepR
     const cutoff = new Date(now.getTime() - config.auditRetentionDays * 86_400_000);
     prunedAuditEvents = await pruneAuditEvents(sql, cutoff, deps.auditPruneBatchSize);
   }
-  return { requeued, prunedBodies, prunedAuditEvents };
+  return { expiredHolds, requeued, prunedBodies, prunedAuditEvents };
 }
 
 /**

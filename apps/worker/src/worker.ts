@@ -108,7 +108,8 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const sweeper = startSweeper(
     { config, sql, redis, queue, producer },
     (result) => {
-      if (result.requeued > 0 || result.prunedBodies > 0 || result.prunedAuditEvents > 0)
+      const { expiredHolds, requeued, prunedBodies, prunedAuditEvents } = result;
+      if (expiredHolds.approved + expiredHolds.denied + requeued + prunedBodies + prunedAuditEvents > 0)
         log.info(result, "sweep");
     },
     (error) => log.error({ err: error }, "sweep failed"),

@@ -16,6 +16,8 @@ export interface ProjectPolicy {
   maxRecipients: number;
   /** Lower-case; empty: any sender. */
   senderDomains: string[];
+  /** `sandbox`: messages are stored as sandboxed and never delivered. */
+  mode: "live" | "sandbox";
 }
 
 export interface AuthenticatedClient {
@@ -105,6 +107,7 @@ const credentialWithProject = {
       quotaDaily: true,
       maxRecipients: true,
       senderDomains: true,
+      mode: true,
     },
   },
 } as const;
@@ -368,6 +371,7 @@ function toClient(row: {
     quotaDaily: number;
     maxRecipients: number;
     senderDomains: string[];
+    mode: "live" | "sandbox";
   };
 }): AuthenticatedClient {
   return {

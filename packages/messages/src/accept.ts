@@ -15,14 +15,24 @@ export interface AcceptedMessage {
   bytes: Buffer;
   headerMessageId: string | null;
   subject: string | null;
-  /** The delivery job planned for the message (see @postern/queue `planDeliveryJobs`). */
-  deliveryJobId: string;
+  /**
+   * `queued` for delivery; `held` until approved or denied (a rule's hold); `sandboxed`, never
+   * delivered (a sandbox project).
+   */
+  status: AcceptedStatus;
+  /** The delivery job planned for a queued message (see @postern/queue `planDeliveryJobs`); null for the others. */
+  deliveryJobId: string | null;
 }
+
+/** The statuses a message is created with (transitions.ts). */
+export type AcceptedStatus = "queued" | "held" | "sandboxed";
 
 /**
  * Commits messages with ONE statement (one round trip, one commit, one WAL flush for the batch):
- * each message's row, body, recipients, `message.accepted` audit event and `message.accepted`
- * event. Throws what PostgreSQL answered when nothing was committed.
+ * each message's row, body, recipients, `message.accepted` audit event and its event:
+ * `message.accepted`, or `message.held` for a held message (the status it is created with is its
+ * first change). The audit event and event of a message not created `queued` carry its `status`.
+ * Throws what PostgreSQL answered when nothing was committed.
  */
 export async function storeAcceptedMessages(
   sql: Pick<SqlPool, "query">,
@@ -52,11 +62,11 @@ export function acceptStatement(count: number): string {
   let text = statements.get(count);
   if (text) return text;
   const at = `($1::timestamptz AT TIME ZONE 'UTC')`;
-  const bodies = Array.from({ length: count }, (_, i) => `$${17 + i}::bytea`).join(", ");
+  const bodies = Array.from({ length: count }, (_, i) => `$${18 + i}::bytea`).join(", ");
   text = `WITH m AS (
-  INSERT INTO "Message" ("id", "projectId", "credentialId", "mailFrom", "headerMessageId", "subject", "size", "sha256", "deliveryJobId", "createdAt", "updatedAt")
+  INSERT INTO "Message" ("id", "projectId", "credentialId", "mailFrom", "headerMessageId", "subject", "size", "sha256", "deliveryJobId", "status", "createdAt", "updatedAt")
   SELECT t.*, ${at}, ${at}
-  FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[], $16::uuid[]) AS t
+  FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[], $16::uuid[], $17::"MessageStatus"[]) AS t
 ), b AS (
   INSERT INTO "MessageBody" ("messageId", "data", "createdAt")
   SELECT t.*, ${at} FROM unnest($2::uuid[], ARRAY[${bodies}]) AS t
@@ -70,8 +80,9 @@ export function acceptStatement(count: number): string {
   ORDER BY t.n
 ), e AS (
   INSERT INTO "MessageEvent" ("projectId", "messageId", "type", "createdAt", "data")
-  SELECT t.project_id, t.message_id, 'message.accepted', ${at}, t.details - 'messageId'
-  FROM unnest($3::uuid[], $2::uuid[], $15::jsonb[]) WITH ORDINALITY AS t(project_id, message_id, details, n)
+  SELECT t.project_id, t.message_id, CASE t.status WHEN 'held' THEN 'message.held' ELSE 'message.accepted' END,
+         ${at}, t.details - 'messageId'
+  FROM unnest($3::uuid[], $2::uuid[], $15::jsonb[], $17::text[]) WITH ORDINALITY AS t(project_id, message_id, details, status, n)
   ORDER BY t.n
 )
 SELECT 1`;
@@ -112,9 +123,11 @@ function acceptParameters(messages: AcceptedMessage[]): unknown[] {
         recipients: m.recipients,
         size: m.bytes.length,
         headerMessageId: m.headerMessageId,
+        ...(m.status === "queued" ? {} : { status: m.status }),
       }),
     ),
     messages.map((m) => m.deliveryJobId),
+    messages.map((m) => m.status),
     ...messages.map((m) => m.bytes),
   ];
 }

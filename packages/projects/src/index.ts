@@ -14,4 +14,4 @@ export {
   type UpdateProjectResult,
 } from "./projects";
 export { projectInputSchema, projectName, projectPatchSchema } from "./schemas";
-export { type ProjectView, projectDetailView, projectView } from "./views";
+export { type ProjectView, projectDetailView, projectSettingsView, projectView } from "./views";

@@ -41,6 +41,10 @@ export interface ProjectPatch {
   senderDomains?: string[];
   maxRecipients?: number;
   status?: "active" | "suspended";
+  mode?: "live" | "sandbox";
+  holdTtlMinutes?: number;
+  holdExpiry?: "approve" | "deny";
+  dedupWindowSeconds?: number;
 }
 
 /** A refusal's `message` names the problem for the operator (API message, CLI error line). */
@@ -204,6 +208,10 @@ export function createProjectService(deps: ProjectServiceDeps) {
             quotaDaily: patch.quota?.daily,
             maxRecipients: patch.maxRecipients,
             senderDomains: patch.senderDomains,
+            mode: patch.mode,
+            holdTtlMinutes: patch.holdTtlMinutes,
+            holdExpiry: patch.holdExpiry,
+            dedupWindowSeconds: patch.dedupWindowSeconds,
             ...upstream,
           },
         });
@@ -226,7 +234,7 @@ export function createProjectService(deps: ProjectServiceDeps) {
     },
 
     /**
-     * Refuses while messages wait for delivery (queued or deferred): deleting would silently drop
+     * Refuses while messages wait for delivery (queued or deferred) or approval (held): deleting would silently drop
      * mail that was accepted with a 250. `force` is the operator saying they accept that loss.
      */
     async delete(id: string, options: { force: boolean }, by: Actor): Promise<DeleteProjectResult> {
@@ -253,7 +261,7 @@ export function createProjectService(deps: ProjectServiceDeps) {
         return outcome.reason === "not_found"
           ? refuse("not_found", { message: `no project ${id}` })
           : refuse("messages_pending", {
-              message: `${outcome.pending} message(s) are still queued or deferred; delete with force to drop them`,
+              message: `${outcome.pending} message(s) are still queued, deferred or held; delete with force to drop them`,
             });
       }
       await invalidate({ kind: "project", projectId: id });
@@ -358,6 +366,9 @@ function changedSettings(
   if (before.maxRecipients !== after.maxRecipients) changed.maxRecipients = after.maxRecipients;
   if (before.senderDomains.join(",") !== after.senderDomains.join(","))
     changed.senderDomains = after.senderDomains;
+  for (const key of ["mode", "holdTtlMinutes", "holdExpiry", "dedupWindowSeconds"] as const) {
+    if (before[key] !== after[key]) changed[key] = after[key];
+  }
   // A new password behind the same public URL is still a change worth recording.
   if (upstreamGiven) changed.upstream = after.upstreamUrl;
   return changed;

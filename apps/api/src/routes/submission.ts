@@ -328,6 +328,7 @@ async function projectPolicy(deps: SubmissionDeps, projectId: string): Promise<P
         quotaDaily: true,
         maxRecipients: true,
         senderDomains: true,
+        mode: true,
       },
     });
     if (!project) throw new ApiError("not_found", `no project ${projectId}`);

@@ -1,8 +1,9 @@
 import { type MessageStatus, sqlPoolOf } from "@postern/db";
 import {
-  cancelMessage,
+  changeMessageStatus,
   findMessage,
   type ListedMessage,
+  lifecycleActions,
   listMessages,
   retryMessage,
   streamMessageBody,
@@ -13,7 +14,16 @@ import type { Runtime } from "../runtime";
 import { CommandFailure, exitCodes, type OutputOptions, operate, table } from "./operator";
 import { validProjectId } from "./project";
 
-const statuses: MessageStatus[] = ["queued", "deferred", "delivered", "failed", "cancelled"];
+const statuses: MessageStatus[] = [
+  "queued",
+  "deferred",
+  "delivered",
+  "failed",
+  "cancelled",
+  "held",
+  "denied",
+  "sandboxed",
+];
 
 interface ListOptions extends OutputOptions {
   status?: MessageStatus;
@@ -199,20 +209,44 @@ export function registerMessageCommands(program: Command): void {
         };
       }),
     );
-  messages
-    .command("cancel")
-    .description("cancel a queued or deferred message: it is never delivered afterwards")
-    .argument("<projectId>", "project id")
-    .argument("<messageId>", "message id")
-    .option("--json", "print JSON for scripts")
-    .action((projectId: string, messageId: string, options: OutputOptions) =>
-      operate(options, async (runtime) => {
-        const key = ids(projectId, messageId);
-        const outcome = await cancelMessage(runtime.db, { ...key, actor: "cli", ip: null });
-        refused(outcome, messageId, "only queued or deferred messages can be cancelled");
-        return { json: { id: key.id, status: "cancelled" }, text: `message ${key.id} cancelled` };
-      }),
-    );
+  const statusActions = [
+    {
+      action: "cancel",
+      description: "cancel a queued, deferred or held message: it is never delivered afterwards",
+      allowed: "only queued, deferred or held messages can be cancelled",
+      done: "cancelled",
+    },
+    {
+      action: "approve",
+      description: "approve a held message: it is queued and delivered now",
+      allowed: "only held messages can be approved",
+      done: "approved: queued for delivery now",
+    },
+    {
+      action: "deny",
+      description: "deny a held message: it is never delivered",
+      allowed: "only held messages can be denied",
+      done: "denied",
+    },
+  ] as const;
+  for (const { action, description, allowed, done } of statusActions) {
+    messages
+      .command(action)
+      .description(description)
+      .argument("<projectId>", "project id")
+      .argument("<messageId>", "message id")
+      .option("--json", "print JSON for scripts")
+      .action((projectId: string, messageId: string, options: OutputOptions) =>
+        operate(options, async (runtime) => {
+          const key = ids(projectId, messageId);
+          const outcome = await changeMessageStatus(runtime.db, { ...key, action, actor: "cli", ip: null });
+          refused(outcome, messageId, allowed);
+          if (action === "approve") await deliverNow(runtime, key);
+          const status = lifecycleActions[action].to;
+          return { json: { id: key.id, status }, text: `message ${key.id} ${done}` };
+        }),
+      );
+  }
 }
 
 function refused(
@@ -232,7 +266,7 @@ function refused(
   );
 }
 
-/** As the API's retry: the message's job runs now (the sweeper enqueues it otherwise). */
+/** As the API's retry and approve: the message's job runs now (the sweeper enqueues it otherwise). */
 async function deliverNow(runtime: Runtime, message: { projectId: string; id: string }): Promise<void> {
   const producer = createDeliveryProducer(runtime.redis, runtime.config.redisKeyPrefix);
   try {
