@@ -250,10 +250,10 @@ describe("POST /v1/messages/actions", () => {
     expect((await ctx.db.message.findUniqueOrThrow({ where: { id: old } })).status).toBe("queued");
   });
 
-  it("refuses approve and deny (held messages do not exist yet) and unknown filter fields, naming them", async () => {
-    const approve = await post("/v1/messages/actions", { action: "approve", filter: {} });
-    expect(approve.statusCode).toBe(400);
-    expect(approve.json().error.message).toContain("action");
+  it("refuses an unknown action and unknown filter fields, naming them", async () => {
+    const resend = await post("/v1/messages/actions", { action: "resend", filter: {} });
+    expect(resend.statusCode).toBe(400);
+    expect(resend.json().error.message).toContain("action");
     const unknown = await post("/v1/messages/actions", { action: "cancel", filter: { subject: "x" } });
     expect(unknown.statusCode).toBe(400);
     expect(unknown.json().error.message).toContain("subject");

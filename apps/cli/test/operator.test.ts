@@ -102,7 +102,7 @@ describe("postern project", () => {
     });
     const refused = await postern("project", "delete", created.id);
     expect(refused.code).toBe(4);
-    expect(refused.stderr).toMatch(/queued or deferred/);
+    expect(refused.stderr).toMatch(/queued, deferred or held/);
     expect((await postern("project", "delete", created.id, "--force")).code).toBe(0);
     expect(await ctx.db.project.count({ where: { id: created.id } })).toBe(0);
   });
