@@ -90,6 +90,30 @@ describe("postern project", () => {
     );
     expect(updated.code).toBe(0);
     expect(JSON.parse(updated.stdout)).toMatchObject({ quota: { daily: 77 }, senderDomains: ["a.example"] });
+    const settings = await postern(
+      "project",
+      "update",
+      created.id,
+      "--mode",
+      "sandbox",
+      "--hold-ttl-minutes",
+      "30",
+      "--hold-expiry",
+      "approve",
+      "--dedup-window-seconds",
+      "120",
+      "--json",
+    );
+    expect(settings.code).toBe(0);
+    expect(JSON.parse(settings.stdout)).toMatchObject({
+      mode: "sandbox",
+      holdTtlMinutes: 30,
+      holdExpiry: "approve",
+      dedupWindowSeconds: 120,
+    });
+    const badExpiry = await postern("project", "update", created.id, "--hold-expiry", "later");
+    expect(badExpiry.code).toBe(2);
+    expect(badExpiry.stderr).toContain("--hold-expiry");
 
     await ctx.db.message.create({
       data: {
