@@ -1,5 +1,6 @@
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
+import { createApiTokenVerifier } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
 import { type Database, sqlPoolOf } from "@postern/db";
 import { createProjectService } from "@postern/projects";
@@ -7,7 +8,7 @@ import { createDeliveryProducer, type DeliveryProducer, type Redis } from "@post
 import { createProjectQuota } from "@postern/quota";
 import { createAcceptor } from "@postern/smtp";
 import type { Logger, Registry } from "@postern/telemetry";
-import Fastify, { type FastifyBaseLogger, type FastifyInstance } from "fastify";
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from "fastify";
 import {
   jsonSchemaTransform,
   serializerCompiler,
@@ -65,11 +66,21 @@ export interface QuotaUsage {
   daily: { used: number; resetsAt: Date | null };
 }
 
+/**
+ * One log line per request, when it is answered (Fastify's "request completed", with status and
+ * time), not a second one when it arrives: a client that submits a message per request costs one
+ * line per message, as an SMTP message does.
+ */
+class AnsweredRequestsLog extends LogController {
+  override incomingRequest() {}
+}
+
 export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> {
   const app = Fastify({
     // pino's Logger is a FastifyBaseLogger; the cast keeps Fastify's default logger type parameter.
     loggerInstance: deps.log as FastifyBaseLogger,
     trustProxy: false,
+    logController: new AnsweredRequestsLog(),
   }).withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
@@ -101,11 +112,33 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
   const deliveryProducer =
     deps.deliveryProducer ?? createDeliveryProducer(deps.redis, deps.config.redisKeyPrefix);
   const quota = createProjectQuota(deps.redis, deps.config.redisKeyPrefix);
+  const tokens = createApiTokenVerifier({
+    db: deps.db,
+    keyPrefix: deps.config.redisKeyPrefix,
+    cacheTtlMs: deps.config.http.tokenCacheTtlMs,
+    onBookkeepingError: (error) => deps.log.warn({ err: error }, "could not record token use"),
+  });
+  // A subscribed connection takes no other commands: its own. Not awaited: with Redis down the
+  // API serves, reading every token from PostgreSQL until the subscription is made.
+  const invalidations = deps.redis.duplicate();
+  invalidations.on("error", (error) => deps.log.debug({ err: error }, "redis invalidation subscriber"));
+  void tokens
+    .subscribe(invalidations)
+    .catch((error: Error) =>
+      deps.log.warn({ err: error }, "cannot hear credential invalidations; API tokens are not cached"),
+    );
   const routeDeps = { ...deps, deliveryProducer, quotaUsage: deps.quotaUsage ?? ((p) => quota.usage(p)) };
   // HTTP submission stores through the same acceptor as SMTP (group commit, then a delivery job).
   const sql = sqlPoolOf(deps.db);
   const acceptor = createAcceptor({ sql, producer: deliveryProducer, log: deps.log });
-  const submissionDeps = { ...routeDeps, acceptor, quota, sql, storing: new Map<string, Promise<string>>() };
+  const submissionDeps = {
+    ...routeDeps,
+    acceptor,
+    quota,
+    sql,
+    projectPolicies: tokens,
+    storing: new Map<string, Promise<string>>(),
+  };
   // A project's message routes and stats: under /v1 for its token, under /admin/projects/:projectId
   // for the operator.
   const projectMessageRoutes = [
@@ -118,6 +151,7 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
   app.addHook("onClose", async () => {
     await acceptor.settled();
     await quota.close();
+    invalidations.disconnect();
     if (!deps.deliveryProducer) await deliveryProducer.close();
   });
 
@@ -133,7 +167,7 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
       v1.addHook(
         "onRequest",
         projectTokenAuth({
-          db: deps.db,
+          verifier: tokens,
           redis: deps.redis,
           keyPrefix: deps.config.redisKeyPrefix,
           rateLimitPerMinute: deps.config.http.rateLimitPerMinute,
@@ -146,7 +180,7 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
     { prefix: "/v1" },
   );
 
-  const projects = createProjectService(deps);
+  const projects = createProjectService({ ...deps, localCaches: [tokens] });
   await app.register(
     async (admin) => {
       // Answers here carry new SMTP passwords and API tokens (shown once) and every project's data.

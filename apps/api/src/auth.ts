@@ -1,6 +1,5 @@
 import { createHash, timingSafeEqual } from "node:crypto";
-import { hashApiToken } from "@postern/auth";
-import type { Database } from "@postern/db";
+import type { ApiTokenVerifier } from "@postern/auth";
 import type { Redis } from "@postern/queue";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { RateLimiterRedis, RateLimiterRes } from "rate-limiter-flexible";
@@ -30,15 +29,12 @@ function sha256(value: string): Buffer {
 
 const unauthorized = (message: string) => new ApiError("unauthorized", message);
 
-/** Writing lastUsedAt on every request would turn each read into a write: once a minute is enough. */
-const lastUsedResolutionMs = 60_000;
-
 /**
- * `/v1`: a project API token, looked up by its SHA-256 (unique index), the stored hash compared in
- * constant time, then rate limited per token (429 with Retry-After).
+ * `/v1`: a project API token (checked and remembered by packages/auth's `ApiTokenVerifier`), then
+ * rate limited per token (429 with Retry-After).
  */
 export function projectTokenAuth(deps: {
-  db: Database;
+  verifier: ApiTokenVerifier;
   redis: Redis;
   keyPrefix: string;
   rateLimitPerMinute: number;
@@ -52,22 +48,14 @@ export function projectTokenAuth(deps: {
   return async (request: FastifyRequest, reply: FastifyReply) => {
     const token = bearer(request);
     if (!token) throw unauthorized("send a project API token as 'Authorization: Bearer <token>'");
-    const hash = hashApiToken(token);
-    const row = await deps.db.apiToken.findUnique({
-      where: { tokenHash: hash },
-      select: {
-        id: true,
-        tokenHash: true,
-        projectId: true,
-        revokedAt: true,
-        lastUsedAt: true,
-      },
-    });
-    if (!row || !timingSafeEqual(Buffer.from(row.tokenHash), Buffer.from(hash)) || row.revokedAt) {
+    const verification = await deps.verifier.verify(token);
+    if (!verification.ok) {
+      if (verification.reason === "unavailable") throw verification.error;
       throw unauthorized("the API token is unknown or revoked");
     }
+    const { tokenId, projectId } = verification.value;
     try {
-      await limiter.consume(row.id);
+      await limiter.consume(tokenId);
     } catch (rejection) {
       if (!(rejection instanceof RateLimiterRes)) {
         // Redis unavailable: reading stats must not fail because the limiter cannot count.
@@ -77,12 +65,7 @@ export function projectTokenAuth(deps: {
         throw new ApiError("rate_limited", `more than ${deps.rateLimitPerMinute} requests per minute`);
       }
     }
-    if (!row.lastUsedAt || Date.now() - row.lastUsedAt.getTime() > lastUsedResolutionMs) {
-      deps.db.apiToken
-        .update({ where: { id: row.id }, data: { lastUsedAt: new Date() } })
-        .catch((error: Error) => request.log.warn({ err: error }, "could not record token use"));
-    }
-    request.project = { id: row.projectId, tokenId: row.id, actor: `token:${row.id}` };
+    request.project = { id: projectId, tokenId, actor: `token:${tokenId}` };
   };
 }
 

@@ -4,6 +4,7 @@ import {
   type AcceptedStatus,
   createGroupCommit,
   refusedContent,
+  type StoreResult,
   storeAcceptedMessages,
 } from "@postern/messages";
 import { type DeliveryProducer, type PlannedDeliveryJob, planDeliveryJobs } from "@postern/queue";
@@ -27,6 +28,11 @@ export interface MessageToAccept {
   bytes: Buffer;
   headers: HeaderSummary;
   /**
+   * When the project suppresses duplicates: the submission's hex SHA-256 (`startFingerprint` of
+   * @postern/messages) and the project's `dedupWindowSeconds`.
+   */
+  duplicates?: { fingerprint: string; windowSeconds: number };
+  /**
    * What the message is stored as: `queued` (the default) for delivery, `held` (a rule's hold)
    * until approved or denied. A sandbox project's message is stored `sandboxed` whatever this
    * says (a held one could be approved, and a sandbox never delivers). Only a queued message gets
@@ -39,7 +45,12 @@ export interface MessageToAccept {
  * `content_unstorable`: PostgreSQL refused the message's own data (it was written alone), so it
  * would be refused again; `store_unavailable`: anything else, worth a retry.
  */
-export type AcceptOutcome = Result<undefined, "store_unavailable" | "content_unstorable", { error: Error }>;
+export type AcceptOutcome = Result<
+  /** `duplicateOf`: the message resubmits one accepted within its project's window; nothing was stored. */
+  { duplicateOf: string | undefined },
+  "store_unavailable" | "content_unstorable",
+  { error: Error }
+>;
 
 const statusOf = (message: MessageToAccept): AcceptedStatus =>
   message.client.project.mode === "sandbox" ? "sandboxed" : (message.initialStatus ?? "queued");
@@ -114,14 +125,14 @@ export function createAcceptor(
   /** Jobs of committed batches whose callers are being answered: enqueued right after. */
   let committedJobs: PlannedDeliveryJob[] = [];
 
-  const store = async (messages: MessageToAccept[]): Promise<undefined[]> => {
+  const store = async (messages: MessageToAccept[]): Promise<StoreResult[]> => {
     const jobs = planDeliveryJobs(
       messages
         .filter((m) => statusOf(m) === "queued")
         .map((m) => ({ id: m.id, projectId: m.client.project.id })),
     );
     const jobIds = new Map(jobs.flatMap((job) => job.messageIds.map((id) => [id, job.id])));
-    await storeAcceptedMessages(
+    const results = await storeAcceptedMessages(
       deps.sql,
       messages.map((m) => ({
         id: m.id,
@@ -136,10 +147,16 @@ export function createAcceptor(
         subject: m.headers.subject ?? null,
         status: statusOf(m),
         deliveryJobId: jobIds.get(m.id) ?? null,
+        duplicates: m.duplicates,
       })),
     );
-    committedJobs.push(...jobs);
-    return messages.map(() => undefined);
+    // A duplicate was not stored: its job has nothing to deliver for it.
+    const duplicates = new Set(messages.filter((_, i) => !results[i]?.stored).map((m) => m.id));
+    for (const job of jobs) {
+      const messageIds = job.messageIds.filter((id) => !duplicates.has(id));
+      if (messageIds.length > 0) committedJobs.push({ ...job, messageIds });
+    }
+    return results;
   };
 
   const commit = createGroupCommit(store, {
@@ -151,6 +168,9 @@ export function createAcceptor(
     maxHoldMs: options.maxHoldMs ?? 10,
     // Nobody waits for a batch to fill: a message with nothing being written goes at once.
     gatherTick: false,
+    // One statement claims a fingerprint once (an ON CONFLICT update cannot touch a row twice):
+    // the second of two identical messages goes in the next batch, and is answered as a duplicate.
+    keyOf: (m) => (m.duplicates ? `${m.client.project.id}:${m.duplicates.fingerprint}` : m.id),
     afterAnswered() {
       const jobs = committedJobs;
       committedJobs = [];
@@ -163,9 +183,9 @@ export function createAcceptor(
    * was rerun message by message by the group commit, so a data exception here is this message's
    * own bytes.
    */
-  const outcome = (submitted: Promise<undefined>): Promise<AcceptOutcome> =>
+  const outcome = (submitted: Promise<StoreResult>): Promise<AcceptOutcome> =>
     submitted.then(
-      () => ok(undefined),
+      (result) => ok({ duplicateOf: result.stored ? undefined : result.firstId }),
       (error: Error) => refuse(refusedContent(error) ? "content_unstorable" : "store_unavailable", { error }),
     );
 

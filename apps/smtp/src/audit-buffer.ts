@@ -1,11 +1,14 @@
 import { type AuditEntry, recordAudit, recordAuditMany } from "@postern/audit";
 import { type Database, sqlPoolOf } from "@postern/db";
+import { createGroupCommit } from "@postern/messages";
 import type { Logger } from "@postern/telemetry";
 
 /**
  * Audit events that record no stored state (AUTH outcomes, refusals) are written off the reply
- * path: collected for a few milliseconds and inserted with one statement. `message.accepted` is
- * NOT written here: it commits in the accept transaction.
+ * path, with the message store's group commit (`createGroupCommit`): the events recorded while a
+ * statement is being written go together in the next one, a statement at most every `spacingMs`,
+ * and an event PostgreSQL refuses is written alone so that it costs its neighbours nothing.
+ * `message.accepted` is NOT written here: it commits in the accept transaction.
  *
  * An event that repeats while a condition lasts (an AUTH refused while its client is blocked) is
  * written once per subject and window: the first at once, with `details.attempts` 1; the later
@@ -16,14 +19,18 @@ import type { Logger } from "@postern/telemetry";
 export function createAuditBuffer(
   db: Database,
   log: Logger,
-  options: { delayMs?: number; max?: number } = {},
+  options: { spacingMs?: number; maxEvents?: number } = {},
 ) {
-  const delayMs = options.delayMs ?? 20;
-  const max = options.max ?? 500;
-  let pending: AuditEntry[] = [];
-  let timer: NodeJS.Timeout | undefined;
-  let writing: Promise<void> = Promise.resolve();
   const sql = sqlPoolOf(db);
+  const events = createGroupCommit<AuditEntry, void>(
+    async (batch) => {
+      await recordAuditMany(sql, batch);
+      return batch.map(() => undefined);
+    },
+    { maxItems: options.maxEvents ?? 500, spacingMs: options.spacingMs ?? 20 },
+  );
+  // Statements run one at a time, in order: the last event's promise settles after every other's.
+  let lastEvent: Promise<void> = Promise.resolve();
   const windows = new Map<string, RepeatedWindow>();
 
   const storeCount = (window: RepeatedWindow) => {
@@ -53,27 +60,12 @@ export function createAuditBuffer(
     return storeCount(window);
   };
 
-  const flushEvents = (): Promise<void> => {
-    if (timer) clearTimeout(timer);
-    timer = undefined;
-    const batch = pending;
-    pending = [];
-    if (batch.length === 0) return writing;
-    writing = writing.then(() =>
-      recordAuditMany(sql, batch).then(
-        () => {},
-        // PostgreSQL is down: the events survive in the log (they hold no secrets).
-        (error: Error) => log.error({ err: error, auditEvents: batch }, "audit events could not be stored"),
-      ),
-    );
-    return writing;
-  };
-
   return {
     record(entry: AuditEntry): void {
-      pending.push(entry);
-      if (pending.length >= max) void flushEvents();
-      else timer ??= setTimeout(() => void flushEvents(), delayMs);
+      lastEvent = events.submit(entry).catch(
+        // PostgreSQL is down: the event survives in the log (events hold no secrets).
+        (error: Error) => log.error({ err: error, auditEvents: [entry] }, "audit events could not be stored"),
+      );
     },
     /**
      * Records `entry` if no window of `subject` is open (and opens one until `until`, epoch ms),
@@ -103,7 +95,7 @@ export function createAuditBuffer(
     },
     /** Writes everything recorded so far, counts included; resolves when it is stored (or logged as lost). */
     async flush(): Promise<void> {
-      await Promise.all([flushEvents(), ...[...windows.values()].map(storeCount)]);
+      await Promise.all([lastEvent, ...[...windows.values()].map(storeCount)]);
     },
   };
 }

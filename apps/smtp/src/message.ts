@@ -1,3 +1,4 @@
+import type { Hash } from "node:crypto";
 import type { Readable } from "node:stream";
 import { domainToASCII } from "node:url";
 import addressparser from "nodemailer/lib/addressparser";
@@ -22,13 +23,16 @@ const DOT = 0x2e;
  * session. `bytes` is `prefix` (our trace header) followed by the message, assembled in one copy at
  * the end, and on the way by blocks of `blockBytes` (see there). Every byte kept is counted against
  * `holder` (SMTP_DATA_MEMORY) as its chunk arrives: until the count is granted, the stream is not
- * read further, so a waiting session holds that one chunk beyond the bound.
+ * read further, so a waiting session holds that one chunk beyond the bound. `fingerprint`, when
+ * given, is fed the message as it is kept (after the dot-unstuffing and the line-ending rules,
+ * without `prefix`), chunk by chunk: duplicate suppression's hash costs no copy.
  */
 export async function readMessageData(
   stream: Readable & { sizeExceeded?: boolean },
   prefix: Buffer,
   holder: DataHolder,
   bareNewline: BareNewlinePolicy,
+  fingerprint?: Hash,
 ): Promise<ReceivedData> {
   await holder.take(prefix.length);
   const blocks: Buffer[] = [prefix];
@@ -47,6 +51,7 @@ export async function readMessageData(
       continue;
     }
     chunks.push(content);
+    fingerprint?.update(content);
     chunkBytes += content.length;
     kept += content.length;
     if (chunkBytes >= blockBytes) {

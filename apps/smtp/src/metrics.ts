@@ -41,6 +41,11 @@ export function createSmtpMetrics(registry: Registry, sources: { dataMemoryHeld:
       help: "Messages stored and answered 250",
       registers: [registry],
     }),
+    duplicates: new Counter({
+      name: "postern_smtp_messages_duplicate_total",
+      help: "Messages answered 250 with the id of the same message accepted within the project's dedupWindowSeconds, and not stored",
+      registers: [registry],
+    }),
     rejected: new Counter({
       name: "postern_smtp_messages_rejected_total",
       help: "Transactions refused, by reason",

@@ -2,6 +2,7 @@ import type { AuthenticatedClient, CredentialVerifier } from "@postern/auth";
 import { auditableUsername } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
 import { uuidv7 } from "@postern/db";
+import { startFingerprint } from "@postern/messages";
 import type { ProjectQuota } from "@postern/quota";
 import type { Logger } from "@postern/telemetry";
 import type {
@@ -140,12 +141,9 @@ export function createSessionHandlers(deps: SessionDeps) {
       const shownKey = auditableUsername(key);
       verifier.verify(key, secret, state.ip).then((outcome) => {
         if (outcome.ok) {
-          const client = outcome.client;
-          metrics.auth.inc({ outcome: outcome.cached ? "success_cached" : "success_bcrypt" });
-          state.log.info(
-            { key: client.key, projectId: client.project.id, cached: outcome.cached },
-            "authenticated",
-          );
+          const { client, cached } = outcome.value;
+          metrics.auth.inc({ outcome: cached ? "success_cached" : "success_bcrypt" });
+          state.log.info({ key: client.key, projectId: client.project.id, cached }, "authenticated");
           audit.record({
             action: "auth.success",
             actor: `smtp:${client.key}`,
@@ -209,19 +207,20 @@ export function createSessionHandlers(deps: SessionDeps) {
           return callback(reject(session, standing.reason === "suspended" ? "suspended" : "revoked"));
         }
         // Fresh policy (sender domains, limits) for this transaction.
-        session.user = standing.client;
+        const client = standing.value;
+        session.user = client;
         const sender = address.address;
         const details = { mailFrom: sender };
         if (!isAscii(sender) && !session.envelope.smtpUtf8)
           return callback(reject(session, "smtputf8_required", { details }));
         if (sender !== "" && !isMailbox(sender))
           return callback(reject(session, "sender_syntax", { details }));
-        if (!senderDomainAllowed(standing.client.project, sender))
+        if (!senderDomainAllowed(client.project, sender))
           return callback(reject(session, "sender_domain", { details }));
         // In-flow control: while the project's deliveries lag behind, the 250 waits (the client
         // keeps its message meanwhile). After the refusals above, so that a refused MAIL is
         // answered at once.
-        inflow.hold(standing.client.project.id).then(() => callback());
+        inflow.hold(client.project.id).then(() => callback());
       });
     },
 
@@ -289,9 +288,8 @@ export function createSessionHandlers(deps: SessionDeps) {
         .then(
           (reply) => {
             if (typeof reply === "string") {
-              // The recipients are now spent: the message is stored.
+              // The recipients are now spent: the message is stored (or, a duplicate, refunded).
               state.reserved = undefined;
-              metrics.accepted.inc();
               metrics.acceptSeconds.observe(Number(process.hrtime.bigint() - startedAt) / 1e9);
               callback(null, reply);
             } else {
@@ -335,7 +333,18 @@ export function createSessionHandlers(deps: SessionDeps) {
           at: new Date(),
           smtpUtf8: session.envelope.smtpUtf8 === true,
         });
-        const data = await readMessageData(stream, Buffer.from(trace, "utf8"), held, config.smtp.bareNewline);
+        const windowSeconds = client.project.dedupWindowSeconds;
+        const fingerprint =
+          windowSeconds > 0
+            ? startFingerprint({ mailFrom: mailFrom ?? "", recipients }, "message")
+            : undefined;
+        const data = await readMessageData(
+          stream,
+          Buffer.from(trace, "utf8"),
+          held,
+          config.smtp.bareNewline,
+          fingerprint,
+        );
         if (!data.ok) return reject(session, data.reason, { details: { size: data.bytesRead } });
         const bytes = data.bytes;
         const headers = summariseHeaders(bytes);
@@ -354,11 +363,23 @@ export function createSessionHandlers(deps: SessionDeps) {
           recipients,
           bytes,
           headers,
+          duplicates: fingerprint && { fingerprint: fingerprint.digest("hex"), windowSeconds },
         });
         if (!outcome.ok) {
           state.log.error({ err: outcome.error }, "message could not be stored");
           return reject(session, outcome.reason, { details: { size: bytes.length } });
         }
+        if (outcome.value.duplicateOf !== undefined) {
+          // Stored nothing: the first message's 250 stands for this one (docs/rules.md, Duplicates).
+          refund(state);
+          metrics.duplicates.inc();
+          state.log.info(
+            { messageId: outcome.value.duplicateOf, size: bytes.length },
+            "duplicate, not stored",
+          );
+          return accepted(outcome.value.duplicateOf);
+        }
+        metrics.accepted.inc();
         state.log.info({ messageId: id, size: bytes.length, recipients: recipients.length }, "accepted");
         return accepted(id);
       }

@@ -43,3 +43,23 @@ describe("audit buffer: events that repeat while a condition lasts", () => {
     ]);
   });
 });
+
+describe("audit buffer: events written together", () => {
+  it("writes the events recorded together; one that PostgreSQL refuses costs the others nothing", async () => {
+    const audit = createAuditBuffer(ctx.db, createLogger({ level: "silent" }));
+    const ip = "198.51.100.20";
+    const event = (username: string) => ({
+      action: "auth.failure" as const,
+      actor: "smtp",
+      ip,
+      details: { username },
+    });
+    audit.record(event("first"));
+    // jsonb cannot hold \u0000 (SQLSTATE 22P05): this row is refused, whatever batch it is in.
+    audit.record(event("nul\u0000byte"));
+    audit.record(event("third"));
+    await audit.flush();
+    const stored = await ctx.db.auditEvent.findMany({ where: { ip }, orderBy: { id: "asc" } });
+    expect(stored.map((row) => row.details)).toEqual([{ username: "first" }, { username: "third" }]);
+  });
+});

@@ -1,7 +1,14 @@
 import { pruneAuditEvents } from "@postern/audit";
 import type { ResolvedConfig } from "@postern/config";
 import type { SqlPool } from "@postern/db";
-import { dueMessages, expireHolds, pruneBodies, queuedBacklog, sweepPageSize } from "@postern/messages";
+import {
+  dueMessages,
+  expireHolds,
+  pruneBodies,
+  pruneFingerprints,
+  queuedBacklog,
+  sweepPageSize,
+} from "@postern/messages";
 import { type DeliveryJob, type DeliveryProducer, type Redis, resetBacklog } from "@postern/queue";
 import type { Queue } from "bullmq";
 
@@ -14,6 +21,8 @@ export interface SweeperDeps {
   producer: DeliveryProducer;
   /** Rows one audit-pruning statement deletes at most; packages/audit's default when not given. */
   auditPruneBatchSize?: number;
+  /** Rows one fingerprint-pruning statement deletes at most; packages/messages' default when not given. */
+  fingerprintPruneBatchSize?: number;
 }
 
 export interface SweepResult {
@@ -23,6 +32,8 @@ export interface SweepResult {
   requeued: number;
   prunedBodies: number;
   prunedAuditEvents: number;
+  /** Duplicate-suppression fingerprints whose window had ended. */
+  prunedFingerprints: number;
 }
 
 /**
@@ -32,9 +43,10 @@ export interface SweepResult {
  * enqueue, Redis flushed or lost) get one of their own. Adding is idempotent by job id, and a job
  * for a message that meanwhile became final is skipped by the worker, so a sweep racing with
  * deliveries is harmless. First it settles held messages past their project's hold time
- * (`holdTtlMinutes`, `holdExpiry`), in batches, and adds a job for each one approved. It also resets the fairness backlog
- * counts from PostgreSQL, prunes bodies of finished messages past BODY_RETENTION_DAYS and audit
- * events past AUDIT_RETENTION_DAYS.
+ * (`holdTtlMinutes`, `holdExpiry`), in batches, and adds a job for each one approved. It also
+ * resets the fairness backlog counts from PostgreSQL, prunes bodies of finished messages past
+ * BODY_RETENTION_DAYS, audit events past AUDIT_RETENTION_DAYS and duplicate-suppression
+ * fingerprints past their window.
  */
 export async function sweep(deps: SweeperDeps, now = new Date()): Promise<SweepResult> {
   const { sql, redis, queue, producer, config } = deps;
@@ -80,7 +92,8 @@ export async function sweep(deps: SweeperDeps, now = new Date()): Promise<SweepR
     const cutoff = new Date(now.getTime() - config.auditRetentionDays * 86_400_000);
     prunedAuditEvents = await pruneAuditEvents(sql, cutoff, deps.auditPruneBatchSize);
   }
-  return { expiredHolds, requeued, prunedBodies, prunedAuditEvents };
+  const prunedFingerprints = await pruneFingerprints(sql, now, deps.fingerprintPruneBatchSize);
+  return { expiredHolds, requeued, prunedBodies, prunedAuditEvents, prunedFingerprints };
 }
 
 /**

@@ -108,8 +108,8 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const sweeper = startSweeper(
     { config, sql, redis, queue, producer },
     (result) => {
-      const { expiredHolds, requeued, prunedBodies, prunedAuditEvents } = result;
-      if (expiredHolds.approved + expiredHolds.denied + requeued + prunedBodies + prunedAuditEvents > 0)
+      const { expiredHolds, ...counts } = result;
+      if (expiredHolds.approved + expiredHolds.denied > 0 || Object.values(counts).some((count) => count > 0))
         log.info(result, "sweep");
     },
     (error) => log.error({ err: error }, "sweep failed"),

@@ -5,6 +5,8 @@ export const auditActions = [
   "auth.blocked",
   "message.accepted",
   "message.rejected",
+  /** A resubmission within the project's dedupWindowSeconds: not stored; `details.messageId` is the first message. */
+  "message.duplicate",
   "message.delivered",
   "message.failed",
   "message.retried",

@@ -1,3 +1,10 @@
+export {
+  type ApiTokenHolder,
+  type ApiTokenVerification,
+  type ApiTokenVerifier,
+  createApiTokenVerifier,
+  type ProjectPolicyLookup,
+} from "./api-token-verifier";
 export { clientAddress } from "./client-address";
 export { type AuthInvalidation, authInvalidationChannel, publishAuthInvalidation } from "./invalidation";
 export {
@@ -12,6 +19,7 @@ export {
   smtpKeyPrefix,
   smtpSecretPrefix,
 } from "./keys";
+export { type ProjectPolicy, projectPolicySelect } from "./project-policy";
 export { openSecret, sealSecret } from "./secretbox";
 export {
   type AuthenticatedClient,
@@ -19,6 +27,5 @@ export {
   type CredentialVerifierOptions,
   type CurrentStanding,
   createCredentialVerifier,
-  type ProjectPolicy,
   type VerificationOutcome,
 } from "./verifier";

@@ -1,24 +1,13 @@
 import { createHash, createHmac, randomBytes } from "node:crypto";
 import type { Database } from "@postern/db";
+import { type Ok, ok, type Refusal, refuse } from "@postern/result";
 import bcrypt from "bcrypt";
 import type { Redis } from "ioredis";
 import { type RateLimiterAbstract, RateLimiterRedis, RateLimiterRes } from "rate-limiter-flexible";
 import { clientAddress } from "./client-address";
-import { type AuthInvalidation, authInvalidationChannel } from "./invalidation";
+import { type AuthInvalidation, listenForAuthInvalidations } from "./invalidation";
 import { smtpKeyPrefix } from "./keys";
-
-/** What the SMTP session needs to know about the project a credential belongs to. */
-export interface ProjectPolicy {
-  id: string;
-  status: "active" | "suspended";
-  quotaPerMinute: number;
-  quotaDaily: number;
-  maxRecipients: number;
-  /** Lower-case; empty: any sender. */
-  senderDomains: string[];
-  /** `sandbox`: messages are stored as sandboxed and never delivered. */
-  mode: "live" | "sandbox";
-}
+import { type ProjectPolicy, projectPolicySelect, toProjectPolicy } from "./project-policy";
 
 export interface AuthenticatedClient {
   credentialId: string;
@@ -27,34 +16,31 @@ export interface AuthenticatedClient {
   project: ProjectPolicy;
 }
 
-/** Expected outcomes are values (Unkey style); the SMTP app maps each reason to a reply and audit action. */
+/** Expected outcomes are values (packages/result); the SMTP app maps each reason to a reply and audit action. */
 export type VerificationOutcome =
-  | { ok: true; client: AuthenticatedClient; cached: boolean }
-  | { ok: false; reason: "unknown_key" | "bad_secret"; projectId?: string }
-  | { ok: false; reason: "revoked" | "suspended"; projectId: string }
+  | Ok<{ client: AuthenticatedClient; cached: boolean }>
+  | Refusal<"unknown_key" | "bad_secret", { projectId?: string }>
+  | Refusal<"revoked" | "suspended", { projectId: string }>
   /**
    * Too many failures from this client address (`ip`), or for this key from this address (`key`);
    * `reachedNow` when this attempt was a failure that spent the last point of the allowance
    * (otherwise it was refused without checking the secret). `address` is the client address as
    * counted (IPv6 by /64).
    */
-  | {
-      ok: false;
-      reason: "blocked";
-      scope: "ip" | "key";
-      address: string;
-      msBeforeNext: number;
-      reachedNow: boolean;
-      projectId?: string;
-    }
-  /** PostgreSQL or Redis did not answer: a temporary failure, never a success. */
-  | { ok: false; reason: "unavailable"; error: Error };
+  | Refusal<
+      "blocked",
+      { scope: "ip" | "key"; address: string; msBeforeNext: number; reachedNow: boolean; projectId?: string }
+    >
+  | Unavailable;
 
 /** A session already authenticated asks again before each transaction: still allowed? */
 export type CurrentStanding =
-  | { ok: true; client: AuthenticatedClient }
-  | { ok: false; reason: "revoked" | "suspended" | "unknown_key"; projectId: string }
-  | { ok: false; reason: "unavailable"; error: Error };
+  | Ok<AuthenticatedClient>
+  | Refusal<"revoked" | "suspended" | "unknown_key", { projectId: string }>
+  | Unavailable;
+
+/** PostgreSQL or Redis did not answer: a temporary failure, never a success. */
+type Unavailable = Refusal<"unavailable", { error: Error }>;
 
 export interface CredentialVerifierOptions {
   db: Database;
@@ -99,17 +85,7 @@ const credentialWithProject = {
   key: true,
   secretHash: true,
   revokedAt: true,
-  project: {
-    select: {
-      id: true,
-      status: true,
-      quotaPerMinute: true,
-      quotaDaily: true,
-      maxRecipients: true,
-      senderDomains: true,
-      mode: true,
-    },
-  },
+  project: { select: projectPolicySelect },
 } as const;
 
 /**
@@ -228,21 +204,21 @@ export function createCredentialVerifier(options: CredentialVerifierOptions): Cr
       const row = key.startsWith(smtpKeyPrefix)
         ? await db.smtpCredential.findUnique({ where: { key }, select: credentialWithProject })
         : null;
-      if (!row) outcome = { ok: false, reason: "unknown_key" };
+      if (!row) outcome = refuse("unknown_key");
       else if (!(await compareSecret(secret, row.secretHash)))
-        outcome = { ok: false, reason: "bad_secret", projectId: row.project.id };
-      else if (row.revokedAt) outcome = { ok: false, reason: "revoked", projectId: row.project.id };
+        outcome = refuse("bad_secret", { projectId: row.project.id });
+      else if (row.revokedAt) outcome = refuse("revoked", { projectId: row.project.id });
       else if (row.project.status === "suspended")
-        outcome = { ok: false, reason: "suspended", projectId: row.project.id };
-      else outcome = { ok: true, client: toClient(row), cached: false };
+        outcome = refuse("suspended", { projectId: row.project.id });
+      else outcome = ok({ client: toClient(row), cached: false });
 
       if (!outcome.ok) {
         // The failure that spent the allowance sees the count equal to it (later ones see more, and
         // were refused above without bcrypt).
         if (byPair.consumedPoints === options.failuresPerKey)
-          return blocked("key", address, byPair, true, outcome.projectId);
+          return blocked("key", address, byPair, true, projectOf(outcome));
         if (!known && byAddress.consumedPoints === options.failuresPerIp)
-          return blocked("ip", address, byAddress, true, outcome.projectId);
+          return blocked("ip", address, byAddress, true, projectOf(outcome));
         return outcome;
       }
       // Bookkeeping: if Redis fails here, the success stands and the points stay counted.
@@ -252,12 +228,12 @@ export function createCredentialVerifier(options: CredentialVerifierOptions): Cr
         redis.set(knownPairKey(pair), "1", "EX", knownPairSeconds),
       ]).catch(() => {});
     } catch (error) {
-      return { ok: false, reason: "unavailable", error: error as Error };
+      return refuse("unavailable", { error: error as Error });
     }
-    if (generation === startedAt) remember(id, outcome.client);
+    if (generation === startedAt) remember(id, outcome.value.client);
     // Bookkeeping only: not worth a round trip on the reply path.
     db.smtpCredential
-      .update({ where: { id: outcome.client.credentialId }, data: { lastUsedAt: new Date() } })
+      .update({ where: { id: outcome.value.client.credentialId }, data: { lastUsedAt: new Date() } })
       .catch(() => {});
     return outcome;
   };
@@ -269,16 +245,15 @@ export function createCredentialVerifier(options: CredentialVerifierOptions): Cr
         where: { id: client.credentialId },
         select: credentialWithProject,
       });
-      if (!row) return { ok: false, reason: "unknown_key", projectId: client.project.id };
-      if (row.revokedAt) return { ok: false, reason: "revoked", projectId: row.project.id };
-      if (row.project.status === "suspended")
-        return { ok: false, reason: "suspended", projectId: row.project.id };
+      if (!row) return refuse("unknown_key", { projectId: client.project.id });
+      if (row.revokedAt) return refuse("revoked", { projectId: row.project.id });
+      if (row.project.status === "suspended") return refuse("suspended", { projectId: row.project.id });
       const current = toClient(row);
       if (generation === startedAt)
         byCredential.set(current.credentialId, { client: current, expiresAt: Date.now() + cacheTtlMs });
-      return { ok: true, client: current };
+      return ok(current);
     } catch (error) {
-      return { ok: false, reason: "unavailable", error: error as Error };
+      return refuse("unavailable", { error: error as Error });
     }
   };
 
@@ -290,7 +265,7 @@ export function createCredentialVerifier(options: CredentialVerifierOptions): Cr
     async verify(key, secret, ip) {
       const id = fingerprint(key, secret);
       const hit = bySecret.get(id);
-      if (hit && hit.expiresAt > Date.now()) return { ok: true, client: hit.client, cached: true };
+      if (hit && hit.expiresAt > Date.now()) return ok({ client: hit.client, cached: true });
       if (hit) bySecret.delete(id);
       // Many connections of one application authenticating at once share one bcrypt run.
       const pending = inFlight.get(id);
@@ -302,7 +277,7 @@ export function createCredentialVerifier(options: CredentialVerifierOptions): Cr
 
     async standing(client) {
       const entry = byCredential.get(client.credentialId);
-      if (entry && entry.expiresAt > Date.now()) return { ok: true, client: entry.client };
+      if (entry && entry.expiresAt > Date.now()) return ok(entry.client);
       // Every session of a credential asks before each transaction: one query answers them all,
       // and its answer is remembered for the TTL like a verification.
       let pending = standingInFlight.get(client.credentialId);
@@ -313,45 +288,25 @@ export function createCredentialVerifier(options: CredentialVerifierOptions): Cr
       return pending;
     },
 
-    invalidate(event) {
-      generation++;
-      // A check that read the database before this event must not answer those who ask after it.
-      standingInFlight.clear();
-      for (const [id, entry] of bySecret) {
-        const matches =
-          event.kind === "credential"
-            ? entry.client.credentialId === event.credentialId
-            : entry.client.project.id === event.projectId;
-        if (matches) bySecret.delete(id);
-      }
-      for (const [id, entry] of byCredential) {
-        const matches =
-          event.kind === "credential"
-            ? id === event.credentialId
-            : entry.client.project.id === event.projectId;
-        if (matches) byCredential.delete(id);
-      }
-    },
+    invalidate,
 
-    async subscribe(subscriber) {
-      const channel = authInvalidationChannel(keyPrefix);
-      subscriber.on("message", (from: string, payload: string) => {
-        if (from !== channel) return;
-        const event = parseInvalidation(payload);
-        // Unreadable: drop everything rather than keep what might be revoked.
-        if (event) this.invalidate(event);
-        else forgetAll();
-      });
-      // While the subscription was down, invalidations may have been missed.
-      let connectedOnce = false;
-      subscriber.on("ready", () => {
-        if (connectedOnce) forgetAll();
-        connectedOnce = true;
-      });
-      if (subscriber.status === "ready") connectedOnce = true;
-      await subscriber.subscribe(channel);
+    subscribe(subscriber) {
+      return listenForAuthInvalidations(subscriber, keyPrefix, { invalidate, forgetAll });
     },
   };
+
+  function invalidate(event: AuthInvalidation) {
+    if (event.kind === "apiToken") return;
+    generation++;
+    // A check that read the database before this event must not answer those who ask after it.
+    standingInFlight.clear();
+    const matches = (credentialId: string, entry: Remembered) =>
+      event.kind === "credential"
+        ? credentialId === event.credentialId
+        : entry.client.project.id === event.projectId;
+    for (const [id, entry] of bySecret) if (matches(entry.client.credentialId, entry)) bySecret.delete(id);
+    for (const [id, entry] of byCredential) if (matches(id, entry)) byCredential.delete(id);
+  }
 
   function forgetAll() {
     generation++;
@@ -361,33 +316,11 @@ export function createCredentialVerifier(options: CredentialVerifierOptions): Cr
   }
 }
 
-function toClient(row: {
-  id: string;
-  key: string;
-  project: {
-    id: string;
-    status: "active" | "suspended";
-    quotaPerMinute: number;
-    quotaDaily: number;
-    maxRecipients: number;
-    senderDomains: string[];
-    mode: "live" | "sandbox";
-  };
-}): AuthenticatedClient {
-  return {
-    credentialId: row.id,
-    key: row.key,
-    project: { ...row.project, senderDomains: row.project.senderDomains.map((d) => d.toLowerCase()) },
-  };
+/** The project a refused attempt named, if its key was known. */
+function projectOf(outcome: VerificationOutcome): string | undefined {
+  return "projectId" in outcome ? outcome.projectId : undefined;
 }
 
-function parseInvalidation(payload: string): AuthInvalidation | undefined {
-  try {
-    const event = JSON.parse(payload) as Partial<{ kind: string; credentialId: string; projectId: string }>;
-    if (event.kind === "credential" && typeof event.credentialId === "string")
-      return { kind: "credential", credentialId: event.credentialId };
-    if (event.kind === "project" && typeof event.projectId === "string")
-      return { kind: "project", projectId: event.projectId };
-  } catch {}
-  return undefined;
+function toClient(row: { id: string; key: string; project: ProjectPolicy }): AuthenticatedClient {
+  return { credentialId: row.id, key: row.key, project: toProjectPolicy(row.project) };
 }

@@ -27,12 +27,12 @@ describe("credential verifier", () => {
     });
     const v = verifier();
     const first = await v.verify(smtp.username, smtp.password, "192.0.2.1");
-    expect(first).toMatchObject({ ok: true, cached: false });
+    expect(first).toMatchObject({ ok: true, value: { cached: false } });
     if (!first.ok) throw new Error("expected ok");
-    expect(first.client.project).toMatchObject({ id: project.id, senderDomains: ["example.com"] });
+    expect(first.value.client.project).toMatchObject({ id: project.id, senderDomains: ["example.com"] });
     expect(await v.verify(smtp.username, smtp.password, "192.0.2.1")).toMatchObject({
       ok: true,
-      cached: true,
+      value: { cached: true },
     });
     // A wrong secret is never answered from the cache.
     expect(await v.verify(smtp.username, `${smtp.password}x`, "192.0.2.1")).toMatchObject({
@@ -48,7 +48,7 @@ describe("credential verifier", () => {
     const results = await Promise.all(
       Array.from({ length: 5 }, () => v.verify(smtp.username, smtp.password, "192.0.2.2")),
     );
-    expect(results.every((r) => r.ok && !r.cached)).toBe(true);
+    expect(results.every((r) => r.ok && !r.value.cached)).toBe(true);
     expect(v.cacheSize).toBe(1);
   });
 
@@ -59,7 +59,7 @@ describe("credential verifier", () => {
     await ctx.db.smtpCredential.update({ where: { id: smtp.credentialId }, data: { revokedAt: new Date() } });
     expect(await v.verify(smtp.username, smtp.password, "192.0.2.3")).toMatchObject({
       ok: true,
-      cached: true,
+      value: { cached: true },
     });
     await new Promise((r) => setTimeout(r, 250));
     expect(await v.verify(smtp.username, smtp.password, "192.0.2.3")).toMatchObject({
@@ -97,7 +97,7 @@ describe("credential verifier", () => {
     if (!outcome.ok) throw new Error("expected ok");
     await ctx.db.project.update({ where: { id: project.id }, data: { status: "suspended" } });
     v.invalidate({ kind: "project", projectId: project.id });
-    expect(await v.standing(outcome.client)).toEqual({
+    expect(await v.standing(outcome.value.client)).toEqual({
       ok: false,
       reason: "suspended",
       projectId: project.id,
@@ -110,13 +110,13 @@ describe("credential verifier", () => {
     if (!outcome.ok) throw new Error("expected ok");
     await new Promise((r) => setTimeout(r, 350));
     // Expired: concurrent checks share one read, whose answer is remembered for the TTL.
-    const checks = await Promise.all(Array.from({ length: 5 }, () => v.standing(outcome.client)));
+    const checks = await Promise.all(Array.from({ length: 5 }, () => v.standing(outcome.value.client)));
     expect(checks.every((c) => c.ok)).toBe(true);
     await ctx.db.smtpCredential.update({ where: { id: smtp.credentialId }, data: { revokedAt: new Date() } });
-    expect(await v.standing(outcome.client)).toMatchObject({ ok: true });
+    expect(await v.standing(outcome.value.client)).toMatchObject({ ok: true });
     // Published revocations apply at once; one written only in the database within the TTL.
     v.invalidate({ kind: "credential", credentialId: smtp.credentialId });
-    expect(await v.standing(outcome.client)).toMatchObject({ ok: false, reason: "revoked" });
+    expect(await v.standing(outcome.value.client)).toMatchObject({ ok: false, reason: "revoked" });
   });
 
   it("counts IPv6 clients by /64: two addresses of one /64 share an allowance, the next /64 has its own", async () => {
@@ -149,7 +149,7 @@ describe("credential verifier", () => {
       v.invalidate({ kind: "credential", credentialId: smtp.credentialId });
       expect(await v.verify(smtp.username, smtp.password, "192.0.2.40")).toMatchObject({
         ok: true,
-        cached: false,
+        value: { cached: false },
       });
     }
     expect(compared).toBe(5);
@@ -162,7 +162,7 @@ describe("credential verifier", () => {
     // Cached from before the block: still good from that address.
     expect(await v.verify(smtp.username, smtp.password, "192.0.2.40")).toMatchObject({
       ok: true,
-      cached: true,
+      value: { cached: true },
     });
     v.invalidate({ kind: "credential", credentialId: smtp.credentialId });
     expect(await v.verify(smtp.username, smtp.password, "192.0.2.40")).toMatchObject({

@@ -54,6 +54,8 @@ export interface Config {
     host: string;
     port: number;
     rateLimitPerMinute: number;
+    /** API_TOKEN_CACHE_TTL. */
+    tokenCacheTtlMs: number;
     /** METRICS_TOKEN: when set, GET /metrics requires it as a bearer token. */
     metricsToken: string | undefined;
   };
@@ -170,6 +172,7 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
       host: e.HTTP_HOST,
       port: e.HTTP_PORT,
       rateLimitPerMinute: e.API_RATE_LIMIT,
+      tokenCacheTtlMs: e.API_TOKEN_CACHE_TTL * 1000,
       metricsToken: e.METRICS_TOKEN,
     },
     delivery: {

@@ -196,6 +196,11 @@ export const variables = {
     default: "600",
     doc: "Requests per minute each project API token may make to `/v1`; beyond it the API answers `429` with `Retry-After`.",
   },
+  API_TOKEN_CACHE_TTL: {
+    schema: seconds.default(30),
+    default: "30",
+    doc: "Seconds a valid project API token, and its project's sending policy, are remembered in memory by the API. Revocations, suspensions and project changes made through the API or CLI apply at once on every node; one written straight into the database applies within this time.",
+  },
   METRICS_TOKEN: {
     schema: z.string().min(16, "must be at least 16 characters").optional(),
     default: "unset: /metrics is open",

@@ -22,27 +22,43 @@ export interface AcceptedMessage {
   status: AcceptedStatus;
   /** The delivery job planned for a queued message (see @postern/queue `planDeliveryJobs`); null for the others. */
   deliveryJobId: string | null;
+  /**
+   * Set when the project suppresses duplicates: the message's fingerprint (hex SHA-256,
+   * duplicates.ts) and the project's window. Two messages of one call never share a fingerprint.
+   */
+  duplicates?: { fingerprint: string; windowSeconds: number };
 }
 
 /** The statuses a message is created with (transitions.ts). */
 export type AcceptedStatus = "queued" | "held" | "sandboxed";
 
+/** What the statement did with a message: stored it, or found it a resubmission of `firstId`. */
+export type StoreResult = { stored: true } | { stored: false; firstId: string };
+
 /**
  * Commits messages with ONE statement (one round trip, one commit, one WAL flush for the batch):
- * each message's row, body, recipients, `message.accepted` audit event and its event:
- * `message.accepted`, or `message.held` for a held message (the status it is created with is its
- * first change). The audit event and event of a message not created `queued` carry its `status`.
- * Throws what PostgreSQL answered when nothing was committed.
+ * each message's row, body, recipients, `message.accepted` audit event and its event
+ * (`message.accepted`, or `message.held` for a held message: the status it is created with is its
+ * first change; the audit event and event of a message not created `queued` carry its `status`),
+ * and its fingerprint when it has one. A message whose fingerprint is taken by an earlier
+ * message whose window has not ended is not stored: its audit event is `message.duplicate`
+ * naming the first message, and its result names it. Throws what PostgreSQL answered when
+ * nothing was committed.
  */
 export async function storeAcceptedMessages(
   sql: Pick<SqlPool, "query">,
   messages: AcceptedMessage[],
-): Promise<void> {
-  await sql.query({
+): Promise<StoreResult[]> {
+  const { rows } = await sql.query<{ id: string; firstId: string }>({
     // Named, so each connection parses and plans the statement for a batch size once.
     name: `postern-accept-${messages.length}`,
     text: acceptStatement(messages.length),
     values: acceptParameters(messages),
+  });
+  const firstIds = new Map(rows.map((row) => [row.id, row.firstId]));
+  return messages.map((m) => {
+    const firstId = firstIds.get(m.id);
+    return firstId === undefined ? { stored: true } : { stored: false, firstId };
   });
 }
 
@@ -57,35 +73,66 @@ const statements = new Map<number, string>();
  * insert. Foreign keys are checked at the end of the statement, when every row exists.
  * The event's data is the audit event's details without the message id (its own column), read
  * from the same parameter: the event costs rows, not bytes on the wire.
+ *
+ * Duplicates: `f` claims each fingerprint for its message, or takes over a row whose window has
+ * ended; on a live row it changes nothing but returns the row (an ON CONFLICT update sees and
+ * locks the latest committed version, where a plain read would see only the statement's
+ * snapshot): a returned id other than the message's own makes it a duplicate (`d`), and every
+ * other part leaves it out. Two statements claiming one fingerprint at once: the second waits for
+ * the first's commit and then answers its id. Rows are claimed in fingerprint order, so two
+ * batches never wait on each other's rows in opposite orders.
  */
 export function acceptStatement(count: number): string {
   let text = statements.get(count);
   if (text) return text;
   const at = `($1::timestamptz AT TIME ZONE 'UTC')`;
-  const bodies = Array.from({ length: count }, (_, i) => `$${18 + i}::bytea`).join(", ");
-  text = `WITH m AS (
+  const bodies = Array.from({ length: count }, (_, i) => `$${20 + i}::bytea`).join(", ");
+  const kept = (id: string) => `${id} NOT IN (SELECT d.id FROM d)`;
+  text = `WITH f AS (
+  INSERT INTO "MessageFingerprint" AS f ("projectId", "fingerprint", "messageId", "createdAt", "expiresAt")
+  SELECT t.project_id, t.fingerprint, t.id, ${at}, ${at} + make_interval(secs => t.window_seconds)
+  FROM unnest($2::uuid[], $3::uuid[], $17::text[], $18::int[]) AS t(id, project_id, fingerprint, window_seconds)
+  WHERE t.fingerprint IS NOT NULL
+  ORDER BY t.project_id, t.fingerprint
+  ON CONFLICT ("projectId", "fingerprint") DO UPDATE SET
+    "messageId" = CASE WHEN f."expiresAt" <= ${at} THEN EXCLUDED."messageId" ELSE f."messageId" END,
+    "createdAt" = CASE WHEN f."expiresAt" <= ${at} THEN EXCLUDED."createdAt" ELSE f."createdAt" END,
+    "expiresAt" = CASE WHEN f."expiresAt" <= ${at} THEN EXCLUDED."expiresAt" ELSE f."expiresAt" END
+  RETURNING f."projectId", f."fingerprint", f."messageId"
+), d AS (
+  SELECT t.id, f."messageId" AS first_id
+  FROM unnest($2::uuid[], $3::uuid[], $17::text[]) AS t(id, project_id, fingerprint)
+  JOIN f ON f."projectId" = t.project_id AND f."fingerprint" = t.fingerprint
+  WHERE f."messageId" <> t.id
+), m AS (
   INSERT INTO "Message" ("id", "projectId", "credentialId", "mailFrom", "headerMessageId", "subject", "size", "sha256", "deliveryJobId", "status", "createdAt", "updatedAt")
   SELECT t.*, ${at}, ${at}
-  FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[], $16::uuid[], $17::"MessageStatus"[]) AS t
+  FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[], $16::uuid[], $19::"MessageStatus"[]) AS t(id)
+  WHERE ${kept("t.id")}
 ), b AS (
   INSERT INTO "MessageBody" ("messageId", "data", "createdAt")
-  SELECT t.*, ${at} FROM unnest($2::uuid[], ARRAY[${bodies}]) AS t
+  SELECT t.*, ${at} FROM unnest($2::uuid[], ARRAY[${bodies}]) AS t(id) WHERE ${kept("t.id")}
 ), r AS (
   INSERT INTO "MessageRecipient" ("id", "messageId", "address", "updatedAt")
-  SELECT t.*, ${at} FROM unnest($10::uuid[], $11::uuid[], $12::text[]) AS t
+  SELECT t.*, ${at} FROM unnest($10::uuid[], $11::uuid[], $12::text[]) AS t(id, message_id)
+  WHERE ${kept("t.message_id")}
 ), a AS (
   INSERT INTO "AuditEvent" ("createdAt", "projectId", "actor", "action", "ip", "details")
-  SELECT ${at}, t.project_id, t.actor, 'message.accepted', t.ip, t.details
-  FROM unnest($3::uuid[], $13::text[], $14::text[], $15::jsonb[]) WITH ORDINALITY AS t(project_id, actor, ip, details, n)
+  SELECT ${at}, t.project_id, t.actor,
+    CASE WHEN d.id IS NULL THEN 'message.accepted' ELSE 'message.duplicate' END, t.ip,
+    CASE WHEN d.id IS NULL THEN t.details ELSE jsonb_set(t.details, '{messageId}', to_jsonb(d.first_id::text)) END
+  FROM unnest($2::uuid[], $3::uuid[], $13::text[], $14::text[], $15::jsonb[]) WITH ORDINALITY AS t(id, project_id, actor, ip, details, n)
+  LEFT JOIN d ON d.id = t.id
   ORDER BY t.n
 ), e AS (
   INSERT INTO "MessageEvent" ("projectId", "messageId", "type", "createdAt", "data")
   SELECT t.project_id, t.message_id, CASE t.status WHEN 'held' THEN 'message.held' ELSE 'message.accepted' END,
          ${at}, t.details - 'messageId'
-  FROM unnest($3::uuid[], $2::uuid[], $15::jsonb[], $17::text[]) WITH ORDINALITY AS t(project_id, message_id, details, status, n)
+  FROM unnest($3::uuid[], $2::uuid[], $15::jsonb[], $19::text[]) WITH ORDINALITY AS t(project_id, message_id, details, status, n)
+  WHERE ${kept("t.message_id")}
   ORDER BY t.n
 )
-SELECT 1`;
+SELECT d.id, d.first_id AS "firstId" FROM d`;
   statements.set(count, text);
   return text;
 }
@@ -127,6 +174,8 @@ function acceptParameters(messages: AcceptedMessage[]): unknown[] {
       }),
     ),
     messages.map((m) => m.deliveryJobId),
+    messages.map((m) => m.duplicates?.fingerprint ?? null),
+    messages.map((m) => m.duplicates?.windowSeconds ?? 0),
     messages.map((m) => m.status),
     ...messages.map((m) => m.bytes),
   ];

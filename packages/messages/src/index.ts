@@ -1,4 +1,10 @@
-export { type AcceptedMessage, type AcceptedStatus, acceptStatement, storeAcceptedMessages } from "./accept";
+export {
+  type AcceptedMessage,
+  type AcceptedStatus,
+  acceptStatement,
+  type StoreResult,
+  storeAcceptedMessages,
+} from "./accept";
 export {
   classifyDatabaseError,
   type DatabaseErrorClass,
@@ -16,6 +22,12 @@ export {
   type StoredMessage,
   type StoredRecipient,
 } from "./delivery-store";
+export {
+  type FingerprintedContent,
+  fingerprintPruneBatchSize,
+  pruneFingerprints,
+  startFingerprint,
+} from "./duplicates";
 export {
   decodeEventCursor,
   type EventCursor,

@@ -10,8 +10,22 @@ import { describe, expect, it } from "vitest";
  * Prisma's generated client.
  */
 const root = fileURLToPath(new URL("../../..", import.meta.url));
-const tables = ["Message", "MessageBody", "MessageRecipient", "DeliveryAttempt", "MessageEvent"];
-const delegates = ["message", "messageBody", "messageRecipient", "deliveryAttempt", "messageEvent"];
+const tables = [
+  "Message",
+  "MessageBody",
+  "MessageRecipient",
+  "DeliveryAttempt",
+  "MessageEvent",
+  "MessageFingerprint",
+];
+const delegates = [
+  "message",
+  "messageBody",
+  "messageRecipient",
+  "deliveryAttempt",
+  "messageEvent",
+  "messageFingerprint",
+];
 const prismaMethods = [
   "findMany",
   "findFirst",

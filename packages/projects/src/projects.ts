@@ -1,5 +1,11 @@
 import { recordAudit } from "@postern/audit";
-import { issueApiToken, issueSmtpCredential, publishAuthInvalidation, sealSecret } from "@postern/auth";
+import {
+  type AuthInvalidation,
+  issueApiToken,
+  issueSmtpCredential,
+  publishAuthInvalidation,
+  sealSecret,
+} from "@postern/auth";
 import type { Database, Project } from "@postern/db";
 import { countPendingMessages } from "@postern/messages";
 import type { Redis } from "@postern/queue";
@@ -15,6 +21,11 @@ export interface ProjectServiceDeps {
   db: Database;
   redis: Redis;
   config: { encryptionKey: Buffer; redisKeyPrefix: string };
+  /**
+   * This process's own caches, dropped before the change is published: the node that made a
+   * change never answers from what it replaced, even for the moment Redis takes to deliver.
+   */
+  localCaches?: { invalidate(event: AuthInvalidation): void }[];
 }
 
 /** Who asks, for the audit trail. */
@@ -95,8 +106,10 @@ function upstreamError(error: unknown) {
 
 export function createProjectService(deps: ProjectServiceDeps) {
   const { db, redis, config } = deps;
-  const invalidate = (event: Parameters<typeof publishAuthInvalidation>[2]) =>
-    publishAuthInvalidation(redis, config.redisKeyPrefix, event);
+  const invalidate = (event: AuthInvalidation) => {
+    for (const cache of deps.localCaches ?? []) cache.invalidate(event);
+    return publishAuthInvalidation(redis, config.redisKeyPrefix, event);
+  };
 
   return {
     async create(input: ProjectInput, by: Actor): Promise<CreateProjectResult> {
@@ -346,6 +359,7 @@ export function createProjectService(deps: ProjectServiceDeps) {
         return revoked.revokedAt as Date;
       });
       if (!result) return refuse("not_found", { message: `no token ${tokenId} in this project` });
+      await invalidate({ kind: "apiToken", tokenId });
       return ok({ revokedAt: result });
     },
   };

@@ -14,7 +14,6 @@ CREATE TYPE "HoldExpiry" AS ENUM ('approve', 'deny');
 CREATE TYPE "ProjectMode" AS ENUM ('live', 'sandbox');
 
 -- AlterTable
-ALTER TABLE "Project" ADD COLUMN     "dedupWindowSeconds" INTEGER NOT NULL DEFAULT 0,
-ADD COLUMN     "holdExpiry" "HoldExpiry" NOT NULL DEFAULT 'deny',
+ALTER TABLE "Project" ADD COLUMN     "holdExpiry" "HoldExpiry" NOT NULL DEFAULT 'deny',
 ADD COLUMN     "holdTtlMinutes" INTEGER NOT NULL DEFAULT 1440,
 ADD COLUMN     "mode" "ProjectMode" NOT NULL DEFAULT 'live';

@@ -1,9 +1,9 @@
-import { createHash } from "node:crypto";
+import { createHash, type Hash } from "node:crypto";
 import { Readable } from "node:stream";
 import { recordAudit } from "@postern/audit";
-import type { ProjectPolicy } from "@postern/auth";
+import type { ApiTokenVerifier, ProjectPolicy } from "@postern/auth";
 import { type SqlPool, uuidv7 } from "@postern/db";
-import { messageStored } from "@postern/messages";
+import { messageStored, startFingerprint } from "@postern/messages";
 import type { ProjectQuota } from "@postern/quota";
 import {
   type Acceptor,
@@ -182,6 +182,8 @@ interface Envelope {
 
 export interface SubmissionDeps extends RouteDependencies {
   acceptor: Acceptor;
+  /** The sending policy of the project submitted to, remembered across requests. */
+  projectPolicies: Pick<ApiTokenVerifier, "projectPolicy">;
   /** Messages being stored by this process under an idempotency key's id: id → its answer. */
   storing: Map<string, Promise<string>>;
   quota: ProjectQuota;
@@ -227,7 +229,8 @@ export function submissionRoutes(deps: SubmissionDeps): FastifyPluginAsyncZod {
             "Answers 202 once the message is durably stored, as SMTP's 250. The body is either " +
             "application/json (from, to, cc, bcc, subject, text, html, headers, attachments with base64 " +
             "content) or message/rfc822 bytes with ?from=&to=&to=. An Idempotency-Key header makes a " +
-            "retry within 24 h answer the first message's id without storing another.",
+            "retry within 24 h answer the first message's id without storing another; so does a " +
+            "resubmission within the project's dedupWindowSeconds, without a key.",
           security: [{ bearer: [] }],
           headers: z.object({ "idempotency-key": idempotencyKeyHeader }),
           querystring: z.object({ from: z.string().optional(), to: addresses.optional() }),
@@ -261,16 +264,21 @@ export function submissionRoutes(deps: SubmissionDeps): FastifyPluginAsyncZod {
     ): Promise<string> {
       const project = await projectPolicy(deps, submitter.projectId);
       if (project.status === "suspended") throw refused("suspended");
-      let submission: { envelope: Envelope; content: Buffer; requestSha256: string };
+      let submission: Pick<Submission, "envelope" | "content" | "requestSha256" | "fingerprint">;
+      // Duplicate suppression (docs/rules.md): raw bytes are fingerprinted as SMTP's, by the reader;
+      // a JSON request by itself, as composing it again gives another Message-ID and Date.
+      const dedup = project.dedupWindowSeconds > 0;
       if (Buffer.isBuffer(request.body)) {
         const envelope = rawEnvelope.safeParse(request.query);
         if (!envelope.success) throw refused("invalid_message", `query: ${describe(envelope.error)}`);
         if (request.body.length > maxSize) throw refused("size", `${request.body.length} bytes`);
         const parsed = { mailFrom: envelope.data.from, recipients: envelope.data.to };
+        const checked = checkEnvelope(project, parsed);
         submission = {
-          envelope: checkEnvelope(project, parsed),
+          envelope: checked,
           content: request.body,
-          requestSha256: sha256("raw", JSON.stringify(parsed), request.body),
+          requestSha256: () => sha256("raw", JSON.stringify(parsed), request.body as Buffer),
+          fingerprint: dedup ? { hash: startFingerprint(checked, "message"), addContent: true } : undefined,
         };
       } else {
         // Fastify also parses text/plain (as a string): only JSON is composed.
@@ -282,10 +290,14 @@ export function submissionRoutes(deps: SubmissionDeps): FastifyPluginAsyncZod {
           mailFrom: mailboxOf(body.data.from),
           recipients: [...body.data.to, ...(body.data.cc ?? []), ...(body.data.bcc ?? [])].map(mailboxOf),
         });
+        const json = () => JSON.stringify(body.data);
         submission = {
           envelope,
           content: await compose(body.data, maxSize),
-          requestSha256: sha256("json", JSON.stringify(body.data)),
+          requestSha256: () => sha256("json", json()),
+          fingerprint: dedup
+            ? { hash: startFingerprint(envelope, "json").update(json()), addContent: false }
+            : undefined,
         };
       }
       return submit(deps, request, reply, project, {
@@ -318,25 +330,10 @@ async function auditRefusal(
 }
 
 async function projectPolicy(deps: SubmissionDeps, projectId: string): Promise<ProjectPolicy> {
-  try {
-    const project = await deps.db.project.findUnique({
-      where: { id: projectId },
-      select: {
-        id: true,
-        status: true,
-        quotaPerMinute: true,
-        quotaDaily: true,
-        maxRecipients: true,
-        senderDomains: true,
-        mode: true,
-      },
-    });
-    if (!project) throw new ApiError("not_found", `no project ${projectId}`);
-    return project;
-  } catch (error) {
-    if (error instanceof ApiError) throw error;
-    throw refused("store_unavailable");
-  }
+  const lookup = await deps.projectPolicies.projectPolicy(projectId);
+  if (lookup.ok) return lookup.value;
+  if (lookup.reason === "unknown_project") throw new ApiError("not_found", `no project ${projectId}`);
+  throw refused("store_unavailable");
 }
 
 /** SMTP's MAIL FROM and RCPT TO checks; repeated recipients are one delivery, as in SMTP. */
@@ -400,7 +397,10 @@ async function compose(body: JsonSubmission, maxSize: number): Promise<Buffer> {
 type Submission = {
   envelope: Envelope;
   content: Buffer;
-  requestSha256: string;
+  /** What an idempotency key is checked against; computed only when a key is sent. */
+  requestSha256: () => string;
+  /** Duplicate suppression's hash, envelope in; `addContent`: the message bytes are still to go in. */
+  fingerprint: { hash: Hash; addContent: boolean } | undefined;
   idempotencyKey: string | undefined;
   actor: string;
 };
@@ -421,7 +421,7 @@ async function submit(
   const claim = await claimIdempotencyKey(deps.sql, {
     projectId: project.id,
     key: submission.idempotencyKey,
-    requestSha256: submission.requestSha256,
+    requestSha256: submission.requestSha256(),
     messageId: uuidv7(),
   }).catch(() => {
     throw refused("store_unavailable");
@@ -457,7 +457,7 @@ async function store(
   submission: Submission,
   id: string,
 ): Promise<string> {
-  const { envelope, content, idempotencyKey } = submission;
+  const { envelope, content, idempotencyKey, fingerprint } = submission;
   const trace = httpReceivedHeader({
     clientIp: request.ip,
     hostname: deps.config.smtp.hostname,
@@ -472,6 +472,7 @@ async function store(
     Buffer.from(trace, "utf8"),
     { take: () => undefined, release: () => {} },
     deps.config.smtp.bareNewline,
+    fingerprint?.addContent ? fingerprint.hash : undefined,
   );
   if (!data.ok) throw refused(data.reason);
   const headers = summariseHeaders(data.bytes);
@@ -502,7 +503,18 @@ async function store(
     recipients: envelope.recipients,
     bytes: data.bytes,
     headers,
+    duplicates: fingerprint && {
+      fingerprint: fingerprint.hash.digest("hex"),
+      windowSeconds: project.dedupWindowSeconds,
+    },
   });
+  if (outcome.ok && outcome.value.duplicateOf !== undefined) {
+    // Stored nothing: the first message's 202 stands for this one.
+    deps.quota
+      .refund(project, envelope.recipients.length)
+      .catch((error: Error) => request.log.warn({ err: error }, "quota refund failed"));
+    return outcome.value.duplicateOf;
+  }
   if (outcome.ok) return id;
   deps.quota
     .refund(project, envelope.recipients.length)

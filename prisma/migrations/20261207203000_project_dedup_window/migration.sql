@@ -1,0 +1,2 @@
+-- AlterTable
+ALTER TABLE "Project" ADD COLUMN     "dedupWindowSeconds" INTEGER NOT NULL DEFAULT 0;
