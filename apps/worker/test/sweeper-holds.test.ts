@@ -121,3 +121,49 @@ it("settles expired holds a thousand at a time, each project as its holdExpiry s
     await deps.producer.close();
   }
 });
+
+it("reads each project's held messages through an index, never by scanning every message", async () => {
+  const pool = sqlPoolOf(ctx.db);
+  const statements: { text: string; values?: unknown[] }[] = [];
+  const capturing = {
+    query: ((query: string | { text: string; values?: unknown[] }, values?: unknown[]) => {
+      statements.push(typeof query === "string" ? { text: query, values } : query);
+      return pool.query(query as never, values as never);
+    }) as typeof pool.query,
+  };
+  const deps = sweeperDeps();
+  try {
+    await sweep({ ...deps, sql: capturing });
+  } finally {
+    await deps.queue.close();
+    await deps.producer.close();
+  }
+  const expiry = statements.find((s) => s.text.includes('"holdExpiry"'));
+  if (!expiry) throw new Error("the sweep ran no hold expiry statement");
+  const client = await pool.connect();
+  try {
+    await client.query("SET enable_seqscan = off");
+    const { rows } = await client.query<{ "QUERY PLAN": unknown }>(
+      `EXPLAIN (FORMAT JSON) ${expiry.text}`,
+      expiry.values,
+    );
+    const scans: Array<{ type: string; relation: string; index?: string }> = [];
+    const walk = (node: Record<string, unknown>) => {
+      if (typeof node["Relation Name"] === "string")
+        scans.push({
+          type: node["Node Type"] as string,
+          relation: node["Relation Name"],
+          index: node["Index Name"] as string | undefined,
+        });
+      for (const child of (node.Plans as Record<string, unknown>[] | undefined) ?? []) walk(child);
+    };
+    walk((rows[0]?.["QUERY PLAN"] as Array<{ Plan: Record<string, unknown> }>)[0]?.Plan ?? {});
+    const messageReads = scans.filter((scan) => scan.relation === "Message" && scan.type !== "ModifyTable");
+    expect(messageReads.length).toBeGreaterThan(0);
+    for (const scan of messageReads) expect(scan.type).not.toBe("Seq Scan");
+    expect(messageReads.some((scan) => scan.index === "Message_projectId_status_createdAt_idx")).toBe(true);
+  } finally {
+    await client.query("RESET enable_seqscan");
+    client.release();
+  }
+});
