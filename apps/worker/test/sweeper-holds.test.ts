@@ -157,7 +157,8 @@ it("reads each project's held messages through an index, never by scanning every
         });
       for (const child of (node.Plans as Record<string, unknown>[] | undefined) ?? []) walk(child);
     };
-    walk((rows[0]?.["QUERY PLAN"] as Array<{ Plan: Record<string, unknown> }>)[0]?.Plan ?? {});
+    const explained = (rows[0]?.["QUERY PLAN"] ?? []) as Array<{ Plan: Record<string, unknown> }>;
+    walk(explained[0]?.Plan ?? {});
     const messageReads = scans.filter((scan) => scan.relation === "Message" && scan.type !== "ModifyTable");
     expect(messageReads.length).toBeGreaterThan(0);
     for (const scan of messageReads) expect(scan.type).not.toBe("Seq Scan");
