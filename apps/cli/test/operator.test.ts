@@ -70,26 +70,8 @@ describe("postern project", () => {
     }
   });
 
-  it("suspends, resumes, updates and refuses to delete with pending mail unless forced", async () => {
+  it("update sets holds, duplicates and sandbox, naming a bad option", async () => {
     const created = await createProject();
-    expect(JSON.parse((await postern("project", "suspend", created.id, "--json")).stdout).status).toBe(
-      "suspended",
-    );
-    expect(JSON.parse((await postern("project", "resume", created.id, "--json")).stdout).status).toBe(
-      "active",
-    );
-    const updated = await postern(
-      "project",
-      "update",
-      created.id,
-      "--quota-daily",
-      "77",
-      "--sender-domain",
-      "a.example",
-      "--json",
-    );
-    expect(updated.code).toBe(0);
-    expect(JSON.parse(updated.stdout)).toMatchObject({ quota: { daily: 77 }, senderDomains: ["a.example"] });
     const settings = await postern(
       "project",
       "update",
@@ -114,6 +96,28 @@ describe("postern project", () => {
     const badExpiry = await postern("project", "update", created.id, "--hold-expiry", "later");
     expect(badExpiry.code).toBe(2);
     expect(badExpiry.stderr).toContain("--hold-expiry");
+  });
+
+  it("suspends, resumes, updates and refuses to delete with pending mail unless forced", async () => {
+    const created = await createProject();
+    expect(JSON.parse((await postern("project", "suspend", created.id, "--json")).stdout).status).toBe(
+      "suspended",
+    );
+    expect(JSON.parse((await postern("project", "resume", created.id, "--json")).stdout).status).toBe(
+      "active",
+    );
+    const updated = await postern(
+      "project",
+      "update",
+      created.id,
+      "--quota-daily",
+      "77",
+      "--sender-domain",
+      "a.example",
+      "--json",
+    );
+    expect(updated.code).toBe(0);
+    expect(JSON.parse(updated.stdout)).toMatchObject({ quota: { daily: 77 }, senderDomains: ["a.example"] });
 
     await ctx.db.message.create({
       data: {
