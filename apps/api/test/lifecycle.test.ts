@@ -1,4 +1,11 @@
 import { randomUUID } from "node:crypto";
+import {
+  allowedTransitions,
+  checkAction,
+  checkTransition,
+  type LifecycleAction,
+  lifecycleActions,
+} from "@postern/messages";
 import { deliveryQueueName } from "@postern/queue";
 import {
   createProjectFixture,
@@ -87,6 +94,53 @@ describe("POST /v1/messages/:id/cancel", () => {
     expect((await post(`/v1/messages/${failed}/retry`)).statusCode).toBe(202);
     expect((await post(`/v1/messages/${failed}/cancel`)).statusCode).toBe(202);
     expect(await eventTypes(failed)).toEqual(["message.retried", "message.cancelled"]);
+  });
+});
+
+describe("every status against every action of the API: the transition table decides", () => {
+  const statuses = [
+    "queued",
+    "deferred",
+    "failed",
+    "delivered",
+    "cancelled",
+    "held",
+    "denied",
+    "sandboxed",
+  ] as const;
+  const cases = statuses.flatMap((from) =>
+    (Object.keys(lifecycleActions) as LifecycleAction[]).map((action) => ({
+      from,
+      action,
+      to: lifecycleActions[action].to,
+      event: lifecycleActions[action].event,
+      allowed: checkAction(action, from).ok && checkTransition(from, lifecycleActions[action].to).ok,
+    })),
+  );
+
+  it.each(cases)(
+    "$action of a $from message: allowed $allowed (202 with its event, else 409 invalid_transition and nothing written)",
+    async ({ from, action, to, event, allowed }) => {
+      const id = await insertMessage(ctx.db, mine.project.id, { status: from });
+      const response = await post(`/v1/messages/${id}/${action}`);
+      const status = (await ctx.db.message.findUniqueOrThrow({ where: { id } })).status;
+      if (allowed) {
+        expect(response.statusCode).toBe(202);
+        expect(response.json()).toEqual({ id, status: to });
+        expect(status).toBe(to);
+        expect(await eventTypes(id)).toEqual([event]);
+      } else {
+        expect(response.statusCode).toBe(409);
+        expect(response.json().error).toMatchObject({ code: "invalid_transition" });
+        expect(response.json().error.message).toContain(from);
+        expect(status).toBe(from);
+        expect(await eventTypes(id)).toEqual([]);
+      }
+    },
+  );
+
+  it("the cases above are every status the schema has", () => {
+    expect([...statuses].sort()).toEqual(Object.keys(allowedTransitions).sort());
   });
 });
 

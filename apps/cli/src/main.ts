@@ -1,6 +1,7 @@
 import { Command, Option } from "commander";
 import { registerAuditCommands } from "./commands/audit";
 import { registerSecretCommands } from "./commands/credentials";
+import { registerEventCommands } from "./commands/events";
 import { registerMessageCommands } from "./commands/messages";
 import { exitCodes } from "./commands/operator";
 import { registerProjectCommands } from "./commands/project";
@@ -29,6 +30,7 @@ registerProjectCommands(program);
 registerSecretCommands(program);
 registerAuditCommands(program);
 registerMessageCommands(program);
+registerEventCommands(program);
 
 // Usage errors (unknown command or option, missing argument) exit 2 like other Unix tools; --help exits 0.
 for (const command of [program, ...allSubcommands(program)]) {

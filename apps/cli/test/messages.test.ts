@@ -1,6 +1,7 @@
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { resolve } from "node:path";
+import { changeMessageStatus, retryMessage } from "@postern/messages";
 import { deliveryQueueName } from "@postern/queue";
 import {
   createProjectFixture,
@@ -43,7 +44,8 @@ function postern(...args: string[]): Promise<Run> {
 
 const json = (run: Run) => JSON.parse(run.stdout.toString());
 
-describe("postern messages", () => {
+// Each spawn of the binary takes seconds on a loaded machine, and a test spawns up to eight.
+describe("postern messages", { timeout: 120_000 }, () => {
   it("list (with filters) and show, as JSON and as text", async () => {
     const project = fixture.project;
     const first = await createQueuedMessageFixture(ctx.db, project, {
@@ -167,4 +169,184 @@ describe("postern messages", () => {
     expect((await postern("messages", "show", fixture.project.id, "nope")).code).toBe(2);
     expect((await ctx.db.message.findUniqueOrThrow({ where: { id: theirs.id } })).status).toBe("queued");
   });
+});
+
+describe("postern messages actions", () => {
+  it("a dry run counts what the real run then changes; one audit event; retried messages get a job", {
+    timeout: 60_000,
+  }, async () => {
+    const { project } = await createProjectFixture(ctx.db, ctx.config);
+    const queued = [];
+    for (let i = 0; i < 3; i++) queued.push(await createQueuedMessageFixture(ctx.db, project));
+    const delivered = await createQueuedMessageFixture(ctx.db, project);
+    await ctx.db.message.update({ where: { id: delivered.id }, data: { status: "delivered" } });
+    const others = await createProjectFixture(ctx.db, ctx.config);
+    const theirs = await createQueuedMessageFixture(ctx.db, others.project);
+    const statuses = async () =>
+      (await ctx.db.message.findMany({ where: { projectId: project.id }, select: { status: true } }))
+        .map((m) => m.status)
+        .sort();
+    const audits = () =>
+      ctx.db.auditEvent.count({ where: { projectId: project.id, action: "message.bulk_action" } });
+
+    const dry = await postern("messages", "actions", project.id, "--action", "cancel", "--dry-run", "--json");
+    expect(dry.stderr).toBe("");
+    expect(dry.code).toBe(0);
+    expect(json(dry)).toEqual({ matched: 4, changed: 3, dryRun: true });
+    expect(await statuses()).toEqual(["delivered", "queued", "queued", "queued"]);
+    expect(await audits()).toBe(0);
+
+    const run = await postern("messages", "actions", project.id, "--action", "cancel");
+    expect(run.code).toBe(0);
+    expect(run.stdout.toString()).toBe("matched 4, changed 3\n");
+    expect(await statuses()).toEqual(["cancelled", "cancelled", "cancelled", "delivered"]);
+    const audit = await ctx.db.auditEvent.findFirstOrThrow({
+      where: { projectId: project.id, action: "message.bulk_action" },
+    });
+    expect(audit).toMatchObject({ actor: "cli", details: { action: "cancel", matched: 4, changed: 3 } });
+    const events = await ctx.db.messageEvent.findMany({
+      where: { messageId: { in: queued.map((m) => m.id) } },
+    });
+    expect(events.map((e) => e.type)).toEqual(Array(3).fill("message.cancelled"));
+    expect((await ctx.db.message.findUniqueOrThrow({ where: { id: theirs.id } })).status).toBe("queued");
+
+    // A filter: only the failed message from this sender is retried, and gets a job now.
+    const failed = await createQueuedMessageFixture(ctx.db, project, { from: "retry@example.com" });
+    await ctx.db.message.update({ where: { id: failed.id }, data: { status: "failed" } });
+    const retry = await postern(
+      "messages",
+      "actions",
+      project.id,
+      "--action",
+      "retry",
+      "--status",
+      "failed",
+      "--from",
+      "retry@example.com",
+      "--after",
+      new Date(Date.now() - 60_000).toISOString(),
+      "--json",
+    );
+    expect(retry.code).toBe(0);
+    expect(json(retry)).toEqual({ matched: 1, changed: 1, dryRun: false });
+    expect((await ctx.db.message.findUniqueOrThrow({ where: { id: failed.id } })).status).toBe("queued");
+    const queue = new Queue(deliveryQueueName, { connection: ctx.redis, prefix: ctx.config.redisKeyPrefix });
+    expect((await queue.getJob(failed.id))?.data).toMatchObject({ messageId: failed.id });
+    await queue.close();
+  });
+
+  it("refuses a missing or unknown action, a bad status or time, as usage errors (exit 2)", {
+    timeout: 60_000,
+  }, async () => {
+    const id = fixture.project.id;
+    const usages = [
+      [id],
+      [id, "--action", "delete"],
+      [id, "--action", "cancel", "--status", "lost"],
+      [id, "--action", "cancel", "--after", "yesterday"],
+      ["nope", "--action", "cancel"],
+    ];
+    const runs = await Promise.all(usages.map((args) => postern("messages", "actions", ...args)));
+    expect(runs.map((run, i) => [usages[i], run.code, run.stderr !== ""])).toEqual(
+      usages.map((args) => [args, 2, true]),
+    );
+  });
+});
+
+describe("postern events", () => {
+  const cancel = async (projectId: string, id: string) =>
+    expect(
+      await changeMessageStatus(ctx.db, { projectId, id, action: "cancel", actor: "test", ip: null }),
+    ).toEqual({ ok: true });
+
+  it("lists a project's events oldest first, by type, after a cursor, and one message's", {
+    timeout: 120_000,
+  }, async () => {
+    const { project } = await createProjectFixture(ctx.db, ctx.config);
+    const first = await createQueuedMessageFixture(ctx.db, project);
+    const second = await createQueuedMessageFixture(ctx.db, project);
+    await cancel(project.id, first.id);
+    await cancel(project.id, second.id);
+    await ctx.db.message.update({ where: { id: first.id }, data: { status: "failed" } });
+    await retryMessage(ctx.db, { projectId: project.id, id: first.id, actor: "test", ip: null });
+    const other = await createProjectFixture(ctx.db, ctx.config);
+    const theirs = await createQueuedMessageFixture(ctx.db, other.project);
+    await cancel(other.project.id, theirs.id);
+
+    const lines = (run: Run) =>
+      run.stdout
+        .toString()
+        .split("\n")
+        .filter((l) => l !== "")
+        .map((l) => JSON.parse(l) as { cursor: string; type: string; messageId: string; id: string });
+    const all = await postern("events", project.id, "--json");
+    expect(all.stderr).toBe("");
+    expect(all.code).toBe(0);
+    expect(lines(all).map((e) => [e.type, e.messageId])).toEqual([
+      ["message.cancelled", first.id],
+      ["message.cancelled", second.id],
+      ["message.retried", first.id],
+    ]);
+    const [one, , three] = lines(all);
+    const after = await postern("events", project.id, "--after", one?.cursor ?? "", "--json");
+    expect(lines(after).map((e) => e.id)).toEqual(
+      lines(all)
+        .slice(1)
+        .map((e) => e.id),
+    );
+    const limited = await postern("events", project.id, "-n", "1", "--json");
+    expect(lines(limited).map((e) => e.id)).toEqual([one?.id]);
+    const byType = await postern("events", project.id, "--type", "message.retried", "--json");
+    expect(lines(byType).map((e) => e.id)).toEqual([three?.id]);
+    const ofMessage = await postern("events", project.id, "--message", first.id, "--json");
+    expect(lines(ofMessage).map((e) => e.type)).toEqual(["message.cancelled", "message.retried"]);
+    const text = await postern("events", project.id);
+    expect(text.stdout.toString()).toContain(`${three?.cursor}  message.retried`);
+
+    // Another project's message is not found; bad input is a usage error.
+    const foreign = await postern("events", project.id, "--message", theirs.id, "--json");
+    expect(foreign.code).toBe(3);
+    expect(json(foreign).error.code).toBe("not_found");
+    const usages = [
+      ["--after", "abc"],
+      ["--type", "message.lost"],
+      ["--message", "nope"],
+      ["--message", first.id, "--follow"],
+    ];
+    const runs = await Promise.all(usages.map((args) => postern("events", project.id, ...args)));
+    expect(runs.map((run, i) => [usages[i], run.code])).toEqual(usages.map((args) => [args, 2]));
+  });
+
+  it("--follow prints events as they are written, from the cursor given, and exits 0 on SIGTERM", async () => {
+    const { project } = await createProjectFixture(ctx.db, ctx.config);
+    const before = await createQueuedMessageFixture(ctx.db, project);
+    await cancel(project.id, before.id);
+    const past = JSON.parse((await postern("events", project.id, "--json")).stdout.toString());
+
+    const child = spawn("node", [bin, "events", project.id, "--after", past.cursor, "--follow", "--json"], {
+      env: { ...process.env, ...ctx.env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    const exited = new Promise<number | null>((done) => child.once("exit", (code) => done(code)));
+    let output = "";
+    const lines = () => output.split("\n").filter((l) => l !== "");
+    const firstLine = new Promise<void>((done, fail) => {
+      child.stdout.on("data", (chunk: Buffer) => {
+        output += chunk.toString();
+        if (lines().length > 0) done();
+      });
+      child.once("exit", () => fail(new Error(`events --follow exited: ${output}`)));
+    });
+    try {
+      const later = await createQueuedMessageFixture(ctx.db, project);
+      await cancel(project.id, later.id);
+      await firstLine;
+      const followed = lines().map((l) => JSON.parse(l));
+      // Only what came after the cursor: the later message's event, not the one before.
+      expect(followed.map((e: { messageId: string }) => e.messageId)).toEqual([later.id]);
+    } finally {
+      child.kill("SIGTERM");
+    }
+    expect(await exited).toBe(0);
+  }, 60_000);
 });

@@ -6,6 +6,7 @@ import {
   expireHolds,
   pruneBodies,
   pruneFingerprints,
+  pruneMessageEvents,
   queuedBacklog,
   sweepPageSize,
 } from "@postern/messages";
@@ -13,16 +14,14 @@ import { type DeliveryJob, type DeliveryProducer, type Redis, resetBacklog } fro
 import type { Queue } from "bullmq";
 
 export interface SweeperDeps {
-  config: Pick<ResolvedConfig, "redisKeyPrefix" | "delivery" | "auditRetentionDays">;
+  config: Pick<ResolvedConfig, "redisKeyPrefix" | "delivery" | "auditRetentionDays" | "eventRetentionDays">;
   /** The worker's `pg` pool (`sqlPoolOf`): no Prisma in the worker (see @postern/messages sweep.ts). */
   sql: Pick<SqlPool, "query">;
   redis: Redis;
   queue: Queue<DeliveryJob>;
   producer: DeliveryProducer;
-  /** Rows one audit-pruning statement deletes at most; packages/audit's default when not given. */
-  auditPruneBatchSize?: number;
-  /** Rows one fingerprint-pruning statement deletes at most; packages/messages' default when not given. */
-  fingerprintPruneBatchSize?: number;
+  /** Rows one audit-, event- or fingerprint-pruning statement deletes at most; `pruneInBatches`' default when not given. */
+  pruneBatchSize?: number;
 }
 
 export interface SweepResult {
@@ -32,6 +31,7 @@ export interface SweepResult {
   requeued: number;
   prunedBodies: number;
   prunedAuditEvents: number;
+  prunedMessageEvents: number;
   /** Duplicate-suppression fingerprints whose window had ended. */
   prunedFingerprints: number;
 }
@@ -45,8 +45,8 @@ export interface SweepResult {
  * deliveries is harmless. First it settles held messages past their project's hold time
  * (`holdTtlMinutes`, `holdExpiry`), in batches, and adds a job for each one approved. It also
  * resets the fairness backlog counts from PostgreSQL, prunes bodies of finished messages past
- * BODY_RETENTION_DAYS, audit events past AUDIT_RETENTION_DAYS and duplicate-suppression
- * fingerprints past their window.
+ * BODY_RETENTION_DAYS, audit events past AUDIT_RETENTION_DAYS, message events past
+ * EVENT_RETENTION_DAYS and duplicate-suppression fingerprints past their window.
  */
 export async function sweep(deps: SweeperDeps, now = new Date()): Promise<SweepResult> {
   const { sql, redis, queue, producer, config } = deps;
@@ -82,18 +82,22 @@ export async function sweep(deps: SweeperDeps, now = new Date()): Promise<SweepR
 
   await resetBacklog(redis, config.redisKeyPrefix, await queuedBacklog(sql));
 
-  let prunedBodies = 0;
-  if (config.delivery.bodyRetentionDays > 0) {
-    const cutoff = new Date(now.getTime() - config.delivery.bodyRetentionDays * 86_400_000);
-    prunedBodies = await pruneBodies(sql, cutoff);
-  }
-  let prunedAuditEvents = 0;
-  if (config.auditRetentionDays > 0) {
-    const cutoff = new Date(now.getTime() - config.auditRetentionDays * 86_400_000);
-    prunedAuditEvents = await pruneAuditEvents(sql, cutoff, deps.auditPruneBatchSize);
-  }
-  const prunedFingerprints = await pruneFingerprints(sql, now, deps.fingerprintPruneBatchSize);
-  return { expiredHolds, requeued, prunedBodies, prunedAuditEvents, prunedFingerprints };
+  // A retention of 0 days keeps everything.
+  const daysAgo = (days: number) => new Date(now.getTime() - days * 86_400_000);
+  const prunedBodies =
+    config.delivery.bodyRetentionDays > 0
+      ? await pruneBodies(sql, daysAgo(config.delivery.bodyRetentionDays))
+      : 0;
+  const prunedAuditEvents =
+    config.auditRetentionDays > 0
+      ? await pruneAuditEvents(sql, daysAgo(config.auditRetentionDays), deps.pruneBatchSize)
+      : 0;
+  const prunedMessageEvents =
+    config.eventRetentionDays > 0
+      ? await pruneMessageEvents(sql, daysAgo(config.eventRetentionDays), deps.pruneBatchSize)
+      : 0;
+  const prunedFingerprints = await pruneFingerprints(sql, now, deps.pruneBatchSize);
+  return { expiredHolds, requeued, prunedBodies, prunedAuditEvents, prunedMessageEvents, prunedFingerprints };
 }
 
 /**

@@ -44,7 +44,7 @@ it("deletes audit events older than AUDIT_RETENTION_DAYS in bounded statements, 
   const producer = producerFor(ctx);
   try {
     const result = await sweep(
-      { config: ctx.config, sql, redis: ctx.redis, queue, producer, auditPruneBatchSize: 3 },
+      { config: ctx.config, sql, redis: ctx.redis, queue, producer, pruneBatchSize: 3 },
       now,
     );
     expect(result.prunedAuditEvents).toBe(11);
@@ -57,7 +57,7 @@ it("deletes audit events older than AUDIT_RETENTION_DAYS in bounded statements, 
     // Nothing past the retention any more: one statement, nothing deleted.
     pruneStatements.length = 0;
     const again = await sweep(
-      { config: ctx.config, sql, redis: ctx.redis, queue, producer, auditPruneBatchSize: 3 },
+      { config: ctx.config, sql, redis: ctx.redis, queue, producer, pruneBatchSize: 3 },
       now,
     );
     expect(again.prunedAuditEvents).toBe(0);

@@ -46,11 +46,11 @@ it("the sweep deletes duplicate-suppression fingerprints whose window has ended,
   const producer = producerFor(ctx);
   try {
     const result = await sweep(
-      { config: ctx.config, sql, redis: ctx.redis, queue, producer, fingerprintPruneBatchSize: 3 },
+      { config: ctx.config, sql, redis: ctx.redis, queue, producer, pruneBatchSize: 3 },
       now,
     );
     expect(result.prunedFingerprints).toBe(8);
-    expect(pruneStatements).toEqual([3, 3, 2]);
+    expect(pruneStatements).toEqual([3, 3, 2, 0]);
     const left = await ctx.db.messageFingerprint.findMany({ select: { fingerprint: true } });
     expect(left.map((row) => row.fingerprint.split("-")[0])).toEqual(["live", "live"]);
   } finally {

@@ -7,6 +7,6 @@ export {
   listAuditEvents,
   matchesAuditFilter,
 } from "./reader";
-export { auditPruneBatchSize, pruneAuditEvents } from "./retention";
+export { pruneAuditEvents } from "./retention";
 export { type AuditTailOptions, tailAudit } from "./tail";
 export { type AuditEntry, type AuditWriter, recordAudit, recordAuditMany } from "./writer";

@@ -79,6 +79,8 @@ export interface Config {
   };
   /** AUDIT_RETENTION_DAYS; 0: audit events are kept forever. */
   auditRetentionDays: number;
+  /** EVENT_RETENTION_DAYS; 0: message events are kept forever. */
+  eventRetentionDays: number;
   /** Given, or (embedded mode only) generated into DATA_DIR by `resolveSecrets`. */
   encryptionKey: Buffer | undefined;
   adminToken: string | undefined;
@@ -191,6 +193,7 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
       bodyRetentionDays: e.BODY_RETENTION_DAYS,
     },
     auditRetentionDays: e.AUDIT_RETENTION_DAYS,
+    eventRetentionDays: e.EVENT_RETENTION_DAYS,
     encryptionKey: e.ENCRYPTION_KEY,
     adminToken: e.ADMIN_TOKEN,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT * 1000,

@@ -300,6 +300,15 @@ export const variables = {
     default: "90",
     doc: "Days audit events are kept; older ones are deleted by the delivery worker's sweep (every `DELIVERY_SWEEP_INTERVAL`), oldest first, at most 5,000 rows a statement. `0` keeps them forever.",
   },
+  EVENT_RETENTION_DAYS: {
+    schema: z.coerce
+      .number()
+      .int("must be a whole number of days")
+      .min(0, "must be 0 or more days")
+      .default(90),
+    default: "90",
+    doc: "Days message events (`GET /v1/events`, `GET /v1/messages/:id/events`) are kept; older ones are deleted by the delivery worker's sweep as audit events are, oldest first, at most 5,000 rows a statement. The messages stay. `0` keeps them forever.",
+  },
   SHUTDOWN_TIMEOUT: {
     schema: seconds.default(30),
     default: "30",

@@ -47,22 +47,29 @@ describe("loadConfig", () => {
     expect(config.smtp.inflowDelayMs).toBe(1000);
     expect(config.smtp.dataMemoryBytes).toBe(16 * 1024 * 1024);
     expect(config.auditRetentionDays).toBe(90);
+    expect(config.eventRetentionDays).toBe(90);
   });
 
-  it("reads AUDIT_RETENTION_DAYS in whole days, 0 keeping audit events forever; anything else stops", () => {
-    expect(loadConfig({ ...production, AUDIT_RETENTION_DAYS: "365" }, cwd).auditRetentionDays).toBe(365);
-    expect(loadConfig({ ...production, AUDIT_RETENTION_DAYS: "0" }, cwd).auditRetentionDays).toBe(0);
-    for (const [bad, reason] of [
-      ["-1", "must be 0 or more days"],
-      ["1.5", "must be a whole number of days"],
-      ["ninety", "AUDIT_RETENTION_DAYS"],
-    ]) {
-      const message = errorOf({ ...production, AUDIT_RETENTION_DAYS: bad as string });
-      expect(message).toContain("AUDIT_RETENTION_DAYS");
-      expect(message).toContain(reason);
-      expect(message).not.toContain("\n");
-    }
-  });
+  it.each([
+    ["AUDIT_RETENTION_DAYS", "auditRetentionDays"],
+    ["EVENT_RETENTION_DAYS", "eventRetentionDays"],
+  ] as const)(
+    "reads %s in whole days, 0 keeping the events forever; anything else stops",
+    (variable, field) => {
+      expect(loadConfig({ ...production, [variable]: "365" }, cwd)[field]).toBe(365);
+      expect(loadConfig({ ...production, [variable]: "0" }, cwd)[field]).toBe(0);
+      for (const [bad, reason] of [
+        ["-1", "must be 0 or more days"],
+        ["1.5", "must be a whole number of days"],
+        ["ninety", variable],
+      ]) {
+        const message = errorOf({ ...production, [variable]: bad as string });
+        expect(message).toContain(variable);
+        expect(message).toContain(reason);
+        expect(message).not.toContain("\n");
+      }
+    },
+  );
 
   it("normalizes bare newlines by default; SMTP_BARE_NEWLINE=reject refuses them; anything else stops", () => {
     expect(loadConfig({}, cwd).smtp.bareNewline).toBe("normalize");

@@ -9,3 +9,4 @@ export {
 export * from "./generated/client";
 export { uuidv7 } from "./ids";
 export { defaultMigrationsDir, MigrationError, type MigrationResult, migrate } from "./migrate";
+export { pruneInBatches } from "./prune";

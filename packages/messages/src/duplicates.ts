@@ -1,5 +1,5 @@
 import { createHash, type Hash } from "node:crypto";
-import type { SqlPool } from "@postern/db";
+import { pruneInBatches, type SqlPool } from "@postern/db";
 
 /*
  * Duplicate suppression (docs/rules.md, "Duplicates"): a project with a `dedupWindowSeconds`
@@ -38,34 +38,24 @@ export function startFingerprint(
   return hash;
 }
 
-/** Rows one pruning statement deletes at most. */
-export const fingerprintPruneBatchSize = 5_000;
-
-const pruneSql = `
+const pruneStatement = {
+  name: "postern-fingerprint-prune",
+  text: `
 DELETE FROM "MessageFingerprint"
 WHERE ("projectId", "fingerprint") IN (
-  SELECT "projectId", "fingerprint" FROM "MessageFingerprint" WHERE "expiresAt" <= $1::timestamp(3) LIMIT $2::int)`;
+  SELECT "projectId", "fingerprint" FROM "MessageFingerprint" WHERE "expiresAt" <= $1::timestamp(3) LIMIT $2::int)`,
+};
 
 /**
  * Deletes fingerprints expired at `now`, in statements of at most `batchSize` rows (by the
- * `expiresAt` index), until one deletes fewer; returns how many. An expired row left behind
- * changes nothing: the next message with its fingerprint takes it over (accept.ts).
+ * `expiresAt` index: packages/db's `pruneInBatches`, as for audit and message events); returns how
+ * many. An expired row left behind changes nothing: the next message with its fingerprint takes
+ * it over (accept.ts).
  */
-export async function pruneFingerprints(
+export function pruneFingerprints(
   sql: Pick<SqlPool, "query">,
   now: Date,
-  batchSize = fingerprintPruneBatchSize,
+  batchSize?: number,
 ): Promise<number> {
-  let deleted = 0;
-  for (;;) {
-    // The column holds UTC without a zone; the ISO string's zone is ignored by the cast.
-    const result = await sql.query({
-      name: "postern-fingerprint-prune",
-      text: pruneSql,
-      values: [now.toISOString(), batchSize],
-    });
-    const count = result.rowCount ?? 0;
-    deleted += count;
-    if (count < batchSize) return deleted;
-  }
+  return pruneInBatches(sql, pruneStatement, now, batchSize);
 }

@@ -1,4 +1,4 @@
-import { Prisma } from "@postern/db";
+import { Prisma, pruneInBatches, type SqlPool } from "@postern/db";
 import type { MessageReader } from "./project-messages";
 
 /** What a status change is recorded as (the transactional outbox, table "MessageEvent"). */
@@ -23,6 +23,17 @@ export interface MessageEventRow {
   type: string;
   createdAt: Date;
   data: unknown;
+}
+
+/** An event as the API and the CLI show it (GET /v1/events). */
+export function messageEventJson(event: MessageEventRow) {
+  return {
+    id: event.id.toString(),
+    messageId: event.messageId,
+    type: event.type as MessageEventType,
+    createdAt: event.createdAt.toISOString(),
+    data: (event.data ?? {}) as Record<string, unknown>,
+  };
 }
 
 /** Where a reader of `listEvents` stands: the (txId, id) of the last event it read. */
@@ -85,4 +96,31 @@ WHERE "projectId" = ${query.projectId}::uuid
   AND (${type}::text IS NULL OR "type" = ${type}::text)
 ORDER BY "txId", "id"
 LIMIT ${Prisma.raw(String(Math.trunc(query.limit)))}`;
+}
+
+/**
+ * The oldest `$2` events by id, of which those created before the cutoff are deleted: as the audit
+ * retention does (packages/audit/src/retention.ts), each statement reads at most `$2` rows of the
+ * primary key and needs no index on `createdAt`; ids come from a sequence, and the `createdAt`
+ * test keeps a late-committed newer event among older ids.
+ */
+const pruneBatch = {
+  name: "postern-message-event-prune",
+  text: `
+DELETE FROM "MessageEvent"
+WHERE "id" = ANY (ARRAY(SELECT "id" FROM "MessageEvent" ORDER BY "id" LIMIT $2::int))
+  AND "createdAt" < $1::timestamp(3)`,
+};
+
+/**
+ * EVENT_RETENTION_DAYS: deletes message events created before `olderThan`, whatever their
+ * message's status, oldest first, in statements of at most `batchSize` rows (`pruneInBatches`).
+ * The messages stay. Returns how many were deleted.
+ */
+export function pruneMessageEvents(
+  sql: Pick<SqlPool, "query">,
+  olderThan: Date,
+  batchSize?: number,
+): Promise<number> {
+  return pruneInBatches(sql, pruneBatch, olderThan, batchSize);
 }

@@ -24,7 +24,6 @@ export {
 } from "./delivery-store";
 export {
   type FingerprintedContent,
-  fingerprintPruneBatchSize,
   pruneFingerprints,
   startFingerprint,
 } from "./duplicates";
@@ -36,7 +35,9 @@ export {
   listMessageEvents,
   type MessageEventRow,
   type MessageEventType,
+  messageEventJson,
   messageEventTypes,
+  pruneMessageEvents,
 } from "./events";
 export {
   createGroupCommit,

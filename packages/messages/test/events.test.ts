@@ -224,6 +224,61 @@ describe("events: every status change writes one, in the statement that makes it
     expect(events.map((e) => e.type)).toEqual(["message.delivered"]);
   });
 
+  it("a delivery record moves a message from each status exactly as the transition table says, with its event", async () => {
+    const { fixture } = await projectWithSink();
+    const store = createDeliveryStore(sqlPoolOf(ctx.db));
+    const statuses = Object.keys(allowedTransitions) as Array<keyof typeof allowedTransitions>;
+    const outcomes = ["delivered", "deferred", "failed"] as const;
+    const seen: string[] = [];
+    for (const from of statuses) {
+      for (const to of outcomes) {
+        const message = await createQueuedMessageFixture(ctx.db, fixture.project);
+        await ctx.db.message.update({ where: { id: message.id }, data: { status: from } });
+        const recipients = await ctx.db.messageRecipient.findMany({ where: { messageId: message.id } });
+        const now = new Date();
+        const recorded = await store.record({
+          messageId: message.id,
+          loadedAttempts: 0,
+          status: to,
+          nextAttemptAt: to === "deferred" ? new Date(now.getTime() + 60_000) : null,
+          lastError: null,
+          now,
+          attempt: {
+            id: crypto.randomUUID(),
+            number: 1,
+            startedAt: now,
+            durationMs: 1,
+            upstreamHost: "sink",
+            code: 250,
+            enhancedCode: null,
+            response: null,
+            recipients: [],
+          },
+          recipients: recipients.map(({ id, status, code, enhancedCode, response }) => ({
+            id,
+            status,
+            code,
+            enhancedCode,
+            response,
+          })),
+          audit: null,
+          event: { attempt: 1, recipients: [] },
+        });
+        const allowed = checkTransition(from, to).ok;
+        const after = await ctx.db.message.findUniqueOrThrow({
+          where: { id: message.id },
+          include: { events: true },
+        });
+        const outcome = `${from} → ${to}: ${recorded ? "recorded" : "refused"}, ${after.status}, [${after.events.map((e) => e.type)}]`;
+        expect(outcome).toBe(
+          `${from} → ${to}: ${allowed ? `recorded, ${to}, [message.${to}]` : `refused, ${from}, []`}`,
+        );
+        seen.push(outcome);
+      }
+    }
+    expect(seen).toHaveLength(statuses.length * outcomes.length);
+  });
+
   it("the transition table refuses what it does not list", () => {
     expect(checkTransition("delivered", "queued")).toEqual({
       ok: false,

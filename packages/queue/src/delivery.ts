@@ -88,6 +88,8 @@ export interface DeliveryProducer {
    * (status `deferred`, the recipients to retry `pending`): the worker skips final messages.
    */
   deliverNow(message: DeliverableMessage): Promise<void>;
+  /** `deliverNow` for each of many messages (a bulk retry), 100 at a time. */
+  deliverManyNow(messages: DeliverableMessage[]): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -162,6 +164,11 @@ export function createDeliveryProducer(connection: Redis, prefix: string): Deliv
       })),
       options,
     );
+  const deliverNow = async (message: DeliverableMessage) => {
+    const job = await queue.getJob(message.id);
+    if (job && (await job.isDelayed())) await job.promote();
+    else await enqueueMany([message]);
+  };
   return {
     enqueue: (message, options) => enqueueMany([message], options),
     enqueueMany,
@@ -175,10 +182,11 @@ export function createDeliveryProducer(connection: Redis, prefix: string): Deliv
               : { messageIds: job.messageIds, projectId: job.projectId },
         })),
       ),
-    async deliverNow(message) {
-      const job = await queue.getJob(message.id);
-      if (job && (await job.isDelayed())) await job.promote();
-      else await enqueueMany([message]);
+    deliverNow,
+    async deliverManyNow(messages) {
+      for (let i = 0; i < messages.length; i += 100) {
+        await Promise.all(messages.slice(i, i + 100).map(deliverNow));
+      }
     },
     async close() {
       await queue.close();

@@ -12,7 +12,7 @@ import {
   listEvents,
   listMessageEvents,
   listMessages,
-  type MessageEventRow,
+  messageEventJson,
   messageEventTypes,
   retryMessage,
   streamMessageBody,
@@ -130,16 +130,6 @@ const messageEvent = z.object({
       "message.accepted: { mailFrom, recipients: [address], size, headerMessageId } (a sandbox project's message also has status: sandboxed); message.held: the same with status: held; message.delivered, .deferred, .failed: { attempt, upstreamHost, recipients: [{ address, status, code, enhancedCode, response }] }; message.retried, .cancelled, .approved, .denied: {} (from a bulk action: { bulk: true }; from the hold expiry: { expired: true })",
     ),
 });
-
-function eventJson(event: MessageEventRow) {
-  return {
-    id: event.id.toString(),
-    messageId: event.messageId,
-    type: event.type as (typeof messageEventTypes)[number],
-    createdAt: event.createdAt.toISOString(),
-    data: (event.data ?? {}) as Record<string, unknown>,
-  };
-}
 
 const eventCursor = z.string().transform((value, ctx) => {
   const cursor = decodeEventCursor(value);
@@ -393,17 +383,11 @@ export function messageRoutes(
           actor: request.project.actor,
           ip: request.ip,
         });
-        // An attempt now for each retried message, 100 at a time; one whose job cannot be added
-        // (Redis down) is still `queued` in PostgreSQL, and the sweeper enqueues it.
-        if (action === "retry") {
-          for (let i = 0; i < result.changedIds.length; i += 100) {
-            const ids = result.changedIds.slice(i, i + 100);
-            await Promise.all(ids.map((id) => deps.deliveryProducer.deliverNow({ id, projectId })));
-          }
+        // An attempt now for each retried or approved message; one whose job cannot be added (Redis
+        // down) is still `queued` in PostgreSQL, and the sweeper enqueues it.
+        if (lifecycleActions[action].to === "queued") {
+          await deps.deliveryProducer.deliverManyNow(result.changedIds.map((id) => ({ id, projectId })));
         }
-        // A held message never had a job: one job each, added in two Redis round trips.
-        if (action === "approve")
-          await deps.deliveryProducer.enqueueMany(result.changedIds.map((id) => ({ id, projectId })));
         return { matched: result.matched, changed: result.changed };
       },
     );
@@ -425,7 +409,7 @@ export function messageRoutes(
       async (request) => {
         const events = await listMessageEvents(deps.db, request.project.id, request.params.id);
         if (!events) throw new ApiError("not_found", `no message ${request.params.id}`);
-        return { items: events.map(eventJson) };
+        return { items: events.map(messageEventJson) };
       },
     );
 
@@ -462,7 +446,10 @@ export function messageRoutes(
         const events = await listEvents(deps.db, { projectId: request.project.id, after, type, limit });
         const last = events.at(-1);
         const position = last ?? after;
-        return { items: events.map(eventJson), nextCursor: position ? encodeEventCursor(position) : null };
+        return {
+          items: events.map(messageEventJson),
+          nextCursor: position ? encodeEventCursor(position) : null,
+        };
       },
     );
   };

@@ -1,5 +1,8 @@
 import { type MessageStatus, sqlPoolOf } from "@postern/db";
 import {
+  applyBulkAction,
+  type BulkAction,
+  bulkActionLimit,
   changeMessageStatus,
   findMessage,
   type ListedMessage,
@@ -25,14 +28,23 @@ const statuses: MessageStatus[] = [
   "sandboxed",
 ];
 
-interface ListOptions extends OutputOptions {
+/** The options that select messages, as `GET /v1/messages` and the bulk actions' filter. */
+interface FilterOptions {
   status?: MessageStatus;
   from?: string;
   to?: string;
-  subject?: string;
   after?: Date;
   before?: Date;
+}
+
+interface ListOptions extends OutputOptions, FilterOptions {
+  subject?: string;
   limit: number;
+}
+
+interface ActionOptions extends OutputOptions, FilterOptions {
+  action: BulkAction;
+  dryRun?: boolean;
 }
 
 function time(value: string): Date {
@@ -71,14 +83,14 @@ function ids(projectId: string, messageId: string) {
 }
 
 /**
- * `postern messages list|show|raw|retry|cancel`: the operator's view of a project's messages,
+ * `postern messages list|show|raw|retry|cancel|actions`: the operator's view of a project's messages,
  * through the same functions of @postern/messages as the API (the same guards, events and audit
  * events; the actor is `cli`).
  */
 export function registerMessageCommands(program: Command): void {
   const messages = program
     .command("messages")
-    .description("list, read, retry and cancel a project's messages");
+    .description("list, read, retry and cancel a project's messages, one or many");
   messages
     .command("list")
     .description("a project's messages, newest first")
@@ -202,7 +214,7 @@ export function registerMessageCommands(program: Command): void {
         const key = ids(projectId, messageId);
         const outcome = await retryMessage(runtime.db, { ...key, actor: "cli", ip: null });
         refused(outcome, messageId, "only deferred or failed messages can be retried");
-        await deliverNow(runtime, key);
+        await deliverNow(runtime, [key]);
         return {
           json: { id: key.id, status: "queued" },
           text: `message ${key.id} queued for an attempt now`,
@@ -241,12 +253,63 @@ export function registerMessageCommands(program: Command): void {
           const key = ids(projectId, messageId);
           const outcome = await changeMessageStatus(runtime.db, { ...key, action, actor: "cli", ip: null });
           refused(outcome, messageId, allowed);
-          if (action === "approve") await deliverNow(runtime, key);
+          if (action === "approve") await deliverNow(runtime, [key]);
           const status = lifecycleActions[action].to;
           return { json: { id: key.id, status }, text: `message ${key.id} ${done}` };
         }),
       );
   }
+  messages
+    .command("actions")
+    .description(
+      `retry, cancel, approve or deny every message the filter matches (the newest ${bulkActionLimit}), as POST /v1/messages/actions`,
+    )
+    .argument("<projectId>", "project id")
+    .addOption(
+      new Option("--action <action>", "what to do")
+        .choices(Object.keys(lifecycleActions))
+        .makeOptionMandatory(),
+    )
+    .addOption(new Option("--status <status>", "only this status").choices(statuses))
+    .option("--from <address>", "only this envelope sender")
+    .option("--to <address>", "only messages with this envelope recipient")
+    .option("--after <time>", "accepted at or after (ISO 8601)", time)
+    .option("--before <time>", "accepted before (ISO 8601)", time)
+    .option("--dry-run", "count what would change; change nothing")
+    .option("--json", "print JSON for scripts")
+    .action((projectId: string, options: ActionOptions) =>
+      operate(options, async (runtime) => {
+        const id = validProjectId(projectId);
+        const dryRun = options.dryRun === true;
+        const result = await applyBulkAction(runtime.db, {
+          projectId: id,
+          action: options.action,
+          filter: {
+            status: options.status,
+            from: options.from,
+            to: options.to,
+            createdAfter: options.after,
+            createdBefore: options.before,
+          },
+          dryRun,
+          actor: "cli",
+          ip: null,
+        });
+        // Retried and approved messages get an attempt now, as the API's.
+        if (lifecycleActions[options.action].to === "queued") {
+          await deliverNow(
+            runtime,
+            result.changedIds.map((messageId) => ({ projectId: id, id: messageId })),
+          );
+        }
+        const { matched, changed } = result;
+        const more = matched === bulkActionLimit ? "; more may match: run it again" : "";
+        return {
+          json: { matched, changed, dryRun },
+          text: `matched ${matched}, ${dryRun ? "would change" : "changed"} ${changed}${more}`,
+        };
+      }),
+    );
 }
 
 function refused(
@@ -266,11 +329,11 @@ function refused(
   );
 }
 
-/** As the API's retry and approve: the message's job runs now (the sweeper enqueues it otherwise). */
-async function deliverNow(runtime: Runtime, message: { projectId: string; id: string }): Promise<void> {
+/** As the API's retry and approve: the messages' jobs run now (the sweeper enqueues them otherwise). */
+async function deliverNow(runtime: Runtime, messages: { projectId: string; id: string }[]): Promise<void> {
   const producer = createDeliveryProducer(runtime.redis, runtime.config.redisKeyPrefix);
   try {
-    await producer.deliverNow(message);
+    await producer.deliverManyNow(messages);
   } finally {
     await producer.close();
   }
