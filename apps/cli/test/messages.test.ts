@@ -235,6 +235,34 @@ describe("postern messages actions", () => {
     await queue.close();
   });
 
+  it("approves every held message a filter matches, each with a job", { timeout: 60_000 }, async () => {
+    const { project } = await createProjectFixture(ctx.db, ctx.config);
+    const held = [];
+    for (let i = 0; i < 2; i++) {
+      const message = await createQueuedMessageFixture(ctx.db, project);
+      await ctx.db.message.update({ where: { id: message.id }, data: { status: "held" } });
+      held.push(message.id);
+    }
+    const run = await postern(
+      "messages",
+      "actions",
+      project.id,
+      "--action",
+      "approve",
+      "--status",
+      "held",
+      "--json",
+    );
+    expect(run.code).toBe(0);
+    expect(json(run)).toEqual({ matched: 2, changed: 2, dryRun: false });
+    const queue = new Queue(deliveryQueueName, { connection: ctx.redis, prefix: ctx.config.redisKeyPrefix });
+    for (const id of held) {
+      expect((await ctx.db.message.findUniqueOrThrow({ where: { id } })).status).toBe("queued");
+      expect(await queue.getJob(id)).toBeDefined();
+    }
+    await queue.close();
+  });
+
   it("refuses a missing or unknown action, a bad status or time, as usage errors (exit 2)", {
     timeout: 60_000,
   }, async () => {
