@@ -5,7 +5,7 @@
 // CPU time.
 import { Readable } from "node:stream";
 import { startFingerprint } from "@postern/messages";
-import { readMessageData } from "@postern/smtp";
+import { observeContent, readMessageData } from "@postern/smtp";
 
 const holder = { take: async () => undefined, release: () => {} };
 const line = Buffer.from("The quick brown fox jumps over the lazy dog, again and again and again.\r\n");
@@ -31,7 +31,7 @@ async function readMs(chunks: Buffer[], fingerprinted: boolean): Promise<number>
     Buffer.from("Received: x\r\n"),
     holder,
     "normalize",
-    hash,
+    observeContent(hash, undefined),
   );
   hash?.digest("hex");
   if (!data.ok) throw new Error("refused");

@@ -14,6 +14,7 @@ import { issueApiToken, issueSmtpCredential, smtpKeyPrefix } from "@postern/auth
 import { createDatabase, type Database } from "@postern/db";
 import { freePort } from "@postern/embedded";
 import { parseUpstreamUrl } from "@postern/relay";
+import { type Rule, rulesSchema } from "@postern/rules";
 import { startForwarderProcess } from "./children";
 import type { ProcessGroup } from "./procstat";
 import { type SmtpLogin, waitForPort } from "./protocol";
@@ -42,7 +43,7 @@ export interface Peer {
    * A further tenant with an upstream of its own (`stuck-neighbour`), and its login; missing for
    * relays that send every client's mail to one upstream.
    */
-  addProject?(name: string, upstreamPort: number): Promise<SmtpLogin>;
+  addProject?(name: string, upstreamPort: number, options?: { rules?: Rule[] }): Promise<SmtpLogin>;
   /**
    * HTTP submission (`POST /v1/messages`, `http-10k`) on this port with this project API token;
    * missing for relays that speak only SMTP.
@@ -124,8 +125,8 @@ async function createFreshCredentials(db: Database, projectId: string, count: nu
   return keys.map((username) => ({ username, password: shared.secret }));
 }
 
-/** A project whose upstream is `upstreamPort`, with one SMTP credential. */
-async function createBenchProject(db: Database, name: string, upstreamPort: number) {
+/** A project whose upstream is `upstreamPort`, with one SMTP credential (and `rules`, if given). */
+async function createBenchProject(db: Database, name: string, upstreamPort: number, rules?: Rule[]) {
   const upstream = parseUpstreamUrl(`smtp://127.0.0.1:${upstreamPort}`);
   // Quotas far above what one machine can send, so the benchmark measures the relay, not its limits.
   const project = await db.project.create({
@@ -137,6 +138,9 @@ async function createBenchProject(db: Database, name: string, upstreamPort: numb
       upstreamUrl: upstream.publicUrl,
     },
   });
+  // A new project: no node has its rules cached yet, so none needs telling.
+  if (rules)
+    await db.ruleSet.create({ data: { projectId: project.id, version: 1, rules: rulesSchema.parse(rules) } });
   const credential = await issueSmtpCredential();
   await db.smtpCredential.create({
     data: { projectId: project.id, key: credential.key, secretHash: credential.secretHash },
@@ -272,7 +276,8 @@ export async function startPostern(options: {
       db,
       login,
       freshLogins,
-      addProject: async (name, upstreamPort) => (await createBenchProject(db, name, upstreamPort)).login,
+      addProject: async (name, upstreamPort, projectOptions) =>
+        (await createBenchProject(db, name, upstreamPort, projectOptions?.rules)).login,
       groups: [
         { name: "postern", roots: () => [pid], exclude: services },
         ...(worker ? [{ name: "postern worker", roots: () => [worker.pid as number] }] : []),

@@ -7,6 +7,7 @@ import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { cpus, release, totalmem } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import type { Rule } from "@postern/rules";
 import { Command, InvalidArgumentError } from "commander";
 import { LoadGenerator, Sink } from "./children";
 import { summarizeLatencies } from "./latency";
@@ -32,6 +33,7 @@ import {
   stuckNeighbourRows,
   summarize,
 } from "./report";
+import { benchRules } from "./rules";
 import { startSilentUpstream } from "./silent-upstream";
 import { measureStatsEndpoint } from "./stats";
 
@@ -55,6 +57,8 @@ interface Scenario {
   stuckNeighbour?: { ratePerSecond: number; concurrency: number };
   /** AUTH scenarios: which logins (one reused login = the cached path). */
   logins?: "same" | "fresh";
+  /** The load goes to a project of its own with these rules (bench/rules.ts). */
+  rules?: Rule[];
   what: string;
 }
 
@@ -65,6 +69,14 @@ const scenarios: Record<string, Scenario> = {
     concurrency: 50,
     messageBytes: 10 * KiB,
     what: "50 persistent connections",
+  },
+  // Right after pooled-10k, so that the two are measured minutes apart on the same machine.
+  "pooled-10k-rules": {
+    mode: "pooled",
+    concurrency: 50,
+    messageBytes: 10 * KiB,
+    rules: benchRules,
+    what: "as pooled-10k, to a project with 20 rules (envelope, header, size and attachment conditions)",
   },
   "http-10k": {
     mode: "http",
@@ -441,16 +453,34 @@ async function measureScenario(measured: Measured, name: string, options: Option
     outcome.scenarios.push({ scenario: name, skipped: "SMTP only: no HTTP submission" });
     return;
   }
+  if (scenario.rules && !peer.addProject) {
+    outcome.scenarios.push({ scenario: name, skipped: "no per-project rules" });
+    return;
+  }
   process.stdout.write(`${kind}: ${name} (${scenario.what})…\n`);
   const fixedRate = fixedRateOf(options, report.peers.postfix);
   if (scenario.fixedRate) report.options.fixedRate = Math.round(fixedRate);
   try {
+    // A project of its own with the scenario's rules, its upstream the same sink.
+    const ruled =
+      scenario.rules && peer.addProject
+        ? { ...peer, login: await peer.addProject(name, sink.port, { rules: scenario.rules }) }
+        : peer;
+    // The main project carried the warm-up load; a project of the scenario's own gets the same,
+    // unmeasured, so that a cold project (its first upstream connections and deliveries) is not
+    // compared with a warm one.
+    if (ruled !== peer && options.warmup > 0)
+      await drain(
+        sink,
+        await load.run(loadSpecOf(scenario, ruled, options.warmup * 1000, fixedRate)),
+        drainTimeoutMs(options),
+      );
     const results = scenario.stuckNeighbour
       ? await runStuckNeighbour(name, scenario, scenario.stuckNeighbour, peer, sink, load, {
           ...options,
           fixedRate,
         })
-      : [await runScenario(name, scenario, peer, sink, load, { ...options, fixedRate })];
+      : [await runScenario(name, scenario, ruled, sink, load, { ...options, fixedRate })];
     for (const result of results) {
       outcome.scenarios.push(result);
       process.stdout.write(`  ${JSON.stringify(brief(result))}\n`);

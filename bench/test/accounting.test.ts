@@ -216,6 +216,7 @@ describe("targets", () => {
       ["pooled-10k: delivered/s ≥ 2 × Postfix", true],
       ["pooled-10k: delivered keeps up with accepted (≥ 95%)", false],
       ["http-10k: accepted/s ≥ pooled-10k accepted/s (same run)", undefined],
+      ["pooled-10k-rules: delivered/s ≥ 90% of pooled-10k (same run)", undefined],
       ["fresh-10k: delivered/s ≥ 1.25 × Postfix", true],
       ["fixed-rate at 278/s: send→arrival p99 ≤ 500 ms", false],
       ["peak RSS of the all-in-one Postern process ≤ 350 MB in any scenario", false],
@@ -223,6 +224,30 @@ describe("targets", () => {
       ["stuck-neighbour: A's send→arrival p99 with B stuck < 2 × alone and < 1 s", undefined],
       ["GET /v1/stats p95 < 50 ms with 1,000,000 messages", undefined],
     ]);
+  });
+
+  describe("pooled-10k-rules", () => {
+    const target = "pooled-10k-rules: delivered/s ≥ 90% of pooled-10k (same run)";
+    const rulesCheck = (scenarios: ScenarioResult[]) =>
+      checkTargets({ ...report, peers: { postern: { version: {}, scenarios } } }).find(
+        (c) => c.target === target,
+      );
+
+    it("is met at 90% of plain pooled-10k's delivered rate, missed below", () => {
+      expect(
+        rulesCheck([
+          scenario("pooled-10k", { deliveredPerSecond: 600 }),
+          scenario("pooled-10k-rules", { deliveredPerSecond: 540 }),
+        ]),
+      ).toEqual({ target, measured: "90% (540 vs 600/s)", met: true });
+      expect(
+        rulesCheck([
+          scenario("pooled-10k", { deliveredPerSecond: 600 }),
+          scenario("pooled-10k-rules", { deliveredPerSecond: 530 }),
+        ])?.met,
+      ).toBe(false);
+      expect(rulesCheck([scenario("pooled-10k", { deliveredPerSecond: 600 })])?.met).toBeUndefined();
+    });
   });
 
   describe("http-10k", () => {

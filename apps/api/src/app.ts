@@ -6,6 +6,7 @@ import { type Database, sqlPoolOf } from "@postern/db";
 import { createProjectService } from "@postern/projects";
 import { createDeliveryProducer, type DeliveryProducer, type Redis } from "@postern/queue";
 import { createProjectQuota } from "@postern/quota";
+import { createRulesCache } from "@postern/rules";
 import { createAcceptor } from "@postern/smtp";
 import type { Logger, Registry } from "@postern/telemetry";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from "fastify";
@@ -26,6 +27,7 @@ import { messageRoutes } from "./routes/messages";
 import { installHttpMetrics, type MetricsExposition, metricsRoutes } from "./routes/metrics";
 import { projectRoutes } from "./routes/project";
 import { projectAuditRoutes } from "./routes/project-audit";
+import { rulesRoutes } from "./routes/rules";
 import { statsRoutes } from "./routes/stats";
 import { submissionRoutes } from "./routes/submission";
 
@@ -131,20 +133,31 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
   // HTTP submission stores through the same acceptor as SMTP (group commit, then a delivery job).
   const sql = sqlPoolOf(deps.db);
   const acceptor = createAcceptor({ sql, producer: deliveryProducer, log: deps.log });
+  // Submissions are judged by the project's rules, cached per process and dropped on change.
+  const rules = createRulesCache({ db: deps.db, keyPrefix: deps.config.redisKeyPrefix });
+  const rulesSubscriber = deps.redis.duplicate();
+  rulesSubscriber.on("error", (error) => deps.log.debug({ err: error }, "redis rules subscriber"));
+  // The API serves without Redis (health, stats): the subscription is made when Redis answers,
+  // and until then the cache's TTL bounds how long another node's change goes unseen.
+  rules
+    .subscribe(rulesSubscriber)
+    .catch((error: Error) => deps.log.warn({ err: error }, "rules changes not subscribed yet"));
   const submissionDeps = {
     ...routeDeps,
     acceptor,
     quota,
     sql,
     projectPolicies: tokens,
+    rules,
     storing: new Map<string, Promise<string>>(),
   };
-  // A project's message routes and stats: under /v1 for its token, under /admin/projects/:projectId
-  // for the operator.
+  // A project's message and rules routes and its stats: under /v1 for its token, under
+  // /admin/projects/:projectId for the operator.
   const projectMessageRoutes = [
     messageRoutes({ ...routeDeps, sql }),
     submissionRoutes(submissionDeps),
     statsRoutes(routeDeps),
+    rulesRoutes({ ...routeDeps, rules }),
   ];
   // Jobs of committed messages are added, and recipients counted ahead go back, before the
   // producer closes.
@@ -152,6 +165,7 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
     await acceptor.settled();
     await quota.close();
     invalidations.disconnect();
+    rulesSubscriber.disconnect();
     if (!deps.deliveryProducer) await deliveryProducer.close();
   });
 

@@ -30,6 +30,11 @@ export const apiErrors = {
     meaning:
       "the message's status does not allow the action (e.g. a retry of a message that is not `deferred` or `failed`, a cancel of one that is not `queued`, `deferred` or `held`, an approve or deny of one that is not `held`); the message names the status",
   },
+  rules_version_conflict: {
+    status: 409,
+    meaning:
+      "`PUT /v1/rules` named a `version` that is no longer the current one: someone changed the rules since they were read; read them again (the message names the current version)",
+  },
   messages_pending: {
     status: 409,
     meaning: "a project still has `queued`, `deferred` or `held` messages and `force=true` was not given",
@@ -49,6 +54,16 @@ export const apiErrors = {
   idempotency_key_reused: {
     status: 422,
     meaning: "an `Idempotency-Key` used within 24 h with another body",
+  },
+  invalid_rules: {
+    status: 422,
+    meaning:
+      "`PUT /v1/rules`: the rules are not valid (the message names the field, e.g. `rules.2.match.to: …`)",
+  },
+  rule_denied: {
+    status: 403,
+    meaning:
+      "HTTP submission: a rule of the project denies the message (the message names the rule); as SMTP's `550 5.7.1`",
   },
   project_suspended: { status: 403, meaning: "HTTP submission: the project is suspended" },
   sender_not_allowed: {

@@ -66,6 +66,10 @@ describe("GET /docs/json", () => {
         "GET /admin/projects/{projectId}/messages/{id}/events",
         "GET /admin/projects/{projectId}/messages/{id}/raw",
         "GET /admin/projects/{projectId}/events",
+        "GET /v1/rules",
+        "PUT /v1/rules",
+        "GET /admin/projects/{projectId}/rules",
+        "PUT /admin/projects/{projectId}/rules",
       ].sort(),
     );
     expect(document.paths["/v1/stats"].get.security).toEqual([{ bearer: [] }]);

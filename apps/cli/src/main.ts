@@ -5,6 +5,7 @@ import { registerEventCommands } from "./commands/events";
 import { registerMessageCommands } from "./commands/messages";
 import { exitCodes } from "./commands/operator";
 import { registerProjectCommands } from "./commands/project";
+import { registerRulesCommands } from "./commands/rules";
 import { startCommand } from "./commands/start";
 import { roleNames } from "./roles";
 
@@ -31,6 +32,7 @@ registerSecretCommands(program);
 registerAuditCommands(program);
 registerMessageCommands(program);
 registerEventCommands(program);
+registerRulesCommands(program);
 
 // Usage errors (unknown command or option, missing argument) exit 2 like other Unix tools; --help exits 0.
 for (const command of [program, ...allSubcommands(program)]) {

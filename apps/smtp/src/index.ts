@@ -10,6 +10,7 @@ export {
   type HeaderSummary,
   httpReceivedHeader,
   isMailbox,
+  observeContent,
   readMessageData,
   summariseHeaders,
 } from "./message";

@@ -16,6 +16,21 @@ const LF = 0x0a;
 const DOT = 0x2e;
 
 /**
+ * The observer `readMessageData` takes, feeding each kept chunk to what reads the message as it
+ * streams: the duplicate fingerprint's hash and the content rules' inspector, either or both.
+ */
+export function observeContent(
+  fingerprint: Hash | undefined,
+  inspector: { write(chunk: Buffer): Promise<void> | undefined } | undefined,
+): ((content: Buffer) => Promise<void> | undefined) | undefined {
+  if (!fingerprint && !inspector) return undefined;
+  return (content) => {
+    fingerprint?.update(content);
+    return inspector?.write(content);
+  };
+}
+
+/**
  * Reads one message's DATA. smtp-server has removed the dot-stuffing and counts the size; every
  * CR and LF of the client's bytes is still here (see `LineEndings` for what is refused and what is
  * normalized). Once the message is known to be refused, the rest is read and dropped: at most one
@@ -23,16 +38,18 @@ const DOT = 0x2e;
  * session. `bytes` is `prefix` (our trace header) followed by the message, assembled in one copy at
  * the end, and on the way by blocks of `blockBytes` (see there). Every byte kept is counted against
  * `holder` (SMTP_DATA_MEMORY) as its chunk arrives: until the count is granted, the stream is not
- * read further, so a waiting session holds that one chunk beyond the bound. `fingerprint`, when
- * given, is fed the message as it is kept (after the dot-unstuffing and the line-ending rules,
- * without `prefix`), chunk by chunk: duplicate suppression's hash costs no copy.
+ * read further, so a waiting session holds that one chunk beyond the bound. `observe` sees each
+ * kept chunk of the message (after the dot-unstuffing and the line-ending rules, without `prefix`)
+ * as it arrives: duplicate suppression's hash is fed there (no copy), and the project's content
+ * rules read the MIME tree there while the message streams in; the stream is not read further
+ * until the observer is done with the chunk.
  */
 export async function readMessageData(
   stream: Readable & { sizeExceeded?: boolean },
   prefix: Buffer,
   holder: DataHolder,
   bareNewline: BareNewlinePolicy,
-  fingerprint?: Hash,
+  observe?: (content: Buffer) => void | Promise<void>,
 ): Promise<ReceivedData> {
   await holder.take(prefix.length);
   const blocks: Buffer[] = [prefix];
@@ -51,7 +68,6 @@ export async function readMessageData(
       continue;
     }
     chunks.push(content);
-    fingerprint?.update(content);
     chunkBytes += content.length;
     kept += content.length;
     if (chunkBytes >= blockBytes) {
@@ -60,6 +76,9 @@ export async function readMessageData(
       chunkBytes = 0;
     }
     await holder.take(content.length);
+    // Awaited only when the observer asks to wait: no rules, no extra turn per chunk.
+    const observed = observe?.(content);
+    if (observed) await observed;
   }
   if (stream.sizeExceeded) return { ok: false, reason: "size", bytesRead: length };
   if (refused || !lines.end()) return { ok: false, reason: "bare_lf", bytesRead: length };

@@ -42,6 +42,12 @@ export const replies = {
   // As Postfix's smtpd_forbid_bare_newline: the client's line endings are broken or it is
   // attempting SMTP smuggling; either way the rest of its stream cannot be trusted, so disconnect.
   bareNewline: { code: 521, text: "5.5.2 Bare CR or LF received, lines must end with CRLF (RFC 5321 2.3.8)" },
+  // A project rule's `deny` (docs/rules.md); the rule's name follows the text. At RCPT for rules
+  // of the envelope (that recipient only), after DATA for rules of the content.
+  ruleDenied: { code: 550, text: "5.7.1 Refused by a rule of the project" },
+  // The project's content rules cannot be judged on it (more MIME parts or a larger header block
+  // than packages/rules reads): refused, as a rule must not be escaped by nesting deeper.
+  rulesUnreadable: { code: 554, text: "5.6.0 Message too complex to check against the project's rules" },
 } as const satisfies Record<string, SmtpReply>;
 
 export interface SmtpReply {
@@ -95,6 +101,8 @@ export type RejectionReason =
   | "header_from"
   | "header_from_multiple"
   | "content_unstorable"
+  | "rule"
+  | "rules_unreadable"
   | "store_unavailable";
 
 export const rejections: Record<RejectionReason, SmtpReply> = {
@@ -111,5 +119,7 @@ export const rejections: Record<RejectionReason, SmtpReply> = {
   header_from: replies.headerFromDomain,
   header_from_multiple: replies.headerFromMultiple,
   content_unstorable: replies.contentUnstorable,
+  rule: replies.ruleDenied,
+  rules_unreadable: replies.rulesUnreadable,
   store_unavailable: replies.storeUnavailable,
 };

@@ -6,6 +6,7 @@ import { type Database, sqlPoolOf } from "@postern/db";
 import { ensureDevCertificate } from "@postern/embedded";
 import { countQueuedMessagesByProject, createDeliveryProducer, type Redis } from "@postern/queue";
 import { createProjectQuota } from "@postern/quota";
+import { createRulesCache } from "@postern/rules";
 import type { Logger, Registry } from "@postern/telemetry";
 import { SMTPServer } from "smtp-server";
 import { createAcceptor } from "./accept";
@@ -91,6 +92,8 @@ export async function startSmtp(deps: SmtpDeps, overrides: SmtpListenOverrides =
     onSecretCompared: () => metrics.secretsCompared.inc(),
   });
   await verifier.subscribe(subscriber);
+  const rules = createRulesCache({ db: deps.db, keyPrefix: config.redisKeyPrefix });
+  await rules.subscribe(subscriber);
   const producer = createDeliveryProducer(redis, config.redisKeyPrefix);
   const audit = createAuditBuffer(deps.db, log);
   const dataBudget = createDataBudget(config.smtp.dataMemoryBytes, {
@@ -123,6 +126,7 @@ export async function startSmtp(deps: SmtpDeps, overrides: SmtpListenOverrides =
     metrics,
     inflow,
     dataBudget,
+    rules,
   });
 
   const certificateFiles =

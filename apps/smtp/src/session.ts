@@ -4,6 +4,7 @@ import type { ResolvedConfig } from "@postern/config";
 import { uuidv7 } from "@postern/db";
 import { startFingerprint } from "@postern/messages";
 import type { ProjectQuota } from "@postern/quota";
+import { type CompiledRules, inspectContent, type RulesCache } from "@postern/rules";
 import type { Logger } from "@postern/telemetry";
 import type {
   SMTPServerAddress,
@@ -17,7 +18,14 @@ import type { Acceptor } from "./accept";
 import type { AuditBuffer } from "./audit-buffer";
 import type { DataBudget } from "./data-budget";
 import type { InflowControl } from "./inflow";
-import { isAscii, isMailbox, readMessageData, receivedHeader, summariseHeaders } from "./message";
+import {
+  isAscii,
+  isMailbox,
+  observeContent,
+  readMessageData,
+  receivedHeader,
+  summariseHeaders,
+} from "./message";
 import type { SmtpMetrics } from "./metrics";
 import {
   accepted,
@@ -40,6 +48,7 @@ export interface SessionDeps {
   metrics: SmtpMetrics;
   inflow: InflowControl;
   dataBudget: DataBudget;
+  rules: RulesCache;
 }
 
 /** What Postern keeps per SMTP connection, beside smtp-server's own session. */
@@ -50,6 +59,8 @@ interface SessionState {
   reserved: { project: AuthenticatedClient["project"]; recipients: number } | undefined;
   /** Rejection reasons already audited in this transaction (one event per reason, not per RCPT). */
   audited: Set<RejectionReason>;
+  /** The project's rules as read at MAIL: the whole transaction is judged by one version. */
+  rules: CompiledRules | undefined;
 }
 
 type Callback = (error?: Error | null) => void;
@@ -72,6 +83,7 @@ export function createSessionHandlers(deps: SessionDeps) {
         ip: session.remoteAddress,
         reserved: undefined,
         audited: new Set(),
+        rules: undefined,
       };
       states.set(session.id, state);
     }
@@ -198,7 +210,15 @@ export function createSessionHandlers(deps: SessionDeps) {
       // A transaction abandoned with RSET (or a new EHLO) gives its recipients back.
       refund(state);
       state.audited.clear();
-      verifier.standing(clientOf(session)).then((standing) => {
+      state.rules = undefined;
+      const client = clientOf(session);
+      Promise.all([
+        verifier.standing(client),
+        deps.rules.rulesOf(client.project.id).then(
+          (rules) => rules,
+          (error: Error) => error,
+        ),
+      ]).then(([standing, rules]) => {
         if (!standing.ok) {
           if (standing.reason === "unavailable") {
             state.log.error({ err: standing.error }, "credential check unavailable");
@@ -206,6 +226,11 @@ export function createSessionHandlers(deps: SessionDeps) {
           }
           return callback(reject(session, standing.reason === "suspended" ? "suspended" : "revoked"));
         }
+        if (rules instanceof Error) {
+          state.log.error({ err: rules }, "project rules unavailable");
+          return callback(reject(session, "store_unavailable"));
+        }
+        state.rules = rules;
         // Fresh policy (sender domains, limits) for this transaction.
         const client = standing.value;
         session.user = client;
@@ -239,6 +264,16 @@ export function createSessionHandlers(deps: SessionDeps) {
         return callback(
           reject(session, "too_many_recipients", {
             details: { ...details, limit: client.project.maxRecipients },
+          }),
+        );
+      // Envelope rules: a recipient denied is refused alone, the others of the message go on.
+      const verdict =
+        state.rules?.empty === false ? state.rules.judgeRecipient(mailFromOf(session), recipient) : undefined;
+      if (verdict !== undefined && verdict !== "after_data" && verdict.action === "deny")
+        return callback(
+          reject(session, "rule", {
+            detail: `rule "${verdict.rule}"`,
+            details: { ...details, rule: verdict.rule },
           }),
         );
       quota.reserve(client.project, 1).then((reservation) => {
@@ -338,12 +373,15 @@ export function createSessionHandlers(deps: SessionDeps) {
           windowSeconds > 0
             ? startFingerprint({ mailFrom: mailFrom ?? "", recipients }, "message")
             : undefined;
+        const rules = state.rules;
+        // The MIME tree is read only for a project whose rules look at content.
+        const inspector = rules?.needsContent ? inspectContent(rules) : undefined;
         const data = await readMessageData(
           stream,
           Buffer.from(trace, "utf8"),
           held,
           config.smtp.bareNewline,
-          fingerprint,
+          observeContent(fingerprint, inspector),
         );
         if (!data.ok) return reject(session, data.reason, { details: { size: data.bytesRead } });
         const bytes = data.bytes;
@@ -355,6 +393,25 @@ export function createSessionHandlers(deps: SessionDeps) {
           return reject(session, "header_from", { reply: replies.headerFromMissing });
         if (headerFrom)
           return reject(session, "header_from", { details: { headerFrom: headerFrom.headerFrom } });
+        let initialStatus: "queued" | "held" = "queued";
+        if (rules && !rules.empty) {
+          const reading = inspector ? await inspector.finish() : undefined;
+          if (reading && !reading.ok)
+            return reject(session, "rules_unreadable", { details: { problem: reading.error.message } });
+          const verdict = rules.judgeMessage(mailFrom ?? "", recipients, reading?.facts);
+          if (verdict.action === "deny") {
+            // The refused message is an event of its own, whatever recipients a rule refused at RCPT.
+            state.audited.delete("rule");
+            return reject(session, "rule", {
+              detail: `rule "${verdict.rule}"`,
+              details: { rule: verdict.rule },
+            });
+          }
+          if (verdict.action === "hold") {
+            initialStatus = "held";
+            state.log.info({ messageId: id, rule: verdict.rule }, "held by a rule");
+          }
+        }
         const outcome = await expected.accept({
           id,
           client,
@@ -364,6 +421,7 @@ export function createSessionHandlers(deps: SessionDeps) {
           bytes,
           headers,
           duplicates: fingerprint && { fingerprint: fingerprint.digest("hex"), windowSeconds },
+          initialStatus,
         });
         if (!outcome.ok) {
           state.log.error({ err: outcome.error }, "message could not be stored");
@@ -395,6 +453,11 @@ export function createSessionHandlers(deps: SessionDeps) {
   } satisfies Partial<SMTPServerOptions>;
 
   return { handlers, inData };
+}
+
+/** MAIL FROM's address; the null sender `<>` is the empty string, as rules see it. */
+function mailFromOf(session: SMTPServerSession): string {
+  return session.envelope.mailFrom ? session.envelope.mailFrom.address : "";
 }
 
 /** The errors a DATA stream ends with when its connection closes before the final dot. */

@@ -24,6 +24,7 @@ export const auditActions = [
   "credential.revoked",
   "token.created",
   "token.revoked",
+  "rules.updated",
 ] as const;
 
 export type AuditAction = (typeof auditActions)[number];

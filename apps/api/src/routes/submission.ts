@@ -5,11 +5,13 @@ import type { ApiTokenVerifier, ProjectPolicy } from "@postern/auth";
 import { type SqlPool, uuidv7 } from "@postern/db";
 import { messageStored, startFingerprint } from "@postern/messages";
 import type { ProjectQuota } from "@postern/quota";
+import { inspectContent, type RulesCache } from "@postern/rules";
 import {
   type Acceptor,
   checkHeaderFrom,
   httpReceivedHeader,
   isMailbox,
+  observeContent,
   readMessageData,
   senderDomainAllowed,
   summariseHeaders,
@@ -44,6 +46,8 @@ export type SubmissionRefusal =
   | "header_from"
   | "header_from_multiple"
   | "content_unstorable"
+  | "rule"
+  | "rules_unreadable"
   | "store_unavailable"
   | "invalid_message"
   | "unsupported_media_type"
@@ -85,6 +89,12 @@ export const submissionRefusals: Record<SubmissionRefusal, { code: ApiErrorCode;
   content_unstorable: {
     code: "invalid_message",
     message: "the message content cannot be stored",
+  },
+  // Forbidden, as a sender domain not allowed is: the project's own policy refuses the message.
+  rule: { code: "rule_denied", message: "refused by a rule of the project" },
+  rules_unreadable: {
+    code: "invalid_message",
+    message: "the message is too complex to check against the project's rules",
   },
   store_unavailable: {
     code: "store_unavailable",
@@ -188,6 +198,7 @@ export interface SubmissionDeps extends RouteDependencies {
   storing: Map<string, Promise<string>>;
   quota: ProjectQuota;
   sql: Pick<SqlPool, "query">;
+  rules: RulesCache;
 }
 
 /**
@@ -466,19 +477,35 @@ async function store(
     recipients: envelope.recipients,
     at: new Date(),
   });
+  const rules = await deps.rules.rulesOf(project.id).catch((error: Error) => {
+    request.log.error({ err: error }, "project rules unavailable");
+    throw refused("store_unavailable");
+  });
+  // As over SMTP, the MIME tree is read only for a project whose rules look at content.
+  const inspector = rules.needsContent ? inspectContent(rules) : undefined;
   // SMTP's reader: the same line-ending rules (SMTP_BARE_NEWLINE), the trace header in front.
   const data = await readMessageData(
     Readable.from([content]),
     Buffer.from(trace, "utf8"),
     { take: () => undefined, release: () => {} },
     deps.config.smtp.bareNewline,
-    fingerprint?.addContent ? fingerprint.hash : undefined,
+    observeContent(fingerprint?.addContent ? fingerprint.hash : undefined, inspector),
   );
   if (!data.ok) throw refused(data.reason);
   const headers = summariseHeaders(data.bytes);
   const headerFrom = checkHeaderFrom(project, headers);
   if (headerFrom)
     throw refused(headerFrom.reason, "headerFrom" in headerFrom ? headerFrom.headerFrom : undefined);
+  // One answer for the request: a rule denying any recipient refuses the message (SMTP refuses
+  // that recipient alone at RCPT).
+  let initialStatus: "queued" | "held" = "queued";
+  if (!rules.empty) {
+    const reading = inspector ? await inspector.finish() : undefined;
+    if (reading && !reading.ok) throw refused("rules_unreadable", reading.error.message);
+    const verdict = rules.judgeMessage(envelope.mailFrom, envelope.recipients, reading?.facts);
+    if (verdict.action === "deny") throw refused("rule", `rule "${verdict.rule}"`, { rule: verdict.rule });
+    if (verdict.action === "hold") initialStatus = "held";
+  }
 
   const reservation = await deps.quota.reserve(project, envelope.recipients.length);
   if (!reservation.ok) {
@@ -507,6 +534,7 @@ async function store(
       fingerprint: fingerprint.hash.digest("hex"),
       windowSeconds: project.dedupWindowSeconds,
     },
+    initialStatus,
   });
   if (outcome.ok && outcome.value.duplicateOf !== undefined) {
     // Stored nothing: the first message's 202 stands for this one.
