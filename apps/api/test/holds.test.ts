@@ -252,6 +252,69 @@ describe("a held message", () => {
   });
 });
 
+describe("a rule's hold over a real SMTP session", () => {
+  async function sendOverSmtp(fixture: ProjectFixture, to: string): Promise<string> {
+    const transport = nodemailer.createTransport({
+      host: "127.0.0.1",
+      port: smtp.ports.smtp,
+      name: "client.test",
+      requireTLS: true,
+      auth: { user: fixture.smtp.username, pass: fixture.smtp.password },
+      tls: { rejectUnauthorized: false },
+    });
+    try {
+      const { response } = await transport.sendMail({
+        from: "app@example.com",
+        to,
+        subject: "rule",
+        text: "ruled",
+      });
+      expect(response).toMatch(/^250 /);
+      return /queued as ([0-9a-f-]{36})/.exec(response)?.[1] as string;
+    } finally {
+      transport.close();
+    }
+  }
+
+  async function holdRule(fixture: ProjectFixture) {
+    const put = await api.inject({
+      method: "PUT",
+      url: "/v1/rules",
+      headers: bearer(fixture.apiToken.token),
+      payload: { version: 0, rules: [{ name: "review", match: { to: "*@review.example" }, action: "hold" }] },
+    });
+    expect(put.statusCode).toBe(200);
+  }
+
+  it("holds the message (250, held, no job), then approve delivers its bytes to the sink", async () => {
+    const { sink, fixture } = await projectWithSink();
+    await holdRule(fixture);
+    const id = await sendOverSmtp(fixture, "someone@review.example");
+    expect(await statusOf(id)).toBe("held");
+    expect(await hasJob(id)).toBe(false);
+    // Another recipient matches no rule: delivered as usual.
+    const other = await sendOverSmtp(fixture, "someone@example.net");
+    await until(() => sink.messages.length === 1, "the unheld message at the sink");
+    expect(sink.messages[0]?.rcptTo).toEqual(["someone@example.net"]);
+    expect((await post(`/v1/messages/${id}/approve`, fixture.apiToken.token)).statusCode).toBe(202);
+    await until(() => sink.messages.length === 2, "the approved message at the sink");
+    expect(sink.messages[1]?.rcptTo).toEqual(["someone@review.example"]);
+    expect(sink.messages[1]?.raw.toString()).toContain("ruled");
+    expect(await statusOf(other)).toBe("delivered");
+  });
+
+  it("in a sandbox project, a held message is stored sandboxed: nothing to approve, nothing sent", async () => {
+    const { sink, fixture } = await projectWithSink();
+    await holdRule(fixture);
+    expect((await patchProject(fixture.project.id, { mode: "sandbox" })).statusCode).toBe(200);
+    const id = await sendOverSmtp(fixture, "someone@review.example");
+    expect(await statusOf(id)).toBe("sandboxed");
+    expect((await post(`/v1/messages/${id}/approve`, fixture.apiToken.token)).statusCode).toBe(409);
+    await runStaleJob(id, fixture.project.id);
+    expect(sink.messages).toHaveLength(0);
+  });
+});
+
 describe("the hold expiry", () => {
   it("holdExpiry deny: after holdTtlMinutes the sweeper denies it with its event; never at the sink", async () => {
     const { sink, fixture } = await projectWithSink();
