@@ -27,6 +27,7 @@ import { domainRoutes } from "./routes/domains";
 import { healthRoutes, type RoleReadiness } from "./routes/health";
 import { messageRoutes } from "./routes/messages";
 import { installHttpMetrics, type MetricsExposition, metricsRoutes } from "./routes/metrics";
+import { projectRoutes } from "./routes/project";
 import { projectAuditRoutes } from "./routes/project-audit";
 import { routesRoutes } from "./routes/routes";
 import { rulesRoutes } from "./routes/rules";
@@ -155,11 +156,12 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
   };
   // Verified domains are part of the project's policy, active keys what the workers sign with.
   const domains = createDomainService({ ...deps, localCaches: [tokens] });
-  // What a project manages of its own (messages, rules, routes, domains): under /v1 for its token,
-  // under /admin/projects/:projectId for the operator.
-  const projectRoutes = [
+  // What a project manages of its own (messages, stats, rules, routes, domains): under /v1 for
+  // its token, under /admin/projects/:projectId for the operator.
+  const projectScopedRoutes = [
     messageRoutes({ ...routeDeps, sql }),
     submissionRoutes(submissionDeps),
+    statsRoutes(routeDeps),
     rulesRoutes({ ...routeDeps, rules }),
     routesRoutes(routeDeps),
     domainRoutes(domains),
@@ -192,8 +194,8 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
           rateLimitPerMinute: deps.config.http.rateLimitPerMinute,
         }),
       );
-      await v1.register(statsRoutes(routeDeps));
-      for (const routes of projectRoutes) await v1.register(routes);
+      await v1.register(projectRoutes(routeDeps));
+      for (const routes of projectScopedRoutes) await v1.register(routes);
       await v1.register(projectAuditRoutes(routeDeps));
     },
     { prefix: "/v1" },
@@ -206,7 +208,7 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
       admin.addHook("onRequest", noStore);
       admin.addHook("onRequest", adminTokenAuth(deps.config.adminToken));
       await admin.register(adminProjectRoutes(projects));
-      await admin.register(adminMessageRoutes(routeDeps, projectRoutes));
+      await admin.register(adminMessageRoutes(routeDeps, projectScopedRoutes));
       await admin.register(
         adminAuditRoutes(routeDeps, {
           keepAliveMs: deps.auditStream?.keepAliveMs ?? 15_000,

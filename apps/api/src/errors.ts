@@ -28,7 +28,7 @@ export const apiErrors = {
   invalid_transition: {
     status: 409,
     meaning:
-      "the message's status does not allow the action (e.g. a retry of a message that is not `deferred` or `failed`, a cancel of one that is not `queued` or `deferred`); the message names the status",
+      "the message's status does not allow the action (e.g. a retry of a message that is not `deferred` or `failed`, a cancel of one that is not `queued`, `deferred` or `held`, an approve or deny of one that is not `held`); the message names the status",
   },
   domain_exists: {
     status: 409,
@@ -46,7 +46,7 @@ export const apiErrors = {
   },
   messages_pending: {
     status: 409,
-    meaning: "a project still has `queued` or `deferred` messages and `force=true` was not given",
+    meaning: "a project still has `queued`, `deferred` or `held` messages and `force=true` was not given",
   },
   version_conflict: {
     status: 409,

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { buildApi } from "@postern/api";
-import type { Database } from "@postern/db";
+import type { Database, MessageStatus } from "@postern/db";
 import { createLogger, createMetricsRegistry } from "@postern/telemetry";
 import type { TestContext } from "@postern/testkit";
 
@@ -22,7 +22,7 @@ export async function insertMessage(
   db: Database,
   projectId: string,
   input: {
-    status?: "queued" | "deferred" | "delivered" | "failed" | "cancelled";
+    status?: MessageStatus;
     mailFrom?: string;
     createdAt?: Date;
     deliveredAt?: Date;

@@ -1,5 +1,11 @@
 import { randomUUID } from "node:crypto";
-import { allowedTransitions, checkTransition } from "@postern/messages";
+import {
+  allowedTransitions,
+  checkAction,
+  checkTransition,
+  type LifecycleAction,
+  lifecycleActions,
+} from "@postern/messages";
 import { deliveryQueueName } from "@postern/queue";
 import {
   createProjectFixture,
@@ -92,18 +98,23 @@ describe("POST /v1/messages/:id/cancel", () => {
 });
 
 describe("every status against every action of the API: the transition table decides", () => {
-  const statuses = ["queued", "deferred", "failed", "delivered", "cancelled"] as const;
-  const actions = [
-    { action: "retry", to: "queued", event: "message.retried" },
-    { action: "cancel", to: "cancelled", event: "message.cancelled" },
+  const statuses = [
+    "queued",
+    "deferred",
+    "failed",
+    "delivered",
+    "cancelled",
+    "held",
+    "denied",
+    "sandboxed",
   ] as const;
   const cases = statuses.flatMap((from) =>
-    actions.map(({ action, to, event }) => ({
+    (Object.keys(lifecycleActions) as LifecycleAction[]).map((action) => ({
       from,
       action,
-      to,
-      event,
-      allowed: checkTransition(from, to).ok,
+      to: lifecycleActions[action].to,
+      event: lifecycleActions[action].event,
+      allowed: checkAction(action, from).ok && checkTransition(from, lifecycleActions[action].to).ok,
     })),
   );
 
@@ -293,10 +304,10 @@ describe("POST /v1/messages/actions", () => {
     expect((await ctx.db.message.findUniqueOrThrow({ where: { id: old } })).status).toBe("queued");
   });
 
-  it("refuses approve and deny (held messages do not exist yet) and unknown filter fields, naming them", async () => {
-    const approve = await post("/v1/messages/actions", { action: "approve", filter: {} });
-    expect(approve.statusCode).toBe(400);
-    expect(approve.json().error.message).toContain("action");
+  it("refuses an unknown action and unknown filter fields, naming them", async () => {
+    const resend = await post("/v1/messages/actions", { action: "resend", filter: {} });
+    expect(resend.statusCode).toBe(400);
+    expect(resend.json().error.message).toContain("action");
     const unknown = await post("/v1/messages/actions", { action: "cancel", filter: { subject: "x" } });
     expect(unknown.statusCode).toBe(400);
     expect(unknown.json().error.message).toContain("subject");

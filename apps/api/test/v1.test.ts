@@ -88,6 +88,10 @@ describe("GET /v1/stats", () => {
       ["deferred", 0],
       ["failed", 0],
       ["cancelled", 0],
+      ["held", 0],
+      ["held", 0],
+      ["denied", 0],
+      ["sandboxed", 0],
     ] as const) {
       const createdAt = new Date(now - 60_000);
       await insertMessage(ctx.db, project.project.id, {
@@ -117,12 +121,15 @@ describe("GET /v1/stats", () => {
     expect(response.statusCode).toBe(200);
     const body = response.json();
     expect(body.counts).toEqual({
-      accepted: 6,
+      accepted: 10,
       queued: 1,
       deferred: 1,
       delivered: 2,
       failed: 1,
       cancelled: 1,
+      held: 2,
+      denied: 1,
+      sandboxed: 1,
       rejected: 3,
       quotaExceeded: 1,
     });

@@ -1,7 +1,7 @@
 import { execFile, spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import { resolve } from "node:path";
-import { cancelMessage, retryMessage } from "@postern/messages";
+import { changeMessageStatus, retryMessage } from "@postern/messages";
 import { deliveryQueueName } from "@postern/queue";
 import {
   createProjectFixture,
@@ -122,10 +122,45 @@ describe("postern messages", { timeout: 120_000 }, () => {
     await queue.close();
   });
 
+  it("approve a held message (queued, enqueued), deny another; approve of a queued one is exit 4", async () => {
+    const held = async () => {
+      const message = await createQueuedMessageFixture(ctx.db, fixture.project);
+      await ctx.db.message.update({ where: { id: message.id }, data: { status: "held" } });
+      return message;
+    };
+    const first = await held();
+    const approve = await postern("messages", "approve", fixture.project.id, first.id, "--json");
+    expect(approve.code).toBe(0);
+    expect(json(approve)).toEqual({ id: first.id, status: "queued" });
+    const queue = new Queue(deliveryQueueName, { connection: ctx.redis, prefix: ctx.config.redisKeyPrefix });
+    expect((await queue.getJob(first.id))?.data).toMatchObject({ messageId: first.id });
+    await queue.close();
+
+    const second = await held();
+    const deny = await postern("messages", "deny", fixture.project.id, second.id);
+    expect(deny.code).toBe(0);
+    expect(deny.stdout.toString()).toContain(`message ${second.id} denied`);
+    expect((await ctx.db.message.findUniqueOrThrow({ where: { id: second.id } })).status).toBe("denied");
+    const events = await ctx.db.messageEvent.findMany({
+      where: { messageId: { in: [first.id, second.id] } },
+    });
+    expect(events.map((e) => [e.messageId, e.type]).sort()).toEqual(
+      [
+        [first.id, "message.approved"],
+        [second.id, "message.denied"],
+      ].sort(),
+    );
+
+    const again = await postern("messages", "approve", fixture.project.id, first.id, "--json");
+    expect(again.code).toBe(4);
+    expect(json(again).error.code).toBe("invalid_transition");
+    expect(again.stderr).toContain("only held messages can be approved");
+  });
+
   it("another project's message is not found (exit 3); a bad id is a usage error (exit 2)", async () => {
     const other = await createProjectFixture(ctx.db, ctx.config);
     const theirs = await createQueuedMessageFixture(ctx.db, other.project);
-    for (const verb of ["show", "raw", "retry", "cancel"]) {
+    for (const verb of ["show", "raw", "retry", "cancel", "approve", "deny"]) {
       const run = await postern("messages", verb, fixture.project.id, theirs.id, "--json");
       expect(run.code).toBe(3);
       expect(json(run).error.code).toBe("not_found");
@@ -200,6 +235,34 @@ describe("postern messages actions", () => {
     await queue.close();
   });
 
+  it("approves every held message a filter matches, each with a job", { timeout: 60_000 }, async () => {
+    const { project } = await createProjectFixture(ctx.db, ctx.config);
+    const held = [];
+    for (let i = 0; i < 2; i++) {
+      const message = await createQueuedMessageFixture(ctx.db, project);
+      await ctx.db.message.update({ where: { id: message.id }, data: { status: "held" } });
+      held.push(message.id);
+    }
+    const run = await postern(
+      "messages",
+      "actions",
+      project.id,
+      "--action",
+      "approve",
+      "--status",
+      "held",
+      "--json",
+    );
+    expect(run.code).toBe(0);
+    expect(json(run)).toEqual({ matched: 2, changed: 2, dryRun: false });
+    const queue = new Queue(deliveryQueueName, { connection: ctx.redis, prefix: ctx.config.redisKeyPrefix });
+    for (const id of held) {
+      expect((await ctx.db.message.findUniqueOrThrow({ where: { id } })).status).toBe("queued");
+      expect(await queue.getJob(id)).toBeDefined();
+    }
+    await queue.close();
+  });
+
   it("refuses a missing or unknown action, a bad status or time, as usage errors (exit 2)", {
     timeout: 60_000,
   }, async () => {
@@ -220,7 +283,9 @@ describe("postern messages actions", () => {
 
 describe("postern events", () => {
   const cancel = async (projectId: string, id: string) =>
-    expect(await cancelMessage(ctx.db, { projectId, id, actor: "test", ip: null })).toEqual({ ok: true });
+    expect(
+      await changeMessageStatus(ctx.db, { projectId, id, action: "cancel", actor: "test", ip: null }),
+    ).toEqual({ ok: true });
 
   it("lists a project's events oldest first, by type, after a cursor, and one message's", {
     timeout: 120_000,

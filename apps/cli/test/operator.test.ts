@@ -83,6 +83,34 @@ describe("postern project", () => {
     }
   });
 
+  it("update sets holds, duplicates and sandbox, naming a bad option", async () => {
+    const created = await createProject();
+    const settings = await postern(
+      "project",
+      "update",
+      created.id,
+      "--mode",
+      "sandbox",
+      "--hold-ttl-minutes",
+      "30",
+      "--hold-expiry",
+      "approve",
+      "--dedup-window-seconds",
+      "120",
+      "--json",
+    );
+    expect(settings.code).toBe(0);
+    expect(JSON.parse(settings.stdout)).toMatchObject({
+      mode: "sandbox",
+      holdTtlMinutes: 30,
+      holdExpiry: "approve",
+      dedupWindowSeconds: 120,
+    });
+    const badExpiry = await postern("project", "update", created.id, "--hold-expiry", "later");
+    expect(badExpiry.code).toBe(2);
+    expect(badExpiry.stderr).toContain("--hold-expiry");
+  });
+
   it("suspends, resumes, updates and refuses to delete with pending mail unless forced", async () => {
     const created = await createProject();
     expect(JSON.parse((await postern("project", "suspend", created.id, "--json")).stdout).status).toBe(
@@ -115,7 +143,7 @@ describe("postern project", () => {
     });
     const refused = await postern("project", "delete", created.id);
     expect(refused.code).toBe(4);
-    expect(refused.stderr).toMatch(/queued or deferred/);
+    expect(refused.stderr).toMatch(/queued, deferred or held/);
     expect((await postern("project", "delete", created.id, "--force")).code).toBe(0);
     expect(await ctx.db.project.count({ where: { id: created.id } })).toBe(0);
   });

@@ -1,12 +1,14 @@
-import type { AuthenticatedClient } from "@postern/auth";
+import type { AuthenticatedClient, ProjectPolicy } from "@postern/auth";
 import type { SqlPool } from "@postern/db";
 import {
+  type AcceptedStatus,
   createGroupCommit,
   refusedContent,
   type StoreResult,
   storeAcceptedMessages,
 } from "@postern/messages";
 import { type DeliveryProducer, type PlannedDeliveryJob, planDeliveryJobs } from "@postern/queue";
+import { ok, type Result, refuse } from "@postern/result";
 import type { Logger } from "@postern/telemetry";
 import type { HeaderSummary } from "./message";
 
@@ -14,7 +16,7 @@ import type { HeaderSummary } from "./message";
  * Who hands a message over: an SMTP session's credential, or (HTTP submission) no credential and
  * the audit actor (`token:<id>`, `admin`).
  */
-export type Submitter = AuthenticatedClient | { project: { id: string }; actor: string };
+export type Submitter = AuthenticatedClient | { project: Pick<ProjectPolicy, "id" | "mode">; actor: string };
 
 export interface MessageToAccept {
   id: string;
@@ -31,20 +33,27 @@ export interface MessageToAccept {
    */
   duplicates?: { fingerprint: string; windowSeconds: number };
   /**
-   * The status the message is stored with: `held` when a project rule holds it (docs/rules.md),
-   * `sandboxed` for a sandbox project; `queued` (delivered) otherwise.
+   * What the message is stored as: `queued` (the default) for delivery, `held` (a rule's hold)
+   * until approved or denied. A sandbox project's message is stored `sandboxed` whatever this
+   * says (a held one could be approved, and a sandbox never delivers). Only a queued message gets
+   * a delivery job.
    */
-  initialStatus?: "queued" | "held" | "sandboxed";
+  initialStatus?: AcceptedStatus;
 }
 
 /**
  * `content_unstorable`: PostgreSQL refused the message's own data (it was written alone), so it
  * would be refused again; `store_unavailable`: anything else, worth a retry.
  */
-export type AcceptOutcome =
+export type AcceptOutcome = Result<
   /** `duplicateOf`: the message resubmits one accepted within its project's window; nothing was stored. */
-  | { ok: true; duplicateOf: string | undefined }
-  | { ok: false; reason: "store_unavailable" | "content_unstorable"; error: Error };
+  { duplicateOf: string | undefined },
+  "store_unavailable" | "content_unstorable",
+  { error: Error }
+>;
+
+const statusOf = (message: MessageToAccept): AcceptedStatus =>
+  message.client.project.mode === "sandbox" ? "sandboxed" : (message.initialStatus ?? "queued");
 
 export interface AcceptorOptions {
   /** Most messages written by one statement. */
@@ -117,7 +126,11 @@ export function createAcceptor(
   let committedJobs: PlannedDeliveryJob[] = [];
 
   const store = async (messages: MessageToAccept[]): Promise<StoreResult[]> => {
-    const jobs = planDeliveryJobs(messages.map((m) => ({ id: m.id, projectId: m.client.project.id })));
+    const jobs = planDeliveryJobs(
+      messages
+        .filter((m) => statusOf(m) === "queued")
+        .map((m) => ({ id: m.id, projectId: m.client.project.id })),
+    );
     const jobIds = new Map(jobs.flatMap((job) => job.messageIds.map((id) => [id, job.id])));
     const results = await storeAcceptedMessages(
       deps.sql,
@@ -132,7 +145,8 @@ export function createAcceptor(
         bytes: m.bytes,
         headerMessageId: m.headers.messageId ?? null,
         subject: m.headers.subject ?? null,
-        deliveryJobId: jobIds.get(m.id) ?? m.id,
+        status: statusOf(m),
+        deliveryJobId: jobIds.get(m.id) ?? null,
         duplicates: m.duplicates,
       })),
     );
@@ -171,12 +185,8 @@ export function createAcceptor(
    */
   const outcome = (submitted: Promise<StoreResult>): Promise<AcceptOutcome> =>
     submitted.then(
-      (result) => ({ ok: true, duplicateOf: result.stored ? undefined : result.firstId }),
-      (error: Error) => ({
-        ok: false,
-        reason: refusedContent(error) ? "content_unstorable" : "store_unavailable",
-        error,
-      }),
+      (result) => ok({ duplicateOf: result.stored ? undefined : result.firstId }),
+      (error: Error) => refuse(refusedContent(error) ? "content_unstorable" : "store_unavailable", { error }),
     );
 
   const enqueue = async (jobs: PlannedDeliveryJob[]) => {

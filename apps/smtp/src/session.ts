@@ -455,12 +455,15 @@ export function createSessionHandlers(deps: SessionDeps) {
           state.log.error({ err: outcome.error }, "message could not be stored");
           return reject(session, outcome.reason, { details: { size: bytes.length } });
         }
-        if (outcome.duplicateOf !== undefined) {
+        if (outcome.value.duplicateOf !== undefined) {
           // Stored nothing: the first message's 250 stands for this one (docs/rules.md, Duplicates).
           refund(state);
           metrics.duplicates.inc();
-          state.log.info({ messageId: outcome.duplicateOf, size: bytes.length }, "duplicate, not stored");
-          return accepted(outcome.duplicateOf);
+          state.log.info(
+            { messageId: outcome.value.duplicateOf, size: bytes.length },
+            "duplicate, not stored",
+          );
+          return accepted(outcome.value.duplicateOf);
         }
         metrics.accepted.inc();
         state.log.info({ messageId: id, size: bytes.length, recipients: recipients.length }, "accepted");

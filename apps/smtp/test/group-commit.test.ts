@@ -222,7 +222,10 @@ describe("group commit of accepted messages", () => {
     const { sql, counted } = countingPool();
     const acceptor = createAcceptor({ sql, producer, log }, { maxHoldMs: 20 });
     acceptor.expect();
-    expect(await acceptor.accept(list[0] as MessageToAccept)).toEqual({ ok: true });
+    expect(await acceptor.accept(list[0] as MessageToAccept)).toEqual({
+      ok: true,
+      value: { duplicateOf: undefined },
+    });
     expect(counted.batchSizes).toEqual([1]);
     await acceptor.settled();
   });

@@ -2,7 +2,7 @@ import { openSecret } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
 import { type MessageStatus, uuidv7 } from "@postern/db";
 import type { DkimSigner } from "@postern/dkim";
-import type { DeliveryStore, StoredMessage } from "@postern/messages";
+import { type DeliveryStore, deliverableStatuses, type StoredMessage } from "@postern/messages";
 import { openRouteUrls, type RouteBook, routeFor, type StoredRoute } from "@postern/projects";
 import { retryDelayMs } from "@postern/queue";
 import type {
@@ -31,7 +31,8 @@ export interface DeliveryDeps {
 /** What one run of a delivery job came to. */
 export type DeliveryRun =
   | { kind: "skipped"; reason: "unknown_message" }
-  | { kind: "skipped"; reason: "already_final"; projectId: string }
+  /** Final, or waiting for something other than delivery (held). */
+  | { kind: "skipped"; reason: "not_deliverable"; projectId: string }
   | { kind: "delivered"; projectId: string; acceptedAt: Date }
   | { kind: "failed"; projectId: string; reason: string }
   | { kind: "deferred"; projectId: string; retryInMs: number }
@@ -86,10 +87,11 @@ async function loadAndSend(deps: DeliveryDeps, messageId: string): Promise<Sent 
   const loaded = await deps.store.load(messageId);
   if (!loaded) return { kind: "skipped", reason: "unknown_message" };
   const { body, ...message } = loaded;
-  // Final statuses: a job still queued for a message since delivered, failed or cancelled ends
-  // here without sending (the load reads the status of the moment; see docs/delivery.md).
-  if (message.status === "delivered" || message.status === "failed" || message.status === "cancelled") {
-    return { kind: "skipped", reason: "already_final", projectId: message.projectId };
+  // Only queued and deferred messages are sent: a job still queued for a message since delivered,
+  // failed, cancelled or denied ends here without sending, and so does a stale job that names a
+  // held or sandboxed message (the load reads the status of the moment; see docs/delivery.md).
+  if (!deliverableStatuses.includes(message.status)) {
+    return { kind: "skipped", reason: "not_deliverable", projectId: message.projectId };
   }
   const pending = message.recipients.filter((r) => r.status === "pending");
   const startedAt = new Date();

@@ -3,6 +3,7 @@ import type { ResolvedConfig } from "@postern/config";
 import type { SqlPool } from "@postern/db";
 import {
   dueMessages,
+  expireHolds,
   pruneBodies,
   pruneFingerprints,
   pruneMessageEvents,
@@ -24,6 +25,8 @@ export interface SweeperDeps {
 }
 
 export interface SweepResult {
+  /** Held messages past their project's hold time, approved or denied as the project says. */
+  expiredHolds: { approved: number; denied: number };
   /** Messages that had no job and got one. */
   requeued: number;
   prunedBodies: number;
@@ -39,13 +42,24 @@ export interface SweepResult {
  * or the one its accept statement planned for it); those without one (crash between commit and
  * enqueue, Redis flushed or lost) get one of their own. Adding is idempotent by job id, and a job
  * for a message that meanwhile became final is skipped by the worker, so a sweep racing with
- * deliveries is harmless. It also resets the fairness backlog
- * counts from PostgreSQL, prunes bodies of finished messages past BODY_RETENTION_DAYS, audit
- * events past AUDIT_RETENTION_DAYS, message events past EVENT_RETENTION_DAYS and
- * duplicate-suppression fingerprints past their window.
+ * deliveries is harmless. First it settles held messages past their project's hold time
+ * (`holdTtlMinutes`, `holdExpiry`), in batches, and adds a job for each one approved. It also
+ * resets the fairness backlog counts from PostgreSQL, prunes bodies of finished messages past
+ * BODY_RETENTION_DAYS, audit events past AUDIT_RETENTION_DAYS, message events past
+ * EVENT_RETENTION_DAYS and duplicate-suppression fingerprints past their window.
  */
 export async function sweep(deps: SweeperDeps, now = new Date()): Promise<SweepResult> {
   const { sql, redis, queue, producer, config } = deps;
+  const expiredHolds = { approved: 0, denied: 0 };
+  for (;;) {
+    const settled = await expireHolds(sql, now);
+    const approved = settled.filter((hold) => hold.settledAs === "approve");
+    // If Redis does not take the jobs, the loop below (this sweep or the next) enqueues them.
+    await producer.enqueueMany(approved);
+    expiredHolds.approved += approved.length;
+    expiredHolds.denied += settled.length - approved.length;
+    if (settled.length < sweepPageSize) break;
+  }
   let requeued = 0;
   let cursor: string | null = null;
   const acceptedBefore = new Date(now.getTime() - config.delivery.sweepIntervalMs);
@@ -83,7 +97,7 @@ export async function sweep(deps: SweeperDeps, now = new Date()): Promise<SweepR
       ? await pruneMessageEvents(sql, daysAgo(config.eventRetentionDays), deps.pruneBatchSize)
       : 0;
   const prunedFingerprints = await pruneFingerprints(sql, now, deps.pruneBatchSize);
-  return { requeued, prunedBodies, prunedAuditEvents, prunedMessageEvents, prunedFingerprints };
+  return { expiredHolds, requeued, prunedBodies, prunedAuditEvents, prunedMessageEvents, prunedFingerprints };
 }
 
 /**

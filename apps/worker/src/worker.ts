@@ -138,7 +138,9 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const sweeper = startSweeper(
     { config, sql, redis, queue, producer },
     (result) => {
-      if (Object.values(result).some((count) => count > 0)) log.info(result, "sweep");
+      const { expiredHolds, ...counts } = result;
+      if (expiredHolds.approved + expiredHolds.denied > 0 || Object.values(counts).some((count) => count > 0))
+        log.info(result, "sweep");
     },
     (error) => log.error({ err: error }, "sweep failed"),
   );

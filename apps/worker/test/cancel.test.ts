@@ -1,4 +1,4 @@
-import { cancelMessage } from "@postern/messages";
+import { changeMessageStatus } from "@postern/messages";
 import { createDeliveryProducer, type DeliveryProducer, deliveryQueueName } from "@postern/queue";
 import { createLogger, createMetricsRegistry } from "@postern/telemetry";
 import {
@@ -46,7 +46,7 @@ async function sink() {
 }
 
 const cancel = (projectId: string, id: string) =>
-  cancelMessage(ctx.db, { projectId, id, actor: "test", ip: null });
+  changeMessageStatus(ctx.db, { projectId, id, action: "cancel", actor: "test", ip: null });
 
 async function eventTypes(messageId: string): Promise<string[]> {
   const events = await ctx.db.messageEvent.findMany({ where: { messageId }, orderBy: { id: "asc" } });

@@ -10,7 +10,7 @@ import { createDatabase, sqlPoolOf, uuidv7 } from "@postern/db";
 import {
   type AcceptedMessage,
   applyBulkAction,
-  cancelMessage,
+  changeMessageStatus,
   listMessages,
   retryMessage,
   storeAcceptedMessages,
@@ -45,6 +45,7 @@ function accepted(): AcceptedMessage {
     bytes: Buffer.from(`Subject: churn\r\nMessage-ID: <${id}@example.com>\r\n\r\nHello.\r\n`),
     headerMessageId: `<${id}@example.com>`,
     subject: "churn",
+    status: "queued",
     deliveryJobId: id,
   };
 }
@@ -68,7 +69,7 @@ async function lifecycleLoop(): Promise<never> {
     if (!message) continue;
     const request = { projectId, id: message.id, actor, ip: null };
     if (Math.random() < 0.5) {
-      await cancelMessage(db, request);
+      await changeMessageStatus(db, { ...request, action: "cancel" });
     } else if ((await retryMessage(db, request)).ok) {
       await producer.deliverNow({ id: message.id, projectId });
     }

@@ -11,6 +11,8 @@ export const auditActions = [
   "message.failed",
   "message.retried",
   "message.cancelled",
+  "message.approved",
+  "message.denied",
   "message.bulk_action",
   "quota.exceeded",
   "project.created",

@@ -15,6 +15,8 @@ export interface ProjectPolicy {
   requireVerifiedDomain: boolean;
   /** Lower-case: the project's domains that a verify found a DKIM record of (packages/dkim). */
   verifiedDomains: string[];
+  /** `sandbox`: messages are stored as sandboxed and never delivered (docs/rules.md, Sandbox). */
+  mode: "live" | "sandbox";
 }
 
 /** The Prisma `select` of a project's policy: one list, whichever way the project is reached. */
@@ -29,6 +31,7 @@ export const projectPolicySelect = {
   routesVersion: true,
   requireVerifiedDomain: true,
   domains: { where: { verifiedAt: { not: null } }, select: { domain: true } },
+  mode: true,
 } as const;
 
 /** A row read with `projectPolicySelect`. */

@@ -15,8 +15,13 @@ export interface AcceptedMessage {
   bytes: Buffer;
   headerMessageId: string | null;
   subject: string | null;
-  /** The delivery job planned for the message (see @postern/queue `planDeliveryJobs`). */
-  deliveryJobId: string;
+  /**
+   * `queued` for delivery; `held` until approved or denied (a rule's hold); `sandboxed`, never
+   * delivered (a sandbox project).
+   */
+  status: AcceptedStatus;
+  /** The delivery job planned for a queued message (see @postern/queue `planDeliveryJobs`); null for the others. */
+  deliveryJobId: string | null;
   /**
    * Set when the project suppresses duplicates: the message's fingerprint (hex SHA-256,
    * duplicates.ts) and the project's window. Two messages of one call never share a fingerprint.
@@ -24,13 +29,18 @@ export interface AcceptedMessage {
   duplicates?: { fingerprint: string; windowSeconds: number };
 }
 
+/** The statuses a message is created with (transitions.ts). */
+export type AcceptedStatus = "queued" | "held" | "sandboxed";
+
 /** What the statement did with a message: stored it, or found it a resubmission of `firstId`. */
 export type StoreResult = { stored: true } | { stored: false; firstId: string };
 
 /**
  * Commits messages with ONE statement (one round trip, one commit, one WAL flush for the batch):
- * each message's row, body, recipients, `message.accepted` audit event and `message.accepted`
- * event, and its fingerprint when it has one. A message whose fingerprint is taken by an earlier
+ * each message's row, body, recipients, `message.accepted` audit event and its event
+ * (`message.accepted`, or `message.held` for a held message: the status it is created with is its
+ * first change; the audit event and event of a message not created `queued` carry its `status`),
+ * and its fingerprint when it has one. A message whose fingerprint is taken by an earlier
  * message whose window has not ended is not stored: its audit event is `message.duplicate`
  * naming the first message, and its result names it. Throws what PostgreSQL answered when
  * nothing was committed.
@@ -76,7 +86,7 @@ export function acceptStatement(count: number): string {
   let text = statements.get(count);
   if (text) return text;
   const at = `($1::timestamptz AT TIME ZONE 'UTC')`;
-  const bodies = Array.from({ length: count }, (_, i) => `$${19 + i}::bytea`).join(", ");
+  const bodies = Array.from({ length: count }, (_, i) => `$${20 + i}::bytea`).join(", ");
   const kept = (id: string) => `${id} NOT IN (SELECT d.id FROM d)`;
   text = `WITH f AS (
   INSERT INTO "MessageFingerprint" AS f ("projectId", "fingerprint", "messageId", "createdAt", "expiresAt")
@@ -95,9 +105,9 @@ export function acceptStatement(count: number): string {
   JOIN f ON f."projectId" = t.project_id AND f."fingerprint" = t.fingerprint
   WHERE f."messageId" <> t.id
 ), m AS (
-  INSERT INTO "Message" ("id", "projectId", "credentialId", "mailFrom", "headerMessageId", "subject", "size", "sha256", "deliveryJobId", "createdAt", "updatedAt")
+  INSERT INTO "Message" ("id", "projectId", "credentialId", "mailFrom", "headerMessageId", "subject", "size", "sha256", "deliveryJobId", "status", "createdAt", "updatedAt")
   SELECT t.*, ${at}, ${at}
-  FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[], $16::uuid[]) AS t(id)
+  FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[], $16::uuid[], $19::"MessageStatus"[]) AS t(id)
   WHERE ${kept("t.id")}
 ), b AS (
   INSERT INTO "MessageBody" ("messageId", "data", "createdAt")
@@ -116,8 +126,9 @@ export function acceptStatement(count: number): string {
   ORDER BY t.n
 ), e AS (
   INSERT INTO "MessageEvent" ("projectId", "messageId", "type", "createdAt", "data")
-  SELECT t.project_id, t.message_id, 'message.accepted', ${at}, t.details - 'messageId'
-  FROM unnest($3::uuid[], $2::uuid[], $15::jsonb[]) WITH ORDINALITY AS t(project_id, message_id, details, n)
+  SELECT t.project_id, t.message_id, CASE t.status WHEN 'held' THEN 'message.held' ELSE 'message.accepted' END,
+         ${at}, t.details - 'messageId'
+  FROM unnest($3::uuid[], $2::uuid[], $15::jsonb[], $19::text[]) WITH ORDINALITY AS t(project_id, message_id, details, status, n)
   WHERE ${kept("t.message_id")}
   ORDER BY t.n
 )
@@ -159,11 +170,13 @@ function acceptParameters(messages: AcceptedMessage[]): unknown[] {
         recipients: m.recipients,
         size: m.bytes.length,
         headerMessageId: m.headerMessageId,
+        ...(m.status === "queued" ? {} : { status: m.status }),
       }),
     ),
     messages.map((m) => m.deliveryJobId),
     messages.map((m) => m.duplicates?.fingerprint ?? null),
     messages.map((m) => m.duplicates?.windowSeconds ?? 0),
+    messages.map((m) => m.status),
     ...messages.map((m) => m.bytes),
   ];
 }

@@ -9,6 +9,9 @@ export const messageEventTypes = [
   "message.failed",
   "message.retried",
   "message.cancelled",
+  "message.held",
+  "message.approved",
+  "message.denied",
 ] as const;
 
 export type MessageEventType = (typeof messageEventTypes)[number];

@@ -1,4 +1,10 @@
-export { type AcceptedMessage, acceptStatement, type StoreResult, storeAcceptedMessages } from "./accept";
+export {
+  type AcceptedMessage,
+  type AcceptedStatus,
+  acceptStatement,
+  type StoreResult,
+  storeAcceptedMessages,
+} from "./accept";
 export {
   classifyDatabaseError,
   type DatabaseErrorClass,
@@ -45,7 +51,8 @@ export {
   type BulkActionRequest,
   type BulkActionResult,
   bulkActionLimit,
-  cancelMessage,
+  changeMessageStatus,
+  type StatusAction,
 } from "./lifecycle";
 export { type MessageFilter, messageFilterSql } from "./message-filter";
 export {
@@ -64,9 +71,20 @@ export { messageStored, type StoredBody, streamMessageBody } from "./stored-body
 export {
   type DueMessage,
   dueMessages,
+  type ExpiredHold,
+  expireHolds,
   oldestPendingAcceptedAt,
   pruneBodies,
   queuedBacklog,
   sweepPageSize,
 } from "./sweep";
-export { allowedTransitions, checkTransition, statusesBefore, type TransitionResult } from "./transitions";
+export {
+  allowedTransitions,
+  checkAction,
+  checkTransition,
+  deliverableStatuses,
+  type LifecycleAction,
+  lifecycleActions,
+  statusesBefore,
+  type TransitionResult,
+} from "./transitions";

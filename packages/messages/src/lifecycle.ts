@@ -1,51 +1,60 @@
 import { type MessageStatus, Prisma } from "@postern/db";
 import { type MessageFilter, messageFilterSql, utc } from "./message-filter";
 import type { MessageActionResult, MessageReader } from "./project-messages";
-import { checkTransition, sqlList, statusesBefore } from "./transitions";
+import { checkAction, type LifecycleAction, lifecycleActions, sqlList } from "./transitions";
 
-const cancelFrom = sqlList(statusesBefore("cancelled"));
+/** The single-message actions that only move the status (a retry also makes recipients pending). */
+export type StatusAction = Exclude<LifecycleAction, "retry">;
+
+/** The columns a message moving to `to` gets: an attempt now for `queued`, none for a final status. */
+function statusChange(to: MessageStatus, at: Prisma.Sql): Prisma.Sql {
+  return to === "queued"
+    ? Prisma.sql`"status" = 'queued', "nextAttemptAt" = ${at}, "completedAt" = NULL, "updatedAt" = ${at}`
+    : Prisma.sql`"status" = ${to}::"MessageStatus", "nextAttemptAt" = NULL, "completedAt" = ${at}, "updatedAt" = ${at}`;
+}
 
 /**
- * Cancels a project's message if the transition table allows it from its status (queued,
- * deferred). ONE statement: the guarded update (no further attempt: `nextAttemptAt` cleared), the
- * `message.cancelled` audit event and the `message.cancelled` event, as `retryMessage` does. A
- * delivery job already queued for it finds it cancelled and ends without sending; an attempt
- * already on the wire is recorded as the transition table says (transitions.ts).
+ * Cancels (queued, deferred, held → cancelled), approves (held → queued) or denies (held → denied)
+ * a project's message, as `lifecycleActions` allows from its status. ONE statement: the guarded
+ * update, the action's audit event and its message event (`message.cancelled`, `.approved`,
+ * `.denied`), as `retryMessage` does. `data` goes into the event (the hold expiry says so). A
+ * delivery job already queued for a cancelled message finds it so and ends without sending; an
+ * attempt already on the wire is recorded as the transition table says (transitions.ts). An
+ * approved message needs its delivery job: the caller adds it.
  */
-export async function cancelMessage(
+export async function changeMessageStatus(
   db: MessageReader,
-  request: { projectId: string; id: string; actor: string; ip: string | null },
+  request: { projectId: string; id: string; action: StatusAction; actor: string; ip: string | null },
 ): Promise<MessageActionResult> {
-  const { projectId, id, actor, ip } = request;
+  const { projectId, id, action, actor, ip } = request;
+  const { from, to, event } = lifecycleActions[action];
   const at = utc(new Date());
   const rows = await db.$queryRaw<{ changed: number; status: MessageStatus | null }[]>`
 WITH changed AS (
   UPDATE "Message"
-  SET "status" = 'cancelled', "nextAttemptAt" = NULL, "completedAt" = ${at}, "updatedAt" = ${at}
+  SET ${statusChange(to, at)}
   WHERE "id" = ${id}::uuid AND "projectId" = ${projectId}::uuid
-    AND "status"::text IN (${Prisma.raw(cancelFrom)})
+    AND "status"::text IN (${Prisma.raw(sqlList(from))})
   RETURNING "id", "projectId"
 ), audit AS (
   INSERT INTO "AuditEvent" ("createdAt", "projectId", "actor", "action", "ip", "details")
-  SELECT ${at}, c."projectId", ${actor}, 'message.cancelled', ${ip}, jsonb_build_object('messageId', c."id")
+  SELECT ${at}, c."projectId", ${actor}, ${event}, ${ip}, jsonb_build_object('messageId', c."id")
   FROM changed c
 ), event AS (
   INSERT INTO "MessageEvent" ("projectId", "messageId", "type", "createdAt", "data")
-  SELECT c."projectId", c."id", 'message.cancelled', ${at}, '{}'::jsonb FROM changed c
+  SELECT c."projectId", c."id", ${event}, ${at}, '{}'::jsonb FROM changed c
 )
 SELECT (SELECT count(*)::int FROM changed) AS "changed",
        (SELECT "status" FROM "Message" WHERE "id" = ${id}::uuid AND "projectId" = ${projectId}::uuid) AS "status"`;
   const row = rows[0];
   if (row && row.changed > 0) return { ok: true };
   if (!row?.status) return { ok: false, reason: "not_found" };
-  const refused = checkTransition(row.status, "cancelled");
+  const refused = checkAction(action, row.status);
   // The status read was allowed, yet the guard did not match: the row changed meanwhile.
-  return refused.ok
-    ? { ok: false, reason: "invalid_transition", from: row.status, to: "cancelled" }
-    : refused;
+  return refused.ok ? { ok: false, reason: "invalid_transition", from: row.status, to } : refused;
 }
 
-export type BulkAction = "retry" | "cancel";
+export type BulkAction = LifecycleAction;
 
 /**
  * Most messages one bulk action looks at: the newest this many that match its filter. One
@@ -69,16 +78,15 @@ export interface BulkActionResult {
   matched: number;
   /** Those whose status allowed the action (dry run: would allow it). */
   changed: number;
-  /** The ids of the changed messages (empty on a dry run): a retry enqueues them. */
+  /** The ids of the changed messages (empty on a dry run): a retry or an approve enqueues them. */
   changedIds: string[];
 }
 
-const targetOf: Record<BulkAction, MessageStatus> = { retry: "queued", cancel: "cancelled" };
-
 /**
- * Retries or cancels every message of a project that `filter` matches (the newest
+ * Retries, cancels, approves or denies every message of a project that `filter` matches (the newest
  * `bulkActionLimit`), each as the single action would: the transition table's guard, and for each
- * changed message its `message.retried` / `message.cancelled` event in the same statement. ONE
+ * changed message its event (`message.retried`, `.cancelled`, `.approved`, `.denied`) in the same
+ * statement. ONE
  * audit event (`message.bulk_action`) for the whole action, with its filter and counts, rather
  * than one per message. A dry run reads the same matched set and counts the messages whose status
  * allows the action, writing nothing: its `matched` is the real run's when nothing changed between.
@@ -88,8 +96,8 @@ export async function applyBulkAction(
   request: BulkActionRequest,
 ): Promise<BulkActionResult> {
   const { projectId, action, filter, dryRun, actor, ip } = request;
-  const target = targetOf[action];
-  const allowedFrom = Prisma.raw(sqlList(statusesBefore(target)));
+  const { from, to, event: eventType } = lifecycleActions[action];
+  const allowedFrom = Prisma.raw(sqlList(from));
   const matched = Prisma.sql`
   SELECT m."id", m."status" FROM "Message" m
   WHERE ${messageFilterSql(projectId, filter)}
@@ -103,10 +111,6 @@ FROM matched`;
     return { matched: rows[0]?.matched ?? 0, changed: rows[0]?.changed ?? 0, changedIds: [] };
   }
   const at = utc(new Date());
-  const set =
-    action === "retry"
-      ? Prisma.sql`"status" = 'queued', "nextAttemptAt" = ${at}, "completedAt" = NULL, "updatedAt" = ${at}`
-      : Prisma.sql`"status" = 'cancelled', "nextAttemptAt" = NULL, "completedAt" = ${at}, "updatedAt" = ${at}`;
   // A retry makes the recipients the upstream refused pending again, as the single retry does.
   const recipients =
     action === "retry"
@@ -115,12 +119,11 @@ FROM matched`;
   WHERE "messageId" IN (SELECT "id" FROM changed) AND "status" = 'failed'
 )`
       : Prisma.empty;
-  const eventType = action === "retry" ? "message.retried" : "message.cancelled";
   const details = JSON.stringify({ action, filter });
   const rows = await db.$queryRaw<{ matched: number; changedIds: string[] }[]>`
 WITH matched AS (${matched}
 ), changed AS (
-  UPDATE "Message" AS u SET ${set}
+  UPDATE "Message" AS u SET ${statusChange(to, at)}
   FROM matched
   WHERE u."id" = matched."id" AND u."status"::text IN (${allowedFrom})
   RETURNING u."id", u."projectId"

@@ -1,6 +1,6 @@
 import { type Database, type Message, type MessageStatus, Prisma } from "@postern/db";
 import { type MessageFilter, messageFilterSql, utc } from "./message-filter";
-import { checkTransition, sqlList, statusesBefore, type TransitionResult } from "./transitions";
+import { checkAction, lifecycleActions, sqlList, type TransitionResult } from "./transitions";
 
 /** Prisma client or an open transaction. */
 export type MessageReader = Pick<Database, "message" | "$queryRaw"> | Prisma.TransactionClient;
@@ -50,9 +50,9 @@ export function findMessage(db: MessageReader, projectId: string, id: string) {
 
 export type ListedMessage = Message & { recipients: { address: string }[] };
 
-/** Messages of a project still waiting for delivery (queued or deferred). */
+/** Messages of a project still waiting for delivery (queued, deferred) or for approval (held). */
 export function countPendingMessages(db: MessageReader, projectId: string): Promise<number> {
-  return db.message.count({ where: { projectId, status: { in: ["queued", "deferred"] } } });
+  return db.message.count({ where: { projectId, status: { in: ["queued", "deferred", "held"] } } });
 }
 
 /**
@@ -75,13 +75,13 @@ export async function deliveryLatency(
   return rows[0];
 }
 
-/** What a lifecycle action on one message (retry, cancel) did. */
+/** What a lifecycle action on one message (retry, cancel, approve, deny) did. */
 export type MessageActionResult =
   | { ok: true }
   | { ok: false; reason: "not_found" }
   | Exclude<TransitionResult, { ok: true }>;
 
-const retryFrom = sqlList(statusesBefore("queued"));
+const retryFrom = sqlList(lifecycleActions.retry.from);
 
 /**
  * Moves a project's message back to `queued` for another attempt now, if the transition table
@@ -120,7 +120,7 @@ SELECT (SELECT count(*)::int FROM changed) AS "changed",
   const row = rows[0];
   if (row && row.changed > 0) return { ok: true };
   if (!row?.status) return { ok: false, reason: "not_found" };
-  const refused = checkTransition(row.status, "queued");
+  const refused = checkAction("retry", row.status);
   // The status read was allowed, yet the guard did not match: the row changed meanwhile.
   return refused.ok ? { ok: false, reason: "invalid_transition", from: row.status, to: "queued" } : refused;
 }

@@ -2,8 +2,11 @@ import { buildApi } from "@postern/api";
 import { sqlPoolOf } from "@postern/db";
 import {
   allowedTransitions,
+  checkAction,
   checkTransition,
   createDeliveryStore,
+  deliverableStatuses,
+  lifecycleActions,
   type MessageEventRow,
   retryMessage,
 } from "@postern/messages";
@@ -287,6 +290,26 @@ describe("events: every status change writes one, in the statement that makes it
     expect(checkTransition("queued", "queued").ok).toBe(false);
     expect(checkTransition("deferred", "queued").ok).toBe(true);
     expect(allowedTransitions.delivered).toEqual([]);
+  });
+
+  it("every lifecycle action is a move the table allows; held moves only by them, denied and sandboxed are final", () => {
+    for (const [action, { from, to }] of Object.entries(lifecycleActions)) {
+      for (const status of from)
+        expect(checkTransition(status, to).ok, `${action} from ${status}`).toBe(true);
+    }
+    expect(checkAction("approve", "held")).toEqual({ ok: true });
+    expect(checkAction("approve", "queued")).toEqual({
+      ok: false,
+      reason: "invalid_transition",
+      from: "queued",
+      to: "queued",
+    });
+    // A retry leads to queued as an approve does, but never from held.
+    expect(checkAction("retry", "held").ok).toBe(false);
+    expect(allowedTransitions.held).toEqual(["queued", "denied", "cancelled"]);
+    expect(allowedTransitions.denied).toEqual([]);
+    expect(allowedTransitions.sandboxed).toEqual([]);
+    expect(deliverableStatuses).toEqual(["queued", "deferred"]);
   });
 });
 

@@ -59,6 +59,7 @@ describe("one group commit, one classification of database errors", () => {
       bytes: Buffer.from(`Subject: ${name}\r\n\r\nbody\r\n`),
       headerMessageId: `<${name}@example.com>`,
       subject: name,
+      status: "queued",
       deliveryJobId: uuidv7(),
     }));
     const pool = sqlPoolOf(ctx.db);

@@ -29,4 +29,4 @@ export {
   type StoredRoute,
 } from "./routes";
 export { domainName, projectInputSchema, projectName, projectPatchSchema } from "./schemas";
-export { type ProjectView, projectDetailView, projectView } from "./views";
+export { type ProjectView, projectDetailView, projectSettingsView, projectView } from "./views";

@@ -53,6 +53,10 @@ export interface ProjectPatch {
   maxRecipients?: number;
   status?: "active" | "suspended";
   requireVerifiedDomain?: boolean;
+  mode?: "live" | "sandbox";
+  holdTtlMinutes?: number;
+  holdExpiry?: "approve" | "deny";
+  dedupWindowSeconds?: number;
 }
 
 /** A refusal's `message` names the problem for the operator (API message, CLI error line). */
@@ -219,6 +223,10 @@ export function createProjectService(deps: ProjectServiceDeps) {
             maxRecipients: patch.maxRecipients,
             senderDomains: patch.senderDomains,
             requireVerifiedDomain: patch.requireVerifiedDomain,
+            mode: patch.mode,
+            holdTtlMinutes: patch.holdTtlMinutes,
+            holdExpiry: patch.holdExpiry,
+            dedupWindowSeconds: patch.dedupWindowSeconds,
             ...upstream,
           },
         });
@@ -241,7 +249,7 @@ export function createProjectService(deps: ProjectServiceDeps) {
     },
 
     /**
-     * Refuses while messages wait for delivery (queued or deferred): deleting would silently drop
+     * Refuses while messages wait for delivery (queued or deferred) or approval (held): deleting would silently drop
      * mail that was accepted with a 250. `force` is the operator saying they accept that loss.
      */
     async delete(id: string, options: { force: boolean }, by: Actor): Promise<DeleteProjectResult> {
@@ -268,7 +276,7 @@ export function createProjectService(deps: ProjectServiceDeps) {
         return outcome.reason === "not_found"
           ? refuse("not_found", { message: `no project ${id}` })
           : refuse("messages_pending", {
-              message: `${outcome.pending} message(s) are still queued or deferred; delete with force to drop them`,
+              message: `${outcome.pending} message(s) are still queued, deferred or held; delete with force to drop them`,
             });
       }
       await invalidate({ kind: "project", projectId: id });
@@ -374,8 +382,15 @@ function changedSettings(
   if (before.maxRecipients !== after.maxRecipients) changed.maxRecipients = after.maxRecipients;
   if (before.senderDomains.join(",") !== after.senderDomains.join(","))
     changed.senderDomains = after.senderDomains;
-  if (before.requireVerifiedDomain !== after.requireVerifiedDomain)
-    changed.requireVerifiedDomain = after.requireVerifiedDomain;
+  for (const key of [
+    "mode",
+    "holdTtlMinutes",
+    "holdExpiry",
+    "dedupWindowSeconds",
+    "requireVerifiedDomain",
+  ] as const) {
+    if (before[key] !== after[key]) changed[key] = after[key];
+  }
   // A new password behind the same public URL is still a change worth recording.
   if (upstreamGiven) changed.upstream = after.upstreamUrl;
   return changed;

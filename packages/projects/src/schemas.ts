@@ -21,6 +21,34 @@ const quota = z.object({
 
 export const projectName = z.string().trim().min(1).max(200);
 
+/** What a project does with what it accepts (docs/rules.md: holds, duplicates, sandbox). */
+const acceptanceSettings = {
+  mode: z
+    .enum(["live", "sandbox"])
+    .optional()
+    .describe("sandbox: every check applies, messages are stored as sandboxed and never delivered"),
+  holdTtlMinutes: z
+    .number()
+    .int()
+    .min(1)
+    .max(43_200)
+    .optional()
+    .describe(
+      "minutes a held message waits for approve or deny before holdExpiry settles it (at most 30 days)",
+    ),
+  holdExpiry: z
+    .enum(["approve", "deny"])
+    .optional()
+    .describe("what becomes of a held message nobody approved or denied within holdTtlMinutes"),
+  dedupWindowSeconds: z
+    .number()
+    .int()
+    .min(0)
+    .max(86_400)
+    .optional()
+    .describe("a resubmission of a message within this many seconds is answered with the first id; 0: off"),
+};
+
 export const projectInputSchema = z.object({
   name: projectName,
   upstream: z
@@ -43,6 +71,7 @@ export const projectPatchSchema = z
     senderDomains: z.array(domainName).max(1000).optional(),
     maxRecipients: z.number().int().positive().max(10_000).optional(),
     status: z.enum(["active", "suspended"]).optional(),
+    ...acceptanceSettings,
     requireVerifiedDomain: z
       .boolean()
       .optional()

@@ -10,6 +10,7 @@ export function projectView(project: Project) {
     quota: { perMinute: project.quotaPerMinute, daily: project.quotaDaily },
     maxRecipients: project.maxRecipients,
     senderDomains: project.senderDomains,
+    ...projectSettingsView(project),
     requireVerifiedDomain: project.requireVerifiedDomain,
     createdAt: project.createdAt.toISOString(),
     updatedAt: project.updatedAt.toISOString(),
@@ -17,6 +18,16 @@ export function projectView(project: Project) {
 }
 
 export type ProjectView = ReturnType<typeof projectView>;
+
+/** The settings of what a project does with what it accepts: for its operator and for itself (GET /v1/project). */
+export function projectSettingsView(project: Project) {
+  return {
+    mode: project.mode,
+    holdTtlMinutes: project.holdTtlMinutes,
+    holdExpiry: project.holdExpiry,
+    dedupWindowSeconds: project.dedupWindowSeconds,
+  };
+}
 
 const iso = (date: Date | null) => date?.toISOString() ?? null;
 

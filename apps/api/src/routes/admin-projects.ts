@@ -9,7 +9,7 @@ import type { FastifyRequest } from "fastify";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import { ApiError, adminRouteErrors, bodyErrors, errorResponses } from "../errors";
-import { isoDate, uuidParam } from "./schemas";
+import { isoDate, projectSettingsJson, uuidParam } from "./schemas";
 
 const projectJson = z.object({
   id: z.string(),
@@ -19,6 +19,7 @@ const projectJson = z.object({
   quota: z.object({ perMinute: z.number(), daily: z.number() }),
   maxRecipients: z.number(),
   senderDomains: z.array(z.string()),
+  ...projectSettingsJson.shape,
   requireVerifiedDomain: z.boolean(),
   createdAt: isoDate,
   updatedAt: isoDate,

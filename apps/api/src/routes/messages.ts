@@ -2,11 +2,13 @@ import type { Message, SqlPool } from "@postern/db";
 import {
   applyBulkAction,
   bulkActionLimit,
-  cancelMessage,
+  changeMessageStatus,
   decodeEventCursor,
   encodeEventCursor,
   findMessage,
+  type LifecycleAction,
   type ListedMessage,
+  lifecycleActions,
   listEvents,
   listMessageEvents,
   listMessages,
@@ -21,7 +23,16 @@ import type { RouteDependencies } from "../app";
 import { ApiError, bodyErrors, errorResponses, projectRouteErrors } from "../errors";
 import { isoDate, pageLimit, uuidParam } from "./schemas";
 
-const messageStatus = z.enum(["queued", "deferred", "delivered", "failed", "cancelled"]);
+const messageStatus = z.enum([
+  "queued",
+  "deferred",
+  "delivered",
+  "failed",
+  "cancelled",
+  "held",
+  "denied",
+  "sandboxed",
+]);
 
 /** The filters of `GET /v1/messages` and of the bulk actions (docs/api.md names their indexes). */
 const messageFilterQuery = {
@@ -116,7 +127,7 @@ const messageEvent = z.object({
   data: z
     .record(z.string(), z.unknown())
     .describe(
-      "message.accepted: { mailFrom, recipients: [address], size, headerMessageId }; message.delivered, .deferred, .failed: { attempt, upstreamHost, recipients: [{ address, status, code, enhancedCode, response }] }; message.retried, message.cancelled: {} (from a bulk action: { bulk: true })",
+      "message.accepted: { mailFrom, recipients: [address], size, headerMessageId } (a sandbox project's message also has status: sandboxed); message.held: the same with status: held; message.delivered, .deferred, .failed: { attempt, upstreamHost, recipients: [{ address, status, code, enhancedCode, response }] }; message.retried, .cancelled, .approved, .denied: {} (from a bulk action: { bulk: true }; from the hold expiry: { expired: true })",
     ),
 });
 
@@ -128,6 +139,25 @@ const eventCursor = z.string().transform((value, ctx) => {
   }
   return cursor;
 });
+
+/** The single-message actions that only move the status (POST /messages/:id/<action>). */
+const statusRoutes: Array<{ action: Exclude<LifecycleAction, "retry">; summary: string; allowed: string }> = [
+  {
+    action: "cancel",
+    summary: "Cancel a queued, deferred or held message: it is never delivered afterwards",
+    allowed: "only queued, deferred or held messages can be cancelled",
+  },
+  {
+    action: "approve",
+    summary: "Approve a held message: it is queued and delivered now",
+    allowed: "only held messages can be approved",
+  },
+  {
+    action: "deny",
+    summary: "Deny a held message: it is never delivered",
+    allowed: "only held messages can be denied",
+  },
+];
 
 export function messageRoutes(
   deps: RouteDependencies & { sql: Pick<SqlPool, "query"> },
@@ -279,51 +309,52 @@ export function messageRoutes(
       },
     );
 
-    app.post(
-      "/messages/:id/cancel",
-      {
-        schema: {
-          tags: ["project"],
-          summary: "Cancel a queued or deferred message: it is never delivered afterwards",
-          security: [{ bearer: [] }],
-          params: z.object({ id: uuidParam }),
-          response: {
-            202: z.object({ id: z.string(), status: z.literal("cancelled") }),
-            ...errorResponses(...projectRouteErrors, "not_found", "invalid_transition"),
+    for (const { action, summary: routeSummary, allowed } of statusRoutes) {
+      const to = lifecycleActions[action].to;
+      app.post(
+        `/messages/:id/${action}`,
+        {
+          schema: {
+            tags: ["project"],
+            summary: routeSummary,
+            security: [{ bearer: [] }],
+            params: z.object({ id: uuidParam }),
+            response: {
+              202: z.object({ id: z.string(), status: z.literal(to) }),
+              ...errorResponses(...projectRouteErrors, "not_found", "invalid_transition"),
+            },
           },
         },
-      },
-      async (request, reply) => {
-        const { id } = request.params;
-        const outcome = await cancelMessage(deps.db, {
-          id,
-          projectId: request.project.id,
-          actor: request.project.actor,
-          ip: request.ip,
-        });
-        if (!outcome.ok && outcome.reason === "not_found")
-          throw new ApiError("not_found", `no message ${id}`);
-        if (!outcome.ok) {
-          throw new ApiError(
-            "invalid_transition",
-            `message is ${outcome.from}; only queued or deferred messages can be cancelled`,
-          );
-        }
-        return reply.status(202).send({ id, status: "cancelled" as const });
-      },
-    );
+        async (request, reply) => {
+          const { id } = request.params;
+          const projectId = request.project.id;
+          const outcome = await changeMessageStatus(deps.db, {
+            id,
+            projectId,
+            action,
+            actor: request.project.actor,
+            ip: request.ip,
+          });
+          if (!outcome.ok && outcome.reason === "not_found")
+            throw new ApiError("not_found", `no message ${id}`);
+          if (!outcome.ok) throw new ApiError("invalid_transition", `message is ${outcome.from}; ${allowed}`);
+          // An approved message is delivered now; if Redis does not take the job, the sweeper
+          // enqueues the queued message.
+          if (action === "approve") await deps.deliveryProducer.deliverNow({ id, projectId });
+          return reply.status(202).send({ id, status: to });
+        },
+      );
+    }
 
     app.post(
       "/messages/actions",
       {
         schema: {
           tags: ["project"],
-          summary: `Retry or cancel every message a filter matches (the newest ${bulkActionLimit})`,
+          summary: `Retry, cancel, approve or deny every message a filter matches (the newest ${bulkActionLimit})`,
           security: [{ bearer: [] }],
           body: z.object({
-            action: z
-              .enum(["retry", "cancel"])
-              .describe("approve and deny come with held messages; they are refused until then"),
+            action: z.enum(["retry", "cancel", "approve", "deny"]),
             filter: z
               .object({ status: messageStatus.optional(), ...messageFilterQuery })
               .strict()
@@ -352,9 +383,9 @@ export function messageRoutes(
           actor: request.project.actor,
           ip: request.ip,
         });
-        // An attempt now for each retried message; one whose job cannot be added (Redis down) is
-        // still `queued` in PostgreSQL, and the sweeper enqueues it.
-        if (action === "retry") {
+        // An attempt now for each retried or approved message; one whose job cannot be added (Redis
+        // down) is still `queued` in PostgreSQL, and the sweeper enqueues it.
+        if (lifecycleActions[action].to === "queued") {
           await deps.deliveryProducer.deliverManyNow(result.changedIds.map((id) => ({ id, projectId })));
         }
         return { matched: result.matched, changed: result.changed };

@@ -27,3 +27,11 @@ export const auditCursor = z
   .transform((value) => BigInt(value));
 
 export const pageLimit = z.coerce.number().int().min(1).max(200).default(50);
+
+/** A project's settings of what it does with what it accepts (docs/rules.md). */
+export const projectSettingsJson = z.object({
+  mode: z.enum(["live", "sandbox"]).describe("sandbox: messages are stored as sandboxed and never delivered"),
+  holdTtlMinutes: z.number().describe("minutes a held message waits for approve or deny"),
+  holdExpiry: z.enum(["approve", "deny"]).describe("what becomes of a held message after holdTtlMinutes"),
+  dedupWindowSeconds: z.number().describe("resubmissions within this window answer the first id; 0: off"),
+});

@@ -541,12 +541,12 @@ async function store(
     },
     initialStatus,
   });
-  if (outcome.ok && outcome.duplicateOf !== undefined) {
+  if (outcome.ok && outcome.value.duplicateOf !== undefined) {
     // Stored nothing: the first message's 202 stands for this one.
     deps.quota
       .refund(project, envelope.recipients.length)
       .catch((error: Error) => request.log.warn({ err: error }, "quota refund failed"));
-    return outcome.duplicateOf;
+    return outcome.value.duplicateOf;
   }
   if (outcome.ok) return id;
   deps.quota

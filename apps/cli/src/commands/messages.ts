@@ -3,9 +3,10 @@ import {
   applyBulkAction,
   type BulkAction,
   bulkActionLimit,
-  cancelMessage,
+  changeMessageStatus,
   findMessage,
   type ListedMessage,
+  lifecycleActions,
   listMessages,
   retryMessage,
   streamMessageBody,
@@ -16,7 +17,16 @@ import type { Runtime } from "../runtime";
 import { CommandFailure, exitCodes, type OutputOptions, operate, table } from "./operator";
 import { validProjectId } from "./project";
 
-const statuses: MessageStatus[] = ["queued", "deferred", "delivered", "failed", "cancelled"];
+const statuses: MessageStatus[] = [
+  "queued",
+  "deferred",
+  "delivered",
+  "failed",
+  "cancelled",
+  "held",
+  "denied",
+  "sandboxed",
+];
 
 /** The options that select messages, as `GET /v1/messages` and the bulk actions' filter. */
 interface FilterOptions {
@@ -211,28 +221,54 @@ export function registerMessageCommands(program: Command): void {
         };
       }),
     );
-  messages
-    .command("cancel")
-    .description("cancel a queued or deferred message: it is never delivered afterwards")
-    .argument("<projectId>", "project id")
-    .argument("<messageId>", "message id")
-    .option("--json", "print JSON for scripts")
-    .action((projectId: string, messageId: string, options: OutputOptions) =>
-      operate(options, async (runtime) => {
-        const key = ids(projectId, messageId);
-        const outcome = await cancelMessage(runtime.db, { ...key, actor: "cli", ip: null });
-        refused(outcome, messageId, "only queued or deferred messages can be cancelled");
-        return { json: { id: key.id, status: "cancelled" }, text: `message ${key.id} cancelled` };
-      }),
-    );
+  const statusActions = [
+    {
+      action: "cancel",
+      description: "cancel a queued, deferred or held message: it is never delivered afterwards",
+      allowed: "only queued, deferred or held messages can be cancelled",
+      done: "cancelled",
+    },
+    {
+      action: "approve",
+      description: "approve a held message: it is queued and delivered now",
+      allowed: "only held messages can be approved",
+      done: "approved: queued for delivery now",
+    },
+    {
+      action: "deny",
+      description: "deny a held message: it is never delivered",
+      allowed: "only held messages can be denied",
+      done: "denied",
+    },
+  ] as const;
+  for (const { action, description, allowed, done } of statusActions) {
+    messages
+      .command(action)
+      .description(description)
+      .argument("<projectId>", "project id")
+      .argument("<messageId>", "message id")
+      .option("--json", "print JSON for scripts")
+      .action((projectId: string, messageId: string, options: OutputOptions) =>
+        operate(options, async (runtime) => {
+          const key = ids(projectId, messageId);
+          const outcome = await changeMessageStatus(runtime.db, { ...key, action, actor: "cli", ip: null });
+          refused(outcome, messageId, allowed);
+          if (action === "approve") await deliverNow(runtime, [key]);
+          const status = lifecycleActions[action].to;
+          return { json: { id: key.id, status }, text: `message ${key.id} ${done}` };
+        }),
+      );
+  }
   messages
     .command("actions")
     .description(
-      `retry or cancel every message the filter matches (the newest ${bulkActionLimit}), as POST /v1/messages/actions`,
+      `retry, cancel, approve or deny every message the filter matches (the newest ${bulkActionLimit}), as POST /v1/messages/actions`,
     )
     .argument("<projectId>", "project id")
     .addOption(
-      new Option("--action <action>", "what to do").choices(["retry", "cancel"]).makeOptionMandatory(),
+      new Option("--action <action>", "what to do")
+        .choices(Object.keys(lifecycleActions))
+        .makeOptionMandatory(),
     )
     .addOption(new Option("--status <status>", "only this status").choices(statuses))
     .option("--from <address>", "only this envelope sender")
@@ -259,7 +295,8 @@ export function registerMessageCommands(program: Command): void {
           actor: "cli",
           ip: null,
         });
-        if (options.action === "retry") {
+        // Retried and approved messages get an attempt now, as the API's.
+        if (lifecycleActions[options.action].to === "queued") {
           await deliverNow(
             runtime,
             result.changedIds.map((messageId) => ({ projectId: id, id: messageId })),
@@ -292,7 +329,7 @@ function refused(
   );
 }
 
-/** As the API's retry: the messages' jobs run now (the sweeper enqueues them otherwise). */
+/** As the API's retry and approve: the messages' jobs run now (the sweeper enqueues them otherwise). */
 async function deliverNow(runtime: Runtime, messages: { projectId: string; id: string }[]): Promise<void> {
   const producer = createDeliveryProducer(runtime.redis, runtime.config.redisKeyPrefix);
   try {

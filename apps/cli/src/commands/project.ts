@@ -44,6 +44,10 @@ const optionNames: Record<string, string> = {
   "quota.daily": "--quota-daily",
   senderDomains: "--sender-domain",
   maxRecipients: "--max-recipients",
+  mode: "--mode",
+  holdTtlMinutes: "--hold-ttl-minutes",
+  holdExpiry: "--hold-expiry",
+  dedupWindowSeconds: "--dedup-window-seconds",
   "": "options",
 };
 
@@ -54,6 +58,10 @@ interface SettingsOptions extends OutputOptions, UpstreamPasswordOptions {
   quotaDaily?: string;
   senderDomain?: string[];
   maxRecipients?: string;
+  mode?: string;
+  holdTtlMinutes?: string;
+  holdExpiry?: string;
+  dedupWindowSeconds?: string;
 }
 
 const number = (value: string | undefined) => (value === undefined ? undefined : Number(value));
@@ -69,6 +77,10 @@ async function settingsFrom(options: SettingsOptions, runtime: Runtime) {
     quota,
     senderDomains: options.senderDomain,
     maxRecipients: number(options.maxRecipients),
+    mode: options.mode,
+    holdTtlMinutes: number(options.holdTtlMinutes),
+    holdExpiry: options.holdExpiry,
+    dedupWindowSeconds: number(options.dedupWindowSeconds),
   };
 }
 
@@ -102,6 +114,9 @@ function describeProject(view: ReturnType<typeof projectView>): string {
     ["quota", `${view.quota.perMinute}/minute, ${view.quota.daily}/day`],
     ["max recipients", view.maxRecipients],
     ["sender domains", view.senderDomains.length > 0 ? view.senderDomains.join(", ") : "any"],
+    ["mode", view.mode],
+    ["holds", `${view.holdExpiry} after ${view.holdTtlMinutes} minutes`],
+    ["duplicates", view.dedupWindowSeconds > 0 ? `within ${view.dedupWindowSeconds} s` : "off"],
     ["created", view.createdAt],
   ]);
 }
@@ -182,7 +197,14 @@ export function registerProjectCommands(program: Command): void {
       .command("update")
       .description("change a project's settings")
       .argument("<id>", "project id")
-      .option("--name <name>", "project name"),
+      .option("--name <name>", "project name")
+      .option("--mode <mode>", "live, or sandbox: every check applies, nothing is delivered")
+      .option("--hold-ttl-minutes <n>", "minutes a held message waits for approve or deny")
+      .option("--hold-expiry <action>", "approve or deny: what becomes of a held message nobody acted on")
+      .option(
+        "--dedup-window-seconds <n>",
+        "resubmissions within this many seconds answer the first id; 0: off",
+      ),
   ).action((id: string, options: SettingsOptions) =>
     operate(options, async (runtime) =>
       update(
