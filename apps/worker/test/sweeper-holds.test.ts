@@ -162,7 +162,9 @@ it("reads each project's held messages through an index, never by scanning every
     const messageReads = scans.filter((scan) => scan.relation === "Message" && scan.type !== "ModifyTable");
     expect(messageReads.length).toBeGreaterThan(0);
     for (const scan of messageReads) expect(scan.type).not.toBe("Seq Scan");
-    expect(messageReads.some((scan) => scan.index === "Message_projectId_status_createdAt_idx")).toBe(true);
+    // Through an index led by the project (on a table this small the planner may take either of
+    // them: (projectId, status, createdAt) or (projectId, createdAt, id)), never all messages.
+    expect(messageReads.every((scan) => scan.index?.startsWith("Message_projectId"))).toBe(true);
   } finally {
     await client.query("RESET enable_seqscan");
     client.release();
