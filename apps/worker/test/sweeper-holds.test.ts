@@ -148,7 +148,10 @@ it("reads each project's held messages through an index, never by scanning every
       expiry.values,
     );
     const scans: Array<{ type: string; relation: string; index?: string }> = [];
+    // Every index the plan reads, bitmap index scans (which name no relation) included.
+    const indexes: string[] = [];
     const walk = (node: Record<string, unknown>) => {
+      if (typeof node["Index Name"] === "string") indexes.push(node["Index Name"]);
       if (typeof node["Relation Name"] === "string")
         scans.push({
           type: node["Node Type"] as string,
@@ -164,7 +167,7 @@ it("reads each project's held messages through an index, never by scanning every
     for (const scan of messageReads) expect(scan.type).not.toBe("Seq Scan");
     // Through an index led by the project (on a table this small the planner may take either of
     // them: (projectId, status, createdAt) or (projectId, createdAt, id)), never all messages.
-    expect(messageReads.every((scan) => scan.index?.startsWith("Message_projectId"))).toBe(true);
+    expect(indexes.some((index) => index.startsWith("Message_projectId"))).toBe(true);
   } finally {
     await client.query("RESET enable_seqscan");
     client.release();
