@@ -353,7 +353,7 @@ export class UpstreamTransports {
       if (idle) return idle;
       if (pool.open < this.options.maxConnections) {
         const upstreamOpen = this.upstreamConnections.get(pool.upstreamHost) ?? 0;
-        if (upstreamOpen >= this.maxUpstreamConnections)
+        if (upstreamOpen >= this.maxUpstreamConnections && !this.closeAnIdleConnection(pool.upstreamHost))
           return { kind: "busy", retryInMs: giveBackDelay(0, this.turnWaitMs), reason: "upstream_busy" };
         this.upstreamConnections.set(pool.upstreamHost, upstreamOpen + 1);
         pool.open += 1;
@@ -434,6 +434,25 @@ export class UpstreamTransports {
     const index = pool.idle.indexOf(connection);
     if (index >= 0) pool.idle.splice(index, 1);
     pool.waiting.shift()?.(undefined);
+  }
+
+  /**
+   * At the upstream's cap, a project that needs a connection takes the slot of one another project
+   * keeps idle (the pool with the most idle ones gives it up): kept connections save a handshake,
+   * they must not stall a project that has mail to send (two projects relaying through one
+   * provider's host: the first one's idle pool held the slots while the second one's deliveries
+   * were given back, for a minute, until the idle pool closed). Says whether a slot was freed.
+   */
+  private closeAnIdleConnection(upstreamHost: string): boolean {
+    let donor: ProjectPool | undefined;
+    for (const candidate of this.pools.values())
+      if (candidate.upstreamHost === upstreamHost && candidate.idle.length > (donor?.idle.length ?? 0))
+        donor = candidate;
+    const connection = donor?.idle.pop();
+    if (!donor || !connection) return false;
+    connection.smtp.quit();
+    this.discard(donor, connection);
+    return true;
   }
 
   private retire(pool: ProjectPool): void {

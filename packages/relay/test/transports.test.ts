@@ -115,3 +115,39 @@ describe("a project's connections to its upstream", () => {
     await until(() => sink.openConnections === 0, "the idle sessions to close");
   });
 });
+
+describe("connections to one upstream, all projects together", () => {
+  it("a project at the upstream's cap takes a slot another project keeps idle", async () => {
+    transports = new UpstreamTransports({ maxConnections: 2, maxUpstreamConnections: 2 });
+    const of = (projectId: string) => ({ projectId, upstreamUrl: sink.url, password: undefined });
+    // Project A opens both slots and keeps them idle.
+    const first = await Promise.all([0, 1].map((n) => transports.relay(of("a"), envelope(n))));
+    expect(first.map((r) => r.verdict.outcome)).toEqual(["delivered", "delivered"]);
+    expect(sink.openConnections).toBe(2);
+    // Project B has mail: it is sent now, not given back until A's idle pool closes.
+    const second = await Promise.all([2, 3].map((n) => transports.relay(of("b"), envelope(n))));
+    expect(second.map((r) => r.busy)).toEqual([undefined, undefined]);
+    expect(second.map((r) => r.verdict.outcome)).toEqual(["delivered", "delivered"]);
+    expect(sink.messages).toHaveLength(4);
+    await until(() => sink.openConnections <= 2, "the cap of 2 connections to hold");
+  });
+
+  it("a connection in use is never taken: at the cap with none idle, the delivery is given back", async () => {
+    transports = new UpstreamTransports({ maxConnections: 1, maxUpstreamConnections: 1 });
+    const of = (projectId: string) => ({ projectId, upstreamUrl: sink.url, password: undefined });
+    let release: () => void = () => {};
+    let atData = false;
+    // Holds A's message at DATA until B has asked.
+    sink.beforeDataReply = () =>
+      new Promise((resolve) => {
+        atData = true;
+        release = resolve;
+      });
+    const held = transports.relay(of("a"), envelope(1));
+    await until(() => atData, "A's message on the wire");
+    const refused = await transports.relay(of("b"), envelope(2));
+    expect(refused.busy).toMatchObject({ reason: "upstream_busy" });
+    release();
+    expect((await held).verdict.outcome).toBe("delivered");
+  });
+});
