@@ -4,7 +4,7 @@ import { createApiTokenVerifier } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
 import { type Database, sqlPoolOf } from "@postern/db";
 import { createDomainService } from "@postern/dkim";
-import { createProjectService } from "@postern/projects";
+import { createProjectService, createSuppressionService, SuppressionBook } from "@postern/projects";
 import { createDeliveryProducer, type DeliveryProducer, type Redis } from "@postern/queue";
 import { createProjectQuota } from "@postern/quota";
 import { createRulesCache } from "@postern/rules";
@@ -33,6 +33,7 @@ import { routesRoutes } from "./routes/routes";
 import { rulesRoutes } from "./routes/rules";
 import { statsRoutes } from "./routes/stats";
 import { submissionRoutes } from "./routes/submission";
+import { suppressionRoutes } from "./routes/suppressions";
 
 export interface ApiDependencies {
   config: ResolvedConfig;
@@ -152,11 +153,13 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
     sql,
     projectPolicies: tokens,
     rules,
+    // Read by the suppressions version of the project's policy: a change is seen with the policy.
+    suppressions: new SuppressionBook(deps.db),
     storing: new Map<string, Promise<string>>(),
   };
   // Verified domains are part of the project's policy, active keys what the workers sign with.
   const domains = createDomainService({ ...deps, localCaches: [tokens] });
-  // What a project manages of its own (messages, stats, rules, routes, domains): under /v1 for
+  // What a project manages of its own (messages, stats, rules, routes, domains, suppressions): under /v1 for
   // its token, under /admin/projects/:projectId for the operator.
   const projectScopedRoutes = [
     messageRoutes({ ...routeDeps, sql }),
@@ -165,6 +168,7 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
     rulesRoutes({ ...routeDeps, rules }),
     routesRoutes(routeDeps),
     domainRoutes(domains),
+    suppressionRoutes(createSuppressionService({ ...deps, localCaches: [tokens] })),
   ];
   // Jobs of committed messages are added, and recipients counted ahead go back, before the
   // producer closes.

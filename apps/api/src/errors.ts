@@ -97,6 +97,11 @@ export const apiErrors = {
   },
   invalid_sender: { status: 422, meaning: "HTTP submission: the sender address is not a valid mailbox" },
   invalid_recipient: { status: 422, meaning: "HTTP submission: a recipient address is not a valid mailbox" },
+  recipients_suppressed: {
+    status: 422,
+    meaning:
+      "HTTP submission: every recipient is on the project's suppressions (`/v1/suppressions`; the message names each and the reason); with some recipients not suppressed, the message is accepted for those",
+  },
   too_many_recipients: {
     status: 422,
     meaning: "HTTP submission: more recipients than the project's `maxRecipients`",

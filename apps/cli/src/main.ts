@@ -9,6 +9,7 @@ import { registerProjectCommands } from "./commands/project";
 import { registerRouteCommands } from "./commands/routes";
 import { registerRulesCommands } from "./commands/rules";
 import { startCommand } from "./commands/start";
+import { registerSuppressionCommands } from "./commands/suppressions";
 import { roleNames } from "./roles";
 
 const program = new Command()
@@ -37,6 +38,7 @@ registerEventCommands(program);
 registerRulesCommands(program);
 registerRouteCommands(program);
 registerDomainCommands(program);
+registerSuppressionCommands(program);
 
 // Usage errors (unknown command or option, missing argument) exit 2 like other Unix tools; --help exits 0.
 for (const command of [program, ...allSubcommands(program)]) {

@@ -5,6 +5,7 @@ import {
   createGroupCommit,
   refusedContent,
   type StoreResult,
+  type SuppressedRecipient,
   storeAcceptedMessages,
 } from "@postern/messages";
 import { type DeliveryProducer, type PlannedDeliveryJob, planDeliveryJobs } from "@postern/queue";
@@ -39,6 +40,8 @@ export interface MessageToAccept {
    * a delivery job.
    */
   initialStatus?: AcceptedStatus;
+  /** Recipients of the submission left out of `recipients` because the project suppresses them. */
+  suppressed?: SuppressedRecipient[];
 }
 
 /**
@@ -148,6 +151,7 @@ export function createAcceptor(
         status: statusOf(m),
         deliveryJobId: jobIds.get(m.id) ?? null,
         duplicates: m.duplicates,
+        suppressed: m.suppressed,
       })),
     );
     // A duplicate was not stored: its job has nothing to deliver for it.

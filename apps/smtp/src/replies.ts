@@ -30,6 +30,10 @@ export const replies = {
   smtpUtf8Required: { code: 553, text: "5.6.7 Non-ASCII address needs the SMTPUTF8 parameter in MAIL FROM" },
   // The project's route for this recipient is `reject` (docs/routing.md).
   rejectedByRoute: { code: 550, text: "5.7.1 Recipient refused by the project's routes" },
+  // The recipient (or its domain) is on the project's suppressions (docs/suppressions.md); the
+  // reason follows the text. Permanent, as Postmark's and SES's "inactive recipient": a retry
+  // would be refused again until the project removes the suppression.
+  recipientSuppressed: { code: 550, text: "5.7.1 Recipient suppressed by the project" },
   tooManyRecipients: { code: 452, text: "4.5.3 Too many recipients" },
   quotaExceeded: { code: 451, text: "4.7.1 Sending quota exceeded" },
   storeUnavailable: { code: 451, text: "4.3.0 Temporary local problem, try again later" },
@@ -102,6 +106,7 @@ export type RejectionReason =
   | "smtputf8_required"
   | "too_many_recipients"
   | "route_reject"
+  | "suppressed"
   | "quota"
   | "size"
   | "bare_lf"
@@ -122,6 +127,7 @@ export const rejections: Record<RejectionReason, SmtpReply> = {
   smtputf8_required: replies.smtpUtf8Required,
   too_many_recipients: replies.tooManyRecipients,
   route_reject: replies.rejectedByRoute,
+  suppressed: replies.recipientSuppressed,
   quota: replies.quotaExceeded,
   size: replies.messageTooBig,
   bare_lf: replies.bareNewline,

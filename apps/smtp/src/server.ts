@@ -4,7 +4,7 @@ import { createCredentialVerifier } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
 import { type Database, sqlPoolOf } from "@postern/db";
 import { ensureDevCertificate } from "@postern/embedded";
-import { RouteBook } from "@postern/projects";
+import { RouteBook, SuppressionBook } from "@postern/projects";
 import { countQueuedMessagesByProject, createDeliveryProducer, type Redis } from "@postern/queue";
 import { createProjectQuota } from "@postern/quota";
 import { createRulesCache } from "@postern/rules";
@@ -129,6 +129,7 @@ export async function startSmtp(deps: SmtpDeps, overrides: SmtpListenOverrides =
     dataBudget,
     rules,
     routes: new RouteBook(deps.db),
+    suppressions: new SuppressionBook(deps.db),
   });
 
   const certificateFiles =

@@ -3,7 +3,7 @@ import { auditableUsername } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
 import { uuidv7 } from "@postern/db";
 import { startFingerprint } from "@postern/messages";
-import { type RouteBook, routeFor } from "@postern/projects";
+import { type RouteBook, routeFor, type SuppressionBook, type SuppressionVerdict } from "@postern/projects";
 import type { ProjectQuota } from "@postern/quota";
 import { type CompiledRules, inspectContent, type RulesCache } from "@postern/rules";
 import type { Logger } from "@postern/telemetry";
@@ -52,6 +52,8 @@ export interface SessionDeps {
   rules: RulesCache;
   /** The projects' routes, by the version the project policy carries: a `reject` route refuses at RCPT. */
   routes: RouteBook;
+  /** The projects' suppressions, by the version the project policy carries: refused at RCPT. */
+  suppressions: SuppressionBook;
 }
 
 /** What Postern keeps per SMTP connection, beside smtp-server's own session. */
@@ -274,12 +276,30 @@ export function createSessionHandlers(deps: SessionDeps) {
       const known = session.envelope.rcptTo.some((r) => r.address.toLowerCase() === recipient.toLowerCase());
       // A repeated recipient is one delivery (smtp-server keeps one entry): nothing more to count.
       if (known) return callback();
-      rejectingRoute(client, recipient).then(
-        (route) => {
+      Promise.all([
+        rejectingRoute(client, recipient),
+        deps.suppressions.verdictFor(client.project.id, client.project.suppressionsVersion, recipient),
+      ]).then(
+        ([route, suppression]) => {
           if (route)
             return callback(
               reject(session, "route_reject", { detail: route, details: { ...details, route } }),
             );
+          // That recipient alone, before it counts against the quota; the others go on. Each one
+          // is audited: the project's record of who was not mailed.
+          if (suppression) {
+            state.audited.delete("suppressed");
+            return callback(
+              reject(session, "suppressed", {
+                detail: suppressionDetail(suppression),
+                details: {
+                  ...details,
+                  suppression: suppression.address,
+                  suppressionReason: suppression.reason,
+                },
+              }),
+            );
+          }
           if (session.envelope.rcptTo.length >= client.project.maxRecipients)
             return callback(
               reject(session, "too_many_recipients", {
@@ -329,7 +349,7 @@ export function createSessionHandlers(deps: SessionDeps) {
           });
         },
         (error: Error) => {
-          state.log.error({ err: error }, "routes unavailable");
+          state.log.error({ err: error }, "routes or suppressions unavailable");
           callback(reject(session, "store_unavailable", { details }));
         },
       );
@@ -481,6 +501,13 @@ export function createSessionHandlers(deps: SessionDeps) {
   } satisfies Partial<SMTPServerOptions>;
 
   return { handlers, inData };
+}
+
+/** `hard_bounce`, or `hard_bounce of *@example.com` when the recipient's domain is what matched. */
+function suppressionDetail(suppression: SuppressionVerdict): string {
+  return suppression.address.startsWith("*@")
+    ? `${suppression.reason} of ${suppression.address}`
+    : suppression.reason;
 }
 
 /** MAIL FROM's address; the null sender `<>` is the empty string, as rules see it. */

@@ -26,6 +26,11 @@ export interface DeliveryDeps {
   direct: { mx: MxResolver; port: number };
   /** DKIM-signs a message at the moment it leaves (the stored bytes stay as received). */
   signer?: Pick<DkimSigner, "sign">;
+  /**
+   * Told when an attempt was recorded with a recipient failed 5.1.x in a project with
+   * `autoSuppress` (the record added it to the suppressions): the project's cached policies go.
+   */
+  onSuppressed?: (projectId: string, addresses: string[]) => void;
 }
 
 /** What one run of a delivery job came to. */
@@ -399,6 +404,14 @@ async function record(deps: DeliveryDeps, sent: Sent): Promise<DeliveryRun> {
   });
 
   if (!recorded) return { kind: "superseded", projectId: message.projectId };
+  if (message.autoSuppress) {
+    const suppressed = results.filter((r) => r.state === "failed" && r.enhancedCode?.startsWith("5.1."));
+    if (suppressed.length > 0)
+      deps.onSuppressed?.(
+        message.projectId,
+        suppressed.map((r) => r.address),
+      );
+  }
   if (status === "delivered")
     return { kind: "delivered", projectId: message.projectId, acceptedAt: message.createdAt };
   if (status === "failed")

@@ -10,6 +10,7 @@ import {
   queuedBacklog,
   sweepPageSize,
 } from "@postern/messages";
+import { pruneExpiredSuppressions } from "@postern/projects";
 import { type DeliveryJob, type DeliveryProducer, type Redis, resetBacklog } from "@postern/queue";
 import type { Queue } from "bullmq";
 
@@ -34,6 +35,8 @@ export interface SweepResult {
   prunedMessageEvents: number;
   /** Duplicate-suppression fingerprints whose window had ended. */
   prunedFingerprints: number;
+  /** Suppressions whose `expiresAt` had passed (already ignored by every lookup). */
+  prunedSuppressions: number;
 }
 
 /**
@@ -46,7 +49,8 @@ export interface SweepResult {
  * (`holdTtlMinutes`, `holdExpiry`), in batches, and adds a job for each one approved. It also
  * resets the fairness backlog counts from PostgreSQL, prunes bodies of finished messages past
  * BODY_RETENTION_DAYS, audit events past AUDIT_RETENTION_DAYS, message events past
- * EVENT_RETENTION_DAYS and duplicate-suppression fingerprints past their window.
+ * EVENT_RETENTION_DAYS, duplicate-suppression fingerprints past their window and expired
+ * suppressions.
  */
 export async function sweep(deps: SweeperDeps, now = new Date()): Promise<SweepResult> {
   const { sql, redis, queue, producer, config } = deps;
@@ -97,7 +101,16 @@ export async function sweep(deps: SweeperDeps, now = new Date()): Promise<SweepR
       ? await pruneMessageEvents(sql, daysAgo(config.eventRetentionDays), deps.pruneBatchSize)
       : 0;
   const prunedFingerprints = await pruneFingerprints(sql, now, deps.pruneBatchSize);
-  return { expiredHolds, requeued, prunedBodies, prunedAuditEvents, prunedMessageEvents, prunedFingerprints };
+  const prunedSuppressions = await pruneExpiredSuppressions(sql, now, deps.pruneBatchSize);
+  return {
+    expiredHolds,
+    requeued,
+    prunedBodies,
+    prunedAuditEvents,
+    prunedMessageEvents,
+    prunedFingerprints,
+    prunedSuppressions,
+  };
 }
 
 /**

@@ -1,4 +1,4 @@
-import { listenForAuthInvalidations } from "@postern/auth";
+import { listenForAuthInvalidations, publishAuthInvalidation } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
 import { type Database, sqlPoolOf } from "@postern/db";
 import { createDkimSigner } from "@postern/dkim";
@@ -83,6 +83,17 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   void listenForAuthInvalidations(invalidations, prefix, signer).catch((error: Error) =>
     log.warn({ err: error }, "cannot hear key changes; DKIM keys are read again after a minute"),
   );
+  // The record statement added these recipients to the suppressions and bumped the project's
+  // version: every node's cached policy of the project goes, so RCPT sees the new version.
+  const onSuppressed = (projectId: string, addresses: string[]) => {
+    log.info({ projectId, addresses }, "recipients failed 5.1.x: on the project's suppressions");
+    publishAuthInvalidation(redis, prefix, { kind: "project", projectId }).catch((error: Error) =>
+      log.warn(
+        { err: error },
+        "suppression not announced; SMTP nodes see it when their policy cache expires",
+      ),
+    );
+  };
   const backlog = createBacklogLedger(redis, prefix, {
     onError: (error) => log.warn({ err: error }, "backlog counts not updated; the next sweep resets them"),
   });
@@ -92,7 +103,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     prefix,
     async ({ messageId, projectId }): Promise<DeliveryJobResult> => {
       const run = await deliverMessage(
-        { config, store, transports, routes, direct, signer },
+        { config, store, transports, routes, direct, signer, onSuppressed },
         messageId,
         projectId,
       );

@@ -29,6 +29,9 @@ export const auditActions = [
   "domain.verified",
   "domain.rotated",
   "domain.deleted",
+  /** A suppression added or changed (API, CLI, or `system` for a 5.1.x failure's); an import is one event. */
+  "suppression.added",
+  "suppression.removed",
 ] as const;
 
 export type AuditAction = (typeof auditActions)[number];

@@ -9,6 +9,11 @@ export interface ProjectPolicy {
   senderDomains: string[];
   /** Duplicate suppression's window; 0: off (docs/rules.md, Duplicates). */
   dedupWindowSeconds: number;
+  /**
+   * Bumped by each change of the project's suppressions (0: none ever): RCPT looks recipients up
+   * by it (packages/projects SuppressionBook), and not at all at 0.
+   */
+  suppressionsVersion: number;
   /** The project's routes version (0: none): RCPT reads the routes by it (packages/projects RouteBook). */
   routesVersion: number;
   /** Only messages whose From domain is (under) one of `verifiedDomains` are accepted. */
@@ -29,6 +34,7 @@ export const projectPolicySelect = {
   senderDomains: true,
   dedupWindowSeconds: true,
   routesVersion: true,
+  suppressionsVersion: true,
   requireVerifiedDomain: true,
   domains: { where: { verifiedAt: { not: null } }, select: { domain: true } },
   mode: true,

@@ -27,6 +27,19 @@ export interface AcceptedMessage {
    * duplicates.ts) and the project's window. Two messages of one call never share a fingerprint.
    */
   duplicates?: { fingerprint: string; windowSeconds: number };
+  /**
+   * Recipients of the submission left out of `recipients` because the project suppresses them
+   * (HTTP submission; SMTP refuses them at RCPT): the statement writes a `message.suppressed`
+   * event naming them, after the message's first event.
+   */
+  suppressed?: SuppressedRecipient[];
+}
+
+/** A recipient not sent to: the suppression (`address` or `*@domain`) that matched it and why. */
+export interface SuppressedRecipient {
+  address: string;
+  suppression: string;
+  reason: string;
 }
 
 /** The statuses a message is created with (transitions.ts). */
@@ -72,7 +85,8 @@ const statements = new Map<number, string>();
  * column its default. The statement-level stats trigger on "Message" sees the batch as one
  * insert. Foreign keys are checked at the end of the statement, when every row exists.
  * The event's data is the audit event's details without the message id (its own column), read
- * from the same parameter: the event costs rows, not bytes on the wire.
+ * from the same parameter: the event costs rows, not bytes on the wire. A message with suppressed
+ * recipients gets its `message.suppressed` event from the same INSERT, ordered after its first.
  *
  * Duplicates: `f` claims each fingerprint for its message, or takes over a row whose window has
  * ended; on a live row it changes nothing but returns the row (an ON CONFLICT update sees and
@@ -86,7 +100,7 @@ export function acceptStatement(count: number): string {
   let text = statements.get(count);
   if (text) return text;
   const at = `($1::timestamptz AT TIME ZONE 'UTC')`;
-  const bodies = Array.from({ length: count }, (_, i) => `$${20 + i}::bytea`).join(", ");
+  const bodies = Array.from({ length: count }, (_, i) => `$${21 + i}::bytea`).join(", ");
   const kept = (id: string) => `${id} NOT IN (SELECT d.id FROM d)`;
   text = `WITH f AS (
   INSERT INTO "MessageFingerprint" AS f ("projectId", "fingerprint", "messageId", "createdAt", "expiresAt")
@@ -126,11 +140,15 @@ export function acceptStatement(count: number): string {
   ORDER BY t.n
 ), e AS (
   INSERT INTO "MessageEvent" ("projectId", "messageId", "type", "createdAt", "data")
-  SELECT t.project_id, t.message_id, CASE t.status WHEN 'held' THEN 'message.held' ELSE 'message.accepted' END,
-         ${at}, t.details - 'messageId'
-  FROM unnest($3::uuid[], $2::uuid[], $15::jsonb[], $19::text[]) WITH ORDINALITY AS t(project_id, message_id, details, status, n)
-  WHERE ${kept("t.message_id")}
-  ORDER BY t.n
+  SELECT t.project_id, t.message_id, v.type, ${at}, v.data
+  FROM unnest($3::uuid[], $2::uuid[], $15::jsonb[], $19::text[], $20::jsonb[])
+       WITH ORDINALITY AS t(project_id, message_id, details, status, suppressed, n)
+  CROSS JOIN LATERAL (
+    VALUES (0, CASE t.status WHEN 'held' THEN 'message.held' ELSE 'message.accepted' END, t.details - 'messageId'),
+           (1, 'message.suppressed', t.suppressed)
+  ) AS v(k, type, data)
+  WHERE ${kept("t.message_id")} AND v.data IS NOT NULL
+  ORDER BY t.n, v.k
 )
 SELECT d.id, d.first_id AS "firstId" FROM d`;
   statements.set(count, text);
@@ -177,6 +195,25 @@ function acceptParameters(messages: AcceptedMessage[]): unknown[] {
     messages.map((m) => m.duplicates?.fingerprint ?? null),
     messages.map((m) => m.duplicates?.windowSeconds ?? 0),
     messages.map((m) => m.status),
+    messages.map((m) => (m.suppressed?.length ? JSON.stringify(suppressedEventData(m.suppressed)) : null)),
     ...messages.map((m) => m.bytes),
   ];
+}
+
+/**
+ * `message.suppressed`'s data: each recipient as the other events name recipients (CONTRACT §9),
+ * with the refusal SMTP would have answered at RCPT, and the suppression that matched.
+ */
+function suppressedEventData(suppressed: SuppressedRecipient[]) {
+  return {
+    recipients: suppressed.map((s) => ({
+      address: s.address,
+      status: "suppressed",
+      code: 550,
+      enhancedCode: "5.7.1",
+      response: `Recipient suppressed by the project (${s.reason})`,
+      suppression: s.suppression,
+      reason: s.reason,
+    })),
+  };
 }

@@ -14,6 +14,8 @@ export interface StoredMessage {
   upstreamSecret: string | null;
   /** The project's routes version (0: none): the worker's route cache is keyed by it. */
   routesVersion: number;
+  /** The project adds recipients the upstream answered 5.1.x for to its suppressions (the record does). */
+  autoSuppress: boolean;
   /** Null only if the row was damaged by hand: retention never prunes pending messages. */
   body: Buffer | null;
   recipients: StoredRecipient[];
@@ -156,6 +158,7 @@ export function createDeliveryStore(
           upstreamUrl: row.upstreamUrl,
           upstreamSecret: row.upstreamSecret,
           routesVersion: row.routesVersion,
+          autoSuppress: row.autoSuppress,
           body,
           recipients: row.recipients ?? [],
         };
@@ -217,7 +220,7 @@ export const bodySliceBytes = 49_152;
 export const loadSql = `
 SELECT m."id", m."projectId", m."mailFrom", m."status", m."attempts",
        (extract(epoch FROM m."createdAt") * 1000)::float8 AS "createdAtMs",
-       p."upstreamUrl", p."upstreamSecret", p."routesVersion",
+       p."upstreamUrl", p."upstreamSecret", p."routesVersion", p."autoSuppress",
        octet_length(b."data") AS "bodyBytes",
        s."part", encode(substring(b."data" FROM s."part" * ${bodySliceBytes} + 1 FOR ${bodySliceBytes}), 'base64') AS "body",
        CASE WHEN s."part" = 0 THEN
@@ -228,7 +231,7 @@ SELECT m."id", m."projectId", m."mailFrom", m."status", m."attempts",
        END AS "recipients"
 FROM "Message" m
 CROSS JOIN LATERAL (
-  SELECT p."upstreamUrl", p."upstreamSecret", p."routesVersion" FROM "Project" p WHERE p."id" = m."projectId" LIMIT 1
+  SELECT p."upstreamUrl", p."upstreamSecret", p."routesVersion", p."autoSuppress" FROM "Project" p WHERE p."id" = m."projectId" LIMIT 1
 ) p
 LEFT JOIN LATERAL (
   SELECT b."data" FROM "MessageBody" b WHERE b."messageId" = m."id" LIMIT 1
@@ -288,6 +291,13 @@ function recordParameters(records: AttemptRecord[]): unknown[] {
  * claimed message gets its `message.<status>` event from the same statement, so the status and
  * its event are committed together or not at all.
  *
+ * Auto-suppression (docs/suppressions.md): a recipient this attempt failed with an enhanced code
+ * 5.1.x (the address does not exist) is added to its project's suppressions, reason
+ * `hard_bounce`, its message as the source, when the project's `autoSuppress` is on; that
+ * recipient alone, by the same statement as its failure. An entry already in effect is left as
+ * it is (its reason and source stand); an expired one is renewed. The project's
+ * `suppressionsVersion` is bumped when an entry was written, so RCPT's cache reads it again.
+ *
  * Rows are found by primary key (`= ANY` of the batch's ids) whatever the statistics say. The
  * status guard is compared as text so that it cannot be answered from the status index: with
  * statistics taken while few messages were queued, the planner read every queued message through
@@ -331,6 +341,22 @@ WITH input AS (
        AS u("messageId", "id", "status", "code", "enhancedCode", "response")
   JOIN claimed c ON c."id" = u."messageId"
   WHERE r."id" = ANY($19::uuid[]) AND r."id" = u."id" AND r."messageId" = c."id"
+  RETURNING r."address", r."messageId", c."projectId", r."status", r."enhancedCode", r."updatedAt"
+), suppressed AS (
+  INSERT INTO "Suppression" AS s ("projectId", "address", "reason", "sourceMessageId", "createdAt", "updatedAt")
+  SELECT DISTINCT ON (f."projectId", lower(f."address"))
+         f."projectId", lower(f."address"), 'hard_bounce'::"SuppressionReason", f."messageId", f."updatedAt", f."updatedAt"
+  FROM recipients f JOIN "Project" p ON p."id" = f."projectId"
+  WHERE p."autoSuppress" AND f."status" = 'failed' AND f."enhancedCode" LIKE '5.1.%'
+  ORDER BY f."projectId", lower(f."address"), f."messageId"
+  ON CONFLICT ("projectId", "address") DO UPDATE
+    SET "reason" = EXCLUDED."reason", "sourceMessageId" = EXCLUDED."sourceMessageId", "expiresAt" = NULL,
+        "createdAt" = EXCLUDED."createdAt", "updatedAt" = EXCLUDED."updatedAt"
+    WHERE s."expiresAt" IS NOT NULL AND s."expiresAt" <= EXCLUDED."updatedAt"
+  RETURNING s."projectId"
+), suppressions_version AS (
+  UPDATE "Project" SET "suppressionsVersion" = "suppressionsVersion" + 1
+  WHERE "id" IN (SELECT "projectId" FROM suppressed)
 ), audit AS (
   INSERT INTO "AuditEvent" ("createdAt", "projectId", "actor", "action", "details")
   SELECT c."updatedAt", c."projectId", 'system', i."auditAction", i."auditDetails"

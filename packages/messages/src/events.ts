@@ -12,6 +12,8 @@ export const messageEventTypes = [
   "message.held",
   "message.approved",
   "message.denied",
+  /** Recipients of an HTTP submission left out because the project suppresses them (accept.ts). */
+  "message.suppressed",
 ] as const;
 
 export type MessageEventType = (typeof messageEventTypes)[number];

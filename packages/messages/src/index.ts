@@ -3,6 +3,7 @@ export {
   type AcceptedStatus,
   acceptStatement,
   type StoreResult,
+  type SuppressedRecipient,
   storeAcceptedMessages,
 } from "./accept";
 export {

@@ -29,4 +29,19 @@ export {
   type StoredRoute,
 } from "./routes";
 export { domainName, projectInputSchema, projectName, projectPatchSchema } from "./schemas";
+export {
+  createSuppressionService,
+  pruneExpiredSuppressions,
+  SuppressionBook,
+  type SuppressionEntry,
+  type SuppressionInput,
+  type SuppressionReason,
+  type SuppressionService,
+  type SuppressionVerdict,
+  type SuppressionView,
+  suppressionAddress,
+  suppressionInputSchema,
+  suppressionReasons,
+  suppressRecipient,
+} from "./suppressions";
 export { type ProjectView, projectDetailView, projectSettingsView, projectView } from "./views";

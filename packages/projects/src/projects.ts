@@ -57,6 +57,7 @@ export interface ProjectPatch {
   holdTtlMinutes?: number;
   holdExpiry?: "approve" | "deny";
   dedupWindowSeconds?: number;
+  autoSuppress?: boolean;
 }
 
 /** A refusal's `message` names the problem for the operator (API message, CLI error line). */
@@ -227,6 +228,7 @@ export function createProjectService(deps: ProjectServiceDeps) {
             holdTtlMinutes: patch.holdTtlMinutes,
             holdExpiry: patch.holdExpiry,
             dedupWindowSeconds: patch.dedupWindowSeconds,
+            autoSuppress: patch.autoSuppress,
             ...upstream,
           },
         });
@@ -387,6 +389,7 @@ function changedSettings(
     "holdTtlMinutes",
     "holdExpiry",
     "dedupWindowSeconds",
+    "autoSuppress",
     "requireVerifiedDomain",
   ] as const) {
     if (before[key] !== after[key]) changed[key] = after[key];

@@ -47,6 +47,12 @@ const acceptanceSettings = {
     .max(86_400)
     .optional()
     .describe("a resubmission of a message within this many seconds is answered with the first id; 0: off"),
+  autoSuppress: z
+    .boolean()
+    .optional()
+    .describe(
+      "add a recipient to the suppressions when the upstream answers that it does not exist (5.1.x); default on",
+    ),
 };
 
 export const projectInputSchema = z.object({

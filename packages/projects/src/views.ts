@@ -26,6 +26,7 @@ export function projectSettingsView(project: Project) {
     holdTtlMinutes: project.holdTtlMinutes,
     holdExpiry: project.holdExpiry,
     dedupWindowSeconds: project.dedupWindowSeconds,
+    autoSuppress: project.autoSuppress,
   };
 }
 

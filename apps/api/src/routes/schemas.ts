@@ -34,4 +34,7 @@ export const projectSettingsJson = z.object({
   holdTtlMinutes: z.number().describe("minutes a held message waits for approve or deny"),
   holdExpiry: z.enum(["approve", "deny"]).describe("what becomes of a held message after holdTtlMinutes"),
   dedupWindowSeconds: z.number().describe("resubmissions within this window answer the first id; 0: off"),
+  autoSuppress: z
+    .boolean()
+    .describe("a recipient the upstream answers does not exist (5.1.x) is added to the suppressions"),
 });

@@ -3,7 +3,8 @@ import { Readable } from "node:stream";
 import { recordAudit } from "@postern/audit";
 import type { ApiTokenVerifier, ProjectPolicy } from "@postern/auth";
 import { type SqlPool, uuidv7 } from "@postern/db";
-import { messageStored, startFingerprint } from "@postern/messages";
+import { messageStored, type SuppressedRecipient, startFingerprint } from "@postern/messages";
+import type { SuppressionBook } from "@postern/projects";
 import type { ProjectQuota } from "@postern/quota";
 import { inspectContent, type RulesCache } from "@postern/rules";
 import {
@@ -40,6 +41,7 @@ export type SubmissionRefusal =
   | "sender_domain"
   | "recipient_syntax"
   | "too_many_recipients"
+  | "suppressed"
   | "quota"
   | "size"
   | "bare_lf"
@@ -72,6 +74,10 @@ export const submissionRefusals: Record<SubmissionRefusal, { code: ApiErrorCode;
   too_many_recipients: {
     code: "too_many_recipients",
     message: "more recipients than the project allows",
+  },
+  suppressed: {
+    code: "recipients_suppressed",
+    message: "every recipient is suppressed by the project (see /v1/suppressions)",
   },
   quota: { code: "quota_exceeded", message: "the project's sending quota is exceeded" },
   size: { code: "message_too_large", message: "the message is larger than MAX_MESSAGE_SIZE" },
@@ -204,6 +210,7 @@ export interface SubmissionDeps extends RouteDependencies {
   quota: ProjectQuota;
   sql: Pick<SqlPool, "query">;
   rules: RulesCache;
+  suppressions: SuppressionBook;
 }
 
 /**
@@ -246,7 +253,9 @@ export function submissionRoutes(deps: SubmissionDeps): FastifyPluginAsyncZod {
             "application/json (from, to, cc, bcc, subject, text, html, headers, attachments with base64 " +
             "content) or message/rfc822 bytes with ?from=&to=&to=. An Idempotency-Key header makes a " +
             "retry within 24 h answer the first message's id without storing another; so does a " +
-            "resubmission within the project's dedupWindowSeconds, without a key.",
+            "resubmission within the project's dedupWindowSeconds, without a key. Recipients on the " +
+            "project's suppressions are left out (a message.suppressed event names them); every " +
+            "recipient suppressed: 422 recipients_suppressed.",
           security: [{ bearer: [] }],
           headers: z.object({ "idempotency-key": idempotencyKeyHeader }),
           querystring: z.object({ from: z.string().optional(), to: addresses.optional() }),
@@ -473,7 +482,8 @@ async function store(
   submission: Submission,
   id: string,
 ): Promise<string> {
-  const { envelope, content, idempotencyKey, fingerprint } = submission;
+  const { content, idempotencyKey, fingerprint } = submission;
+  const { envelope, suppressed } = await withoutSuppressed(deps, request, project, submission.envelope);
   const trace = httpReceivedHeader({
     clientIp: request.ip,
     hostname: deps.config.smtp.hostname,
@@ -540,6 +550,7 @@ async function store(
       windowSeconds: project.dedupWindowSeconds,
     },
     initialStatus,
+    suppressed,
   });
   if (outcome.ok && outcome.value.duplicateOf !== undefined) {
     // Stored nothing: the first message's 202 stands for this one.
@@ -556,6 +567,40 @@ async function store(
   if (idempotencyKey !== undefined && (await stored(deps, project.id, id))) return id;
   request.log.error({ err: outcome.error }, "message could not be stored");
   throw refused(outcome.reason);
+}
+
+/**
+ * As Postmark and SES do: the message goes to the recipients that are not suppressed, and those
+ * that are get a `message.suppressed` event (written with the message); the answer is the
+ * message's 202 as usual. Every recipient suppressed: refused, nothing stored (`422
+ * recipients_suppressed`, audited as SMTP's RCPT refusals are).
+ */
+async function withoutSuppressed(
+  deps: SubmissionDeps,
+  request: FastifyRequest,
+  project: ProjectPolicy,
+  envelope: Envelope,
+): Promise<{ envelope: Envelope; suppressed: SuppressedRecipient[] }> {
+  const verdicts = await Promise.all(
+    envelope.recipients.map((recipient) =>
+      deps.suppressions.verdictFor(project.id, project.suppressionsVersion, recipient),
+    ),
+  ).catch((error: Error) => {
+    request.log.error({ err: error }, "suppressions unavailable");
+    throw refused("store_unavailable");
+  });
+  const suppressed = envelope.recipients.flatMap((address, i) => {
+    const verdict = verdicts[i];
+    return verdict ? [{ address, suppression: verdict.address, reason: verdict.reason }] : [];
+  });
+  if (suppressed.length === 0) return { envelope, suppressed };
+  const recipients = envelope.recipients.filter((_, i) => !verdicts[i]);
+  if (recipients.length === 0)
+    throw refused("suppressed", suppressed.map((s) => `${s.address} (${s.reason})`).join(", "), {
+      recipient: suppressed[0]?.address ?? "",
+      suppressionReason: suppressed[0]?.reason ?? "",
+    });
+  return { envelope: { ...envelope, recipients }, suppressed };
 }
 
 async function stored(deps: SubmissionDeps, projectId: string, id: string): Promise<boolean> {
