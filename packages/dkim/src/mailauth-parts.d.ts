@@ -23,7 +23,11 @@ declare module "mailauth/lib/tools.js" {
   export function getSigningHeaderLines(parsed: ParsedHeader[], fieldNames?: string): SigningHeaderLines;
 
   /** `DKIM-Signature: v=1; a=…` from its tag values, folded when `folded`. */
-  export function formatSignatureHeaderLine(type: "DKIM", values: Record<string, unknown>, folded: boolean): string;
+  export function formatSignatureHeaderLine(
+    type: "DKIM",
+    values: Record<string, unknown>,
+    folded: boolean,
+  ): string;
 }
 
 declare module "mailauth/lib/dkim/body/index.js" {

@@ -58,7 +58,11 @@ export async function dkimSignatureOf(raw: Buffer, key: SigningKey): Promise<str
     key.algorithm === "rsa"
       ? await signOnThreadPool("sha256", canonicalizedHeader, key.privateKey)
       : // RFC 8463 3: Ed25519 signs the SHA-256 hash of the header data (PureEdDSA over the hash).
-        await signOnThreadPool(null, createHash("sha256").update(canonicalizedHeader).digest(), key.privateKey);
+        await signOnThreadPool(
+          null,
+          createHash("sha256").update(canonicalizedHeader).digest(),
+          key.privateKey,
+        );
   return `${formatSignatureHeaderLine("DKIM", { ...dkimHeaderOpts, b: signature.toString("base64") }, true)}\r\n`;
 }
 

@@ -50,7 +50,9 @@ export function createDkimSigner(options: DkimSignerOptions): DkimSigner {
       try {
         signature = await dkimSignatureOf(raw, key);
       } catch (error) {
-        throw new Error(`DKIM signing for ${key.domain} failed: ${(error as Error).message}`, { cause: error });
+        throw new Error(`DKIM signing for ${key.domain} failed: ${(error as Error).message}`, {
+          cause: error,
+        });
       }
       return Buffer.concat([Buffer.from(signature), raw]);
     },
