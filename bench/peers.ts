@@ -14,10 +14,12 @@ import { issueApiToken, issueSmtpCredential, smtpKeyPrefix } from "@postern/auth
 import { createDatabase, type Database } from "@postern/db";
 import { createDomainService } from "@postern/dkim";
 import { freePort } from "@postern/embedded";
+import { createRouteService } from "@postern/projects";
 import { parseUpstreamUrl } from "@postern/relay";
 import { type Rule, rulesSchema } from "@postern/rules";
 import { Redis } from "ioredis";
 import { startForwarderProcess } from "./children";
+import { startBenchDns } from "./dns";
 import type { ProcessGroup } from "./procstat";
 import { type SmtpLogin, waitForPort } from "./protocol";
 
@@ -58,6 +60,12 @@ export interface Peer {
    * DKIM signing.
    */
   signWithDkim?(domain: string): Promise<() => Promise<void>>;
+  /**
+   * Delivers every message of the main login directly, to the MX host of its recipient's domain
+   * (the sink, through the bench's DNS server), until the function it answers is called
+   * (`pooled-10k-direct`); missing for relays without direct delivery.
+   */
+  deliverDirect?(): Promise<() => Promise<void>>;
   /** Why the scenarios cannot run (e.g. no SMTP listener yet); the peer is up for the rest. */
   unavailable?: string;
   /** CPU is reported per group; the first group is the relay itself. */
@@ -165,6 +173,8 @@ export interface PosternPeer extends Peer {
 
 export async function startPostern(options: {
   sinkPort: number;
+  /** The recipients' domain: the bench's DNS server gives it an MX host at the sink's address. */
+  recipientDomain: string;
   freshLogins: number;
   repositoryRoot: string;
   /** Where `node --cpu-prof` writes Postern's profile when it exits; unset: no profiling. */
@@ -184,6 +194,8 @@ export async function startPostern(options: {
   };
   try {
     const [smtpPort, httpPort] = [await freePort(), await freePort()];
+    const dns = await startBenchDns(options.recipientDomain);
+    teardown.unshift(() => dns.stop());
     // Node refuses --cpu-prof in NODE_OPTIONS: it goes on the command line.
     const profile = options.profileDir ? ["--cpu-prof", `--cpu-prof-dir=${options.profileDir}`] : [];
     // Postern as production runs it (the Dockerfile, `npm start`): the bundle, plain node. A profiled
@@ -204,6 +216,9 @@ export async function startPostern(options: {
       MALLOC_ARENA_MAX: "2",
       MALLOC_MMAP_THRESHOLD_: "16384",
       NODE_OPTIONS: "--max-old-space-size=512",
+      // Direct delivery (`pooled-10k-direct`) finds the sink as the recipients' MX host.
+      DNS_SERVERS: dns.address,
+      DIRECT_SMTP_PORT: String(options.sinkPort),
     };
     const child = spawn(
       process.execPath,
@@ -311,6 +326,30 @@ export async function startPostern(options: {
         if (verified?.activated.length !== 1) throw new Error("DKIM key of the bench not activated");
         return async () => {
           await domains.remove(project.id, created.value.id, by);
+          redis.disconnect();
+        };
+      },
+      deliverDirect: async () => {
+        // Through the route service, as the API's PUT /v1/routes: the SMTP side reads the new
+        // routes version with the project's policy, which the service's invalidation drops.
+        const redis = new Redis(redisUrl);
+        const routes = createRouteService({
+          db,
+          redis,
+          config: {
+            encryptionKey: Buffer.from(await secret("encryption-key"), "hex"),
+            redisKeyPrefix: "postern",
+          },
+        });
+        const by = { actor: "bench" };
+        const replace = async (input: Parameters<typeof routes.replace>[1]) => {
+          const replaced = await routes.replace(project.id, input, by);
+          if (!replaced.ok) throw new Error(`bench routes: ${replaced.message}`);
+          return replaced.value.version;
+        };
+        const version = await replace({ version: 0, routes: [{ match: "*", target: { type: "direct" } }] });
+        return async () => {
+          await replace({ version, routes: [] });
           redis.disconnect();
         };
       },

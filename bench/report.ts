@@ -234,6 +234,7 @@ export function checkTargets(report: BenchReport): TargetCheck[] {
   checks.push(checkHttpSubmission(postern));
   checks.push(checkRules(postern));
   checks.push(checkDkimSigning(postern));
+  checks.push(checkDirectDelivery(postern));
   versus("fresh-10k", 1.25);
   const fixed = scenarioOf(postern, "fixed-rate");
   checks.push({
@@ -322,6 +323,22 @@ function checkDkimSigning(postern: PeerReport | undefined): TargetCheck {
     target,
     measured: `${Math.round((signed / plain) * 100)}% (${n0(signed)} vs ${n0(plain)}/s)`,
     met: signed >= 0.85 * plain,
+  };
+}
+
+/**
+ * Issue 27: delivering directly, the sink found through an MX look-up (cached), costs at most 10%
+ * of the pooled delivered rate through the project's upstream, measured in the same run.
+ */
+function checkDirectDelivery(postern: PeerReport | undefined): TargetCheck {
+  const target = "pooled-10k-direct: delivered/s ≥ 90% of pooled-10k (same run)";
+  const direct = scenarioOf(postern, "pooled-10k-direct")?.deliveredPerSecond;
+  const plain = scenarioOf(postern, "pooled-10k")?.deliveredPerSecond;
+  if (direct === undefined || !plain) return { target, measured: "–", met: undefined };
+  return {
+    target,
+    measured: `${Math.round((direct / plain) * 100)}% (${n0(direct)} vs ${n0(plain)}/s)`,
+    met: direct >= 0.9 * plain,
   };
 }
 

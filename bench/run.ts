@@ -57,6 +57,8 @@ interface Scenario {
   stuckNeighbour?: { ratePerSecond: number; concurrency: number };
   /** Every message DKIM-signed at delivery (RSA-2048) with a key of the sender's domain. */
   dkim?: boolean;
+  /** Every message delivered directly: the sink found as the MX host of the recipients' domain. */
+  direct?: boolean;
   /** AUTH scenarios: which logins (one reused login = the cached path). */
   logins?: "same" | "fresh";
   /** The load goes to a project of its own with these rules (bench/rules.ts). */
@@ -86,6 +88,13 @@ const scenarios: Record<string, Scenario> = {
     messageBytes: 10 * KiB,
     dkim: true,
     what: "as pooled-10k, every message DKIM-signed (RSA-2048) at delivery",
+  },
+  "pooled-10k-direct": {
+    mode: "pooled",
+    concurrency: 50,
+    messageBytes: 10 * KiB,
+    direct: true,
+    what: "as pooled-10k, every message delivered directly to the recipients' MX host (the sink)",
   },
   "http-10k": {
     mode: "http",
@@ -237,6 +246,8 @@ function parseOptions(argv: string[]): Options {
 
 /** The domain of every message's sender (envelope and From header). */
 const domainOfSender = "bench.example";
+/** The domain of every message's recipient; the bench's DNS names the sink its MX host. */
+const domainOfRecipient = "bench.example";
 
 function loadSpecOf(scenario: Scenario, peer: Peer, durationMs: number, fixedRate: number): LoadSpec {
   const http = scenario.mode === "http";
@@ -252,7 +263,7 @@ function loadSpecOf(scenario: Scenario, peer: Peer, durationMs: number, fixedRat
     ratePerSecond: scenario.ratePerSecond ?? (scenario.fixedRate ? fixedRate : undefined),
     logins: scenario.logins === "fresh" ? peer.freshLogins : peer.login ? [peer.login] : [],
     from: `bench@${domainOfSender}`,
-    to: "sink@bench.example",
+    to: `sink@${domainOfRecipient}`,
   };
 }
 
@@ -424,6 +435,7 @@ async function startPeer(kind: PeerName, options: Options, report: BenchReport):
       kind === "postern"
         ? await startPostern({
             sinkPort: sink.port,
+            recipientDomain: domainOfRecipient,
             freshLogins,
             repositoryRoot: root,
             profileDir: profileDir(options, report),
@@ -473,11 +485,17 @@ async function measureScenario(measured: Measured, name: string, options: Option
     outcome.scenarios.push({ scenario: name, skipped: "no DKIM signing" });
     return;
   }
+  if (scenario.direct && !peer.deliverDirect) {
+    outcome.scenarios.push({ scenario: name, skipped: "no direct delivery" });
+    return;
+  }
   process.stdout.write(`${kind}: ${name} (${scenario.what})…\n`);
   const fixedRate = fixedRateOf(options, report.peers.postfix);
   if (scenario.fixedRate) report.options.fixedRate = Math.round(fixedRate);
-  // Signing stops after the scenario, so that the ones after it measure what they say.
+  // Signing and direct delivery stop after the scenario, so that the ones after it measure what
+  // they say.
   let stopSigning: (() => Promise<void>) | undefined;
+  let stopDirect: (() => Promise<void>) | undefined;
   try {
     // A project of its own with the scenario's rules, its upstream the same sink.
     const ruled =
@@ -494,6 +512,7 @@ async function measureScenario(measured: Measured, name: string, options: Option
         drainTimeoutMs(options),
       );
     if (scenario.dkim) stopSigning = await peer.signWithDkim?.(domainOfSender);
+    if (scenario.direct) stopDirect = await peer.deliverDirect?.();
     const results = scenario.stuckNeighbour
       ? await runStuckNeighbour(name, scenario, scenario.stuckNeighbour, peer, sink, load, {
           ...options,
@@ -508,6 +527,7 @@ async function measureScenario(measured: Measured, name: string, options: Option
     fail(measured, error);
   } finally {
     await stopSigning?.();
+    await stopDirect?.();
   }
 }
 

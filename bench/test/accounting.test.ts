@@ -218,6 +218,7 @@ describe("targets", () => {
       ["http-10k: accepted/s ≥ pooled-10k accepted/s (same run)", undefined],
       ["pooled-10k-rules: delivered/s ≥ 90% of pooled-10k (same run)", undefined],
       ["pooled-10k-dkim: delivered/s ≥ 85% of pooled-10k (same run)", undefined],
+      ["pooled-10k-direct: delivered/s ≥ 90% of pooled-10k (same run)", undefined],
       ["fresh-10k: delivered/s ≥ 1.25 × Postfix", true],
       ["fixed-rate at 278/s: send→arrival p99 ≤ 500 ms", false],
       ["peak RSS of the all-in-one Postern process ≤ 350 MB in any scenario", false],
@@ -305,6 +306,27 @@ describe("targets", () => {
       });
       expect(dkimCheck([plain, scenario("pooled-10k-dkim", { deliveredPerSecond: 500 })])?.met).toBe(false);
       expect(dkimCheck([plain])?.met).toBeUndefined();
+    });
+  });
+
+  describe("pooled-10k-direct", () => {
+    const target = "pooled-10k-direct: delivered/s ≥ 90% of pooled-10k (same run)";
+    const directCheck = (scenarios: ScenarioResult[]) =>
+      checkTargets({ ...report, peers: { postern: { version: {}, scenarios } } }).find(
+        (c) => c.target === target,
+      );
+
+    it("is met at 90% of the delivered rate through the upstream and missed below", () => {
+      const plain = scenario("pooled-10k", { deliveredPerSecond: 600 });
+      expect(directCheck([plain, scenario("pooled-10k-direct", { deliveredPerSecond: 540 })])).toEqual({
+        target,
+        measured: "90% (540 vs 600/s)",
+        met: true,
+      });
+      expect(directCheck([plain, scenario("pooled-10k-direct", { deliveredPerSecond: 530 })])?.met).toBe(
+        false,
+      );
+      expect(directCheck([plain])?.met).toBeUndefined();
     });
   });
 

@@ -1,3 +1,4 @@
+import { createPrivateKey } from "node:crypto";
 import { recordAudit } from "@postern/audit";
 import { type AuthInvalidation, openSecret, publishAuthInvalidation, sealSecret } from "@postern/auth";
 import type { Database, DkimKey, Domain } from "@postern/db";
@@ -6,6 +7,7 @@ import type { Redis } from "ioredis";
 import { createTxtLookup, type TxtLookup } from "./dns";
 import { type DkimAlgorithm, type DkimKeyPair, generateDkimKey, importDkimKey } from "./keys";
 import { type CheckedRecord, checkRecord, type DnsRecord, recordsOf } from "./records";
+import type { SigningKey } from "./signature";
 
 /**
  * A domain has at most two keys, under these selectors. Rotation adds a key under the free one;
@@ -285,15 +287,10 @@ export function createDomainService(deps: DomainServiceDeps) {
 
 export type DomainService = ReturnType<typeof createDomainService>;
 
-/** A key that signs: the newest active key of a domain, its private key opened. */
-export interface SigningKey {
-  domain: string;
-  selector: string;
-  algorithm: DkimAlgorithm;
-  privateKeyPem: string;
-}
-
-/** The signing keys of a project by domain (one per domain: the newest active key). */
+/**
+ * The signing keys of a project by domain (one per domain: the newest active key), each private
+ * key opened and read once here rather than at every signature.
+ */
 export async function loadSigningKeys(
   db: Database,
   encryptionKey: Buffer,
@@ -310,7 +307,7 @@ export async function loadSigningKeys(
       domain: key.domain.domain,
       selector: key.selector,
       algorithm: key.algorithm as DkimAlgorithm,
-      privateKeyPem: openSecret(key.privateKeySealed, encryptionKey),
+      privateKey: createPrivateKey(openSecret(key.privateKeySealed, encryptionKey)),
     });
   return byDomain;
 }

@@ -10,9 +10,9 @@ export {
   type KeyInput,
   loadSigningKeys,
   type RotateResult,
-  type SigningKey,
   type VerifyResult,
 } from "./domains";
 export { type DkimAlgorithm, type DkimKeyPair, generateDkimKey, importDkimKey } from "./keys";
 export { type CheckedRecord, type DnsRecord, dkimRecordName, type RecordState, recordsOf } from "./records";
+export { dkimSignatureOf, type SigningKey } from "./signature";
 export { createDkimSigner, type DkimSigner, type DkimSignerOptions } from "./signer";

@@ -1,7 +1,7 @@
 import type { AuthInvalidation } from "@postern/auth";
 import type { Database } from "@postern/db";
-import { dkimSign } from "mailauth";
-import { loadSigningKeys, type SigningKey } from "./domains";
+import { loadSigningKeys } from "./domains";
+import { dkimSignatureOf, type SigningKey } from "./signature";
 
 export interface DkimSignerOptions {
   db: Database;
@@ -44,21 +44,17 @@ export function createDkimSigner(options: DkimSignerOptions): DkimSigner {
       if (keys.size === 0) return raw;
       const key = keyFor(keys, options.readFrom(raw));
       if (!key) return raw;
-      const signature = {
-        signingDomain: key.domain,
-        selector: key.selector,
-        privateKey: key.privateKeyPem,
-        algorithm: key.algorithm === "rsa" ? "rsa-sha256" : "ed25519-sha256",
-        canonicalization: "relaxed/relaxed",
-      };
-      // mailauth 4 reads the signatures to make from `signatureData` only (its typings also
-      // show the fields at the top level, which it ignores).
-      const { signatures, errors } = await dkimSign(raw, { ...signature, signatureData: [signature] });
       // A key that cannot sign is a fault, not a choice: sent unsigned, a message of a domain
       // with a strict DMARC policy would be refused or junked; the delivery is retried instead.
-      if (errors.length > 0 || !signatures.startsWith("DKIM-Signature:"))
-        throw new Error(`DKIM signing for ${key.domain} failed: ${errors[0]?.message ?? "no signature"}`);
-      return Buffer.concat([Buffer.from(signatures), raw]);
+      let signature: string;
+      try {
+        signature = await dkimSignatureOf(raw, key);
+      } catch (error) {
+        throw new Error(`DKIM signing for ${key.domain} failed: ${(error as Error).message}`, {
+          cause: error,
+        });
+      }
+      return Buffer.concat([Buffer.from(signature), raw]);
     },
     invalidate(event) {
       if (event.kind === "project") cache.delete(event.projectId);
