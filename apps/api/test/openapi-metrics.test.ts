@@ -81,6 +81,9 @@ describe("GET /docs/json", () => {
           `DELETE ${prefix}/domains/{id}`,
           `POST ${prefix}/domains/{id}/verify`,
           `POST ${prefix}/domains/{id}/rotate`,
+          `GET ${prefix}/suppressions`,
+          `POST ${prefix}/suppressions`,
+          `DELETE ${prefix}/suppressions/{address}`,
         ]),
       ].sort(),
     );
