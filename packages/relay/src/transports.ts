@@ -352,9 +352,11 @@ export class UpstreamTransports {
       const idle = pool.idle.pop();
       if (idle) return idle;
       if (pool.open < this.options.maxConnections) {
-        const upstreamOpen = this.upstreamConnections.get(pool.upstreamHost) ?? 0;
-        if (upstreamOpen >= this.maxUpstreamConnections && !this.closeAnIdleConnection(pool.upstreamHost))
+        const openBefore = this.upstreamConnections.get(pool.upstreamHost) ?? 0;
+        if (openBefore >= this.maxUpstreamConnections && !this.closeAnIdleConnection(pool.upstreamHost))
           return { kind: "busy", retryInMs: giveBackDelay(0, this.turnWaitMs), reason: "upstream_busy" };
+        // Read again: closing an idle connection freed its slot.
+        const upstreamOpen = this.upstreamConnections.get(pool.upstreamHost) ?? 0;
         this.upstreamConnections.set(pool.upstreamHost, upstreamOpen + 1);
         pool.open += 1;
         return this.connect(pool);

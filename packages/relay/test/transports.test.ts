@@ -118,7 +118,7 @@ describe("a project's connections to its upstream", () => {
 
 describe("connections to one upstream, all projects together", () => {
   it("a project at the upstream's cap takes a slot another project keeps idle", async () => {
-    transports = new UpstreamTransports({ maxConnections: 2, maxUpstreamConnections: 2 });
+    transports = new UpstreamTransports({ maxConnections: 2, maxUpstreamConnections: 2, idleCloseMs: 300 });
     const of = (projectId: string) => ({ projectId, upstreamUrl: sink.url, password: undefined });
     // Project A opens both slots and keeps them idle.
     const first = await Promise.all([0, 1].map((n) => transports.relay(of("a"), envelope(n))));
@@ -129,7 +129,19 @@ describe("connections to one upstream, all projects together", () => {
     expect(second.map((r) => r.busy)).toEqual([undefined, undefined]);
     expect(second.map((r) => r.verdict.outcome)).toEqual(["delivered", "delivered"]);
     expect(sink.messages).toHaveLength(4);
-    await until(() => sink.openConnections <= 2, "the cap of 2 connections to hold");
+    // Turn about, many times: each slot taken over is counted once, so the upstream never looks
+    // fuller than its open connections and nobody is given back.
+    for (let round = 0; round < 10; round++) {
+      const project = round % 2 === 0 ? "a" : "b";
+      const sent = await Promise.all([0, 1].map((n) => transports.relay(of(project), envelope(10 + n))));
+      expect(sent.map((r) => r.busy)).toEqual([undefined, undefined]);
+    }
+    expect(sink.messages).toHaveLength(24);
+    expect(sink.openConnections).toBeLessThanOrEqual(2);
+    // Once every pool has closed for idleness, nothing is counted open: a third project gets both.
+    await until(() => sink.openConnections === 0, "the idle pools to close");
+    const third = await Promise.all([0, 1].map((n) => transports.relay(of("c"), envelope(30 + n))));
+    expect(third.map((r) => r.busy)).toEqual([undefined, undefined]);
   });
 
   it("a connection in use is never taken: at the cap with none idle, the delivery is given back", async () => {
