@@ -36,6 +36,14 @@ export function createDatabase(connectionString: string, options: DatabaseOption
   // An idle connection that breaks (PostgreSQL restarted) must not crash the process; the next
   // query reports the failure to its caller.
   pool.on("error", () => {});
+  // Nor one that is checked out (a checked-out client loses the pool's listener): a Prisma
+  // transaction between two statements, or `forEachRow` when PostgreSQL's FATAL arrives in the
+  // same read as the statement's end, would otherwise emit an unheard 'error' (seen in
+  // apps/worker/test/loss.test.ts). The statement in flight, if any, still fails to its caller,
+  // and a broken connection is dropped by the pool when it ends.
+  pool.on("connect", (client) => {
+    client.on("error", () => {});
+  });
   const db = new PrismaClient({ adapter: new PrismaPg(pool, { disposeExternalPool: true }) });
   pools.set(db, pool);
   return db;
@@ -60,13 +68,6 @@ export async function forEachRow<Row>(
   onRow: (row: Row) => void,
 ): Promise<void> {
   const client = await pool.connect();
-  // A checked-out client has lost the pool's 'error' listener. When PostgreSQL shuts down right as
-  // the statement ends, its FATAL can arrive in the same read as ReadyForQuery: the statement has
-  // resolved, nothing is active, and the client emits 'error' before we release it. Unheard, that
-  // would crash the process (seen once in apps/worker/test/loss.test.ts); the pool drops the
-  // broken connection when it is released.
-  const ignoreLateError = () => {};
-  client.on("error", ignoreLateError);
   let failure: unknown;
   try {
     await new Promise<void>((resolve, reject) => {
@@ -86,11 +87,9 @@ export async function forEachRow<Row>(
     });
   } catch (error) {
     // As pool.query does: a connection whose statement failed is not reused.
-    client.off("error", ignoreLateError);
     client.release(error as Error);
     throw error;
   }
-  client.off("error", ignoreLateError);
   client.release();
   if (failure !== undefined) throw failure;
 }
