@@ -128,8 +128,8 @@ const maxGiveBackMs = 30_000;
  * Built on nodemailer's SMTP client (`SMTPConnection`) rather than its pooled transport: a relay
  * forwards stored bytes, and the transport's `sendMail` first runs them through nodemailer's
  * message composer (plugins, a MIME node, a generated Message-ID, a stream pipeline) only to send
- * them unchanged. Measured with 10 KiB messages over 10 connections to `smtp-sink`, the client's
- * CPU per message went from 360–500 µs to 80–160 µs (docs/benchmarks.md). What the pooled
+ * them unchanged. The client alone costs a fraction of the CPU per message that `sendMail` does
+ * (docs/benchmarks-history.md, Ninth round). What the pooled
  * transport did between messages is kept: an envelope or message the upstream refused ends with
  * RSET and the session stays in use, any other error closes it, and a reused session the
  * upstream dropped before a byte of the message was sent is replaced, the message going out over a
