@@ -137,96 +137,63 @@ WHERE c."projectId" = u.project_id`,
   }
 }
 
-/** A delivery a worker has claimed: it sends it until `claimedUntil`. */
-export interface ClaimedDelivery {
+/** A due delivery, to be sent. */
+export interface DueDelivery {
   id: string;
   payload: WebhookEvent;
   /** Failed attempts since it was created or replayed. */
   retryStep: number;
 }
 
-export interface ClaimedBatch {
+export interface DueBatch {
+  /** Undefined when the endpoint is not active (disabled or deleted). */
   endpoint: { url: string; secretSealed: string } | undefined;
-  deliveries: ClaimedDelivery[];
+  deliveries: DueDelivery[];
 }
 
-/** Advisory-lock namespace of the claims (two-key form: never the same lock as a one-key user). */
-const claimLockSpace = 0x57484b53; // "WHKS"
-
 /**
- * Claims up to `concurrency` minus the deliveries already claimed (by any worker) of an active
- * endpoint, due ones first: the cap on requests in flight to one endpoint across workers. The
- * claims of one endpoint are serialised (an advisory lock for the transaction), so the count and
- * the claim see each other. A claim is a lease of `leaseMs`: a worker that dies lets it lapse and
- * another sends the delivery (at least once).
+ * Up to `limit` of an active endpoint's deliveries due now, oldest due first, leaving out those
+ * being sent (`sending`). Only the job that holds the endpoint's serving lease calls it (queue.ts),
+ * so no row needs a claim of its own.
  */
-export async function claimDeliveries(
-  pool: Pick<SqlPool, "connect">,
+export async function dueDeliveries(
+  sql: Sql,
   endpointId: string,
-  options: { concurrency: number; leaseMs: number; now?: Date },
-): Promise<ClaimedBatch> {
-  const now = options.now ?? new Date();
-  const client = await pool.connect();
-  try {
-    await client.query("BEGIN");
-    await client.query({
-      name: "postern-webhook-claim-lock",
-      text: "SELECT pg_advisory_xact_lock($1::int, hashtext($2::text))",
-      values: [claimLockSpace, endpointId],
-    });
-    const { rows } = await client.query<{
-      id: string | null;
-      payload: WebhookEvent | null;
-      retryStep: number | null;
-      url: string;
-      secretSealed: string;
-    }>({
-      name: "postern-webhook-claim",
-      text: `WITH endpoint AS (
-  SELECT "url", "secretSealed" FROM "WebhookEndpoint" WHERE "id" = $1::uuid AND "status" = 'active'
-), busy AS (
-  SELECT count(*)::int AS n FROM "WebhookDelivery"
-  WHERE "endpointId" = $1::uuid AND "status" = 'pending' AND "claimedUntil" > ${utc("$3")}
-), due AS (
-  SELECT "id" FROM "WebhookDelivery"
-  WHERE "endpointId" = $1::uuid AND "status" = 'pending' AND "nextAttemptAt" <= ${utc("$3")}
-    AND ("claimedUntil" IS NULL OR "claimedUntil" <= ${utc("$3")}) AND EXISTS (SELECT 1 FROM endpoint)
+  options: { limit: number; sending: string[]; now?: Date },
+): Promise<DueBatch> {
+  const { rows } = await sql.query<{
+    id: string | null;
+    payload: WebhookEvent | null;
+    retryStep: number | null;
+    url: string;
+    secretSealed: string;
+  }>({
+    name: "postern-webhook-due",
+    text: `SELECT d."id", d."payload", d."retryStep", e."url", e."secretSealed"
+FROM "WebhookEndpoint" e
+LEFT JOIN LATERAL (
+  SELECT "id", "payload", "retryStep", "nextAttemptAt" FROM "WebhookDelivery"
+  WHERE "endpointId" = e."id" AND "status" = 'pending' AND "nextAttemptAt" <= ${utc("$2")}
+    AND "id" <> ALL($3::uuid[])
   ORDER BY "nextAttemptAt", "id"
-  LIMIT GREATEST(0, $2::int - (SELECT n FROM busy))
-), claimed AS (
-  UPDATE "WebhookDelivery" d SET "claimedUntil" = ${utc("$4")}
-  FROM due WHERE d."id" = due."id"
-  RETURNING d."id", d."payload", d."retryStep", d."nextAttemptAt"
-)
-SELECT c."id", c."payload", c."retryStep", e."url", e."secretSealed"
-FROM endpoint e LEFT JOIN claimed c ON true
-ORDER BY c."nextAttemptAt", c."id"`,
-      values: [
-        endpointId,
-        options.concurrency,
-        now.toISOString(),
-        new Date(now.getTime() + options.leaseMs).toISOString(),
-      ],
-    });
-    await client.query("COMMIT");
-    const first = rows[0];
-    if (!first) return { endpoint: undefined, deliveries: [] };
-    return {
-      endpoint: { url: first.url, secretSealed: first.secretSealed },
-      deliveries: rows
-        .filter((row) => row.id !== null)
-        .map((row) => ({
-          id: row.id as string,
-          payload: row.payload as WebhookEvent,
-          retryStep: row.retryStep as number,
-        })),
-    };
-  } catch (error) {
-    await client.query("ROLLBACK").catch(() => {});
-    throw error;
-  } finally {
-    client.release();
-  }
+  LIMIT $4::int
+) d ON true
+WHERE e."id" = $1::uuid AND e."status" = 'active'
+ORDER BY d."nextAttemptAt", d."id"`,
+    values: [endpointId, (options.now ?? new Date()).toISOString(), options.sending, options.limit],
+  });
+  const first = rows[0];
+  if (!first) return { endpoint: undefined, deliveries: [] };
+  return {
+    endpoint: { url: first.url, secretSealed: first.secretSealed },
+    deliveries: rows
+      .filter((row) => row.id !== null)
+      .map((row) => ({
+        id: row.id as string,
+        payload: row.payload as WebhookEvent,
+        retryStep: row.retryStep as number,
+      })),
+  };
 }
 
 /** What became of one attempt, and so of its delivery. */
@@ -254,7 +221,7 @@ export interface DisabledEndpoint {
  * last answer, its attempt row, and its endpoint's health. An endpoint with a success is healthy
  * again (`failingSince` cleared); one whose attempts all failed keeps the time of its first
  * failure, and once that is `disableAfterMs` old it is disabled, with its `webhook.disabled` audit
- * event, in the same statement. The claims end, so the endpoint's next claim counts them out.
+ * event, in the same statement.
  */
 export async function recordAttempts(
   sql: Sql,
@@ -274,7 +241,6 @@ export async function recordAttempts(
     "attempts" = d."attempts" + 1,
     "retryStep" = CASE WHEN i.status = 'succeeded' THEN d."retryStep" ELSE d."retryStep" + 1 END,
     "nextAttemptAt" = (i.next_attempt_at::timestamptz AT TIME ZONE 'UTC'),
-    "claimedUntil" = NULL,
     "lastStatusCode" = i.status_code,
     "lastError" = i.error,
     "updatedAt" = ${utc("$11")},
@@ -345,8 +311,8 @@ WHERE d."endpointId" = $1::uuid AND d."status" = 'pending'`,
 }
 
 /**
- * Active endpoints with a delivery due and unclaimed: the sweeper wakes each (its wake-up was
- * lost with Redis, or with the worker that would have added it).
+ * Active endpoints with a delivery due: the sweeper wakes each (its wake-up was lost with Redis, or
+ * with the worker that would have served it; a job for an endpoint already served ends at once).
  */
 export async function endpointsWithDueDeliveries(sql: Sql, now = new Date()): Promise<string[]> {
   const { rows } = await sql.query<{ endpointId: string }>({
@@ -354,8 +320,7 @@ export async function endpointsWithDueDeliveries(sql: Sql, now = new Date()): Pr
     text: `SELECT e."id" AS "endpointId" FROM "WebhookEndpoint" e
 WHERE e."status" = 'active' AND EXISTS (
   SELECT 1 FROM "WebhookDelivery" d
-  WHERE d."endpointId" = e."id" AND d."status" = 'pending' AND d."nextAttemptAt" <= ${utc("$1")}
-    AND (d."claimedUntil" IS NULL OR d."claimedUntil" <= ${utc("$1")}))`,
+  WHERE d."endpointId" = e."id" AND d."status" = 'pending' AND d."nextAttemptAt" <= ${utc("$1")})`,
     values: [now.toISOString()],
   });
   return rows.map((row) => row.endpointId);

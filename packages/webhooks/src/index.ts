@@ -7,8 +7,8 @@ export {
 } from "./address-policy";
 export {
   type AttemptRecord,
-  claimDeliveries,
   dispatchRound,
+  dueDeliveries,
   pruneWebhookDeliveries,
   recordAttempts,
 } from "./delivery-store";

@@ -107,7 +107,9 @@ export function createWebhookSender(options: WebhookSenderOptions): WebhookSende
                 outcome({
                   ok,
                   statusCode,
-                  response: Buffer.concat(chunks).toString("utf8"),
+                  // PostgreSQL's text holds no NUL: a receiver's binary answer must not make the
+                  // attempt unrecordable.
+                  response: Buffer.concat(chunks).toString("utf8").replaceAll("\u0000", ""),
                   error: ok ? null : `HTTP ${statusCode}`,
                 }),
               );
@@ -136,6 +138,6 @@ export function createWebhookSender(options: WebhookSenderOptions): WebhookSende
 
 function describe(error: unknown): string {
   const e = error as NodeJS.ErrnoException;
-  const text = e?.message || String(error);
+  const text = (e?.message || String(error)).replaceAll("\u0000", "");
   return e?.code && !text.includes(e.code) ? `${e.code}: ${text}` : text;
 }

@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { openSecret } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
 import type { SqlPool } from "@postern/db";
@@ -8,17 +9,17 @@ import { Worker } from "bullmq";
 import type { Resolve } from "./address-policy";
 import {
   type AttemptRecord,
-  type ClaimedDelivery,
-  claimDeliveries,
   type DisabledEndpoint,
+  type DueDelivery,
   dispatchRound,
+  dueDeliveries,
   endpointsWithDueDeliveries,
   nextDueAt,
   pruneWebhookDeliveries,
   recordAttempts,
 } from "./delivery-store";
 import { webhookBody } from "./events";
-import { createWebhookWaker, type WebhookJob, webhookQueueName } from "./queue";
+import { createServingLeases, createWebhookWaker, type WebhookJob, webhookQueueName } from "./queue";
 import { createWebhookSender } from "./sender";
 
 /**
@@ -27,10 +28,11 @@ import { createWebhookSender } from "./sender";
  * - the dispatcher reads the events outbox past each project's cursor and turns each event into a
  *   delivery per subscribed endpoint, in the transaction that moves the cursor, then wakes those
  *   endpoints (a BullMQ job each);
- * - a BullMQ worker serves endpoints: a job claims its endpoint's due deliveries (at most
- *   `endpointConcurrency` in flight, every worker together), POSTs them, records each attempt and
- *   claims more, until none is due or its budget is spent (then it queues itself behind the
- *   others); it leaves a delayed job for the endpoint's next retry;
+ * - a BullMQ worker serves endpoints: a job takes its endpoint's serving lease (one job at a time
+ *   per endpoint, every worker together; queue.ts), reads its due deliveries, POSTs them with at
+ *   most `endpointConcurrency` in flight, records each attempt and reads more, until none is due
+ *   or its budget is spent (then it queues itself behind the others); it leaves a delayed job for
+ *   the endpoint's next retry;
  * - a sweeper wakes endpoints whose wake-up was lost (Redis, a dead worker) and prunes finished
  *   deliveries past EVENT_RETENTION_DAYS.
  */
@@ -78,8 +80,9 @@ export function startWebhookWorker(deps: WebhookWorkerDeps): RunningWebhookWorke
     timeoutMs: settings.timeoutMs,
     resolve: deps.resolve,
   });
-  // A claim outlives the longest attempt and its record, so a live worker never loses one.
+  // A serving lease outlives the longest attempt and its record; the holder renews it at a third.
   const leaseMs = settings.timeoutMs * 2 + 10_000;
+  const leases = createServingLeases(redis, prefix, leaseMs);
   const recorder = createGroupCommit<AttemptRecord, DisabledEndpoint[]>(
     async (records) => {
       const disabled = await recordAttempts(sql, records, { disableAfterMs: settings.disableAfterMs });
@@ -106,7 +109,7 @@ export function startWebhookWorker(deps: WebhookWorkerDeps): RunningWebhookWorke
   const attempt = async (
     endpointId: string,
     endpoint: { url: string; secret: string },
-    delivery: ClaimedDelivery,
+    delivery: DueDelivery,
   ) => {
     const outcome = await sender.send({
       url: endpoint.url,
@@ -147,46 +150,70 @@ export function startWebhookWorker(deps: WebhookWorkerDeps): RunningWebhookWorke
 
   /** One job: serves the endpoint's due deliveries (see the module comment). */
   const serve = async (endpointId: string) => {
-    const concurrency = settings.endpointConcurrency;
-    // Claims are made for several lanes at once (each claim is a transaction), not one per answer.
-    const refill = Math.max(1, Math.floor(concurrency / 2));
-    const deadline = Date.now() + tuning.jobBudgetMs;
-    const inFlight = new Set<Promise<void>>();
-    let claimed = 0;
-    let active = true;
-    for (;;) {
-      const withinBudget = !stopping && claimed < tuning.deliveriesPerJob && Date.now() < deadline;
-      if (withinBudget && (inFlight.size === 0 || concurrency - inFlight.size >= refill)) {
-        const batch = await claimDeliveries(sql, endpointId, { concurrency, leaseMs });
-        if (!batch.endpoint) {
-          active = false; // disabled or deleted: nothing more to send
-          break;
-        }
-        const endpoint = { url: batch.endpoint.url, secret: secretOf(batch.endpoint.secretSealed) };
-        for (const delivery of batch.deliveries) {
-          const running: Promise<void> = attempt(endpointId, endpoint, delivery)
-            .catch((error: Error) =>
-              // Not recorded (PostgreSQL unreachable): the claim lapses and the sweeper wakes it.
-              log.warn({ err: error, deliveryId: delivery.id }, "webhook attempt not recorded"),
-            )
-            .finally(() => inFlight.delete(running));
-          inFlight.add(running);
-        }
-        claimed += batch.deliveries.length;
-        // Nothing due, or the endpoint's lanes held by another job (which serves what comes).
-        if (inFlight.size === 0) break;
-      } else if (inFlight.size === 0) break;
-      await Promise.race(inFlight);
+    const token = randomUUID();
+    // Another job serves the endpoint: it reads what this job was woken for before it ends.
+    if (!(await leases.acquire(endpointId, token))) return;
+    const renewal = setInterval(
+      () =>
+        leases
+          .renew(endpointId, token)
+          .catch((error: Error) => log.warn({ err: error, endpointId }, "webhook serving lease not renewed")),
+      leaseMs / 3,
+    );
+    let active: boolean;
+    try {
+      active = await sendDue(endpointId);
+    } finally {
+      clearInterval(renewal);
+      await leases.release(endpointId, token).catch(() => {});
     }
-    await Promise.all(inFlight);
     if (!active) return;
+    // After the release: a job woken while this one held the lease ended at once, and what it was
+    // woken for is due now; this read sees it.
     const due = await nextDueAt(sql, endpointId);
     if (!due) return;
     if (due.getTime() > Date.now()) await waker.wake([endpointId], due);
-    // Its budget spent with deliveries due: behind the endpoints waiting in the queue (stopping:
-    // for the next worker).
-    else if (stopping || claimed >= tuning.deliveriesPerJob || Date.now() >= deadline)
-      await waker.wake([endpointId]);
+    // Due now: deliveries that came as the lease was released, or a budget spent (behind the
+    // endpoints waiting in the queue), or a worker stopping (for the next one).
+    else await waker.wake([endpointId]);
+  };
+
+  /**
+   * Sends the endpoint's due deliveries, `endpointConcurrency` at a time, until none is due or the
+   * job's budget is spent; false when the endpoint is not active.
+   */
+  const sendDue = async (endpointId: string) => {
+    const concurrency = settings.endpointConcurrency;
+    // Deliveries are read for several lanes at once (a statement each time), not one per answer.
+    const refill = Math.max(1, Math.floor(concurrency / 2));
+    const deadline = Date.now() + tuning.jobBudgetMs;
+    const inFlight = new Map<string, Promise<void>>();
+    let started = 0;
+    const withinBudget = () => !stopping && started < tuning.deliveriesPerJob && Date.now() < deadline;
+    for (;;) {
+      const free = concurrency - inFlight.size;
+      if (withinBudget() && (inFlight.size === 0 || free >= refill)) {
+        const batch = await dueDeliveries(sql, endpointId, { limit: free, sending: [...inFlight.keys()] });
+        if (!batch.endpoint) {
+          await Promise.all(inFlight.values());
+          return false; // disabled or deleted
+        }
+        const endpoint = { url: batch.endpoint.url, secret: secretOf(batch.endpoint.secretSealed) };
+        for (const delivery of batch.deliveries) {
+          const running = attempt(endpointId, endpoint, delivery)
+            .catch((error: Error) =>
+              // Not recorded (PostgreSQL unreachable): it stays due, and is sent again.
+              log.warn({ err: error, deliveryId: delivery.id }, "webhook attempt not recorded"),
+            )
+            .finally(() => inFlight.delete(delivery.id));
+          inFlight.set(delivery.id, running);
+        }
+        started += batch.deliveries.length;
+        if (inFlight.size === 0) break; // nothing due
+      } else if (inFlight.size === 0) break; // budget spent
+      await Promise.race(inFlight.values());
+    }
+    return true;
   };
 
   const worker = new Worker<WebhookJob>(webhookQueueName, async (job) => serve(job.data.endpointId), {

@@ -33,7 +33,6 @@ CREATE TABLE "WebhookDelivery" (
     "attempts" INTEGER NOT NULL DEFAULT 0,
     "retryStep" INTEGER NOT NULL DEFAULT 0,
     "nextAttemptAt" TIMESTAMP(3),
-    "claimedUntil" TIMESTAMP(3),
     "lastStatusCode" INTEGER,
     "lastError" TEXT,
     "createdAt" TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP,
