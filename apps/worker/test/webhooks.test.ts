@@ -1,5 +1,6 @@
+import { sqlPoolOf } from "@postern/db";
 import { WebhookReceiver } from "@postern/testkit";
-import { createWebhookService } from "@postern/webhooks";
+import { createWebhookService, pruneWebhookDeliveries } from "@postern/webhooks";
 import { Webhook } from "standardwebhooks";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { percentile, startWebhookStack, type WebhookStack } from "./webhook-stack";
@@ -296,6 +297,54 @@ describe("replay", () => {
     } finally {
       await receiver.stop();
     }
+  });
+});
+
+describe("retention", () => {
+  let stack: WebhookStack;
+  beforeAll(async () => {
+    stack = await startWebhookStack({ WEBHOOK_ALLOW_PRIVATE: "true" });
+  });
+  afterAll(async () => {
+    await stack?.close();
+  });
+
+  it("prunes finished deliveries (and their attempts) past EVENT_RETENTION_DAYS, never pending ones", async () => {
+    const fixture = await stack.project();
+    const hook = await stack.addWebhook(fixture, "http://127.0.0.1:9/retention", ["message.failed"]);
+    const old = new Date(Date.now() - 100 * 86_400_000);
+    const make = (status: "pending" | "succeeded" | "failed", createdAt: Date, eventId: bigint) =>
+      stack.ctx.db.webhookDelivery.create({
+        data: {
+          endpointId: hook.id,
+          eventId,
+          eventType: "message.failed",
+          payload: { id: String(eventId) },
+          status,
+          createdAt,
+          log: { create: [{ number: 1, startedAt: createdAt, durationMs: 5, statusCode: 500 }] },
+        },
+      });
+    const oldSucceeded = await make("succeeded", old, 1n);
+    const oldFailed = await make("failed", old, 2n);
+    const oldPending = await make("pending", old, 3n);
+    const recent = await make("succeeded", new Date(), 4n);
+    const deleted = await pruneWebhookDeliveries(
+      sqlPoolOf(stack.ctx.db),
+      new Date(Date.now() - 90 * 86_400_000),
+      1,
+    );
+    expect(deleted).toBe(2);
+    const left = await stack.ctx.db.webhookDelivery.findMany({
+      where: { endpointId: hook.id },
+      select: { id: true },
+    });
+    expect(left.map((d) => d.id).sort()).toEqual([oldPending.id, recent.id].sort());
+    expect(
+      await stack.ctx.db.webhookAttempt.count({
+        where: { deliveryId: { in: [oldSucceeded.id, oldFailed.id] } },
+      }),
+    ).toBe(0);
   });
 });
 
