@@ -158,7 +158,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   );
 
   // Events of the outbox to the projects' webhook endpoints (packages/webhooks).
-  const webhooks = startWebhookWorker({ config, sql, redis, log: deps.log });
+  const webhooks = startWebhookWorker({ config, sql, redis, log: deps.log, metrics: deps.metrics });
 
   return {
     describe: [

@@ -1,7 +1,7 @@
 import { buildApi } from "@postern/api";
 import type { EnvSource } from "@postern/config";
 import { type RunningSmtp, startSmtp } from "@postern/smtp";
-import { createLogger, createMetricsRegistry } from "@postern/telemetry";
+import { createLogger, createMetricsRegistry, type Registry } from "@postern/telemetry";
 import {
   createProjectFixture,
   createTestContext,
@@ -22,6 +22,8 @@ export interface WebhookStack {
   ctx: TestContext;
   smtp: RunningSmtp;
   worker: RunningWorker;
+  /** The worker's registry. */
+  metrics: Registry;
   api: FastifyInstance;
   upstream: SmtpSink;
   project(): Promise<ProjectFixture>;
@@ -63,13 +65,15 @@ export async function startWebhookStack(env: EnvSource): Promise<WebhookStack> {
     { ...ctx, log, metrics: createMetricsRegistry() },
     { smtpPort: 0, smtpsPort: 0 },
   );
-  const worker = await startWorker({ ...ctx, log, metrics: createMetricsRegistry() });
+  const metrics = createMetricsRegistry();
+  const worker = await startWorker({ ...ctx, log, metrics });
   const api = await buildApi({ ...ctx, log, metrics: createMetricsRegistry() });
   const auth = (fixture: ProjectFixture) => ({ authorization: `Bearer ${fixture.apiToken.token}` });
   return {
     ctx,
     smtp,
     worker,
+    metrics,
     api,
     upstream,
     project: () => createProjectFixture(ctx.db, ctx.config, { upstream: upstream.url }),

@@ -112,6 +112,8 @@ describe("delivery, retries, outage, isolation", () => {
         [4, 200, "answered 200", null],
       ]);
       for (const attempt of delivery?.attempts ?? []) expect(attempt.durationMs).toBeGreaterThanOrEqual(0);
+      const counted = await stack.metrics.getSingleMetricAsString("postern_webhook_attempts_total");
+      expect(counted).toMatch(/postern_webhook_attempts_total\{outcome="retry"\} [3-9]/);
       // The endpoint is healthy again.
       const endpoint = await stack.ctx.db.webhookEndpoint.findUniqueOrThrow({ where: { id: hook.id } });
       expect(endpoint).toMatchObject({ status: "active", failingSince: null });

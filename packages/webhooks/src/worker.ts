@@ -4,8 +4,9 @@ import type { ResolvedConfig } from "@postern/config";
 import type { SqlPool } from "@postern/db";
 import { createGroupCommit } from "@postern/messages";
 import { type Redis, retryDelayMs } from "@postern/queue";
-import type { Logger } from "@postern/telemetry";
+import type { Logger, Registry } from "@postern/telemetry";
 import { Worker } from "bullmq";
+import { Counter, Histogram } from "prom-client";
 import type { Resolve } from "./address-policy";
 import {
   type AttemptRecord,
@@ -45,6 +46,8 @@ export interface WebhookWorkerDeps {
   sql: SqlPool;
   redis: Redis;
   log: Logger;
+  /** The process registry: webhook attempts by outcome and their durations. */
+  metrics?: Registry;
   /** Resolver of endpoint hosts (tests); the system's by default. */
   resolve?: Resolve;
   /** Tuning for tests; the defaults suit production. */
@@ -95,6 +98,19 @@ export function startWebhookWorker(deps: WebhookWorkerDeps): RunningWebhookWorke
     },
     { maxItems: 500, maxInFlight: 2 },
   );
+  const registers = deps.metrics ? [deps.metrics] : [];
+  const attempts = new Counter({
+    name: "postern_webhook_attempts_total",
+    help: "Webhook POSTs by outcome: succeeded (2xx), retry (failed, retried later), failed (the last retry failed)",
+    labelNames: ["outcome"],
+    registers,
+  });
+  const attemptDuration = new Histogram({
+    name: "postern_webhook_attempt_duration_seconds",
+    help: "Time from the start of a webhook POST to its answer (or failure)",
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers,
+  });
   const secrets = new Map<string, string>();
   const secretOf = (sealed: string) => {
     let secret = secrets.get(sealed);
@@ -121,7 +137,13 @@ export function startWebhookWorker(deps: WebhookWorkerDeps): RunningWebhookWorke
     const status = outcome.ok ? "succeeded" : delivery.retryStep < schedule.length ? "pending" : "failed";
     const nextAttemptAt =
       status === "pending" ? new Date(Date.now() + retryDelayMs(delivery.retryStep + 1, schedule)) : null;
-    log.info(
+    attempts.inc({
+      outcome: status === "succeeded" ? "succeeded" : status === "pending" ? "retry" : "failed",
+    });
+    attemptDuration.observe(outcome.durationMs / 1000);
+    // The delivery log in PostgreSQL has every attempt; the process log has the failures (a
+    // success a line at debug level: at info, two events a message would double the log).
+    log[outcome.ok ? "debug" : "info"](
       {
         webhookId: endpointId,
         deliveryId: delivery.id,
