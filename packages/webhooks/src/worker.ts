@@ -62,6 +62,8 @@ const defaultTuning = {
   eventsPerProject: 500,
   /** Endpoints served at once by one worker. */
   endpointsInFlight: 100,
+  /** Due deliveries one read of an endpoint's takes. */
+  readAhead: 100,
   /** A job hands its endpoint back to the queue after this many deliveries or this long. */
   deliveriesPerJob: 1000,
   jobBudgetMs: 30_000,
@@ -206,33 +208,44 @@ export function startWebhookWorker(deps: WebhookWorkerDeps): RunningWebhookWorke
    */
   const sendDue = async (endpointId: string) => {
     const concurrency = settings.endpointConcurrency;
-    // Deliveries are read for several lanes at once (a statement each time), not one per answer.
-    const refill = Math.max(1, Math.floor(concurrency / 2));
     const deadline = Date.now() + tuning.jobBudgetMs;
+    // Read ahead, a statement per `readAhead` deliveries rather than one per free lane: only this
+    // job sends the endpoint's deliveries while it holds the lease.
+    const waiting: DueDelivery[] = [];
     const inFlight = new Map<string, Promise<void>>();
-    let started = 0;
-    const withinBudget = () => !stopping && started < tuning.deliveriesPerJob && Date.now() < deadline;
+    let endpoint: { url: string; secret: string } | undefined;
+    let read = 0;
+    const withinBudget = () => !stopping && read < tuning.deliveriesPerJob && Date.now() < deadline;
     for (;;) {
-      const free = concurrency - inFlight.size;
-      if (withinBudget() && (inFlight.size === 0 || free >= refill)) {
-        const batch = await dueDeliveries(sql, endpointId, { limit: free, sending: [...inFlight.keys()] });
+      if (
+        waiting.length === 0 &&
+        withinBudget() &&
+        (inFlight.size === 0 || inFlight.size <= concurrency / 2)
+      ) {
+        const batch = await dueDeliveries(sql, endpointId, {
+          limit: tuning.readAhead,
+          sending: [...inFlight.keys()],
+        });
         if (!batch.endpoint) {
           await Promise.all(inFlight.values());
           return false; // disabled or deleted
         }
-        const endpoint = { url: batch.endpoint.url, secret: secretOf(batch.endpoint.secretSealed) };
-        for (const delivery of batch.deliveries) {
-          const running = attempt(endpointId, endpoint, delivery)
-            .catch((error: Error) =>
-              // Not recorded (PostgreSQL unreachable): it stays due, and is sent again.
-              log.warn({ err: error, deliveryId: delivery.id }, "webhook attempt not recorded"),
-            )
-            .finally(() => inFlight.delete(delivery.id));
-          inFlight.set(delivery.id, running);
-        }
-        started += batch.deliveries.length;
-        if (inFlight.size === 0) break; // nothing due
-      } else if (inFlight.size === 0) break; // budget spent
+        endpoint = { url: batch.endpoint.url, secret: secretOf(batch.endpoint.secretSealed) };
+        waiting.push(...batch.deliveries);
+        read += batch.deliveries.length;
+      }
+      while (endpoint && waiting.length > 0 && inFlight.size < concurrency) {
+        const delivery = waiting.shift() as DueDelivery;
+        const running = attempt(endpointId, endpoint, delivery)
+          .catch((error: Error) =>
+            // Not recorded (PostgreSQL unreachable): it stays due, and is sent again.
+            log.warn({ err: error, deliveryId: delivery.id }, "webhook attempt not recorded"),
+          )
+          .finally(() => inFlight.delete(delivery.id));
+        inFlight.set(delivery.id, running);
+      }
+      // Nothing due, or the budget spent with nothing left to send.
+      if (inFlight.size === 0) break;
       await Promise.race(inFlight.values());
     }
     return true;
