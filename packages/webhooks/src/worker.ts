@@ -124,10 +124,12 @@ export function startWebhookWorker(deps: WebhookWorkerDeps): RunningWebhookWorke
     return secret;
   };
 
+  /** One POST and its record; `answered` is called between the two. */
   const attempt = async (
     endpointId: string,
     endpoint: { url: string; secret: string },
     delivery: DueDelivery,
+    answered: () => void,
   ) => {
     const outcome = await sender.send({
       url: endpoint.url,
@@ -135,6 +137,7 @@ export function startWebhookWorker(deps: WebhookWorkerDeps): RunningWebhookWorke
       webhookId: delivery.payload.id,
       body: webhookBody(delivery.payload),
     });
+    answered();
     const schedule = settings.retryScheduleSeconds;
     const status = outcome.ok ? "succeeded" : delivery.retryStep < schedule.length ? "pending" : "failed";
     const nextAttemptAt =
@@ -212,42 +215,60 @@ export function startWebhookWorker(deps: WebhookWorkerDeps): RunningWebhookWorke
     // Read ahead, a statement per `readAhead` deliveries rather than one per free lane: only this
     // job sends the endpoint's deliveries while it holds the lease.
     const waiting: DueDelivery[] = [];
-    const inFlight = new Map<string, Promise<void>>();
+    // A lane is a request in flight; a delivery stays out of the reads until its attempt is
+    // recorded, but its lane is free as soon as it is answered (the record is group-committed).
+    const lanes = new Map<string, Promise<void>>();
+    const unrecorded = new Map<string, Promise<void>>();
     let endpoint: { url: string; secret: string } | undefined;
     let read = 0;
     const withinBudget = () => !stopping && read < tuning.deliveriesPerJob && Date.now() < deadline;
     for (;;) {
-      if (
-        waiting.length === 0 &&
-        withinBudget() &&
-        (inFlight.size === 0 || inFlight.size <= concurrency / 2)
-      ) {
+      if (stopping) waiting.length = 0; // left due, for the next worker
+      if (waiting.length === 0 && withinBudget() && lanes.size <= concurrency / 2) {
         const batch = await dueDeliveries(sql, endpointId, {
           limit: tuning.readAhead,
-          sending: [...inFlight.keys()],
+          sending: [...unrecorded.keys()],
         });
         if (!batch.endpoint) {
-          await Promise.all(inFlight.values());
+          await Promise.all(unrecorded.values());
           return false; // disabled or deleted
         }
         endpoint = { url: batch.endpoint.url, secret: secretOf(batch.endpoint.secretSealed) };
         waiting.push(...batch.deliveries);
         read += batch.deliveries.length;
       }
-      while (endpoint && waiting.length > 0 && inFlight.size < concurrency) {
+      while (endpoint && waiting.length > 0 && lanes.size < concurrency) {
         const delivery = waiting.shift() as DueDelivery;
-        const running = attempt(endpointId, endpoint, delivery)
+        let answered = () => {};
+        lanes.set(
+          delivery.id,
+          new Promise<void>((resolve) => {
+            answered = resolve;
+          }),
+        );
+        const done = attempt(endpointId, endpoint, delivery, () => lanes.delete(delivery.id) && answered())
           .catch((error: Error) =>
             // Not recorded (PostgreSQL unreachable): it stays due, and is sent again.
             log.warn({ err: error, deliveryId: delivery.id }, "webhook attempt not recorded"),
           )
-          .finally(() => inFlight.delete(delivery.id));
-        inFlight.set(delivery.id, running);
+          .finally(() => {
+            lanes.delete(delivery.id);
+            answered();
+            unrecorded.delete(delivery.id);
+          });
+        unrecorded.set(delivery.id, done);
       }
       // Nothing due, or the budget spent with nothing left to send.
-      if (inFlight.size === 0) break;
-      await Promise.race(inFlight.values());
+      if (lanes.size === 0 && (waiting.length === 0 || !endpoint)) {
+        if (unrecorded.size === 0 || !withinBudget()) break;
+        // Answered, not yet recorded: read again once they are, for what came meanwhile.
+        await Promise.race(unrecorded.values());
+        continue;
+      }
+      await Promise.race(lanes.values());
     }
+    // Recorded before the lease goes: the next holder must not read them as still due.
+    await Promise.all(unrecorded.values());
     return true;
   };
 
