@@ -17,6 +17,7 @@ import { freePort } from "@postern/embedded";
 import { createRouteService } from "@postern/projects";
 import { parseUpstreamUrl } from "@postern/relay";
 import { type Rule, rulesSchema } from "@postern/rules";
+import { createWebhookService, subscribableEventTypes } from "@postern/webhooks";
 import { Redis } from "ioredis";
 import { startForwarderProcess } from "./children";
 import { startBenchDns } from "./dns";
@@ -66,6 +67,11 @@ export interface Peer {
    * (`pooled-10k-direct`); missing for relays without direct delivery.
    */
   deliverDirect?(): Promise<() => Promise<void>>;
+  /**
+   * POSTs every event type of the main login's project to `url` (a webhook endpoint), until the
+   * function it answers is called (`pooled-10k-webhooks`); missing for relays without webhooks.
+   */
+  subscribeWebhooks?(url: string): Promise<() => Promise<void>>;
   /** Why the scenarios cannot run (e.g. no SMTP listener yet); the peer is up for the rest. */
   unavailable?: string;
   /** CPU is reported per group; the first group is the relay itself. */
@@ -218,6 +224,8 @@ export async function startPostern(options: {
       NODE_OPTIONS: "--max-old-space-size=512",
       // Direct delivery (`pooled-10k-direct`) finds the sink as the recipients' MX host.
       DNS_SERVERS: dns.address,
+      // `pooled-10k-webhooks` POSTs to a receiver on a loopback port.
+      WEBHOOK_ALLOW_PRIVATE: "true",
       DIRECT_SMTP_PORT: String(options.sinkPort),
     };
     const child = spawn(
@@ -351,6 +359,22 @@ export async function startPostern(options: {
         return async () => {
           await replace({ version, routes: [] });
           redis.disconnect();
+        };
+      },
+      subscribeWebhooks: async (url) => {
+        // Through the service, as POST /v1/webhooks: the workers' dispatcher picks the endpoint up.
+        const webhooks = createWebhookService({
+          db,
+          config: {
+            encryptionKey: Buffer.from(await secret("encryption-key"), "hex"),
+            webhooks: { allowPrivate: true },
+          },
+        });
+        const by = { actor: "bench" };
+        const created = await webhooks.create(project.id, { url, events: [...subscribableEventTypes] }, by);
+        if (!created.ok) throw new Error(`bench webhook: ${created.message}`);
+        return async () => {
+          await webhooks.remove(project.id, created.value.id, by);
         };
       },
       groups: [

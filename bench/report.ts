@@ -27,6 +27,21 @@ export interface ScenarioResult {
   startRssBytes: Record<string, number>;
   /** `stuck-neighbour` with B stuck: what project B sent meanwhile. */
   neighbour?: NeighbourResult;
+  /** `pooled-10k-webhooks`: the events the receiver acknowledged. */
+  webhooks?: WebhookResult;
+}
+
+/**
+ * The webhook events of a scenario's messages (two each: accepted, delivered), every one of which
+ * the receiver acknowledged before the drain ended (or `expected` says how many were due).
+ */
+export interface WebhookResult {
+  expected: number;
+  acknowledged: number;
+  /** Acknowledged events per second, from the start of the load to the last acknowledgement. */
+  eventsPerSecond: number;
+  /** From the event's creation (its status change) to its arrival at the receiver. */
+  latencyMs: LatencySummary;
 }
 
 /** Project B of `stuck-neighbour`: its load, and what its upstream (which never answers) saw. */
@@ -235,6 +250,7 @@ export function checkTargets(report: BenchReport): TargetCheck[] {
   checks.push(checkRules(postern));
   checks.push(checkDkimSigning(postern));
   checks.push(checkDirectDelivery(postern));
+  checks.push(checkWebhooks(postern));
   versus("fresh-10k", 1.25);
   const fixed = scenarioOf(postern, "fixed-rate");
   checks.push({
@@ -339,6 +355,28 @@ function checkDirectDelivery(postern: PeerReport | undefined): TargetCheck {
     target,
     measured: `${Math.round((direct / plain) * 100)}% (${n0(direct)} vs ${n0(plain)}/s)`,
     met: direct >= 0.9 * plain,
+  };
+}
+
+/**
+ * Issue 26: every event type POSTed to a local receiver costs at most 10% of the pooled delivered
+ * rate, every event acknowledged before the scenario's drain ends.
+ */
+function checkWebhooks(postern: PeerReport | undefined): TargetCheck {
+  const target =
+    "pooled-10k-webhooks: delivered/s ≥ 90% of pooled-10k (same run), every event acknowledged in the drain";
+  const hooked = scenarioOf(postern, "pooled-10k-webhooks");
+  const plain = scenarioOf(postern, "pooled-10k")?.deliveredPerSecond;
+  if (hooked?.deliveredPerSecond === undefined || !hooked.webhooks || !plain)
+    return { target, measured: "–", met: undefined };
+  const { webhooks } = hooked;
+  return {
+    target,
+    measured:
+      `${Math.round((hooked.deliveredPerSecond / plain) * 100)}% (${n0(hooked.deliveredPerSecond)} vs ${n0(plain)}/s); ` +
+      `${n0(webhooks.acknowledged)} of ${n0(webhooks.expected)} events acknowledged, ${n0(webhooks.eventsPerSecond)} events/s, ` +
+      `event→receiver p99 ${n0(webhooks.latencyMs.p99)} ms`,
+    met: hooked.deliveredPerSecond >= 0.9 * plain && webhooks.acknowledged >= webhooks.expected,
   };
 }
 

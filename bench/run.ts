@@ -32,10 +32,12 @@ import {
   type ScenarioResult,
   stuckNeighbourRows,
   summarize,
+  type WebhookResult,
 } from "./report";
 import { benchRules } from "./rules";
 import { startSilentUpstream } from "./silent-upstream";
 import { measureStatsEndpoint } from "./stats";
+import { type BenchReceiver, startBenchReceiver } from "./webhook-receiver";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const KiB = 1024;
@@ -63,6 +65,11 @@ interface Scenario {
   logins?: "same" | "fresh";
   /** The load goes to a project of its own with these rules (bench/rules.ts). */
   rules?: Rule[];
+  /**
+   * Every event type of the main project POSTed to a local receiver answering 204
+   * (bench/webhook-receiver.ts); the drain waits until each event is acknowledged.
+   */
+  webhooks?: boolean;
   what: string;
 }
 
@@ -95,6 +102,13 @@ const scenarios: Record<string, Scenario> = {
     messageBytes: 10 * KiB,
     direct: true,
     what: "as pooled-10k, every message delivered directly to the recipients' MX host (the sink)",
+  },
+  "pooled-10k-webhooks": {
+    mode: "pooled",
+    concurrency: 50,
+    messageBytes: 10 * KiB,
+    webhooks: true,
+    what: "as pooled-10k, every event type of the project POSTed (signed) to a local webhook receiver",
   },
   "http-10k": {
     mode: "http",
@@ -295,7 +309,7 @@ async function runScenario(
   peer: Peer,
   sink: Sink,
   load: LoadGenerator,
-  options: Options & { fixedRate: number },
+  options: Options & { fixedRate: number; receiver?: BenchReceiver },
 ): Promise<ScenarioResult> {
   const spec = loadSpecOf(scenario, peer, options.duration * 1000, options.fixedRate);
   const rssProcesses = peer.rssProcesses();
@@ -313,14 +327,45 @@ async function runScenario(
   const peakRssBytes = Object.fromEntries(rssProcesses.map(({ name: n, pid }) => [n, peakRss(pid) ?? 0]));
 
   const delivers = scenario.mode !== "auth";
+  const drainStarted = Date.now();
   const arrivals = delivers ? await drain(sink, result, drainTimeoutMs(options)) : [];
-  return summarize(
+  const summary = summarize(
     name,
     result,
     delivers ? arrivals : undefined,
     { cpuCores, peakRssBytes, startRssBytes },
     scenario.maxMessages === undefined,
   );
+  if (options.receiver)
+    summary.webhooks = await drainWebhooks(
+      options.receiver,
+      result,
+      drainStarted + drainTimeoutMs(options) - Date.now(),
+    );
+  return summary;
+}
+
+/**
+ * Waits until the receiver has acknowledged the events of every accepted message (accepted and
+ * delivered: two each), or the drain's time is up; then what it got.
+ */
+async function drainWebhooks(
+  receiver: BenchReceiver,
+  result: LoadResult,
+  timeoutMs: number,
+): Promise<WebhookResult> {
+  const expected = 2 * result.accepted.length;
+  const deadline = Date.now() + Math.max(timeoutMs, 15_000);
+  while (receiver.count() < expected && Date.now() < deadline)
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  const receipts = receiver.receipts().filter((r) => r.createdAt >= result.startedAt - 1000);
+  const last = Math.max(...receipts.map((r) => r.receivedAt), result.startedAt + 1);
+  return {
+    expected,
+    acknowledged: receipts.length,
+    eventsPerSecond: receipts.length / ((last - result.startedAt) / 1000),
+    latencyMs: summarizeLatencies(receipts.map((r) => r.receivedAt - r.createdAt)),
+  };
 }
 
 /**
@@ -490,6 +535,10 @@ async function measureScenario(measured: Measured, name: string, options: Option
     outcome.scenarios.push({ scenario: name, skipped: "no direct delivery" });
     return;
   }
+  if (scenario.webhooks && !peer.subscribeWebhooks) {
+    outcome.scenarios.push({ scenario: name, skipped: "no webhooks" });
+    return;
+  }
   process.stdout.write(`${kind}: ${name} (${scenario.what})…\n`);
   const fixedRate = fixedRateOf(options, report.peers.postfix);
   if (scenario.fixedRate) report.options.fixedRate = Math.round(fixedRate);
@@ -497,6 +546,8 @@ async function measureScenario(measured: Measured, name: string, options: Option
   // they say.
   let stopSigning: (() => Promise<void>) | undefined;
   let stopDirect: (() => Promise<void>) | undefined;
+  let unsubscribe: (() => Promise<void>) | undefined;
+  const receiver = scenario.webhooks ? await startBenchReceiver() : undefined;
   try {
     // A project of its own with the scenario's rules, its upstream the same sink.
     const ruled =
@@ -514,12 +565,13 @@ async function measureScenario(measured: Measured, name: string, options: Option
       );
     if (scenario.dkim) stopSigning = await peer.signWithDkim?.(domainOfSender);
     if (scenario.direct) stopDirect = await peer.deliverDirect?.();
+    if (receiver) unsubscribe = await peer.subscribeWebhooks?.(receiver.url);
     const results = scenario.stuckNeighbour
       ? await runStuckNeighbour(name, scenario, scenario.stuckNeighbour, peer, sink, load, {
           ...options,
           fixedRate,
         })
-      : [await runScenario(name, scenario, ruled, sink, load, { ...options, fixedRate })];
+      : [await runScenario(name, scenario, ruled, sink, load, { ...options, fixedRate, receiver })];
     for (const result of results) {
       outcome.scenarios.push(result);
       process.stdout.write(`  ${JSON.stringify(brief(result))}\n`);
@@ -529,6 +581,8 @@ async function measureScenario(measured: Measured, name: string, options: Option
   } finally {
     await stopSigning?.();
     await stopDirect?.();
+    await unsubscribe?.();
+    await receiver?.stop();
   }
 }
 
@@ -560,6 +614,12 @@ function brief(outcome: ScenarioOutcome) {
     arrivalP99: round(outcome.arrivalLatencyMs?.p99),
     errors: outcome.errors,
     errorSamples: outcome.errorSamples,
+    webhooks: outcome.webhooks && {
+      acknowledged: outcome.webhooks.acknowledged,
+      expected: outcome.webhooks.expected,
+      eventsPerSecond: round(outcome.webhooks.eventsPerSecond),
+      latencyP99: round(outcome.webhooks.latencyMs.p99),
+    },
     neighbour: outcome.neighbour && {
       accepted: outcome.neighbour.accepted,
       acceptP99: round(outcome.neighbour.acceptLatencyMs.p99),

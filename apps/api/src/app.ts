@@ -10,6 +10,7 @@ import { createProjectQuota } from "@postern/quota";
 import { createRulesCache } from "@postern/rules";
 import { createAcceptor } from "@postern/smtp";
 import type { Logger, Registry } from "@postern/telemetry";
+import { createWebhookService, createWebhookWaker } from "@postern/webhooks";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from "fastify";
 import {
   jsonSchemaTransform,
@@ -34,6 +35,7 @@ import { rulesRoutes } from "./routes/rules";
 import { statsRoutes } from "./routes/stats";
 import { submissionRoutes } from "./routes/submission";
 import { suppressionRoutes } from "./routes/suppressions";
+import { webhookRoutes } from "./routes/webhooks";
 
 export interface ApiDependencies {
   config: ResolvedConfig;
@@ -159,7 +161,13 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
   };
   // Verified domains are part of the project's policy, active keys what the workers sign with.
   const domains = createDomainService({ ...deps, localCaches: [tokens] });
-  // What a project manages of its own (messages, stats, rules, routes, domains, suppressions): under /v1 for
+  // A test event or a replay queues a job for its endpoint in the workers' webhook queue.
+  const webhookWaker = createWebhookWaker(deps.redis, deps.config.redisKeyPrefix);
+  const webhooks = createWebhookService({
+    ...deps,
+    wake: (endpointId) => webhookWaker.wake([endpointId]),
+  });
+  // What a project manages of its own (messages, stats, rules, routes, domains, suppressions, webhooks): under /v1 for
   // its token, under /admin/projects/:projectId for the operator.
   const projectScopedRoutes = [
     messageRoutes({ ...routeDeps, sql }),
@@ -169,6 +177,7 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
     routesRoutes(routeDeps),
     domainRoutes(domains),
     suppressionRoutes(createSuppressionService({ ...deps, localCaches: [tokens] })),
+    webhookRoutes(webhooks),
   ];
   // Jobs of committed messages are added, and recipients counted ahead go back, before the
   // producer closes.
@@ -177,6 +186,7 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
     await quota.close();
     invalidations.disconnect();
     rulesSubscriber.disconnect();
+    await webhookWaker.close();
     if (!deps.deliveryProducer) await deliveryProducer.close();
   });
 

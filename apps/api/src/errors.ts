@@ -58,6 +58,16 @@ export const apiErrors = {
     meaning:
       "`PUT /v1/routes`: a route's upstream URL is invalid, or a pattern appears twice (the message names it)",
   },
+  invalid_webhook_url: {
+    status: 422,
+    meaning:
+      "`POST`/`PATCH /v1/webhooks`: the URL's host does not resolve, or resolves to a loopback, private, link-local or other non-public address while `WEBHOOK_ALLOW_PRIVATE` is off (the message names the address)",
+  },
+  webhook_disabled: {
+    status: 409,
+    meaning:
+      '`/v1/webhooks/:id/test` and replays: the endpoint is disabled (by its project, or after failing for `WEBHOOK_DISABLE_AFTER`); enable it with `PATCH {"enabled": true}` first',
+  },
   gone: {
     status: 410,
     meaning: "the resource existed but is no longer kept (a message's bytes past `BODY_RETENTION_DAYS`)",

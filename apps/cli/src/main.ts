@@ -10,6 +10,7 @@ import { registerRouteCommands } from "./commands/routes";
 import { registerRulesCommands } from "./commands/rules";
 import { startCommand } from "./commands/start";
 import { registerSuppressionCommands } from "./commands/suppressions";
+import { registerWebhookCommands } from "./commands/webhooks";
 import { roleNames } from "./roles";
 
 const program = new Command()
@@ -39,6 +40,7 @@ registerRulesCommands(program);
 registerRouteCommands(program);
 registerDomainCommands(program);
 registerSuppressionCommands(program);
+registerWebhookCommands(program);
 
 // Usage errors (unknown command or option, missing argument) exit 2 like other Unix tools; --help exits 0.
 for (const command of [program, ...allSubcommands(program)]) {

@@ -16,6 +16,7 @@ import {
 import { MxResolver, UpstreamTransports } from "@postern/relay";
 import { summariseHeaders } from "@postern/smtp";
 import type { Logger, Registry } from "@postern/telemetry";
+import { startWebhookWorker } from "@postern/webhooks";
 import { deliverMessage } from "./deliver";
 import { registerDeliveryMetrics } from "./metrics";
 import { startSweeper } from "./sweeper";
@@ -34,7 +35,7 @@ export interface RunningWorker {
   stop(): Promise<void>;
 }
 
-/** The delivery role: BullMQ worker, per-project upstream pools, sweeper, metrics. */
+/** The delivery role: BullMQ worker, per-project upstream pools, sweeper, metrics, and the webhooks. */
 export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const { config, db, redis } = deps;
   const log = deps.log.child({ component: "worker" });
@@ -156,6 +157,9 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     (error) => log.error({ err: error }, "sweep failed"),
   );
 
+  // Events of the outbox to the projects' webhook endpoints (packages/webhooks).
+  const webhooks = startWebhookWorker({ config, sql, redis, log: deps.log, metrics: deps.metrics });
+
   return {
     describe: [
       `worker   ${config.delivery.concurrency} deliveries in flight, ${config.delivery.projectConcurrency} per project, ${config.delivery.upstreamConcurrency} per upstream`,
@@ -177,6 +181,8 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
         log.warn("deliveries still in flight at the shutdown timeout; leaving them to another worker");
         await worker.close(true);
       }
+      // Webhook attempts in flight end within WEBHOOK_TIMEOUT and are recorded.
+      await webhooks.stop();
       transports.close();
       invalidations.disconnect();
       await backlog.close();

@@ -32,6 +32,14 @@ export const auditActions = [
   /** A suppression added or changed (API, CLI, or `system` for a 5.1.x failure's); an import is one event. */
   "suppression.added",
   "suppression.removed",
+  /** Webhook endpoints (docs/webhooks.md); `webhook.disabled` by its project, or by `system` after failing for WEBHOOK_DISABLE_AFTER. */
+  "webhook.created",
+  "webhook.updated",
+  "webhook.deleted",
+  "webhook.disabled",
+  "webhook.enabled",
+  /** A delivery sent again, or every failed one since a time (`details.count`). */
+  "webhook.replayed",
 ] as const;
 
 export type AuditAction = (typeof auditActions)[number];

@@ -85,6 +85,17 @@ export interface Config {
   eventRetentionDays: number;
   /** DNS_SERVERS as `ip[:port]` strings; undefined: the system's resolvers. */
   dnsServers: string[] | undefined;
+  webhooks: {
+    /** WEBHOOK_ALLOW_PRIVATE: endpoints on loopback, private and link-local addresses allowed. */
+    allowPrivate: boolean;
+    /** WEBHOOK_RETRY_SCHEDULE: seconds before each retry; after the last, the delivery fails. */
+    retryScheduleSeconds: number[];
+    timeoutMs: number;
+    /** WEBHOOK_DISABLE_AFTER: an endpoint failing this long is disabled. */
+    disableAfterMs: number;
+    /** WEBHOOK_ENDPOINT_CONCURRENCY: requests in flight per endpoint, every worker together. */
+    endpointConcurrency: number;
+  };
   /** Given, or (embedded mode only) generated into DATA_DIR by `resolveSecrets`. */
   encryptionKey: Buffer | undefined;
   adminToken: string | undefined;
@@ -202,6 +213,13 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
     auditRetentionDays: e.AUDIT_RETENTION_DAYS,
     eventRetentionDays: e.EVENT_RETENTION_DAYS,
     dnsServers: e.DNS_SERVERS,
+    webhooks: {
+      allowPrivate: e.WEBHOOK_ALLOW_PRIVATE,
+      retryScheduleSeconds: e.WEBHOOK_RETRY_SCHEDULE,
+      timeoutMs: e.WEBHOOK_TIMEOUT * 1000,
+      disableAfterMs: e.WEBHOOK_DISABLE_AFTER * 1000,
+      endpointConcurrency: e.WEBHOOK_ENDPOINT_CONCURRENCY,
+    },
     encryptionKey: e.ENCRYPTION_KEY,
     adminToken: e.ADMIN_TOKEN,
     upstreamPassword: e.UPSTREAM_PASSWORD,

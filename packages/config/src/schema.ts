@@ -348,6 +348,31 @@ export const variables = {
     default: "90",
     doc: "Days message events (`GET /v1/events`, `GET /v1/messages/:id/events`) are kept; older ones are deleted by the delivery worker's sweep as audit events are, oldest first, at most 5,000 rows a statement. The messages stay. `0` keeps them forever.",
   },
+  WEBHOOK_ALLOW_PRIVATE: {
+    schema: boolean.default(false),
+    default: "false",
+    doc: "Allow webhook URLs whose host is or resolves to a loopback, private, link-local, unspecified or other non-public address (IPv4, IPv6 and IPv4-mapped IPv6). Off, such URLs are refused with `422` when an endpoint is created or changed, and every connection is checked again against the address it is made to (DNS rebinding). For endpoints on your own network, and tests.",
+  },
+  WEBHOOK_RETRY_SCHEDULE: {
+    schema: backoff.default([5, 300, 1800, 7200, 18000, 36000, 36000]),
+    default: "5,300,1800,7200,18000,36000,36000",
+    doc: "Seconds before each retry of a webhook delivery that got no 2xx answer (or none within `WEBHOOK_TIMEOUT`), comma-separated, jitter of ±10% added; after the last retry fails the delivery is `failed` (replay it by API or CLI). The default makes 8 attempts over about 27.6 hours.",
+  },
+  WEBHOOK_TIMEOUT: {
+    schema: seconds.default(10),
+    default: "10",
+    doc: "Seconds a webhook endpoint has to answer a POST, the whole exchange (connection, TLS, request, answer); then the attempt fails and is retried.",
+  },
+  WEBHOOK_DISABLE_AFTER: {
+    schema: seconds.default(432000),
+    default: "432000",
+    doc: 'Seconds (5 days) after which an endpoint whose every attempt has failed since is disabled, with a `webhook.disabled` audit event; its pending deliveries wait until it is enabled again (`PATCH /v1/webhooks/:id {"enabled": true}`).',
+  },
+  WEBHOOK_ENDPOINT_CONCURRENCY: {
+    schema: positiveInt.default(10),
+    default: "10",
+    doc: "Requests in flight to one webhook endpoint, every worker together: a slow endpoint ties up at most this many, and never another endpoint's.",
+  },
   SHUTDOWN_TIMEOUT: {
     schema: seconds.default(30),
     default: "30",

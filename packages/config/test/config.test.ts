@@ -85,6 +85,23 @@ describe("loadConfig", () => {
     );
   });
 
+  it("reads the webhook settings; the default retry schedule spans more than 24 hours", () => {
+    const defaults = loadConfig(production, cwd).webhooks;
+    expect(defaults).toEqual({
+      allowPrivate: false,
+      retryScheduleSeconds: [5, 300, 1800, 7200, 18000, 36000, 36000],
+      timeoutMs: 10_000,
+      disableAfterMs: 432_000_000,
+      endpointConcurrency: 10,
+    });
+    expect(defaults.retryScheduleSeconds.reduce((a, b) => a + b, 0)).toBeGreaterThan(24 * 3600);
+    const set = loadConfig(
+      { ...production, WEBHOOK_ALLOW_PRIVATE: "true", WEBHOOK_RETRY_SCHEDULE: "1, 2.5" },
+      cwd,
+    );
+    expect(set.webhooks).toMatchObject({ allowPrivate: true, retryScheduleSeconds: [1, 2.5] });
+  });
+
   it("reads in-flow control's backlog (0 disables it) and delay (fractions of a second)", () => {
     const config = loadConfig({ ...production, SMTP_INFLOW_BACKLOG: "0", SMTP_INFLOW_DELAY: "0.25" }, cwd);
     expect(config.smtp.inflowBacklog).toBe(0);
@@ -131,6 +148,13 @@ describe("loadConfig", () => {
     [{ REDIS_URL: "localhost:6379" }, "REDIS_URL: must be a URL starting with redis:// or rediss://"],
     [{ DELIVERY_BACKOFF: "60,,300" }, "DELIVERY_BACKOFF: must be a comma-separated list of seconds"],
     [{ DELIVERY_MAX_ATTEMPTS: "0" }, "DELIVERY_MAX_ATTEMPTS: must be greater than 0"],
+    [
+      { WEBHOOK_RETRY_SCHEDULE: "5,soon" },
+      "WEBHOOK_RETRY_SCHEDULE: must be a comma-separated list of seconds",
+    ],
+    [{ WEBHOOK_ALLOW_PRIVATE: "sometimes" }, "WEBHOOK_ALLOW_PRIVATE: must be true or false"],
+    [{ WEBHOOK_TIMEOUT: "0" }, "WEBHOOK_TIMEOUT: must be a number of seconds greater than 0"],
+    [{ WEBHOOK_ENDPOINT_CONCURRENCY: "0" }, "WEBHOOK_ENDPOINT_CONCURRENCY: must be greater than 0"],
     [{ MAX_MESSAGE_SIZE: "1.5" }, "MAX_MESSAGE_SIZE: must be a whole number"],
     [{ LOG_LEVEL: "loud" }, "LOG_LEVEL:"],
     [{ ADMIN_TOKEN: "short" }, "ADMIN_TOKEN: must be at least 32 characters"],

@@ -100,6 +100,60 @@ ORDER BY "txId", "id"
 LIMIT ${Prisma.raw(String(Math.trunc(query.limit)))}`;
 }
 
+/** An event of the outbox as its readers outside the API take it (the webhook dispatcher). */
+export interface OutboxEvent extends MessageEventRow {
+  projectId: string;
+}
+
+/** Where a reader of the outbox stands in one project's events. */
+export interface ProjectEventCursor {
+  projectId: string;
+  after: EventCursor;
+}
+
+/**
+ * The events of each project after its cursor, oldest first, at most `limitPerProject` of each,
+ * by the rule of `listEvents` (only transactions older than every running one), in one statement:
+ * the webhook dispatcher's read of the outbox (packages/webhooks). Run inside the caller's
+ * transaction, so that the cursors it moves past them and what it writes commit together.
+ */
+export async function listEventsAfterCursors(
+  sql: Pick<SqlPool, "query">,
+  cursors: ProjectEventCursor[],
+  limitPerProject: number,
+): Promise<OutboxEvent[]> {
+  if (cursors.length === 0) return [];
+  const { rows } = await sql.query<Omit<OutboxEvent, "createdAt"> & { createdAtMs: number }>({
+    name: "postern-outbox-after-cursors",
+    text: `
+SELECT e."id", e."txId", e."projectId", e."messageId", e."type",
+  extract(epoch FROM e."createdAt")::float8 * 1000 AS "createdAtMs", e."data"
+FROM unnest($1::uuid[], $2::bigint[], $3::bigint[]) AS c(project_id, tx_id, event_id)
+CROSS JOIN LATERAL (
+  SELECT "id", "txId", "projectId", "messageId", "type", "createdAt", "data" FROM "MessageEvent"
+  WHERE "projectId" = c.project_id
+    AND ("txId", "id") > (c.tx_id, c.event_id)
+    AND "txId" < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+  ORDER BY "txId", "id"
+  LIMIT $4::int
+) e
+ORDER BY e."txId", e."id"`,
+    values: [
+      cursors.map((c) => c.projectId),
+      cursors.map((c) => c.after.txId.toString()),
+      cursors.map((c) => c.after.id.toString()),
+      limitPerProject,
+    ],
+  });
+  // node-postgres gives bigint columns as strings; the column holds UTC without a zone.
+  return rows.map(({ createdAtMs, ...row }) => ({
+    ...row,
+    id: BigInt(row.id),
+    txId: BigInt(row.txId),
+    createdAt: new Date(Math.round(createdAtMs)),
+  }));
+}
+
 /**
  * The oldest `$2` events by id, of which those created before the cutoff are deleted: as the audit
  * retention does (packages/audit/src/retention.ts), each statement reads at most `$2` rows of the

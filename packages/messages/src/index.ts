@@ -33,11 +33,14 @@ export {
   type EventCursor,
   encodeEventCursor,
   listEvents,
+  listEventsAfterCursors,
   listMessageEvents,
   type MessageEventRow,
   type MessageEventType,
   messageEventJson,
   messageEventTypes,
+  type OutboxEvent,
+  type ProjectEventCursor,
   pruneMessageEvents,
 } from "./events";
 export {

@@ -35,10 +35,11 @@ export const redactedPaths = [
 ];
 
 /**
- * A value that looks like one of Postern's secrets, in any case, anywhere in a string: the field
+ * A value that looks like one of Postern's secrets (webhook signing secrets `whsec_…` included), in
+ * any case, anywhere in a string: the field
  * names above miss a secret that sits where it does not belong (a client's username, a message).
  */
-const secretLookalike = /pst_(?:secret|api|admin)_[A-Za-z0-9_-]*/gi;
+const secretLookalike = /pst_(?:secret|api|admin)_[A-Za-z0-9_-]*|whsec_[A-Za-z0-9+/=]*/gi;
 
 /** Masks secret look-alikes in the string values of a log object (copying only what changes). */
 export function maskSecretLookalikes<T>(value: T, depth = 0): T {

@@ -20,16 +20,18 @@ describe("logger", () => {
         key: " pst_secret_AbC-1",
         nested: { note: "key:PST_SECRET_dEf_2", list: ["x pst_api_GhI3"] },
         admin: "Pst_Admin_jKl4",
+        hook: "signed with whsec_MnO5+pQ/6=",
         err: error,
         count: 3,
       },
       "attempt",
     );
-    for (const part of ["AbC-1", "dEf_2", "GhI3", "jKl4"]) expect(output).not.toContain(part);
+    for (const part of ["AbC-1", "dEf_2", "GhI3", "jKl4", "MnO5"]) expect(output).not.toContain(part);
     const line = JSON.parse(output);
     expect(line).toMatchObject({
       key: " [redacted]",
       nested: { note: "key:[redacted]", list: ["x [redacted]"] },
+      hook: "signed with [redacted]",
       count: 3,
       err: { message: "boom" },
     });

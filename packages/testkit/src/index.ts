@@ -9,3 +9,8 @@ export {
 export { type CapturedLog, captureLog } from "./log-capture";
 export { createQueuedMessageFixture, type QueuedMessageInput } from "./messages";
 export { type ReceivedMessage, type SinkReply, SmtpSink, type SmtpSinkOptions } from "./smtp-sink";
+export {
+  type ReceivedWebhook,
+  type ReceiverAnswer,
+  WebhookReceiver,
+} from "./webhook-receiver";
