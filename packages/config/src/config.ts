@@ -85,6 +85,15 @@ export interface Config {
   eventRetentionDays: number;
   /** DNS_SERVERS as `ip[:port]` strings; undefined: the system's resolvers. */
   dnsServers: string[] | undefined;
+  /** VERP return paths and the inbound role (docs/bounces.md). */
+  bounces: {
+    /** BOUNCE_DOMAIN, lower-case; undefined: no VERP and no inbound role. */
+    domain: string | undefined;
+    /** INBOUND_PORT. */
+    inboundPort: number;
+    /** INBOUND_MAX_MESSAGE_SIZE. */
+    maxMessageSize: number;
+  };
   /** Given, or (embedded mode only) generated into DATA_DIR by `resolveSecrets`. */
   encryptionKey: Buffer | undefined;
   adminToken: string | undefined;
@@ -146,6 +155,14 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
   if (e.SMTPS_PORT !== 0 && e.SMTPS_PORT === e.SMTP_PORT) {
     throw new ConfigError("SMTPS_PORT: must differ from SMTP_PORT (or be 0 to disable implicit TLS)");
   }
+  // The inbound role listens on SMTP_HOST too; port 0 (any free port) cannot collide.
+  if (
+    e.BOUNCE_DOMAIN !== undefined &&
+    e.INBOUND_PORT !== 0 &&
+    [e.SMTP_PORT, e.SMTPS_PORT].includes(e.INBOUND_PORT)
+  ) {
+    throw new ConfigError("INBOUND_PORT: must differ from SMTP_PORT and SMTPS_PORT");
+  }
 
   return {
     databaseUrl: e.DATABASE_URL,
@@ -202,6 +219,11 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
     auditRetentionDays: e.AUDIT_RETENTION_DAYS,
     eventRetentionDays: e.EVENT_RETENTION_DAYS,
     dnsServers: e.DNS_SERVERS,
+    bounces: {
+      domain: e.BOUNCE_DOMAIN,
+      inboundPort: e.INBOUND_PORT,
+      maxMessageSize: e.INBOUND_MAX_MESSAGE_SIZE,
+    },
     encryptionKey: e.ENCRYPTION_KEY,
     adminToken: e.ADMIN_TOKEN,
     upstreamPassword: e.UPSTREAM_PASSWORD,
