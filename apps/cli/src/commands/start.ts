@@ -34,13 +34,8 @@ export async function startCommand(requested: string[], options: StartOptions = 
   } catch (error) {
     exitWithStartupError(error);
   }
+  // `postern start inbound` without BOUNCE_DOMAIN stops with startInbound's one line.
   const selected = named ?? defaultRoles(runtime.config);
-  if (selected.includes("inbound") && !runtime.config.bounces.domain) {
-    await runtime.close();
-    exitWithStartupError(
-      new Error("BOUNCE_DOMAIN: required by the inbound role (the domain it receives bounces for)"),
-    );
-  }
   const runWorkerInThreads =
     !options.supervised &&
     selected.includes("worker") &&
