@@ -1,5 +1,6 @@
 import { randomBytes, randomUUID } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { connect } from "node:net";
 import type { Project } from "@postern/db";
 import { type RunningInbound, startInbound } from "@postern/inbound";
 import { createLogger, createMetricsRegistry, type Registry } from "@postern/telemetry";
@@ -254,6 +255,33 @@ describe("a feedback report (RFC 5965 Appendix B.2)", () => {
   });
 });
 
+describe("the session", () => {
+  it("offers STARTTLS and SIZE, never AUTH", async () => {
+    const socket = connect(inbound.port, "127.0.0.1");
+    let received = "";
+    socket.on("data", (data) => (received += data.toString()));
+    const replyEnding = async (pattern: RegExp) => {
+      while (!pattern.test(received)) await new Promise((resolve) => setTimeout(resolve, 10));
+    };
+    await replyEnding(/^220 .*\r\n/m);
+    socket.write("EHLO reporter.example\r\n");
+    await replyEnding(/^250 .*\r\n/m);
+    socket.destroy();
+    expect(received).toMatch(/^250-STARTTLS\r$/m);
+    expect(received).toMatch(new RegExp(`^250[- ]SIZE ${maxReportBytes}\\r$`, "m"));
+    expect(received).not.toMatch(/AUTH/);
+  });
+
+  it("takes one return path per transaction: another message's waits for a transaction of its own", async () => {
+    const first = await deliveredMessage(["a@example.net"]);
+    const second = await deliveredMessage(["b@example.net"]);
+    const sent = await send("", [first.returnPath, second.returnPath], "Subject: x\r\n\r\nx\r\n");
+    expect(sent.refused).toMatchObject([{ address: second.returnPath, code: 452 }]);
+    expect(sent.refused[0]?.response).toMatch(/^452 4\.5\.3 /);
+    expect(sent.code).toBe(250);
+  });
+});
+
 describe("what the inbound role refuses", () => {
   it("refuses mail for any other domain (no open relay), a forged return path and a mailbox that does not exist", async () => {
     const { returnPath } = await deliveredMessage(["gone@example.net"]);
@@ -298,6 +326,10 @@ describe("what the inbound role refuses", () => {
 describe("mail it cannot match", () => {
   it("is accepted, counted and audited: an auto-reply to a return path, a report to postmaster with no return path", async () => {
     const { project, message, returnPath } = await deliveredMessage(["reader@example.net"]);
+    const before = {
+      notAReport: await counter("postern_inbound_unmatched_total", { reason: "not_a_report" }),
+      noReturnPath: await counter("postern_inbound_unmatched_total", { reason: "no_return_path" }),
+    };
     const autoReply = [
       "From: reader@example.net",
       "Subject: Out of office",
@@ -328,7 +360,11 @@ describe("mail it cannot match", () => {
       orderBy: { id: "desc" },
     });
     expect(unowned.details).toMatchObject({ reason: "no_return_path", report: "delivery-status" });
-    expect(await counter("postern_inbound_unmatched_total", { reason: "not_a_report" })).toBe(1);
-    expect(await counter("postern_inbound_unmatched_total", { reason: "no_return_path" })).toBe(1);
+    expect(await counter("postern_inbound_unmatched_total", { reason: "not_a_report" })).toBe(
+      before.notAReport + 1,
+    );
+    expect(await counter("postern_inbound_unmatched_total", { reason: "no_return_path" })).toBe(
+      before.noReturnPath + 1,
+    );
   });
 });
