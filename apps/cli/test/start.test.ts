@@ -185,7 +185,14 @@ describe("the production bundle (dist/postern.mjs)", () => {
     await visit(bundle);
     expect([...seen].length).toBeGreaterThan(1);
     expect([...packages]).toEqual(expect.arrayContaining(["pino", "zod", "pg", "bullmq", "ioredis"]));
-    for (const role of ["fastify", "@fastify/swagger", "@fastify/swagger-ui", "smtp-server", "selfsigned"])
+    for (const role of [
+      "fastify",
+      "@fastify/swagger",
+      "@fastify/swagger-ui",
+      "smtp-server",
+      "selfsigned",
+      "mailparser",
+    ])
       expect([...packages]).not.toContain(role);
     expect((await readdir(join(dist, "chunks"))).length).toBeGreaterThan(0);
   });
