@@ -1,4 +1,5 @@
-# One image for every Postern role: `start smtp`, `start worker`, `start api`, or `start` for all.
+# One image for every Postern role: `start smtp`, `start worker`, `start api`, `start inbound`, or
+# `start` for all.
 FROM node:20-bookworm-slim
 
 WORKDIR /app
@@ -30,6 +31,7 @@ RUN npm ci --omit=dev --no-audit --no-fund \
 ENV NODE_OPTIONS=--max-old-space-size=512
 
 USER node
-EXPOSE 587 465 8080
+# 2526: the inbound role (BOUNCE_DOMAIN), published as port 25 of the bounce domain's MX host.
+EXPOSE 587 465 2526 8080
 ENTRYPOINT ["node", "dist/postern.mjs"]
 CMD ["start"]

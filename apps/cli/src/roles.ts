@@ -13,8 +13,9 @@ type RoleStarter = (runtime: Runtime) => Promise<RunningRole>;
 
 /**
  * The roles `postern start` can run, in start order: the API (health probes) first, then the
- * workers, and the SMTP front end last, when what it hands work to is running. Shutdown runs in
- * reverse: SMTP stops accepting first, workers finish their deliveries, the API goes last.
+ * workers, then the SMTP front end, when what it hands work to is running, and the inbound role
+ * (bounces and complaints, docs/bounces.md). Shutdown runs in reverse: SMTP stops accepting
+ * first, workers finish their deliveries, the API goes last.
  */
 export const roles: Record<string, RoleStarter> = {
   api: async (runtime) => {
@@ -30,9 +31,18 @@ export const roles: Record<string, RoleStarter> = {
     const { startSmtp } = await import("@postern/smtp");
     return startSmtp(runtime);
   },
+  inbound: async (runtime) => {
+    const { startInbound } = await import("@postern/inbound");
+    return startInbound(runtime);
+  },
 };
 
 export const roleNames = Object.keys(roles);
+
+/** What `postern start` (and `npm start`) runs without naming roles: all, the inbound role only with BOUNCE_DOMAIN. */
+export function defaultRoles(config: { bounces: { domain: string | undefined } }): string[] {
+  return roleNames.filter((role) => role !== "inbound" || config.bounces.domain !== undefined);
+}
 
 /** Health probes and metrics for a process that runs no API (see apps/api/src/probes.ts). */
 export const probes: RoleStarter = async (runtime) => {

@@ -83,7 +83,7 @@ describe("postern project", () => {
     }
   });
 
-  it("update sets holds, duplicates and sandbox, naming a bad option", async () => {
+  it("update sets holds, duplicates, sandbox and the return path, naming a bad option", async () => {
     const created = await createProject();
     const settings = await postern(
       "project",
@@ -97,6 +97,8 @@ describe("postern project", () => {
       "approve",
       "--dedup-window-seconds",
       "120",
+      "--return-path",
+      "verp",
       "--json",
     );
     expect(settings.code).toBe(0);
@@ -105,10 +107,14 @@ describe("postern project", () => {
       holdTtlMinutes: 30,
       holdExpiry: "approve",
       dedupWindowSeconds: 120,
+      returnPath: "verp",
     });
     const badExpiry = await postern("project", "update", created.id, "--hold-expiry", "later");
     expect(badExpiry.code).toBe(2);
     expect(badExpiry.stderr).toContain("--hold-expiry");
+    const badReturnPath = await postern("project", "update", created.id, "--return-path", "bounce");
+    expect(badReturnPath.code).toBe(2);
+    expect(badReturnPath.stderr).toContain("--return-path");
   });
 
   it("suspends, resumes, updates and refuses to delete with pending mail unless forced", async () => {

@@ -1,5 +1,6 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { chmod, mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -184,7 +185,14 @@ describe("the production bundle (dist/postern.mjs)", () => {
     await visit(bundle);
     expect([...seen].length).toBeGreaterThan(1);
     expect([...packages]).toEqual(expect.arrayContaining(["pino", "zod", "pg", "bullmq", "ioredis"]));
-    for (const role of ["fastify", "@fastify/swagger", "@fastify/swagger-ui", "smtp-server", "selfsigned"])
+    for (const role of [
+      "fastify",
+      "@fastify/swagger",
+      "@fastify/swagger-ui",
+      "smtp-server",
+      "selfsigned",
+      "mailparser",
+    ])
       expect([...packages]).not.toContain(role);
     expect((await readdir(join(dist, "chunks"))).length).toBeGreaterThan(0);
   });
@@ -233,6 +241,41 @@ describe("postern start, with DATABASE_URL and REDIS_URL", () => {
     const main = lines.find((l) => l.msg === "shutting down" && l.signal === "SIGTERM");
     expect(main).toBeDefined();
     expect(main).not.toHaveProperty("thread");
+  });
+
+  it("runs the inbound role too when BOUNCE_DOMAIN is set; `start inbound` without it stops with one line", async () => {
+    const inboundPort = await freePort();
+    const env = {
+      ...ctx.env,
+      LOG_LEVEL: "warn",
+      BOUNCE_DOMAIN: "bounces.example.com",
+      INBOUND_PORT: String(inboundPort),
+      WORKER_THREADS: "0",
+      ...(await portsEnv()),
+    };
+    const started = await start(env);
+    expect(started.output()).toContain(
+      `Inbound  127.0.0.1:${inboundPort}  (bounces and complaints for bounces.example.com)`,
+    );
+    const greeting = await new Promise<string>((resolve, reject) => {
+      const socket = connect(inboundPort, "127.0.0.1");
+      socket.once("data", (data) => {
+        resolve(data.toString());
+        socket.destroy();
+      });
+      socket.once("error", reject);
+    });
+    expect(greeting).toMatch(/^220 /);
+    process.kill(-(started.child.pid as number), "SIGTERM");
+    expect(await started.exited).toBe(0);
+
+    const alone = await promisify(execFile)(process.execPath, [bin, "start", "inbound"], {
+      env: { PATH: process.env.PATH ?? "", ...ctx.env, LOG_LEVEL: "warn", ...(await portsEnv()) },
+    }).catch((error: { code: number; stderr: string }) => error);
+    expect(alone).toMatchObject({ code: 1 });
+    expect((alone as { stderr: string }).stderr.trim().split("\n").at(-1)).toBe(
+      "postern: BOUNCE_DOMAIN: the inbound role needs the domain whose mail it receives",
+    );
   });
 
   it("serves health probes and metrics on HTTP_PORT when it runs roles without the API", async () => {

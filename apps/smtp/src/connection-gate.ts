@@ -29,7 +29,8 @@ export interface ConnectionGateOptions {
   maxConnections: number;
   maxConnectionsPerIp: number;
   handshakeTimeoutMs: number;
-  metrics: SmtpMetrics;
+  /** The SMTP role's, or the inbound role's own of the same shape. */
+  metrics: Pick<SmtpMetrics, "connectionsOpen" | "sessions" | "sessionsCut">;
   log: Logger;
 }
 

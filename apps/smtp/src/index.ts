@@ -6,6 +6,7 @@ export {
   type MessageToAccept,
   type Submitter,
 } from "./accept";
+export { type ConnectionGateOptions, createConnectionGate } from "./connection-gate";
 export {
   type HeaderSummary,
   httpReceivedHeader,
@@ -14,6 +15,6 @@ export {
   readMessageData,
   summariseHeaders,
 } from "./message";
-export { type RejectionReason, replies } from "./replies";
+export { type RejectionReason, replies, type SmtpReply, smtpError } from "./replies";
 export { checkHeaderFrom, type HeaderFromRefusal, senderDomainAllowed } from "./sender-policy";
 export { type RunningSmtp, type SmtpDeps, type SmtpListenOverrides, startSmtp } from "./server";

@@ -28,8 +28,8 @@ export type SessionCut = "handshake_timeout" | "auth_deadline" | "data_deadline"
 export interface SessionLimits {
   /** From STARTTLS until TLS is up. */
   tlsHandshakeTimeoutMs: number;
-  /** From the start of the session until a successful AUTH. */
-  authDeadlineMs: number;
+  /** From the start of the session until a successful AUTH; undefined: a listener without AUTH (the inbound role). */
+  authDeadlineMs?: number;
   /** From 354 until the message's final dot. */
   dataDeadlineMs: number;
   /** 4xx and 5xx replies without a message accepted in between; then 421. */
@@ -112,13 +112,14 @@ export function adaptSmtpServer(): void {
         handshake: undefined,
       };
       this[limited] = session;
-      session.auth = deadline(
-        this,
-        limits.authDeadlineMs,
-        "auth_deadline",
-        replies.authDeadline,
-        () => !this.session.user,
-      );
+      if (limits.authDeadlineMs !== undefined)
+        session.auth = deadline(
+          this,
+          limits.authDeadlineMs,
+          "auth_deadline",
+          replies.authDeadline,
+          () => !this.session.user,
+        );
     }
     this._setListeners(() => this.connectionReady());
   };

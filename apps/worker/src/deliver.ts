@@ -16,6 +16,7 @@ import type {
   UpstreamTransports,
   UpstreamVerdict,
 } from "@postern/relay";
+import type { ReturnPaths } from "@postern/verp";
 
 export interface DeliveryDeps {
   config: Pick<ResolvedConfig, "encryptionKey" | "delivery">;
@@ -32,6 +33,8 @@ export interface DeliveryDeps {
    * `autoSuppress` (the record added it to the suppressions): the project's cached policies go.
    */
   onSuppressed?: (projectId: string, addresses: string[]) => void;
+  /** Set with BOUNCE_DOMAIN: the VERP return paths of projects with `returnPath: "verp"`. */
+  returnPaths?: ReturnPaths;
 }
 
 /** What one run of a delivery job came to. */
@@ -162,7 +165,8 @@ async function sendOnRoute(
   content: Content,
   mayGiveBack: boolean,
 ): Promise<Sending | ConnectionBusy> {
-  const { projectId, mailFrom } = message;
+  const { projectId } = message;
+  const mailFrom = envelopeSender(deps, message);
   if (!route) {
     const urls = [{ url: message.upstreamUrl, password: projectPassword(deps, message.upstreamSecret) }];
     return relayWithFailover(deps, projectId, urls, mailFrom, addresses, content, mayGiveBack);
@@ -190,6 +194,17 @@ async function sendOnRoute(
       };
     }
   }
+}
+
+/**
+ * The envelope sender towards the upstream or MX hosts: the message's own, or its VERP return
+ * path (docs/bounces.md) when its project asks for one and BOUNCE_DOMAIN is set. A null sender
+ * stays null: nothing may answer a message sent with `<>` (RFC 5321 4.5.5), so it needs no
+ * return path.
+ */
+function envelopeSender(deps: DeliveryDeps, message: Omit<StoredMessage, "body">): string {
+  if (!deps.returnPaths || message.returnPath !== "verp" || message.mailFrom === "") return message.mailFrom;
+  return deps.returnPaths.addressFor(message.id);
 }
 
 /**

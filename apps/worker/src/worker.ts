@@ -17,6 +17,7 @@ import { MxResolver, UpstreamTransports } from "@postern/relay";
 import { summariseHeaders } from "@postern/smtp";
 import type { Logger, Registry } from "@postern/telemetry";
 import { startWebhookWorker } from "@postern/webhooks";
+import { createReturnPaths } from "@postern/verp";
 import { deliverMessage } from "./deliver";
 import { registerDeliveryMetrics } from "./metrics";
 import { startSweeper } from "./sweeper";
@@ -95,6 +96,10 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
       ),
     );
   };
+  // VERP return paths, for the projects that ask for them, once BOUNCE_DOMAIN is set.
+  const returnPaths = config.bounces.domain
+    ? createReturnPaths({ encryptionKey: config.encryptionKey, bounceDomain: config.bounces.domain })
+    : undefined;
   const backlog = createBacklogLedger(redis, prefix, {
     onError: (error) => log.warn({ err: error }, "backlog counts not updated; the next sweep resets them"),
   });
@@ -104,7 +109,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     prefix,
     async ({ messageId, projectId }): Promise<DeliveryJobResult> => {
       const run = await deliverMessage(
-        { config, store, transports, routes, direct, signer, onSuppressed },
+        { config, store, transports, routes, direct, signer, onSuppressed, returnPaths },
         messageId,
         projectId,
       );

@@ -14,6 +14,12 @@ export const auditActions = [
   "message.approved",
   "message.denied",
   "message.bulk_action",
+  /** A delivered recipient reported failed by a delivery status notification (the inbound role). */
+  "message.bounced",
+  /** A delivered recipient's complaint, from a feedback report (the inbound role). */
+  "message.complained",
+  /** Mail the inbound role accepted but could not match to a message and recipient: kept here, never dropped silently. */
+  "inbound.unmatched",
   "quota.exceeded",
   "project.created",
   "project.updated",

@@ -96,6 +96,15 @@ export interface Config {
     /** WEBHOOK_ENDPOINT_CONCURRENCY: requests in flight per endpoint, every worker together. */
     endpointConcurrency: number;
   };
+  /** VERP return paths and the inbound role (docs/bounces.md). */
+  bounces: {
+    /** BOUNCE_DOMAIN, lower-case; undefined: no VERP and no inbound role. */
+    domain: string | undefined;
+    /** INBOUND_PORT. */
+    inboundPort: number;
+    /** INBOUND_MAX_MESSAGE_SIZE. */
+    maxMessageSize: number;
+  };
   /** Given, or (embedded mode only) generated into DATA_DIR by `resolveSecrets`. */
   encryptionKey: Buffer | undefined;
   adminToken: string | undefined;
@@ -156,6 +165,14 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
   }
   if (e.SMTPS_PORT !== 0 && e.SMTPS_PORT === e.SMTP_PORT) {
     throw new ConfigError("SMTPS_PORT: must differ from SMTP_PORT (or be 0 to disable implicit TLS)");
+  }
+  // The inbound role listens on SMTP_HOST too; port 0 (any free port) cannot collide.
+  if (
+    e.BOUNCE_DOMAIN !== undefined &&
+    e.INBOUND_PORT !== 0 &&
+    [e.SMTP_PORT, e.SMTPS_PORT].includes(e.INBOUND_PORT)
+  ) {
+    throw new ConfigError("INBOUND_PORT: must differ from SMTP_PORT and SMTPS_PORT");
   }
 
   return {
@@ -219,6 +236,11 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
       timeoutMs: e.WEBHOOK_TIMEOUT * 1000,
       disableAfterMs: e.WEBHOOK_DISABLE_AFTER * 1000,
       endpointConcurrency: e.WEBHOOK_ENDPOINT_CONCURRENCY,
+    },
+    bounces: {
+      domain: e.BOUNCE_DOMAIN,
+      inboundPort: e.INBOUND_PORT,
+      maxMessageSize: e.INBOUND_MAX_MESSAGE_SIZE,
     },
     encryptionKey: e.ENCRYPTION_KEY,
     adminToken: e.ADMIN_TOKEN,

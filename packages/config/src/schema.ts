@@ -310,6 +310,28 @@ export const variables = {
     default: "unset: the system's resolvers (/etc/resolv.conf)",
     doc: "DNS resolvers Postern asks for TXT, MX, A and AAAA records (verifying a domain's DKIM, SPF and DMARC records; direct delivery, docs/routing.md), comma-separated `ip[:port]` (IPv6 as `[ip]:port`), e.g. `127.0.0.1:5353`.",
   },
+  BOUNCE_DOMAIN: {
+    schema: z
+      .string()
+      .toLowerCase()
+      .regex(
+        /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/,
+        "must be a domain name like bounces.example.com",
+      )
+      .optional(),
+    default: "unset: no VERP, no inbound role",
+    doc: 'Domain of VERP return paths (docs/bounces.md). Set, a project with `returnPath: "verp"` sends with the envelope sender `bounce+<signed token>@BOUNCE_DOMAIN`, and the `inbound` role (run by `npm start` too) receives the bounces and complaints sent there. Its MX record must point at the host of the `inbound` role (`POST /v1/domains` answers the record to publish).',
+  },
+  INBOUND_PORT: {
+    schema: port.default(2526),
+    default: "2526",
+    doc: "Port of the `inbound` role (25 in production: the MX of `BOUNCE_DOMAIN` is reached there), on `SMTP_HOST`. No AUTH; STARTTLS with the certificate of `SMTP_TLS_CERT` (or the generated one).",
+  },
+  INBOUND_MAX_MESSAGE_SIZE: {
+    schema: positiveInt.default(10485760),
+    default: "10485760",
+    doc: "Largest report the `inbound` role accepts in bytes (10 MiB), advertised in EHLO `SIZE`; larger ones get `552 5.3.4`. Bounces quote at most part of the original (Postfix: 50 kB by default), so reports are far smaller.",
+  },
   WORKER_THREADS: {
     schema: z.coerce.number().int("must be a whole number").min(0, "must be 0 or more").default(1),
     default: "1",

@@ -108,6 +108,30 @@ describe("loadConfig", () => {
     expect(config.smtp.inflowDelayMs).toBe(250);
   });
 
+  it("leaves VERP and the inbound role off without BOUNCE_DOMAIN; reads it lower-case; refuses a bad one or a taken port", () => {
+    expect(loadConfig({}, cwd).bounces).toEqual({
+      domain: undefined,
+      inboundPort: 2526,
+      maxMessageSize: 10 * 1024 * 1024,
+    });
+    const config = loadConfig(
+      {
+        ...production,
+        BOUNCE_DOMAIN: "Bounces.Example.COM",
+        INBOUND_PORT: "25",
+        INBOUND_MAX_MESSAGE_SIZE: "65536",
+      },
+      cwd,
+    );
+    expect(config.bounces).toEqual({ domain: "bounces.example.com", inboundPort: 25, maxMessageSize: 65536 });
+    expect(errorOf({ ...production, BOUNCE_DOMAIN: "not a domain" })).toMatch(
+      /^BOUNCE_DOMAIN: must be a domain name/,
+    );
+    expect(errorOf({ ...production, BOUNCE_DOMAIN: "b.example.com", INBOUND_PORT: "2525" })).toBe(
+      "INBOUND_PORT: must differ from SMTP_PORT and SMTPS_PORT",
+    );
+  });
+
   it("parses every production variable", () => {
     const config = loadConfig(
       {

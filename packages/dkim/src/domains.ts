@@ -4,7 +4,7 @@ import { type AuthInvalidation, openSecret, publishAuthInvalidation, sealSecret 
 import type { Database, DkimKey, Domain } from "@postern/db";
 import { ok, type Result, refuse } from "@postern/result";
 import type { Redis } from "ioredis";
-import { createTxtLookup, type TxtLookup } from "./dns";
+import { createMxLookup, createTxtLookup, type MxLookup, type TxtLookup } from "./dns";
 import { type DkimAlgorithm, type DkimKeyPair, generateDkimKey, importDkimKey } from "./keys";
 import { type CheckedRecord, checkRecord, type DnsRecord, recordsOf } from "./records";
 import type { SigningKey } from "./signature";
@@ -26,13 +26,17 @@ export interface DomainServiceDeps {
     encryptionKey: Buffer;
     redisKeyPrefix: string;
     dnsServers: string[] | undefined;
-    /** SMTP_HOSTNAME, named in the SPF suggestion. */
+    /** SMTP_HOSTNAME, named in the SPF suggestion (and as the bounce domain's MX host). */
     smtp: { hostname: string };
+    /** BOUNCE_DOMAIN: with it, the records include the return-path records. */
+    bounces?: { domain: string | undefined };
   };
   /** This process's own caches, dropped before the change is answered. */
   localCaches?: { invalidate(event: AuthInvalidation): void }[];
   /** TXT look-ups; node:dns at DNS_SERVERS when not given. */
   lookupTxt?: TxtLookup;
+  /** MX look-ups (the return-path record); node:dns at DNS_SERVERS when not given. */
+  lookupMx?: MxLookup;
 }
 
 /** Who asks, for the audit trail. */
@@ -96,7 +100,10 @@ function keyPairOf(input: KeyInput): DkimKeyPair | { reason: "invalid_key"; mess
 export function createDomainService(deps: DomainServiceDeps) {
   const { db } = deps;
   const { encryptionKey } = deps.config;
-  const lookupTxt = deps.lookupTxt ?? createTxtLookup(deps.config.dnsServers);
+  const lookup = {
+    txt: deps.lookupTxt ?? createTxtLookup(deps.config.dnsServers),
+    mx: deps.lookupMx ?? createMxLookup(deps.config.dnsServers),
+  };
   const changed = (projectId: string) => {
     const event = { kind: "project", projectId } as const;
     for (const cache of deps.localCaches ?? []) cache.invalidate(event);
@@ -126,6 +133,7 @@ export function createDomainService(deps: DomainServiceDeps) {
           publicKey: key.publicKey,
         })),
         deps.config.smtp.hostname,
+        deps.config.bounces?.domain,
       ),
     };
   };
@@ -221,7 +229,7 @@ export function createDomainService(deps: DomainServiceDeps) {
     async verify(projectId: string, id: string, by: Actor): Promise<VerifyResult | undefined> {
       const domain = await find(projectId, id);
       if (!domain) return undefined;
-      const records = await Promise.all(view(domain).records.map((record) => checkRecord(record, lookupTxt)));
+      const records = await Promise.all(view(domain).records.map((record) => checkRecord(record, lookup)));
       const found = new Set(
         records.filter((r) => r.purpose === "dkim" && r.state === "ok").map((r) => r.selector),
       );

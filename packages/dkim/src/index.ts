@@ -1,4 +1,4 @@
-export { createTxtLookup, DnsLookupError, type TxtLookup } from "./dns";
+export { createMxLookup, createTxtLookup, DnsLookupError, type MxLookup, type TxtLookup } from "./dns";
 export {
   type Actor,
   type CreateDomainResult,

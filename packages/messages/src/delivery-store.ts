@@ -1,4 +1,10 @@
-import { forEachRow, type MessageStatus, type RecipientStatus, type SqlPool } from "@postern/db";
+import {
+  forEachRow,
+  type MessageStatus,
+  type RecipientStatus,
+  type ReturnPath,
+  type SqlPool,
+} from "@postern/db";
 import { createGroupCommit } from "./group-commit";
 import { sqlTransitionPairs } from "./transitions";
 
@@ -16,6 +22,8 @@ export interface StoredMessage {
   routesVersion: number;
   /** The project adds recipients the upstream answered 5.1.x for to its suppressions (the record does). */
   autoSuppress: boolean;
+  /** The project's envelope sender towards the upstream: its sender's, or VERP (docs/bounces.md). */
+  returnPath: ReturnPath;
   /** Null only if the row was damaged by hand: retention never prunes pending messages. */
   body: Buffer | null;
   recipients: StoredRecipient[];
@@ -160,6 +168,7 @@ export function createDeliveryStore(
           upstreamSecret: row.upstreamSecret,
           routesVersion: row.routesVersion,
           autoSuppress: row.autoSuppress,
+          returnPath: row.returnPath,
           body,
           recipients: row.recipients ?? [],
         };
@@ -222,7 +231,7 @@ export const bodySliceBytes = 49_152;
 export const loadSql = `
 SELECT m."id", m."projectId", m."mailFrom", m."status", m."attempts",
        (extract(epoch FROM m."createdAt") * 1000)::float8 AS "createdAtMs",
-       p."upstreamUrl", p."upstreamSecret", p."routesVersion", p."autoSuppress",
+       p."upstreamUrl", p."upstreamSecret", p."routesVersion", p."autoSuppress", p."returnPath",
        octet_length(b."data") AS "bodyBytes",
        s."part", encode(substring(b."data" FROM s."part" * ${bodySliceBytes} + 1 FOR ${bodySliceBytes}), 'base64') AS "body",
        CASE WHEN s."part" = 0 THEN
@@ -233,7 +242,8 @@ SELECT m."id", m."projectId", m."mailFrom", m."status", m."attempts",
        END AS "recipients"
 FROM "Message" m
 CROSS JOIN LATERAL (
-  SELECT p."upstreamUrl", p."upstreamSecret", p."routesVersion", p."autoSuppress" FROM "Project" p WHERE p."id" = m."projectId" LIMIT 1
+  SELECT p."upstreamUrl", p."upstreamSecret", p."routesVersion", p."autoSuppress", p."returnPath"
+  FROM "Project" p WHERE p."id" = m."projectId" LIMIT 1
 ) p
 LEFT JOIN LATERAL (
   SELECT b."data" FROM "MessageBody" b WHERE b."messageId" = m."id" LIMIT 1

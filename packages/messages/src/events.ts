@@ -14,6 +14,10 @@ export const messageEventTypes = [
   "message.denied",
   /** Recipients of an HTTP submission left out because the project suppresses them (accept.ts). */
   "message.suppressed",
+  /** Delivered recipients a delivery status notification reported failed (the inbound role, reports.ts). */
+  "message.bounced",
+  /** Delivered recipients a feedback report (ARF) said complained (the inbound role, reports.ts). */
+  "message.complained",
 ] as const;
 
 export type MessageEventType = (typeof messageEventTypes)[number];

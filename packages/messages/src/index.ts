@@ -71,6 +71,13 @@ export {
   type MessageReader,
   retryMessage,
 } from "./project-messages";
+export {
+  findReportedMessage,
+  type RecipientReport,
+  type ReportedMessage,
+  type ReportedRecipient,
+  recordRecipientReport,
+} from "./reports";
 export { messageStored, type StoredBody, streamMessageBody } from "./stored-body";
 export {
   type DueMessage,
@@ -83,12 +90,14 @@ export {
   sweepPageSize,
 } from "./sweep";
 export {
+  allowedRecipientTransitions,
   allowedTransitions,
   checkAction,
   checkTransition,
   deliverableStatuses,
   type LifecycleAction,
   lifecycleActions,
+  recipientStatusesBefore,
   statusesBefore,
   type TransitionResult,
 } from "./transitions";

@@ -1,4 +1,4 @@
-import type { MessageStatus } from "@postern/db";
+import type { MessageStatus, RecipientStatus } from "@postern/db";
 
 /**
  * The status machine of a message: every status change anywhere goes through this table (the
@@ -22,6 +22,28 @@ export const allowedTransitions = {
   denied: [],
   sandboxed: [],
 } as const satisfies Record<MessageStatus, readonly MessageStatus[]>;
+
+/**
+ * The status machine of a message's recipients. The worker's record moves a pending recipient to
+ * what the upstream answered (it stays pending while that defers), a retry makes a failed one pending;
+ * a recipient the upstream accepted may later be reported `bounced` (a delivery status
+ * notification) or `complained` (a feedback report) by the inbound role (reports.ts), which
+ * guards on this table. The message's own status stays what delivery made it.
+ */
+export const allowedRecipientTransitions = {
+  pending: ["delivered", "failed"],
+  failed: ["pending"],
+  delivered: ["bounced", "complained"],
+  bounced: [],
+  complained: [],
+} as const satisfies Record<RecipientStatus, readonly RecipientStatus[]>;
+
+/** The recipient statuses that may move to `to`, for the guards of the SQL statements. */
+export function recipientStatusesBefore(to: RecipientStatus): RecipientStatus[] {
+  return (Object.keys(allowedRecipientTransitions) as RecipientStatus[]).filter((from) =>
+    (allowedRecipientTransitions[from] as readonly RecipientStatus[]).includes(to),
+  );
+}
 
 /**
  * The lifecycle actions a project or an operator may take on a message (one by one or in bulk),
@@ -82,7 +104,7 @@ export const deliverableStatuses: readonly MessageStatus[] = statusesBefore(
   "failed",
 );
 
-/** `'a', 'b'` for an `IN (…)` guard; the values come from the table above, never from input. */
-export function sqlList(statuses: readonly MessageStatus[]): string {
+/** `'a', 'b'` for an `IN (…)` guard; the values come from the tables above, never from input. */
+export function sqlList(statuses: readonly (MessageStatus | RecipientStatus)[]): string {
   return statuses.map((status) => `'${status}'`).join(", ");
 }

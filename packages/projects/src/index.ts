@@ -37,6 +37,7 @@ export {
   type SuppressionInput,
   type SuppressionReason,
   type SuppressionService,
+  type SuppressionServiceDeps,
   type SuppressionVerdict,
   type SuppressionView,
   suppressionAddress,

@@ -58,6 +58,7 @@ export interface ProjectPatch {
   holdExpiry?: "approve" | "deny";
   dedupWindowSeconds?: number;
   autoSuppress?: boolean;
+  returnPath?: "sender" | "verp";
 }
 
 /** A refusal's `message` names the problem for the operator (API message, CLI error line). */
@@ -229,6 +230,7 @@ export function createProjectService(deps: ProjectServiceDeps) {
             holdExpiry: patch.holdExpiry,
             dedupWindowSeconds: patch.dedupWindowSeconds,
             autoSuppress: patch.autoSuppress,
+            returnPath: patch.returnPath,
             ...upstream,
           },
         });
@@ -390,6 +392,7 @@ function changedSettings(
     "holdExpiry",
     "dedupWindowSeconds",
     "autoSuppress",
+    "returnPath",
     "requireVerifiedDomain",
   ] as const) {
     if (before[key] !== after[key]) changed[key] = after[key];

@@ -53,6 +53,12 @@ const acceptanceSettings = {
     .describe(
       "add a recipient to the suppressions when the upstream answers that it does not exist (5.1.x); default on",
     ),
+  returnPath: z
+    .enum(["sender", "verp"])
+    .optional()
+    .describe(
+      "the envelope sender towards the upstream: `sender` (as given, the default) or `verp` (bounce+<token>@BOUNCE_DOMAIN, so later bounces and complaints come back to Postern; needs BOUNCE_DOMAIN)",
+    ),
 };
 
 export const projectInputSchema = z.object({

@@ -27,6 +27,7 @@ export function projectSettingsView(project: Project) {
     holdExpiry: project.holdExpiry,
     dedupWindowSeconds: project.dedupWindowSeconds,
     autoSuppress: project.autoSuppress,
+    returnPath: project.returnPath,
   };
 }
 

@@ -9,6 +9,7 @@ const { Packet } = DNS;
  */
 export class TestDnsServer {
   private readonly txt = new Map<string, string[]>();
+  private readonly mx = new Map<string, string[]>();
   /** Queries answered, by "TYPE name" (lower-case name). */
   readonly queries: string[] = [];
 
@@ -34,8 +35,14 @@ export class TestDnsServer {
     this.txt.set(name.toLowerCase(), values);
   }
 
+  /** Replaces the MX records at `name`: the exchanges, by preference (10, 20, …). */
+  setMx(name: string, exchanges: string[]): void {
+    this.mx.set(name.toLowerCase(), exchanges);
+  }
+
   remove(name: string): void {
     this.txt.delete(name.toLowerCase());
+    this.mx.delete(name.toLowerCase());
   }
 
   private answer(request: DNS.Packet, send: (response: DNS.Packet) => unknown) {
@@ -43,11 +50,22 @@ export class TestDnsServer {
     const [question] = request.questions;
     if (question) {
       const name = question.name.toLowerCase();
-      this.queries.push(`${question.type === Packet.TYPE.TXT ? "TXT" : question.type} ${name}`);
+      this.queries.push(`${Packet.typeName(question.type) ?? question.type} ${name}`);
       const values = this.txt.get(name);
-      if (!values)
+      const exchanges = this.mx.get(name);
+      if (!values && !exchanges)
         response.header.rcode = 3; // NXDOMAIN
-      else if (question.type === Packet.TYPE.TXT)
+      else if (question.type === Packet.TYPE.MX)
+        for (const [index, exchange] of (exchanges ?? []).entries())
+          response.answers.push({
+            name: question.name,
+            type: Packet.TYPE.MX,
+            class: Packet.CLASS.IN,
+            ttl: 60,
+            exchange,
+            priority: (index + 1) * 10,
+          } as DNS.Packet.Resource);
+      else if (question.type === Packet.TYPE.TXT && values)
         // dns2 encodes a plain object; its typings ask for the parsed Resource's toBuffer.
         for (const value of values)
           response.answers.push({

@@ -21,8 +21,10 @@ const privateKey = z
   );
 
 const record = z.object({
-  purpose: z.enum(["dkim", "spf", "dmarc"]),
-  type: z.literal("TXT"),
+  purpose: z
+    .enum(["dkim", "spf", "dmarc", "return-path"])
+    .describe("`return-path` (with BOUNCE_DOMAIN): the bounce domain's MX and SPF records, for VERP"),
+  type: z.enum(["TXT", "MX"]).describe("`MX`: value is `<preference> <host>`"),
   name: z.string(),
   value: z.string(),
   selector: z.string().optional().describe("the DKIM key's selector (dkim records)"),
@@ -54,7 +56,9 @@ const verifyBody = domainBody.extend({
       state: z
         .enum(["ok", "wrong", "missing", "lookup_failed"])
         .describe("as found in DNS; `lookup_failed`: DNS did not answer"),
-      found: z.array(z.string()).describe("the TXT values found at the name that bear on the record"),
+      found: z
+        .array(z.string())
+        .describe("the TXT values (MX: the exchanges) found at the name that bear on the record"),
     }),
   ),
   activated: z.array(z.string()).describe("selectors whose key became active with this verify"),

@@ -68,7 +68,11 @@ const smtpResult = {
 const messageDetail = messageSummary.extend({
   sha256: z.string(),
   recipients: z.array(
-    z.object({ address: z.string(), status: z.enum(["pending", "delivered", "failed"]), ...smtpResult }),
+    z.object({
+      address: z.string(),
+      status: z.enum(["pending", "delivered", "failed", "bounced", "complained"]),
+      ...smtpResult,
+    }),
   ),
   attempts: z.array(
     z.object({

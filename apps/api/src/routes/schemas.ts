@@ -37,4 +37,9 @@ export const projectSettingsJson = z.object({
   autoSuppress: z
     .boolean()
     .describe("a recipient the upstream answers does not exist (5.1.x) is added to the suppressions"),
+  returnPath: z
+    .enum(["sender", "verp"])
+    .describe(
+      "the envelope sender towards the upstream: the sender's, or a VERP return path (with BOUNCE_DOMAIN)",
+    ),
 });

@@ -44,7 +44,7 @@ function describe(domain: DomainView, states?: Map<string, string>): string {
   const records = domain.records
     .map(
       (r) =>
-        `${states ? `${(states.get(r.name + r.purpose) ?? "").padEnd(13)} ` : ""}${r.purpose.padEnd(5)}  ${r.type}  ${r.name}\n    ${r.value}`,
+        `${states ? `${(states.get(r.name + r.purpose + r.type) ?? "").padEnd(13)} ` : ""}${r.purpose.padEnd(5)}  ${r.type}  ${r.name}\n    ${r.value}`,
     )
     .join("\n");
   return `${table([
@@ -134,7 +134,7 @@ export function registerDomainCommands(program: Command): void {
         const id = await domainIdOf(runtime, validProjectId(projectId), domain);
         const result = await domainsOf(runtime).verify(projectId, id, cliActor);
         if (!result) throw new CommandFailure(exitCodes.notFound, "not_found", `no domain ${domain}`);
-        const states = new Map(result.records.map((r) => [r.name + r.purpose, r.state]));
+        const states = new Map(result.records.map((r) => [r.name + r.purpose + r.type, r.state]));
         return {
           json: { ...json(result.domain), records: result.records, activated: result.activated },
           text: describe(result.domain, states),

@@ -48,6 +48,7 @@ const optionNames: Record<string, string> = {
   holdTtlMinutes: "--hold-ttl-minutes",
   holdExpiry: "--hold-expiry",
   dedupWindowSeconds: "--dedup-window-seconds",
+  returnPath: "--return-path",
   "": "options",
 };
 
@@ -62,6 +63,7 @@ interface SettingsOptions extends OutputOptions, UpstreamPasswordOptions {
   holdTtlMinutes?: string;
   holdExpiry?: string;
   dedupWindowSeconds?: string;
+  returnPath?: string;
 }
 
 const number = (value: string | undefined) => (value === undefined ? undefined : Number(value));
@@ -81,6 +83,7 @@ async function settingsFrom(options: SettingsOptions, runtime: Runtime) {
     holdTtlMinutes: number(options.holdTtlMinutes),
     holdExpiry: options.holdExpiry,
     dedupWindowSeconds: number(options.dedupWindowSeconds),
+    returnPath: options.returnPath,
   };
 }
 
@@ -117,6 +120,7 @@ function describeProject(view: ReturnType<typeof projectView>): string {
     ["mode", view.mode],
     ["holds", `${view.holdExpiry} after ${view.holdTtlMinutes} minutes`],
     ["duplicates", view.dedupWindowSeconds > 0 ? `within ${view.dedupWindowSeconds} s` : "off"],
+    ["return path", view.returnPath === "verp" ? "verp (bounce+<token>@BOUNCE_DOMAIN)" : "the sender's"],
     ["created", view.createdAt],
   ]);
 }
@@ -204,6 +208,10 @@ export function registerProjectCommands(program: Command): void {
       .option(
         "--dedup-window-seconds <n>",
         "resubmissions within this many seconds answer the first id; 0: off",
+      )
+      .option(
+        "--return-path <kind>",
+        "sender (the envelope sender as given) or verp (bounce+<token>@BOUNCE_DOMAIN: bounces come back)",
       ),
   ).action((id: string, options: SettingsOptions) =>
     operate(options, async (runtime) =>

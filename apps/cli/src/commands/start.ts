@@ -1,5 +1,5 @@
 import { isMainThread } from "node:worker_threads";
-import { probes, type RunningRole, roleNames, roles } from "../roles";
+import { defaultRoles, probes, type RunningRole, roleNames, roles } from "../roles";
 import { exitWithStartupError, openRuntime, type Runtime } from "../runtime";
 import { mergedExposition, startWorkerThreads, superviseThisWorker } from "../worker-threads";
 
@@ -19,13 +19,13 @@ export async function startCommand(requested: string[], options: StartOptions = 
   const unknown = requested.filter((role) => !roleNames.includes(role));
   if (unknown.length > 0)
     exitWithStartupError(new Error(`unknown role ${unknown.join(", ")} (roles: ${roleNames.join(", ")})`));
-  const selected = requested.length > 0 ? roleNames.filter((r) => requested.includes(r)) : roleNames;
+  const named = requested.length > 0 ? roleNames.filter((r) => requested.includes(r)) : undefined;
 
   let runtime: Runtime;
   try {
     runtime = await openRuntime({
       attach: false,
-      workerOnly: selected.length === 1 && selected[0] === "worker",
+      workerOnly: named?.length === 1 && named[0] === "worker",
       onAdminTokenGenerated: (token) =>
         process.stdout.write(
           `\nGenerated the operator token (ADMIN_TOKEN), shown once; it is kept in DATA_DIR/secrets/admin-token:\n  ${token}\n\n`,
@@ -34,6 +34,8 @@ export async function startCommand(requested: string[], options: StartOptions = 
   } catch (error) {
     exitWithStartupError(error);
   }
+  // `postern start inbound` without BOUNCE_DOMAIN stops with startInbound's one line.
+  const selected = named ?? defaultRoles(runtime.config);
   const runWorkerInThreads =
     !options.supervised &&
     selected.includes("worker") &&

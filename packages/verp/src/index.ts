@@ -1,0 +1,1 @@
+export { createReturnPaths, type ReturnPathReading, type ReturnPaths, verpLocalPrefix } from "./return-path";
