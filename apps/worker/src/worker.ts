@@ -13,10 +13,10 @@ import {
   type DeliveryJobResult,
   type Redis,
 } from "@postern/queue";
-import { MxResolver, UpstreamTransports } from "@postern/relay";
+import { DestinationThrottle, MtaStsPolicies, MxResolver, UpstreamTransports } from "@postern/relay";
 import { summariseHeaders } from "@postern/smtp";
 import type { Logger, Registry } from "@postern/telemetry";
-import { deliverMessage } from "./deliver";
+import { deliverMessage, SourceAddressRotation } from "./deliver";
 import { registerDeliveryMetrics } from "./metrics";
 import { startSweeper } from "./sweeper";
 
@@ -26,6 +26,11 @@ export interface WorkerDeps {
   redis: Redis;
   log: Logger;
   metrics: Registry;
+  /**
+   * Certificate authorities trusted for verified TLS towards MX hosts and upstreams instead of
+   * Node's store: tests' own CA (an operator adds one with NODE_EXTRA_CA_CERTS).
+   */
+  trustedCa?: string[];
 }
 
 export interface RunningWorker {
@@ -45,6 +50,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     connectTimeoutMs: config.delivery.connectTimeoutMs,
     greetingTimeoutMs: config.delivery.greetingTimeoutMs,
     ehloName: config.smtp.hostname,
+    trustedCa: deps.trustedCa,
     circuit: {
       failureThreshold: config.delivery.circuitFailures,
       cooldownMs: config.delivery.circuitCooldownMs,
@@ -53,10 +59,14 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const queue = createDeliveryQueue(redis, prefix);
   const producer = createDeliveryProducer(redis, prefix);
   const sql = sqlPoolOf(db);
+  // A destination without a cap of its own is halved from, and recovers up to, the connections a
+  // worker may have to one upstream.
+  const throttle = new DestinationThrottle(redis, prefix, { ceiling: config.delivery.upstreamConcurrency });
   const metrics = registerDeliveryMetrics(deps.metrics, {
     queue,
     sql,
     transports,
+    throttle,
     queuedMessages: () => countQueuedMessages(redis, prefix),
   });
   // Two short statements per delivery, never held across the upstream exchange, and grouped
@@ -69,6 +79,8 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
       onLookup: (outcome) => metrics.mxLookups.inc({ outcome }),
     }),
     port: config.delivery.directSmtpPort,
+    mtaSts: new MtaStsPolicies({ servers: config.dnsServers }),
+    sourceAddresses: new SourceAddressRotation(),
   };
   // A project's DKIM keys, remembered for a minute; a change made through Postern (verify, rotate,
   // delete) drops them at once on every node through the invalidation channel.
@@ -103,7 +115,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     prefix,
     async ({ messageId, projectId }): Promise<DeliveryJobResult> => {
       const run = await deliverMessage(
-        { config, store, transports, routes, direct, signer, onSuppressed },
+        { config, store, transports, throttle, routes, direct, signer, onSuppressed },
         messageId,
         projectId,
       );
@@ -178,6 +190,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
         await worker.close(true);
       }
       transports.close();
+      throttle.close();
       invalidations.disconnect();
       await backlog.close();
       await producer.close();

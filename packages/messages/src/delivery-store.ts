@@ -16,6 +16,8 @@ export interface StoredMessage {
   routesVersion: number;
   /** The project adds recipients the upstream answered 5.1.x for to its suppressions (the record does). */
   autoSuppress: boolean;
+  /** Source addresses for direct delivery's connections, used in turn; empty: the system's choice. */
+  localAddresses: string[];
   /** Null only if the row was damaged by hand: retention never prunes pending messages. */
   body: Buffer | null;
   recipients: StoredRecipient[];
@@ -159,6 +161,7 @@ export function createDeliveryStore(
           upstreamSecret: row.upstreamSecret,
           routesVersion: row.routesVersion,
           autoSuppress: row.autoSuppress,
+          localAddresses: row.localAddresses ?? [],
           body,
           recipients: row.recipients ?? [],
         };
@@ -220,7 +223,7 @@ export const bodySliceBytes = 49_152;
 export const loadSql = `
 SELECT m."id", m."projectId", m."mailFrom", m."status", m."attempts",
        (extract(epoch FROM m."createdAt") * 1000)::float8 AS "createdAtMs",
-       p."upstreamUrl", p."upstreamSecret", p."routesVersion", p."autoSuppress",
+       p."upstreamUrl", p."upstreamSecret", p."routesVersion", p."autoSuppress", p."localAddresses",
        octet_length(b."data") AS "bodyBytes",
        s."part", encode(substring(b."data" FROM s."part" * ${bodySliceBytes} + 1 FOR ${bodySliceBytes}), 'base64') AS "body",
        CASE WHEN s."part" = 0 THEN
@@ -231,7 +234,7 @@ SELECT m."id", m."projectId", m."mailFrom", m."status", m."attempts",
        END AS "recipients"
 FROM "Message" m
 CROSS JOIN LATERAL (
-  SELECT p."upstreamUrl", p."upstreamSecret", p."routesVersion", p."autoSuppress" FROM "Project" p WHERE p."id" = m."projectId" LIMIT 1
+  SELECT p."upstreamUrl", p."upstreamSecret", p."routesVersion", p."autoSuppress", p."localAddresses" FROM "Project" p WHERE p."id" = m."projectId" LIMIT 1
 ) p
 LEFT JOIN LATERAL (
   SELECT b."data" FROM "MessageBody" b WHERE b."messageId" = m."id" LIMIT 1

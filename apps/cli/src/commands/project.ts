@@ -48,6 +48,7 @@ const optionNames: Record<string, string> = {
   holdTtlMinutes: "--hold-ttl-minutes",
   holdExpiry: "--hold-expiry",
   dedupWindowSeconds: "--dedup-window-seconds",
+  localAddresses: "--local-address",
   "": "options",
 };
 
@@ -62,6 +63,7 @@ interface SettingsOptions extends OutputOptions, UpstreamPasswordOptions {
   holdTtlMinutes?: string;
   holdExpiry?: string;
   dedupWindowSeconds?: string;
+  localAddress?: string[];
 }
 
 const number = (value: string | undefined) => (value === undefined ? undefined : Number(value));
@@ -81,6 +83,7 @@ async function settingsFrom(options: SettingsOptions, runtime: Runtime) {
     holdTtlMinutes: number(options.holdTtlMinutes),
     holdExpiry: options.holdExpiry,
     dedupWindowSeconds: number(options.dedupWindowSeconds),
+    localAddresses: options.localAddress,
   };
 }
 
@@ -204,6 +207,11 @@ export function registerProjectCommands(program: Command): void {
       .option(
         "--dedup-window-seconds <n>",
         "resubmissions within this many seconds answer the first id; 0: off",
+      )
+      .option(
+        "--local-address <ip>",
+        "source address of direct delivery, an address of this host (repeat for several, used in turn)",
+        collect,
       ),
   ).action((id: string, options: SettingsOptions) =>
     operate(options, async (runtime) =>
