@@ -310,6 +310,7 @@ async function deliverDirect(
       limits,
       () => relayWithFailover(deps, projectId, urls, mailFrom, recipients, body, false, undefined),
       (result) => ("kind" in result ? [] : result.verdicts),
+      (result) => ("kind" in result ? [] : result.hosts),
     );
     if ("kind" in sent) {
       // Throttled (relayWithFailover without give-back answers verdicts). Nothing of the attempt
@@ -337,6 +338,7 @@ async function underThrottle<T>(
   limits: DestinationLimits,
   send: () => Promise<T>,
   verdictsOf: (result: T) => { outcome: string; code: number | null; enhancedCode: string | null }[],
+  hostsOf: (result: T) => string[],
 ): Promise<T | DestinationBusy> {
   const admission = await deps.throttle.admit(destination, limits);
   if (admission.kind === "throttled") {
@@ -358,6 +360,9 @@ async function underThrottle<T>(
   try {
     const result = await send();
     signal = signalOf(verdictsOf(result));
+    // Pushed back: the sessions kept idle to its hosts go too, so it sees fewer at once.
+    if (signal === "pushed_back")
+      for (const host of hostsOf(result)) deps.transports.dropIdleConnections(host);
     return result;
   } finally {
     // A lease that cannot be given back (Redis unreachable) expires by itself.
@@ -444,7 +449,14 @@ async function relayWithFailover(
         { mailFrom, recipients: remaining, raw },
       );
     const result = limits
-      ? await underThrottle(deps, destinationOfUrl(url), limits, relay, (r) => r.recipients)
+      ? await underThrottle(
+          deps,
+          destinationOfUrl(url),
+          limits,
+          relay,
+          (r) => r.recipients,
+          (r) => [r.upstreamHost],
+        )
       : await relay();
     const last = index === urls.length - 1;
     if ("kind" in result) {

@@ -314,6 +314,21 @@ export class UpstreamTransports {
     }
   }
 
+  /**
+   * Closes the connections every project keeps idle to `upstreamHost` (`host:port`): a destination
+   * that pushed back on our load (421, 4.7.x) is left with the sessions in use, not those kept for
+   * later (docs/routing.md, Throttling).
+   */
+  dropIdleConnections(upstreamHost: string): void {
+    for (const pool of this.pools.values()) {
+      if (pool.upstreamHost !== upstreamHost) continue;
+      for (const connection of [...pool.idle]) {
+        connection.smtp.quit();
+        this.discard(pool, connection);
+      }
+    }
+  }
+
   /** Closes every connection (graceful shutdown, after in-flight deliveries ended). */
   close(): void {
     clearInterval(this.idleTimer);
