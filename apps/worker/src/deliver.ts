@@ -346,11 +346,8 @@ async function underThrottle<T>(
     return {
       kind: "busy",
       reason: admission.reason,
-      // Back when the rate's minute lets one more start, or (concurrency) in about two seconds;
-      // ±20% so that deliveries throttled together do not all come back together.
-      retryInMs: Math.round(
-        Math.max(admission.retryInMs, rate ? 1_000 : 2_000) * (0.8 + Math.random() * 0.4),
-      ),
+      // When the throttle says, ±20% so that deliveries throttled together do not come back together.
+      retryInMs: Math.round(Math.max(admission.retryInMs, 1_000) * (0.8 + Math.random() * 0.4)),
       response: rate
         ? `delivery to ${destination} throttled: ${admission.limit} started within the last minute, its rate per minute`
         : `delivery to ${destination} throttled: ${admission.limit} in flight, its concurrency limit`,

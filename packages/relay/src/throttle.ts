@@ -16,6 +16,8 @@ import type { Redis } from "ioredis";
  * - `…:throttle:leases:<destination>`, a sorted set: one member per delivery in flight, scored by
  *   when its lease expires (`leaseTtlMs`), so the slots of a worker that died come back by themselves.
  * - `…:throttle:starts:<destination>`, a sorted set: the deliveries started in the last minute.
+ * - `…:throttle:refused:<destination>`, a counter of the deliveries refused at its concurrency in
+ *   the last 10 s: how far apart they are sent back (see `admit`).
  *
  * AIMD, as TCP's congestion control: a `421` or a `4.7.x` reply halves the destination's limit
  * (from its cap, or from `ceiling` when it has none), with a floor of 1; a reply to a delivery that
@@ -50,7 +52,10 @@ export type DestinationAdmission =
   | {
       kind: "throttled";
       reason: "destination_busy" | "destination_rate";
-      /** When a slot may be free: the oldest start's minute ends (rate), or a guess (concurrency). */
+      /**
+       * When to try again: when the oldest start's minute ends (rate), or (concurrency) a second per
+       * limit's worth of deliveries refused in the last 10 s, 2 to 30 s.
+       */
       retryInMs: number;
       /** The limit that refused it (concurrency limit, or deliveries per minute). */
       limit: number;
@@ -69,6 +74,9 @@ export interface DestinationThrottleOptions {
   now?: () => number;
 }
 
+/** Refusals of a destination at its concurrency are counted over this window (see `admit`). */
+const refusalWindowMs = 10_000;
+
 const admitScript = `
 local now = tonumber(ARGV[4])
 local cap = tonumber(ARGV[2])
@@ -80,7 +88,11 @@ if state then
 end
 if limit > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-  if redis.call('ZCARD', KEYS[2]) >= limit then return {0, limit, 0} end
+  if redis.call('ZCARD', KEYS[2]) >= limit then
+    local refused = redis.call('INCR', KEYS[4])
+    if refused == 1 then redis.call('PEXPIRE', KEYS[4], ${refusalWindowMs}) end
+    return {0, limit, -refused}
+  end
 end
 local rate = tonumber(ARGV[3])
 if rate > 0 then
@@ -143,7 +155,7 @@ end
 return kept`;
 
 const scripts = {
-  posternThrottleAdmit: { numberOfKeys: 3, lua: admitScript },
+  posternThrottleAdmit: { numberOfKeys: 4, lua: admitScript },
   posternThrottleSettle: { numberOfKeys: 2, lua: settleScript },
   posternThrottleSnapshot: { numberOfKeys: 1, lua: snapshotScript },
 };
@@ -187,6 +199,7 @@ export class DestinationThrottle {
       this.limitsKey,
       this.leasesKey(destination),
       `${this.prefix}:throttle:starts:${destination}`,
+      `${this.prefix}:throttle:refused:${destination}`,
       destination,
       String(cap),
       String(limits.ratePerMinute),
@@ -195,9 +208,13 @@ export class DestinationThrottle {
       String(this.leaseTtlMs),
     )) as [number, number, number];
     if (admitted === 1) return { kind: "admitted", lease: { destination, cap, startedAt, id } };
-    return retryInMs > 0
-      ? { kind: "throttled", reason: "destination_rate", retryInMs, limit }
-      : { kind: "throttled", reason: "destination_busy", retryInMs: 0, limit };
+    if (retryInMs > 0) return { kind: "throttled", reason: "destination_rate", retryInMs, limit };
+    // The deliveries refused lately, `-retryInMs`, are about those waiting for the destination: they
+    // come back spread over the time its slots take to serve them (a second per limit's worth, 2 to
+    // 30 s), not every one of them every two seconds.
+    const waiting = -retryInMs;
+    const spreadMs = Math.min(Math.max(Math.ceil(waiting / limit) * 1_000, 2_000), 30_000);
+    return { kind: "throttled", reason: "destination_busy", retryInMs: spreadMs, limit };
   }
 
   /**

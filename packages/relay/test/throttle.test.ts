@@ -42,10 +42,17 @@ describe("DestinationThrottle", () => {
     const [a, b] = [worker(), worker()];
     const first = await lease(a, "d.example", 2);
     await lease(b, "d.example", 2);
-    expect(await b.admit("d.example", { concurrency: 2, ratePerMinute: 0 })).toMatchObject({
+    expect(await b.admit("d.example", { concurrency: 2, ratePerMinute: 0 })).toEqual({
       kind: "throttled",
       reason: "destination_busy",
+      retryInMs: 2_000,
       limit: 2,
+    });
+    // The more deliveries wait for the destination, the further apart they come back: a second
+    // per limit's worth refused in the last 10 s (here 60), 30 s at most.
+    for (let i = 0; i < 58; i++) await b.admit("d.example", { concurrency: 2, ratePerMinute: 0 });
+    expect(await b.admit("d.example", { concurrency: 2, ratePerMinute: 0 })).toMatchObject({
+      retryInMs: 30_000,
     });
     // Another destination is counted apart.
     await lease(a, "other.example", 2);
