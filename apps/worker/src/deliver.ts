@@ -9,6 +9,7 @@ import {
   type RouteTarget,
   routeFor,
   type StoredRoute,
+  unusableLocalAddress,
 } from "@postern/projects";
 import { retryDelayMs } from "@postern/queue";
 import {
@@ -80,15 +81,41 @@ interface DestinationBusy {
 
 type GiveBack = ConnectionBusy | DestinationBusy;
 
-/** Per project, which of its `localAddresses` the next direct delivery is made from (in turn). */
+/** How long this host's having an address (or not) is believed before it is checked again. */
+const addressCheckMs = 60_000;
+
+/**
+ * Per project, which of its `localAddresses` the next direct delivery is made from, in turn, among
+ * those this host has. They were checked when set, possibly on another host (the API's): an
+ * address this worker's host lacks is skipped, and with none left the delivery is deferred
+ * rather than sent from an address the operator did not choose for the project.
+ */
 export class SourceAddressRotation {
   private readonly next = new Map<string, number>();
+  private readonly checked = new Map<string, { problem: Promise<string | undefined>; at: number }>();
 
-  pick(projectId: string, addresses: string[]): string | undefined {
-    if (addresses.length === 0) return undefined;
-    const index = (this.next.get(projectId) ?? 0) % addresses.length;
+  async pick(
+    projectId: string,
+    addresses: string[],
+  ): Promise<{ localAddress: string | undefined } | { problem: string }> {
+    if (addresses.length === 0) return { localAddress: undefined };
+    const problems = await Promise.all(addresses.map((address) => this.problemOf(address)));
+    const usable = addresses.filter((_, index) => problems[index] === undefined);
+    if (usable.length === 0)
+      return {
+        problem: `none of the project's localAddresses is an address of this host (${addresses[0]}: ${problems[0]})`,
+      };
+    const index = (this.next.get(projectId) ?? 0) % usable.length;
     this.next.set(projectId, index + 1);
-    return addresses[index];
+    return { localAddress: usable[index] };
+  }
+
+  private problemOf(address: string): Promise<string | undefined> {
+    const known = this.checked.get(address);
+    if (known && Date.now() - known.at < addressCheckMs) return known.problem;
+    const problem = unusableLocalAddress([address]).then((found) => found?.reason);
+    this.checked.set(address, { problem, at: Date.now() });
+    return problem;
   }
 }
 
@@ -292,7 +319,12 @@ async function deliverDirect(
         continue;
       }
     }
-    const localAddress = deps.direct.sourceAddresses.pick(projectId, message.localAddresses);
+    const source = await deps.direct.sourceAddresses.pick(projectId, message.localAddresses);
+    if ("problem" in source) {
+      deferAll(recipients, source.problem);
+      continue;
+    }
+    const { localAddress } = source;
     const urls = hosts.flatMap((host) =>
       host.addresses.map((ip) => ({
         url: `smtp://${ip.includes(":") ? `[${ip}]` : ip}:${deps.direct.port}`,

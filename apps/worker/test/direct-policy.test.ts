@@ -218,6 +218,27 @@ describe("source addresses", () => {
     expect(new Set(source.messages.map((m) => m.remoteAddress))).toEqual(new Set(["127.0.0.2", "127.0.0.3"]));
   });
 
+  it("skips an address this host lacks (set elsewhere), and defers when none is left", async () => {
+    const project = await routedProject([{ match: "*", target: direct() }]);
+    // As if set through an API on another host: written without the check.
+    await ctx.db.project.update({
+      where: { id: project.id },
+      data: { localAddresses: ["192.0.2.10", "127.0.0.3"] },
+    });
+    const mixed = await queue(project, "m@source.example");
+    await waitForStatus(ctx.db, mixed.id, "delivered");
+    expect(received(source, "m@source.example")[0]?.remoteAddress).toBe("127.0.0.3");
+
+    const foreign = await routedProject([{ match: "*", target: direct() }]);
+    await ctx.db.project.update({ where: { id: foreign.id }, data: { localAddresses: ["192.0.2.10"] } });
+    const stranded = await queue(foreign, "n@source.example");
+    await waitForStatus(ctx.db, stranded.id, "deferred");
+    expect(await attemptResponse(stranded.id)).toBe(
+      "none of the project's localAddresses is an address of this host (192.0.2.10: EADDRNOTAVAIL)",
+    );
+    expect(received(source, "n@source.example")).toHaveLength(0);
+  });
+
   it("refuses a local address that is not one of this host's", async () => {
     const project = await routedProject([{ match: "*", target: direct() }]);
     const projects = createProjectService({ db: ctx.db, redis: ctx.redis, config: ctx.config });
