@@ -249,6 +249,30 @@ describe("PATCH /admin/projects/:id", () => {
   });
 });
 
+describe("PATCH /admin/projects/:id localAddresses", () => {
+  it("sets the source addresses of direct delivery when the host has them, and names one it has not", async () => {
+    const created = await createProject();
+    const set = await call("PATCH", `/admin/projects/${created.id}`, {
+      localAddresses: ["127.0.0.2", "127.0.0.3"],
+    });
+    expect(set.statusCode).toBe(200);
+    expect(set.json().localAddresses).toEqual(["127.0.0.2", "127.0.0.3"]);
+    const foreign = await call("PATCH", `/admin/projects/${created.id}`, { localAddresses: ["192.0.2.10"] });
+    expect(foreign.statusCode).toBe(400);
+    expect(foreign.json().error).toEqual({
+      code: "validation_error",
+      message: "body.localAddresses: 192.0.2.10 is not an address of this host (EADDRNOTAVAIL)",
+    });
+    const notAnAddress = await call("PATCH", `/admin/projects/${created.id}`, {
+      localAddresses: ["mx.example"],
+    });
+    expect(notAnAddress.statusCode).toBe(400);
+    expect(notAnAddress.json().error.message).toContain("body.localAddresses");
+    const stored = await ctx.db.project.findUniqueOrThrow({ where: { id: created.id } });
+    expect(stored.localAddresses).toEqual(["127.0.0.2", "127.0.0.3"]);
+  });
+});
+
 describe("DELETE /admin/projects/:id", () => {
   it("refuses while messages are queued or deferred, deletes when forced, and audits it", async () => {
     const created = await createProject();

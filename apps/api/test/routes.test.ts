@@ -136,6 +136,38 @@ describe("GET|PUT /v1/routes", () => {
     expect(twice.json().error.message).toBe("routes: '*' appears twice");
   });
 
+  it("keeps a direct route's TLS policy and a route's limits, and names the field of a bad one (400)", async () => {
+    const project = await createProjectFixture(ctx.db, ctx.config, { name: "routes-limits" });
+    const token = bearer(project.apiToken.token);
+    const withPolicy = [
+      {
+        match: "*@gmail.example",
+        target: { type: "direct", tls: "verify", limits: { concurrency: 5, ratePerMinute: 600 } },
+      },
+      {
+        match: "*",
+        target: { type: "upstream", urls: ["smtp://relay.example:587"], limits: { concurrency: 0 } },
+      },
+    ];
+    expect((await put("/v1/routes", { version: 0, routes: withPolicy }, token)).statusCode).toBe(200);
+    expect((await get("/v1/routes", token)).json()).toEqual({ version: 1, routes: withPolicy });
+
+    const badTls = await put(
+      "/v1/routes",
+      { version: 1, routes: [{ match: "*", target: { type: "direct", tls: "strict" } }] },
+      token,
+    );
+    expect(badTls.statusCode).toBe(400);
+    expect(badTls.json().error.message).toContain("routes.0.target.tls");
+    const badLimit = await put(
+      "/v1/routes",
+      { version: 1, routes: [{ match: "*", target: { type: "direct", limits: { concurrency: -1 } } }] },
+      token,
+    );
+    expect(badLimit.statusCode).toBe(400);
+    expect(badLimit.json().error.message).toContain("routes.0.target.limits.concurrency");
+  });
+
   it("is the same under /admin/projects/:projectId for the operator", async () => {
     const admin = bearer(ctx.config.adminToken);
     const current = (await get(`/admin/projects/${theirs.project.id}/routes`, admin)).json();

@@ -3,18 +3,31 @@ import type { ResolvedConfig } from "@postern/config";
 import { type MessageStatus, uuidv7 } from "@postern/db";
 import type { DkimSigner } from "@postern/dkim";
 import { type DeliveryStore, deliverableStatuses, type StoredMessage } from "@postern/messages";
-import { openRouteUrls, type RouteBook, routeFor, type StoredRoute } from "@postern/projects";
+import {
+  openRouteUrls,
+  type RouteBook,
+  type RouteTarget,
+  routeFor,
+  type StoredRoute,
+  unusableLocalAddress,
+} from "@postern/projects";
 import { retryDelayMs } from "@postern/queue";
-import type {
-  ConnectionBusy,
-  DeliveryOutcome,
-  MxAnswer,
-  MxResolver,
-  RecipientVerdict,
-  RelayEnvelope,
-  RelayResult,
-  UpstreamTransports,
-  UpstreamVerdict,
+import {
+  type ConnectionBusy,
+  type DeliveryOutcome,
+  type DestinationLimits,
+  type DestinationSignal,
+  type DestinationThrottle,
+  type MtaStsPolicies,
+  type MxAnswer,
+  type MxResolver,
+  type RecipientVerdict,
+  type RelayEnvelope,
+  type RelayResult,
+  type SessionSettings,
+  signalOf,
+  type UpstreamTransports,
+  type UpstreamVerdict,
 } from "@postern/relay";
 import type { ReturnPaths } from "@postern/verp";
 
@@ -24,8 +37,13 @@ export interface DeliveryDeps {
   transports: UpstreamTransports;
   /** The projects' routes, read again only when a message's load shows a newer version. */
   routes: RouteBook;
-  /** Direct delivery: MX look-ups (cached) and the MX hosts' port (DIRECT_SMTP_PORT). */
-  direct: { mx: MxResolver; port: number };
+  /**
+   * Direct delivery: MX look-ups (cached), the MX hosts' port (DIRECT_SMTP_PORT), MTA-STS policies
+   * (the `verify` TLS policy) and the turn of each project's source addresses.
+   */
+  direct: { mx: MxResolver; port: number; mtaSts: MtaStsPolicies; sourceAddresses: SourceAddressRotation };
+  /** Per-destination concurrency and rate caps, shared by every worker (docs/routing.md, Throttling). */
+  throttle: DestinationThrottle;
   /** DKIM-signs a message at the moment it leaves (the stored bytes stay as received). */
   signer?: Pick<DkimSigner, "begin">;
   /**
@@ -51,7 +69,59 @@ export type DeliveryRun =
    * Not tried: no connection of its project or upstream could be had now. Nothing is recorded;
    * the job goes back to the queue for `retryInMs` rather than hold a worker slot.
    */
-  | { kind: "given_back"; retryInMs: number; reason: ConnectionBusy["reason"] };
+  | { kind: "given_back"; retryInMs: number; reason: GiveBack["reason"] };
+
+/**
+ * No delivery to this destination now: its concurrency or rate cap is reached (`DestinationThrottle`).
+ * Given back to the queue like a `ConnectionBusy` while nothing of the attempt was sent; otherwise
+ * its recipients are deferred with `response` as the reason.
+ */
+interface DestinationBusy {
+  kind: "busy";
+  reason: "destination_busy" | "destination_rate";
+  retryInMs: number;
+  response: string;
+}
+
+type GiveBack = ConnectionBusy | DestinationBusy;
+
+/** How long this host's having an address (or not) is believed before it is checked again. */
+const addressCheckMs = 60_000;
+
+/**
+ * Per project, which of its `localAddresses` the next direct delivery is made from, in turn, among
+ * those this host has. They were checked when set, possibly on another host (the API's): an
+ * address this worker's host lacks is skipped, and with none left the delivery is deferred
+ * rather than sent from an address the operator did not choose for the project.
+ */
+export class SourceAddressRotation {
+  private readonly next = new Map<string, number>();
+  private readonly checked = new Map<string, { problem: Promise<string | undefined>; at: number }>();
+
+  async pick(
+    projectId: string,
+    addresses: string[],
+  ): Promise<{ localAddress: string | undefined } | { problem: string }> {
+    if (addresses.length === 0) return { localAddress: undefined };
+    const problems = await Promise.all(addresses.map((address) => this.problemOf(address)));
+    const usable = addresses.filter((_, index) => problems[index] === undefined);
+    if (usable.length === 0)
+      return {
+        problem: `none of the project's localAddresses is an address of this host (${addresses[0]}: ${problems[0]})`,
+      };
+    const index = (this.next.get(projectId) ?? 0) % usable.length;
+    this.next.set(projectId, index + 1);
+    return { localAddress: usable[index] };
+  }
+
+  private problemOf(address: string): Promise<string | undefined> {
+    const known = this.checked.get(address);
+    if (known && Date.now() - known.at < addressCheckMs) return known.problem;
+    const problem = unusableLocalAddress([address]).then((found) => found?.reason);
+    this.checked.set(address, { problem, at: Date.now() });
+    return problem;
+  }
+}
 
 type RecipientState = "pending" | "delivered" | "failed";
 
@@ -164,28 +234,40 @@ async function sendOnRoute(
   addresses: string[],
   content: Content,
   mayGiveBack: boolean,
-): Promise<Sending | ConnectionBusy> {
+): Promise<Sending | GiveBack> {
   const { projectId } = message;
   const mailFrom = envelopeSender(deps, message);
+  const limits = limitsOf(deps, route?.target);
   if (!route) {
     const urls = [{ url: message.upstreamUrl, password: projectPassword(deps, message.upstreamSecret) }];
-    return relayWithFailover(deps, projectId, urls, mailFrom, addresses, content, mayGiveBack);
+    return relayWithFailover(deps, projectId, urls, mailFrom, addresses, content, mayGiveBack, limits);
   }
   switch (route.target.type) {
     case "reject":
       return { hosts: [], verdicts: addresses.map((a) => rejectedByRoute(a, route)), transaction: undefined };
     case "upstream": {
       const urls = openRouteUrls(route.target.urls, deps.config.encryptionKey);
-      return relayWithFailover(deps, projectId, urls, mailFrom, addresses, content, mayGiveBack);
+      return relayWithFailover(deps, projectId, urls, mailFrom, addresses, content, mayGiveBack, limits);
     }
     case "direct":
-      return deliverDirect(deps, projectId, mailFrom, addresses, content);
+      return deliverDirect(deps, message, route.target, addresses, content, mayGiveBack, limits);
     case "hybrid": {
-      const direct = await deliverDirect(deps, projectId, mailFrom, addresses, content);
+      // What the MX hosts defer, a throttled domain included, goes to the URLs in the same attempt.
+      const direct = await deliverDirect(deps, message, route.target, addresses, content, false, limits);
+      if ("kind" in direct) return direct; // never: without give-back, verdicts
       const deferred = direct.verdicts.filter((v) => v.outcome === "deferred").map((v) => v.address);
       if (deferred.length === 0) return direct;
       const urls = openRouteUrls(route.target.urls, deps.config.encryptionKey);
-      const relayed = await relayWithFailover(deps, projectId, urls, mailFrom, deferred, content, false);
+      const relayed = await relayWithFailover(
+        deps,
+        projectId,
+        urls,
+        mailFrom,
+        deferred,
+        content,
+        false,
+        limits,
+      );
       if ("kind" in relayed) return direct;
       return {
         hosts: [...direct.hosts, ...relayed.hosts],
@@ -207,26 +289,50 @@ function envelopeSender(deps: DeliveryDeps, message: Omit<StoredMessage, "body">
   return deps.returnPaths.addressFor(message.id);
 }
 
+/** A route's caps per destination, each the route's own or else the default (DESTINATION_*). */
+function limitsOf(deps: DeliveryDeps, target: RouteTarget | undefined): DestinationLimits {
+  const defaults = deps.config.delivery.destination;
+  const own = target && "limits" in target ? target.limits : undefined;
+  return {
+    concurrency: own?.concurrency ?? defaults.concurrency,
+    ratePerMinute: own?.ratePerMinute ?? defaults.ratePerMinute,
+  };
+}
+
 /**
  * Per recipient domain: its MX hosts by preference (or the implicit MX), each address in turn
- * with what the previous one deferred, as `relayWithFailover` does for URLs. Opportunistic TLS
- * (STARTTLS when offered, certificate not verified), no AUTH. A null MX fails the domain's
- * recipients at once (RFC 7505: 556 5.1.10); a domain that does not exist fails them; resolvers
- * that fail defer them.
+ * with what the previous one deferred, as `relayWithFailover` does for URLs; the domain is the
+ * destination its caps count (one delivery, however many MX hosts it tries). No AUTH. A null MX
+ * fails the domain's recipients at once (RFC 7505: 556 5.1.10); a domain that does not exist
+ * fails them; resolvers that fail defer them.
+ *
+ * TLS as the route says: `opportunistic` STARTTLS when offered, the certificate not verified;
+ * `required` STARTTLS or nothing is sent; `verify` also a certificate valid for the MX host's name,
+ * and only MX hosts that the domain's MTA-STS policy (RFC 8461) lists when it enforces one. The
+ * connections are made from the project's source addresses in turn, if it has any.
  */
 async function deliverDirect(
   deps: DeliveryDeps,
-  projectId: string,
-  mailFrom: string,
+  message: Omit<StoredMessage, "body">,
+  target: { tls?: "opportunistic" | "required" | "verify" },
   addresses: string[],
   content: Content,
-): Promise<Sending> {
+  mayGiveBack: boolean,
+  limits: DestinationLimits,
+): Promise<Sending | DestinationBusy> {
+  const { projectId } = message;
+  const mailFrom = envelopeSender(deps, message);
+  const tls = target.tls ?? "opportunistic";
   const byDomain = new Map<string, string[]>();
   for (const address of addresses) {
     const domain = address.slice(address.lastIndexOf("@") + 1).toLowerCase();
     byDomain.set(domain, [...(byDomain.get(domain) ?? []), address]);
   }
   const sending: Sending = { hosts: [], verdicts: [], transaction: undefined };
+  const deferAll = (recipients: string[], response: string) => {
+    const verdict: UpstreamVerdict = { outcome: "deferred", code: null, enhancedCode: null, response };
+    sending.verdicts.push(...recipients.map((address) => ({ address, ...verdict })));
+  };
   for (const [domain, recipients] of byDomain) {
     const answer = await deps.direct.mx.lookup(domain);
     if (answer.kind !== "hosts") {
@@ -234,19 +340,94 @@ async function deliverDirect(
       sending.verdicts.push(...recipients.map((address) => ({ address, ...verdict })));
       continue;
     }
-    const urls = answer.hosts.flatMap((host) =>
+    let hosts = answer.hosts;
+    if (tls === "verify") {
+      const checked = await Promise.all(hosts.map((host) => deps.direct.mtaSts.check(domain, host.name)));
+      const refusal = checked.find((verdict) => !verdict.allowed);
+      hosts = hosts.filter((_, index) => checked[index]?.allowed);
+      if (hosts.length === 0) {
+        deferAll(recipients, refusal && !refusal.allowed ? refusal.reason : `no MX host for ${domain}`);
+        continue;
+      }
+    }
+    const source = await deps.direct.sourceAddresses.pick(projectId, message.localAddresses);
+    if ("problem" in source) {
+      deferAll(recipients, source.problem);
+      continue;
+    }
+    const { localAddress } = source;
+    const urls = hosts.flatMap((host) =>
       host.addresses.map((ip) => ({
         url: `smtp://${ip.includes(":") ? `[${ip}]` : ip}:${deps.direct.port}`,
         password: undefined,
+        session: {
+          localAddress,
+          requireTls: tls !== "opportunistic",
+          verifyName: tls === "verify" ? host.name : undefined,
+        },
       })),
     );
-    const sent = await relayWithFailover(deps, projectId, urls, mailFrom, recipients, content, false);
-    if ("kind" in sent) continue; // never: without give-back, relayWithFailover answers verdicts
+    const sent = await underThrottle(
+      deps,
+      domain,
+      limits,
+      () => relayWithFailover(deps, projectId, urls, mailFrom, recipients, content, false, undefined),
+      (result) => ("kind" in result ? [] : result.verdicts),
+      (result) => ("kind" in result ? [] : result.hosts),
+    );
+    if ("kind" in sent) {
+      // Throttled (relayWithFailover without give-back answers verdicts). Nothing of the attempt
+      // decided yet: it goes back to the queue; otherwise the domain waits for the next attempt.
+      if (!("response" in sent)) continue;
+      if (mayGiveBack && sending.verdicts.length === 0) return sent;
+      deferAll(recipients, sent.response);
+      continue;
+    }
     sending.hosts.push(...sent.hosts);
     sending.verdicts.push(...sent.verdicts);
     sending.transaction = sent.transaction;
   }
   return sending;
+}
+
+/**
+ * One delivery to `destination` (a recipient domain, or an upstream's host:port) under its caps:
+ * refused, the `DestinationBusy` to give back or defer; admitted, `send` runs and the answer
+ * (`verdictsOf`) moves the destination's limit (AIMD, see DestinationThrottle).
+ */
+async function underThrottle<T>(
+  deps: DeliveryDeps,
+  destination: string,
+  limits: DestinationLimits,
+  send: () => Promise<T>,
+  verdictsOf: (result: T) => { outcome: string; code: number | null; enhancedCode: string | null }[],
+  hostsOf: (result: T) => string[],
+): Promise<T | DestinationBusy> {
+  const admission = await deps.throttle.admit(destination, limits);
+  if (admission.kind === "throttled") {
+    const rate = admission.reason === "destination_rate";
+    return {
+      kind: "busy",
+      reason: admission.reason,
+      // When the throttle says, ±20% so that deliveries throttled together do not come back together.
+      retryInMs: Math.round(Math.max(admission.retryInMs, 1_000) * (0.8 + Math.random() * 0.4)),
+      response: rate
+        ? `delivery to ${destination} throttled: ${admission.limit} started within the last minute, its rate per minute`
+        : `delivery to ${destination} throttled: ${admission.limit} in flight, its concurrency limit`,
+    };
+  }
+  let signal: DestinationSignal = "neutral";
+  try {
+    const result = await send();
+    signal = signalOf(verdictsOf(result));
+    // Pushed back: the sessions kept idle to its hosts go too, so it sees fewer at once.
+    if (signal === "pushed_back")
+      for (const host of hostsOf(result)) deps.transports.dropIdleConnections(host);
+    return result;
+  } finally {
+    // A lease that cannot be given back (Redis unreachable) expires by itself.
+    await deps.throttle.settle(admission.lease, signal).catch(() => {});
+  }
 }
 
 function mxVerdict(domain: string, answer: Exclude<MxAnswer, { kind: "hosts" }>): UpstreamVerdict {
@@ -293,34 +474,66 @@ function rejectedByRoute(address: string, route: StoredRoute): RecipientVerdict 
   };
 }
 
+/** An upstream URL, or an MX host's address as one, with its password and session settings. */
+interface RelayTarget {
+  url: string;
+  password: string | undefined;
+  session?: SessionSettings;
+}
+
 /**
- * The recipients to the first URL, then those it deferred (no connection, TLS trouble, a 4xx) to
- * the next, and so on: the last URL's deferrals stand. A 5xx or a 2xx is final at any URL.
+ * The recipients to the first URL, then those it deferred (no connection, TLS trouble, a 4xx, its
+ * destination throttled) to the next, and so on: the last URL's deferrals stand. A 5xx or a 2xx is
+ * final at any URL. With `limits`, each URL's host:port is a destination with those caps.
  */
 async function relayWithFailover(
   deps: DeliveryDeps,
   projectId: string,
-  urls: { url: string; password: string | undefined }[],
+  urls: RelayTarget[],
   mailFrom: string,
   recipients: string[],
   content: Content,
   mayGiveBack: boolean,
+  limits: DestinationLimits | undefined,
 ): Promise<
-  { hosts: string[]; verdicts: RecipientVerdict[]; transaction: RelayResult["verdict"] } | ConnectionBusy
+  { hosts: string[]; verdicts: RecipientVerdict[]; transaction: RelayResult["verdict"] } | GiveBack
 > {
   const hosts: string[] = [];
   const verdicts: RecipientVerdict[] = [];
   let remaining = recipients;
   let transaction: RelayResult["verdict"] | undefined;
-  for (const [index, { url, password }] of urls.entries()) {
-    const result = await deps.transports.relay(
-      { projectId, upstreamUrl: url, password },
-      { mailFrom, recipients: remaining, ...content },
-    );
+  for (const [index, { url, password, session }] of urls.entries()) {
+    const relay = () =>
+      deps.transports.relay(
+        { projectId, upstreamUrl: url, password, session },
+        { mailFrom, recipients: remaining, ...content },
+      );
+    const result = limits
+      ? await underThrottle(
+          deps,
+          destinationOfUrl(url),
+          limits,
+          relay,
+          (r) => r.recipients,
+          (r) => [r.upstreamHost],
+        )
+      : await relay();
+    const last = index === urls.length - 1;
+    if ("kind" in result) {
+      if (mayGiveBack && hosts.length === 0) return result;
+      const throttled: UpstreamVerdict = {
+        outcome: "deferred",
+        code: null,
+        enhancedCode: null,
+        response: result.response,
+      };
+      transaction = throttled;
+      if (last) verdicts.push(...remaining.map((address) => ({ address, ...throttled })));
+      continue;
+    }
     if (result.busy && mayGiveBack && hosts.length === 0) return result.busy;
     hosts.push(result.upstreamHost);
     transaction = result.verdict;
-    const last = index === urls.length - 1;
     const deferred = result.recipients.filter((v) => v.outcome === "deferred" && !last);
     verdicts.push(...result.recipients.filter((v) => !deferred.includes(v)));
     remaining = deferred.map((v) => v.address);
@@ -334,7 +547,13 @@ async function relayWithFailover(
   };
 }
 
-function givenBack(busy: ConnectionBusy): DeliveryRun {
+/** An upstream URL's destination for throttling: its host and port, as `RelayResult.upstreamHost`. */
+function destinationOfUrl(url: string): string {
+  const parsed = new URL(url);
+  return `${parsed.hostname}:${parsed.port || (parsed.protocol === "smtps:" ? 465 : 25)}`;
+}
+
+function givenBack(busy: GiveBack): DeliveryRun {
   return { kind: "given_back", retryInMs: busy.retryInMs, reason: busy.reason };
 }
 

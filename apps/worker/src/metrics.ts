@@ -1,10 +1,13 @@
 import type { SqlPool } from "@postern/db";
 import { oldestPendingAcceptedAt } from "@postern/messages";
 import type { DeliveryJob } from "@postern/queue";
-import type { UpstreamTransports } from "@postern/relay";
+import type { DestinationThrottle, UpstreamTransports } from "@postern/relay";
 import type { Registry } from "@postern/telemetry";
 import type { Queue } from "bullmq";
 import { Counter, Gauge, Histogram } from "prom-client";
+
+/** Series of `postern_destination_concurrency_limit` at most, the most throttled first. */
+const throttledDestinationsShown = 50;
 
 export interface DeliveryMetrics {
   attempts: Counter<"outcome">;
@@ -26,6 +29,7 @@ export function registerDeliveryMetrics(
     queue: Queue<DeliveryJob>;
     sql: Pick<SqlPool, "query">;
     transports: UpstreamTransports;
+    throttle: DestinationThrottle;
     /** `countQueuedMessages`: every project's backlog added up, the queue's size at a glance. */
     queuedMessages: () => Promise<number>;
   },
@@ -50,7 +54,7 @@ export function registerDeliveryMetrics(
   });
   const givenBack = new Counter({
     name: "postern_delivery_given_back_total",
-    help: "Deliveries given back to the queue without an attempt for want of a connection: project_busy (its connections busy and not turning over), upstream_busy (DELIVERY_UPSTREAM_CONCURRENCY), upstream_probing (a suspended upstream being probed)",
+    help: "Deliveries given back to the queue without an attempt for want of a connection: project_busy (its connections busy and not turning over), upstream_busy (DELIVERY_UPSTREAM_CONCURRENCY), upstream_probing (a suspended upstream being probed), destination_busy (the destination's concurrency limit), destination_rate (its rate per minute)",
     labelNames: ["reason"],
     registers: [registry],
   });
@@ -60,6 +64,27 @@ export function registerDeliveryMetrics(
     registers: [registry],
     collect() {
       this.set(sources.transports.suspendedUpstreams());
+    },
+  });
+  new Gauge({
+    name: "postern_destination_concurrency_limit",
+    help: `Concurrency limit of each destination lowered after it answered 421 or 4.7.x (all workers), until it recovers; the ${throttledDestinationsShown} lowest only`,
+    labelNames: ["destination"],
+    registers: [registry],
+    async collect() {
+      const lowered = [...(await sources.throttle.loweredLimits())].sort((a, b) => a[1] - b[1]);
+      // Destinations are recipient domains, which senders choose: the series are bounded.
+      this.reset();
+      for (const [destination, limit] of lowered.slice(0, throttledDestinationsShown))
+        this.set({ destination }, limit);
+    },
+  });
+  new Gauge({
+    name: "postern_destinations_throttled",
+    help: "Destinations whose concurrency limit is lowered now (all workers)",
+    registers: [registry],
+    async collect() {
+      this.set((await sources.throttle.loweredLimits()).size);
     },
   });
   new Gauge({

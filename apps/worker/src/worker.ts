@@ -13,12 +13,12 @@ import {
   type DeliveryJobResult,
   type Redis,
 } from "@postern/queue";
-import { MxResolver, UpstreamTransports } from "@postern/relay";
+import { DestinationThrottle, MtaStsPolicies, MxResolver, UpstreamTransports } from "@postern/relay";
 import { summariseHeaders } from "@postern/smtp";
 import type { Logger, Registry } from "@postern/telemetry";
-import { startWebhookWorker } from "@postern/webhooks";
 import { createReturnPaths } from "@postern/verp";
-import { deliverMessage } from "./deliver";
+import { startWebhookWorker } from "@postern/webhooks";
+import { deliverMessage, SourceAddressRotation } from "./deliver";
 import { registerDeliveryMetrics } from "./metrics";
 import { startSweeper } from "./sweeper";
 
@@ -28,6 +28,11 @@ export interface WorkerDeps {
   redis: Redis;
   log: Logger;
   metrics: Registry;
+  /**
+   * Certificate authorities trusted for verified TLS towards MX hosts and upstreams instead of
+   * Node's store: tests' own CA (an operator adds one with NODE_EXTRA_CA_CERTS).
+   */
+  trustedCa?: string[];
 }
 
 export interface RunningWorker {
@@ -47,6 +52,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     connectTimeoutMs: config.delivery.connectTimeoutMs,
     greetingTimeoutMs: config.delivery.greetingTimeoutMs,
     ehloName: config.smtp.hostname,
+    trustedCa: deps.trustedCa,
     circuit: {
       failureThreshold: config.delivery.circuitFailures,
       cooldownMs: config.delivery.circuitCooldownMs,
@@ -55,10 +61,14 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
   const queue = createDeliveryQueue(redis, prefix);
   const producer = createDeliveryProducer(redis, prefix);
   const sql = sqlPoolOf(db);
+  // A destination without a cap of its own is halved from, and recovers up to, the connections a
+  // worker may have to one upstream.
+  const throttle = new DestinationThrottle(redis, prefix, { ceiling: config.delivery.upstreamConcurrency });
   const metrics = registerDeliveryMetrics(deps.metrics, {
     queue,
     sql,
     transports,
+    throttle,
     queuedMessages: () => countQueuedMessages(redis, prefix),
   });
   // Two short statements per delivery, never held across the upstream exchange, and grouped
@@ -71,6 +81,8 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
       onLookup: (outcome) => metrics.mxLookups.inc({ outcome }),
     }),
     port: config.delivery.directSmtpPort,
+    mtaSts: new MtaStsPolicies({ servers: config.dnsServers }),
+    sourceAddresses: new SourceAddressRotation(),
   };
   // A project's DKIM keys, remembered for a minute; a change made through Postern (verify, rotate,
   // delete) drops them at once on every node through the invalidation channel.
@@ -109,7 +121,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
     prefix,
     async ({ messageId, projectId }): Promise<DeliveryJobResult> => {
       const run = await deliverMessage(
-        { config, store, transports, routes, direct, signer, onSuppressed, returnPaths },
+        { config, store, transports, throttle, routes, direct, signer, onSuppressed, returnPaths },
         messageId,
         projectId,
       );
@@ -189,6 +201,7 @@ export async function startWorker(deps: WorkerDeps): Promise<RunningWorker> {
       // Webhook attempts in flight end within WEBHOOK_TIMEOUT and are recorded.
       await webhooks.stop();
       transports.close();
+      throttle.close();
       invalidations.disconnect();
       await backlog.close();
       await producer.close();

@@ -1,7 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { sqlPoolOf } from "@postern/db";
 import { countQueuedMessages, createDeliveryQueue, planDeliveryJobs } from "@postern/queue";
-import { UpstreamTransports } from "@postern/relay";
+import { DestinationThrottle, UpstreamTransports } from "@postern/relay";
 import { createMetricsRegistry } from "@postern/telemetry";
 import {
   createProjectFixture,
@@ -94,6 +94,7 @@ it("requeues every due message, a thousand at a time, and the gauge reads the ol
 
   const deps = sweeperDeps();
   const transports = new UpstreamTransports({ maxConnections: 1 });
+  const throttle = new DestinationThrottle(deps.redis, ctx.redisKeyPrefix, { ceiling: 30 });
   try {
     // The first test's queued message still has its job; these 1,006 get theirs, over two pages.
     expect((await sweep(deps, afterInterval())).requeued).toBe(1_006);
@@ -104,6 +105,7 @@ it("requeues every due message, a thousand at a time, and the gauge reads the ol
       queue: deps.queue,
       sql: deps.sql,
       transports,
+      throttle,
       queuedMessages: () => countQueuedMessages(deps.redis, ctx.redisKeyPrefix),
     });
     const sample = async (name: string) =>
@@ -116,6 +118,7 @@ it("requeues every due message, a thousand at a time, and the gauge reads the ol
     expect(await sample("postern_delivery_queued_messages")).toBe(1_006);
   } finally {
     transports.close();
+    throttle.close();
     await deps.queue.close();
     await deps.producer.close();
   }

@@ -73,6 +73,8 @@ export interface Config {
     /** Failures to connect in a row that suspend an upstream (circuit breaker). */
     circuitFailures: number;
     circuitCooldownMs: number;
+    /** DESTINATION_CONCURRENCY and DESTINATION_RATE_PER_MINUTE; 0: no cap. */
+    destination: { concurrency: number; ratePerMinute: number };
     /** Worker threads `postern start` runs when the worker runs beside other roles. */
     workerThreads: number;
     sweepIntervalMs: number;
@@ -222,6 +224,7 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
       directSmtpPort: e.DIRECT_SMTP_PORT,
       circuitFailures: e.DELIVERY_CIRCUIT_FAILURES,
       circuitCooldownMs: e.DELIVERY_CIRCUIT_COOLDOWN * 1000,
+      destination: { concurrency: e.DESTINATION_CONCURRENCY, ratePerMinute: e.DESTINATION_RATE_PER_MINUTE },
       workerThreads: e.WORKER_THREADS,
       sweepIntervalMs: e.DELIVERY_SWEEP_INTERVAL * 1000,
       stalledTimeoutMs: e.DELIVERY_STALLED_TIMEOUT * 1000,

@@ -305,6 +305,16 @@ export const variables = {
     default: "60",
     doc: "Seconds a suspended upstream is left alone before one delivery probes it (see `DELIVERY_CIRCUIT_FAILURES`).",
   },
+  DESTINATION_CONCURRENCY: {
+    schema: z.coerce.number().int("must be a whole number").min(0, "must be 0 or more").default(0),
+    default: "0",
+    doc: "Deliveries in flight at once to one destination (a recipient domain for direct delivery, an upstream's host and port otherwise), all projects and all workers together (counted in Redis). `0`: no cap. A route's `limits` overrides it. Lowered by half when the destination answers `421` or `4.7.x` and raised back as it accepts mail again (docs/routing.md, Throttling).",
+  },
+  DESTINATION_RATE_PER_MINUTE: {
+    schema: z.coerce.number().int("must be a whole number").min(0, "must be 0 or more").default(0),
+    default: "0",
+    doc: "Deliveries started per minute to one destination, all projects and workers together. `0`: no cap. A route's `limits` overrides it; a delivery over the rate goes back to the queue until the minute allows it.",
+  },
   DNS_SERVERS: {
     schema: dnsServers.optional(),
     default: "unset: the system's resolvers (/etc/resolv.conf)",

@@ -24,6 +24,8 @@ export interface StoredMessage {
   autoSuppress: boolean;
   /** The project's envelope sender towards the upstream: its sender's, or VERP (docs/bounces.md). */
   returnPath: ReturnPath;
+  /** Source addresses for direct delivery's connections, used in turn; empty: the system's choice. */
+  localAddresses: string[];
   /** Null only if the row was damaged by hand: retention never prunes pending messages. */
   body: Buffer | null;
   recipients: StoredRecipient[];
@@ -169,6 +171,7 @@ export function createDeliveryStore(
           routesVersion: row.routesVersion,
           autoSuppress: row.autoSuppress,
           returnPath: row.returnPath,
+          localAddresses: row.localAddresses ?? [],
           body,
           recipients: row.recipients ?? [],
         };
@@ -231,7 +234,7 @@ export const bodySliceBytes = 49_152;
 export const loadSql = `
 SELECT m."id", m."projectId", m."mailFrom", m."status", m."attempts",
        (extract(epoch FROM m."createdAt") * 1000)::float8 AS "createdAtMs",
-       p."upstreamUrl", p."upstreamSecret", p."routesVersion", p."autoSuppress", p."returnPath",
+       p."upstreamUrl", p."upstreamSecret", p."routesVersion", p."autoSuppress", p."returnPath", p."localAddresses",
        octet_length(b."data") AS "bodyBytes",
        s."part", encode(substring(b."data" FROM s."part" * ${bodySliceBytes} + 1 FOR ${bodySliceBytes}), 'base64') AS "body",
        CASE WHEN s."part" = 0 THEN
@@ -242,7 +245,7 @@ SELECT m."id", m."projectId", m."mailFrom", m."status", m."attempts",
        END AS "recipients"
 FROM "Message" m
 CROSS JOIN LATERAL (
-  SELECT p."upstreamUrl", p."upstreamSecret", p."routesVersion", p."autoSuppress", p."returnPath"
+  SELECT p."upstreamUrl", p."upstreamSecret", p."routesVersion", p."autoSuppress", p."returnPath", p."localAddresses"
   FROM "Project" p WHERE p."id" = m."projectId" LIMIT 1
 ) p
 LEFT JOIN LATERAL (

@@ -1,3 +1,4 @@
+export { unusableLocalAddress } from "./local-addresses";
 export {
   type Actor,
   type CreateProjectResult,

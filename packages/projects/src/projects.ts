@@ -11,6 +11,7 @@ import { countPendingMessages } from "@postern/messages";
 import type { Redis } from "@postern/queue";
 import { parseUpstreamUrl, UpstreamUrlError } from "@postern/relay";
 import { ok, type Result, refuse } from "@postern/result";
+import { unusableLocalAddress } from "./local-addresses";
 
 /**
  * Project, credential and token management: the one implementation behind both `/admin` and the
@@ -59,6 +60,8 @@ export interface ProjectPatch {
   dedupWindowSeconds?: number;
   autoSuppress?: boolean;
   returnPath?: "sender" | "verp";
+  /** Source addresses of direct delivery, used in turn; each must be an address of this host. */
+  localAddresses?: string[];
 }
 
 /** A refusal's `message` names the problem for the operator (API message, CLI error line). */
@@ -86,7 +89,11 @@ export type CreateProjectResult = Result<
   Explained
 >;
 
-export type UpdateProjectResult = Result<Project, "not_found" | "invalid_upstream", Explained>;
+export type UpdateProjectResult = Result<
+  Project,
+  "not_found" | "invalid_upstream" | "invalid_local_address",
+  Explained
+>;
 
 export type DeleteProjectResult = Result<undefined, "not_found" | "messages_pending", Explained>;
 
@@ -212,6 +219,11 @@ export function createProjectService(deps: ProjectServiceDeps) {
           return upstreamError(error);
         }
       }
+      const unusable = patch.localAddresses && (await unusableLocalAddress(patch.localAddresses));
+      if (unusable)
+        return refuse("invalid_local_address", {
+          message: `localAddresses: ${unusable.address} is not an address of this host (${unusable.reason})`,
+        });
       const result = await db.$transaction(async (tx) => {
         const before = await tx.project.findUnique({ where: { id } });
         if (!before) return undefined;
@@ -231,6 +243,7 @@ export function createProjectService(deps: ProjectServiceDeps) {
             dedupWindowSeconds: patch.dedupWindowSeconds,
             autoSuppress: patch.autoSuppress,
             returnPath: patch.returnPath,
+            localAddresses: patch.localAddresses,
             ...upstream,
           },
         });
@@ -386,6 +399,8 @@ function changedSettings(
   if (before.maxRecipients !== after.maxRecipients) changed.maxRecipients = after.maxRecipients;
   if (before.senderDomains.join(",") !== after.senderDomains.join(","))
     changed.senderDomains = after.senderDomains;
+  if (before.localAddresses.join(",") !== after.localAddresses.join(","))
+    changed.localAddresses = after.localAddresses;
   for (const key of [
     "mode",
     "holdTtlMinutes",

@@ -21,12 +21,25 @@ export interface StoredRouteUrl {
   secret: string | null;
 }
 
+/**
+ * How an MX host must do TLS (docs/routing.md, TLS policy): `opportunistic` STARTTLS when offered,
+ * `required` STARTTLS or nothing is sent, `verify` also a certificate valid for the MX host's name
+ * and the recipient domain's MTA-STS policy honoured.
+ */
+export type RouteTls = "opportunistic" | "required" | "verify";
+
+/** A route's own caps for its destinations (docs/routing.md, Throttling); absent: the defaults. */
+export interface RouteLimits {
+  concurrency?: number;
+  ratePerMinute?: number;
+}
+
 export type RouteTarget =
-  | { type: "upstream"; urls: StoredRouteUrl[] }
+  | { type: "upstream"; urls: StoredRouteUrl[]; limits?: RouteLimits }
   /** To the recipient domain's MX hosts (docs/routing.md, Direct delivery). */
-  | { type: "direct" }
+  | { type: "direct"; tls?: RouteTls; limits?: RouteLimits }
   /** Direct first; what the MX hosts defer goes to the URLs. */
-  | { type: "hybrid"; urls: StoredRouteUrl[] }
+  | { type: "hybrid"; urls: StoredRouteUrl[]; tls?: RouteTls; limits?: RouteLimits }
   | { type: "reject" };
 
 export interface StoredRoute {
@@ -37,7 +50,10 @@ export interface StoredRoute {
 /** What the API and CLI show: the URLs without their passwords. */
 export interface RoutesView {
   version: number;
-  routes: { match: string; target: { type: RouteTarget["type"]; urls?: string[] } }[];
+  routes: {
+    match: string;
+    target: { type: RouteTarget["type"]; urls?: string[]; tls?: RouteTls; limits?: RouteLimits };
+  }[];
 }
 
 /** A recipient glob: `*`, or `local@domain` where local is `*` or literal and domain `*`, `*.d` or literal. */
@@ -52,6 +68,35 @@ const recipientGlob = z
 
 const urls = z.array(z.string().min(1).max(2000)).min(1).max(10);
 
+const tls = z
+  .enum(["opportunistic", "required", "verify"])
+  .optional()
+  .describe(
+    "TLS towards MX hosts: opportunistic (default), required (STARTTLS or nothing is sent), verify (also a certificate valid for the MX host name, and MTA-STS)",
+  );
+
+const limits = z
+  .object({
+    concurrency: z
+      .number()
+      .int()
+      .min(0)
+      .max(10_000)
+      .optional()
+      .describe("deliveries in flight at once to each destination of the route, all workers; 0: no cap"),
+    ratePerMinute: z
+      .number()
+      .int()
+      .min(0)
+      .max(1_000_000)
+      .optional()
+      .describe("deliveries started per minute to each destination of the route; 0: no cap"),
+  })
+  .optional()
+  .describe(
+    "caps per destination (recipient domain for direct, upstream host:port for URLs) instead of DESTINATION_CONCURRENCY and DESTINATION_RATE_PER_MINUTE",
+  );
+
 export const routesInputSchema = z.object({
   version: z.number().int().min(0).describe("the version read with GET; a stale one is refused with 409"),
   routes: z
@@ -59,9 +104,9 @@ export const routesInputSchema = z.object({
       z.object({
         match: recipientGlob,
         target: z.discriminatedUnion("type", [
-          z.object({ type: z.literal("upstream"), urls }),
-          z.object({ type: z.literal("direct") }),
-          z.object({ type: z.literal("hybrid"), urls }),
+          z.object({ type: z.literal("upstream"), urls, limits }),
+          z.object({ type: z.literal("direct"), tls, limits }),
+          z.object({ type: z.literal("hybrid"), urls, tls, limits }),
           z.object({ type: z.literal("reject") }),
         ]),
       }),
@@ -121,12 +166,12 @@ export function createRouteService({ db, redis, config }: RouteServiceDeps) {
             target:
               "urls" in route.target
                 ? {
-                    type: route.target.type,
+                    ...route.target,
                     urls: route.target.urls.map((url, n) =>
                       sealedUrl(url, `routes[${index}].target.urls[${n}]`),
                     ),
                   }
-                : { type: route.target.type },
+                : route.target,
           }));
         } catch (error) {
           if (error instanceof UpstreamUrlError) return refuse("invalid_routes", { message: error.message });
@@ -177,8 +222,7 @@ function routesView(version: number, routes: StoredRoute[]): RoutesView {
     version,
     routes: routes.map(({ match, target }) => ({
       match,
-      target:
-        "urls" in target ? { type: target.type, urls: target.urls.map((u) => u.url) } : { type: target.type },
+      target: "urls" in target ? { ...target, urls: target.urls.map((u) => u.url) } : target,
     })),
   };
 }

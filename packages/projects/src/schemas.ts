@@ -21,6 +21,14 @@ const quota = z.object({
 
 export const projectName = z.string().trim().min(1).max(200);
 
+const localAddresses = z
+  .array(z.union([z.ipv4(), z.ipv6()], { error: "must be an IPv4 or IPv6 address" }))
+  .max(64)
+  .refine((list) => new Set(list).size === list.length, "must not list an address twice")
+  .describe(
+    "source addresses of direct delivery's connections, used in turn (each must be an address of this host); empty: the system's choice",
+  );
+
 /** What a project does with what it accepts (docs/rules.md: holds, duplicates, sandbox). */
 const acceptanceSettings = {
   mode: z
@@ -88,6 +96,7 @@ export const projectPatchSchema = z
       .boolean()
       .optional()
       .describe("refuse messages whose From domain is not a verified domain of the project (/v1/domains)"),
+    localAddresses: localAddresses.optional(),
   })
   .refine(
     (patch) => Object.values(patch).some((v) => v !== undefined),

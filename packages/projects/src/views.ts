@@ -12,6 +12,7 @@ export function projectView(project: Project) {
     senderDomains: project.senderDomains,
     ...projectSettingsView(project),
     requireVerifiedDomain: project.requireVerifiedDomain,
+    localAddresses: project.localAddresses,
     createdAt: project.createdAt.toISOString(),
     updatedAt: project.updatedAt.toISOString(),
   };

@@ -8,13 +8,24 @@ export {
   verdictOfError,
   verdictOfReply,
 } from "./classify";
+export { MtaStsPolicies, type MtaStsVerdict } from "./mta-sts";
 export { type MxAnswer, MxResolver, type MxResolverOptions } from "./mx";
+export {
+  type DestinationAdmission,
+  type DestinationLease,
+  type DestinationLimits,
+  type DestinationSignal,
+  DestinationThrottle,
+  type DestinationThrottleOptions,
+  signalOf,
+} from "./throttle";
 export {
   type ConnectionBusy,
   type ProjectUpstream,
   type RecipientVerdict,
   type RelayEnvelope,
   type RelayResult,
+  type SessionSettings,
   UpstreamTransports,
   type UpstreamTransportsOptions,
 } from "./transports";

@@ -10,6 +10,18 @@ export interface ProjectUpstream {
   projectId: string;
   upstreamUrl: string;
   password: string | undefined;
+  /** Direct delivery: how the session is set up beyond what the URL says (docs/routing.md). */
+  session?: SessionSettings;
+}
+
+/** A session's source address and TLS demands, for MX hosts reached by address. */
+export interface SessionSettings {
+  /** Source address of the connection: one of the project's `localAddresses`. */
+  localAddress?: string;
+  /** STARTTLS or nothing is sent (a route's `tls: "required"` or `"verify"`). */
+  requireTls?: boolean;
+  /** The certificate must be valid for this name (the MX host's, with `tls: "verify"`). */
+  verifyName?: string;
 }
 
 export interface RelayEnvelope {
@@ -76,6 +88,11 @@ export interface UpstreamTransportsOptions {
   idleCloseMs?: number;
   /** The name given in EHLO (SMTP_HOSTNAME); MX hosts check it against the sending address. */
   ehloName?: string;
+  /**
+   * Certificate authorities trusted for verified TLS instead of Node's store (tests' own CA; an
+   * operator adds one with NODE_EXTRA_CA_CERTS).
+   */
+  trustedCa?: string[];
 }
 
 /** One SMTP session with an upstream, kept open between messages. */
@@ -95,6 +112,8 @@ interface ProjectPool {
   credentials: SMTPConnection.Credentials | undefined;
   /** The URL says `tls=none`: credentials may be sent over a connection without TLS. */
   authInTheClear: boolean;
+  /** A route's TLS policy (`required`, `verify`) demands TLS of this MX host. */
+  tlsRequiredByRoute: boolean;
   /** `host:port`: also the key of the upstream's circuit and connection count. */
   upstreamHost: string;
   /** Open and free, the most recently used last. */
@@ -301,6 +320,21 @@ export class UpstreamTransports {
     }
   }
 
+  /**
+   * Closes the connections every project keeps idle to `upstreamHost` (`host:port`): a destination
+   * that pushed back on our load (421, 4.7.x) is left with the sessions in use, not those kept for
+   * later (docs/routing.md, Throttling).
+   */
+  dropIdleConnections(upstreamHost: string): void {
+    for (const pool of this.pools.values()) {
+      if (pool.upstreamHost !== upstreamHost) continue;
+      for (const connection of [...pool.idle]) {
+        connection.smtp.quit();
+        this.discard(pool, connection);
+      }
+    }
+  }
+
   /** Closes every connection (graceful shutdown, after in-flight deliveries ended). */
   close(): void {
     clearInterval(this.idleTimer);
@@ -386,7 +420,10 @@ export class UpstreamTransports {
         if (settled) return;
         settled = true;
         if (!connected) this.circuits.connectFailed(pool.upstreamHost, error.message);
-        reject(error);
+        const failure = error as SMTPConnection.SMTPError;
+        reject(
+          pool.tlsRequiredByRoute && isTlsFailure(failure) ? tlsRequired(pool.upstreamHost, failure) : error,
+        );
       };
       // After the connection is up, errors of a message also reach its send's callback; an idle
       // connection's (a timeout, the upstream hanging up) only come here.
@@ -472,24 +509,33 @@ export class UpstreamTransports {
   }
 
   private poolFor(upstream: ProjectUpstream): ProjectPool {
-    // One pool per project and upstream URL (a project's routes may name several); a URL no longer
-    // used closes when idle.
-    const key = `${upstream.projectId}\n${upstream.upstreamUrl}`;
+    // One pool per project and upstream URL (a project's routes may name several) and session
+    // settings (an MX host is reached from each source address of the project); one no longer used
+    // closes when idle.
+    const session = upstream.session ?? {};
+    const key = `${upstream.projectId}\n${upstream.upstreamUrl}\n${session.localAddress ?? ""}\n${session.requireTls ? (session.verifyName ?? "tls") : ""}`;
     const fingerprint = upstream.password ?? "";
     const existing = this.pools.get(key);
     if (existing?.fingerprint === fingerprint) return existing;
     // The password changed: messages in flight finish on the old connections, which then close.
     if (existing) this.retire(existing);
     const { upstream: target } = parseUpstreamUrl(upstream.upstreamUrl);
+    const verifyCertificate = target.verifyCertificate || session.verifyName !== undefined;
     const pool: ProjectPool = {
       fingerprint,
       options: {
         host: target.host,
         port: target.port,
         secure: target.secure,
-        requireTLS: target.tls === "required",
+        requireTLS: target.tls === "required" || session.requireTls === true,
         ignoreTLS: target.tls === "none",
-        tls: { rejectUnauthorized: target.verifyCertificate },
+        localAddress: session.localAddress,
+        tls: {
+          rejectUnauthorized: verifyCertificate,
+          // An MX host is connected to by address: SNI and the certificate check use its name.
+          ...(session.verifyName ? { servername: session.verifyName } : {}),
+          ...(verifyCertificate && this.options.trustedCa ? { ca: this.options.trustedCa } : {}),
+        },
         connectionTimeout: this.connectTimeoutMs,
         greetingTimeout: this.greetingTimeoutMs,
         socketTimeout: 120_000,
@@ -498,6 +544,7 @@ export class UpstreamTransports {
       },
       credentials: target.user ? { user: target.user, pass: upstream.password ?? "" } : undefined,
       authInTheClear: target.tls === "none",
+      tlsRequiredByRoute: session.requireTls === true,
       upstreamHost: `${target.host}:${target.port}`,
       idle: [],
       open: 0,
@@ -624,6 +671,27 @@ function authWithoutTls(upstreamHost: string): SMTPConnection.SMTPError {
     ),
     { code: "ETLS" },
   );
+}
+
+/**
+ * An MX host that offers no STARTTLS, or whose TLS handshake or certificate fails, under a route's
+ * `required` or `verify` policy: deferred (ETLS) with the reason, and nothing is sent.
+ */
+function tlsRequired(upstreamHost: string, error: SMTPConnection.SMTPError): SMTPConnection.SMTPError {
+  const why = error.response ? `STARTTLS answered: ${error.response}` : error.message;
+  return Object.assign(
+    new Error(`${upstreamHost}: the route's TLS policy requires TLS, which could not be set up (${why})`),
+    { code: "ETLS" },
+  );
+}
+
+/**
+ * A STARTTLS refused or failed (ETLS), or a certificate that does not verify: OpenSSL's and Node's
+ * codes, which nodemailer keeps as `originalCode` when it reports the socket's error (ESOCKET).
+ */
+function isTlsFailure(error: SMTPConnection.SMTPError): boolean {
+  const original = (error as { originalCode?: string }).originalCode ?? "";
+  return error.code === "ETLS" || /TLS|CERT|SSL|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)/.test(original);
 }
 
 /** The session itself went away (closed, reset, timed out, 421): not a verdict on the message. */

@@ -194,4 +194,25 @@ describe("connections to one upstream, all projects together", () => {
     release();
     expect((await held).verdict.outcome).toBe("delivered");
   });
+
+  it("drops every project's idle connections to an upstream that pushed back, not those in use", async () => {
+    transports = new UpstreamTransports({ maxConnections: 2 });
+    const of = (projectId: string) => ({ projectId, upstreamUrl: sink.url, password: undefined });
+    await Promise.all(["a", "b"].map((project, n) => transports.relay(of(project), envelope(n))));
+    expect(sink.openConnections).toBe(2);
+    let release: () => void = () => {};
+    let atData = false;
+    sink.beforeDataReply = () =>
+      new Promise((resolve) => {
+        atData = true;
+        release = resolve;
+      });
+    const held = transports.relay(of("a"), envelope(2));
+    await until(() => atData, "A's message on the wire");
+    transports.dropIdleConnections(`127.0.0.1:${sink.port}`);
+    // B's idle session goes; A's, carrying a message, stays and delivers it.
+    await until(() => sink.openConnections === 1, "the idle session to close");
+    release();
+    expect((await held).verdict.outcome).toBe("delivered");
+  });
 });

@@ -1,3 +1,4 @@
+export { TestCertificateAuthority } from "./certificate-authority";
 export { createTestContext, type TestContext } from "./context";
 export { TestDnsServer } from "./dns-server";
 export {

@@ -15,6 +15,8 @@ export interface ReceivedMessage {
   sessionId: string;
   /** Whether MAIL FROM carried the SMTPUTF8 parameter (RFC 6531). */
   smtpUtf8: boolean;
+  /** The client's address (a sending host's source address). */
+  remoteAddress: string;
 }
 
 /** A reply the sink gives instead of accepting: e.g. { code: 451, message: "4.3.0 try later" }. */
@@ -38,6 +40,8 @@ export interface SmtpSinkOptions {
   port?: number;
   /** Offer and accept AUTH on a connection without TLS (a careless upstream; default false). */
   allowInsecureAuth?: boolean;
+  /** The certificate it presents (default: a self-signed one for localhost). */
+  certificate?: CertificatePair;
 }
 
 /**
@@ -70,7 +74,7 @@ export class SmtpSink {
   ) {}
 
   static async start(options: SmtpSinkOptions = {}): Promise<SmtpSink> {
-    const sink = new SmtpSink(options, await selfSignedCertificate("localhost"));
+    const sink = new SmtpSink(options, options.certificate ?? (await selfSignedCertificate("localhost")));
     await sink.up();
     return sink;
   }
@@ -105,6 +109,9 @@ export class SmtpSink {
   get openConnections(): number {
     return this.sockets.size;
   }
+
+  /** The most client connections open at once since the sink started. */
+  mostOpenConnections = 0;
 
   /** Hangs up on every client, as an upstream that restarts or times out idle sessions does. */
   dropConnections(): void {
@@ -165,6 +172,7 @@ export class SmtpSink {
             receivedAt: new Date(),
             sessionId: session.id,
             smtpUtf8: session.envelope.smtpUtf8 === true,
+            remoteAddress: session.remoteAddress,
           };
           setTimeout(async () => {
             await this.beforeDataReply(message);
@@ -181,6 +189,7 @@ export class SmtpSink {
     server.on("error", () => {});
     server.server.on("connection", (socket: Socket) => {
       this.sockets.add(socket);
+      this.mostOpenConnections = Math.max(this.mostOpenConnections, this.sockets.size);
       socket.once("close", () => this.sockets.delete(socket));
     });
     await new Promise<void>((resolve, reject) => {

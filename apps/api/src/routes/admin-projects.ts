@@ -21,6 +21,7 @@ const projectJson = z.object({
   senderDomains: z.array(z.string()),
   ...projectSettingsJson.shape,
   requireVerifiedDomain: z.boolean(),
+  localAddresses: z.array(z.string()).describe("source addresses of direct delivery, used in turn"),
   createdAt: isoDate,
   updatedAt: isoDate,
 });

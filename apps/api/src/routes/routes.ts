@@ -12,6 +12,10 @@ const routesView = z.object({
       target: z.object({
         type: z.enum(["upstream", "direct", "hybrid", "reject"]),
         urls: z.array(z.string()).optional().describe("upstream URLs without their passwords"),
+        tls: z.enum(["opportunistic", "required", "verify"]).optional(),
+        limits: z
+          .object({ concurrency: z.number().int().optional(), ratePerMinute: z.number().int().optional() })
+          .optional(),
       }),
     }),
   ),

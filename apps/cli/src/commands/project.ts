@@ -49,6 +49,7 @@ const optionNames: Record<string, string> = {
   holdExpiry: "--hold-expiry",
   dedupWindowSeconds: "--dedup-window-seconds",
   returnPath: "--return-path",
+  localAddresses: "--local-address",
   "": "options",
 };
 
@@ -64,6 +65,7 @@ interface SettingsOptions extends OutputOptions, UpstreamPasswordOptions {
   holdExpiry?: string;
   dedupWindowSeconds?: string;
   returnPath?: string;
+  localAddress?: string[];
 }
 
 const number = (value: string | undefined) => (value === undefined ? undefined : Number(value));
@@ -84,6 +86,7 @@ async function settingsFrom(options: SettingsOptions, runtime: Runtime) {
     holdExpiry: options.holdExpiry,
     dedupWindowSeconds: number(options.dedupWindowSeconds),
     returnPath: options.returnPath,
+    localAddresses: options.localAddress,
   };
 }
 
@@ -212,6 +215,11 @@ export function registerProjectCommands(program: Command): void {
       .option(
         "--return-path <kind>",
         "sender (the envelope sender as given) or verp (bounce+<token>@BOUNCE_DOMAIN: bounces come back)",
+      )
+      .option(
+        "--local-address <ip>",
+        "source address of direct delivery, an address of this host (repeat for several, used in turn)",
+        collect,
       ),
   ).action((id: string, options: SettingsOptions) =>
     operate(options, async (runtime) =>

@@ -1,0 +1,2 @@
+-- AlterTable
+ALTER TABLE "Project" ADD COLUMN     "localAddresses" TEXT[] DEFAULT ARRAY[]::TEXT[];
