@@ -1,6 +1,6 @@
 import { useEffect, useState } from "preact/hooks";
 import { Link } from "wouter-preact";
-import { api, type MessageDetail, type MessageEvent } from "../api";
+import { api, type MessageDetail, type MessageEvent, type SmtpResult } from "../api";
 import { useResource, useTitle } from "../hooks";
 import { useScope } from "../scope";
 import { ActionButton, Empty, ErrorNote, Loaded, Loading, StatusBadge, Time } from "../ui";
@@ -99,7 +99,7 @@ export function MessageView({ id }: { id: string }) {
                       <td>
                         <StatusBadge status={r.status} />
                       </td>
-                      <td>{r.code ? `${r.code} ${r.enhancedCode ?? ""} ${r.response ?? ""}` : "–"}</td>
+                      <td>{smtpReply(r)}</td>
                     </tr>
                   ))}
                 </tbody>
@@ -132,7 +132,7 @@ export function MessageView({ id }: { id: string }) {
                         <td>
                           <StatusBadge status={a.outcome} />
                         </td>
-                        <td>{`${a.code ?? ""} ${a.enhancedCode ?? ""} ${a.response ?? ""}`.trim() || "–"}</td>
+                        <td>{smtpReply(a)}</td>
                         <td>{a.durationMs} ms</td>
                       </tr>
                     ))}
@@ -165,6 +165,11 @@ export function MessageView({ id }: { id: string }) {
       </section>
     </>
   );
+}
+
+/** An SMTP reply as the upstream sent it (its text starts with the codes), else its codes. */
+function smtpReply(result: SmtpResult): string {
+  return result.response ?? (`${result.code ?? ""} ${result.enhancedCode ?? ""}`.trim() || "–");
 }
 
 /** Largest header section read; a header section is a few KiB, the body may be 25 MiB. */
