@@ -118,26 +118,28 @@ export function Projects() {
                     <td>
                       <Time iso={project.createdAt} />
                     </td>
-                    <td class="row-actions">
-                      <ActionButton
-                        label={project.status === "active" ? "Suspend" : "Resume"}
-                        run={async () => {
-                          await api(`/admin/projects/${project.id}`, {
-                            method: "PATCH",
-                            body: { status: project.status === "active" ? "suspended" : "active" },
-                          });
-                          await projects.reload();
-                        }}
-                      />
-                      <ActionButton
-                        label="Delete"
-                        danger
-                        confirm={`Delete project ${project.name}, its messages, credentials and tokens?`}
-                        run={async () => {
-                          await api(`/admin/projects/${project.id}`, { method: "DELETE" });
-                          await projects.reload();
-                        }}
-                      />
+                    <td>
+                      <span class="row-actions">
+                        <ActionButton
+                          label={project.status === "active" ? "Suspend" : "Resume"}
+                          run={async () => {
+                            await api(`/admin/projects/${project.id}`, {
+                              method: "PATCH",
+                              body: { status: project.status === "active" ? "suspended" : "active" },
+                            });
+                            await projects.reload();
+                          }}
+                        />
+                        <ActionButton
+                          label="Delete"
+                          danger
+                          confirm={`Delete project ${project.name}, its messages, credentials and tokens?`}
+                          run={async () => {
+                            await api(`/admin/projects/${project.id}`, { method: "DELETE" });
+                            await projects.reload();
+                          }}
+                        />
+                      </span>
                     </td>
                   </tr>
                 ))}
