@@ -179,6 +179,7 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
     suppressions: new SuppressionBook(deps.db),
     storing: new Map<string, Promise<string>>(),
   };
+  const projects = createProjectService({ ...deps, localCaches: [tokens] });
   // Verified domains are part of the project's policy, active keys what the workers sign with.
   const domains = createDomainService({ ...deps, localCaches: [tokens] });
   // What a project manages of its own (messages, stats, rules, routes, domains, suppressions): under /v1 for
@@ -223,14 +224,13 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
           rateLimitPerMinute: deps.config.http.rateLimitPerMinute,
         }),
       );
-      await v1.register(projectRoutes(routeDeps));
+      await v1.register(projectRoutes({ ...routeDeps, projects }));
       for (const routes of projectScopedRoutes) await v1.register(routes);
       await v1.register(projectAuditRoutes(routeDeps));
     },
     { prefix: "/v1" },
   );
 
-  const projects = createProjectService({ ...deps, localCaches: [tokens] });
   await app.register(
     async (admin) => {
       // Answers here carry new SMTP passwords and API tokens (shown once) and every project's data.

@@ -380,6 +380,7 @@ describe("dashboard", () => {
       { token: a.apiToken.token, name: "domains", path: "#/domains" },
       { token: a.apiToken.token, name: "rules", path: "#/rules" },
       { token: a.apiToken.token, name: "audit", path: "#/audit" },
+      { token: a.apiToken.token, name: "credentials-project", path: "#/credentials" },
       { token: ctx.config.adminToken, name: "projects", path: "#/projects" },
       { token: ctx.config.adminToken, name: "system", path: "#/system" },
       { token: ctx.config.adminToken, name: "operator-audit", path: "#/audit" },

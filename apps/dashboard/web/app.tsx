@@ -193,7 +193,7 @@ function ProjectPages() {
         <NavLink href="/suppressions">Suppressions</NavLink>
         <NavLink href="/domains">Domains</NavLink>
         <NavLink href="/rules">Rules</NavLink>
-        {scope.operator ? <NavLink href="/credentials">Credentials and tokens</NavLink> : null}
+        <NavLink href="/credentials">Credentials and tokens</NavLink>
         <NavLink href="/audit">Audit log</NavLink>
       </nav>
       <Switch>
@@ -204,7 +204,7 @@ function ProjectPages() {
         <Route path="/suppressions" component={Suppressions} />
         <Route path="/domains" component={Domains} />
         <Route path="/rules" component={Rules} />
-        {scope.operator ? <Route path="/credentials" component={Credentials} /> : null}
+        <Route path="/credentials" component={Credentials} />
         <Route path="/audit">
           <AuditLog page={scope.auditPage} stream={scope.auditStream} />
         </Route>

@@ -6,16 +6,26 @@ import { ActionButton, Empty, Loaded, SecretOnce, StatusBadge, Time } from "../u
 
 type Issued = { kind: "credential"; username: string; password: string } | { kind: "token"; token: string };
 
-/** SMTP credentials and API tokens of a project (operator API): issue, revoke; secrets shown once. */
+/**
+ * SMTP credentials and API tokens of a project: which exist and when each was last used; the
+ * operator also issues (the secret shown once) and revokes them, as the operator API does.
+ */
 export function Credentials() {
   useTitle("Credentials and tokens");
   const scope = useScope();
   const base = `/admin/projects/${scope.projectId}`;
-  const project = useResource<ProjectDetail>(base);
+  const project = useResource<ProjectDetail>(scope.operator ? base : "/v1/project");
+  const manage = scope.operator;
   const [issued, setIssued] = useState<Issued>();
   return (
     <>
       <h1>Credentials and tokens</h1>
+      {manage ? null : (
+        <p class="muted">
+          Issuing and revoking credentials and tokens is the operator's: a token that could issue others would
+          outlive its own revocation.
+        </p>
+      )}
       {issued ? (
         <section class="card issued" aria-labelledby="issued">
           <h2 id="issued">Shown once: copy it now</h2>
@@ -37,16 +47,18 @@ export function Credentials() {
           <>
             <section aria-labelledby="credentials">
               <h2 id="credentials">SMTP credentials</h2>
-              <ActionButton
-                label="New SMTP credential"
-                run={async () => {
-                  const created = await api<{ username: string; password: string }>(`${base}/credentials`, {
-                    method: "POST",
-                  });
-                  setIssued({ kind: "credential", ...created });
-                  await project.reload();
-                }}
-              />
+              {manage ? (
+                <ActionButton
+                  label="New SMTP credential"
+                  run={async () => {
+                    const created = await api<{ username: string; password: string }>(`${base}/credentials`, {
+                      method: "POST",
+                    });
+                    setIssued({ kind: "credential", ...created });
+                    await project.reload();
+                  }}
+                />
+              ) : null}
               {p.credentials.length === 0 ? (
                 <Empty>No credentials.</Empty>
               ) : (
@@ -76,7 +88,7 @@ export function Credentials() {
                           <StatusBadge status={credential.revokedAt ? "revoked" : "active"} />
                         </td>
                         <td>
-                          {credential.revokedAt ? null : (
+                          {credential.revokedAt || !manage ? null : (
                             <ActionButton
                               label="Revoke"
                               danger
@@ -96,14 +108,16 @@ export function Credentials() {
             </section>
             <section aria-labelledby="tokens">
               <h2 id="tokens">API tokens</h2>
-              <ActionButton
-                label="New API token"
-                run={async () => {
-                  const created = await api<{ token: string }>(`${base}/tokens`, { method: "POST" });
-                  setIssued({ kind: "token", token: created.token });
-                  await project.reload();
-                }}
-              />
+              {manage ? (
+                <ActionButton
+                  label="New API token"
+                  run={async () => {
+                    const created = await api<{ token: string }>(`${base}/tokens`, { method: "POST" });
+                    setIssued({ kind: "token", token: created.token });
+                    await project.reload();
+                  }}
+                />
+              ) : null}
               {p.tokens.length === 0 ? (
                 <Empty>No tokens.</Empty>
               ) : (
@@ -133,7 +147,7 @@ export function Credentials() {
                           <StatusBadge status={token.revokedAt ? "revoked" : "active"} />
                         </td>
                         <td>
-                          {token.revokedAt ? null : (
+                          {token.revokedAt || !manage ? null : (
                             <ActionButton
                               label="Revoke"
                               danger
