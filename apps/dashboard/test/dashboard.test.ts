@@ -369,6 +369,34 @@ describe("dashboard", () => {
     expect(refused).toBe(535);
   });
 
+  it("follows the project's audit log live", async () => {
+    const page = await signIn(a.apiToken.token);
+    await page.goto(`${base}/#/audit`);
+    await settled(page);
+    // Once the stream is open, the page reads its first page again (what was written meanwhile).
+    const streamOpen = page.waitForResponse(
+      (response) => new URL(response.url()).pathname === "/v1/audit-logs",
+    );
+    await page.getByRole("button", { name: "Follow live" }).click();
+    await streamOpen;
+    // An event written while the page follows (an API call with the token), and one of another project.
+    for (const fixture of [b, a]) {
+      const added = await fetch(`${base}/v1/suppressions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${fixture.apiToken.token}`, "content-type": "application/json" },
+        body: JSON.stringify({
+          address: `live-${fixture.project.name.replace(/\W/g, "")}@example.net`,
+          reason: "manual",
+        }),
+      });
+      expect(added.status).toBe(201);
+    }
+    await page
+      .locator('tr[data-action="suppression.added"]', { hasText: "live-Acmemail@example.net" })
+      .waitFor();
+    expect(await page.content()).not.toContain("live-Othertenant@example.net");
+  });
+
   it("has no serious accessibility violations on any page (axe-core), and no CSP violation", async () => {
     const held = await holdMessage(a, "Waiting for a decision");
     const pages: Array<{ token: string; name: string; path: string }> = [

@@ -6,6 +6,12 @@ import { Empty, ErrorNote, Loading, Time } from "../ui";
 /** Most events kept on screen while following: the oldest go first. */
 const maxShown = 500;
 
+/** `fresh` and `current` as one list, newest first (ids increase), each event once. */
+function merged(fresh: AuditEvent[], current: AuditEvent[] | undefined): AuditEvent[] {
+  const byId = new Map([...(current ?? []), ...fresh].map((event) => [event.id, event]));
+  return [...byId.values()].sort((x, y) => (BigInt(y.id) > BigInt(x.id) ? 1 : -1)).slice(0, maxShown);
+}
+
 /**
  * An audit log, newest first, a page at a time; "Follow" opens the live stream (Server-Sent Events,
  * the session cookie authenticates it) and puts each new event at the top.
@@ -32,15 +38,21 @@ export function AuditLog({ page, stream }: { page: (cursor: string | null) => st
 
   useEffect(() => {
     if (!following) return;
+    // The stream sends what is written from the moment it opens; what was written between the
+    // page's load and then comes from reading the first page again, merged in by id.
     const source = new EventSource(stream, { withCredentials: true });
     source.addEventListener("audit", (message) => {
       const event = JSON.parse((message as MessageEvent<string>).data) as AuditEvent;
-      setItems((current) =>
-        [event, ...(current ?? []).filter((known) => known.id !== event.id)].slice(0, maxShown),
+      setItems((current) => merged([event], current));
+    });
+    source.addEventListener("open", () => {
+      api<Page<AuditEvent>>(firstPage).then(
+        (first) => setItems((current) => merged(first.items, current)),
+        (failure: Error) => setError(failure),
       );
     });
     return () => source.close();
-  }, [following, stream]);
+  }, [following, stream, firstPage]);
 
   return (
     <>
