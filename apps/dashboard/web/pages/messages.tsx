@@ -181,7 +181,6 @@ export function FilterForm(props: {
 
 export function MessageTable(props: {
   list: ReturnType<typeof useMessageList>;
-  selectable?: { selected: Set<string>; toggle: (id: string) => void };
   actions?: (message: MessageSummary) => ComponentChildren;
 }) {
   const { items, error, nextCursor, loadMore } = props.list;
@@ -196,7 +195,6 @@ export function MessageTable(props: {
           <caption class="visually-hidden">Messages, newest first</caption>
           <thead>
             <tr>
-              {props.selectable ? <th scope="col">Select</th> : null}
               <th scope="col">Accepted</th>
               <th scope="col">Status</th>
               <th scope="col">From</th>
@@ -209,16 +207,6 @@ export function MessageTable(props: {
           <tbody>
             {items.map((message) => (
               <tr key={message.id} data-message-id={message.id}>
-                {props.selectable ? (
-                  <td>
-                    <input
-                      type="checkbox"
-                      aria-label={`Select message ${message.subject ?? message.id}`}
-                      checked={props.selectable.selected.has(message.id)}
-                      onChange={() => props.selectable?.toggle(message.id)}
-                    />
-                  </td>
-                ) : null}
                 <td>
                   <Time iso={message.createdAt} />
                 </td>
