@@ -9,7 +9,8 @@
  *
  * Per message: the wall clock, the process's CPU (all threads) and the main thread's CPU (what
  * the delivery thread cannot spend on other deliveries; from /proc, Linux only). Then the parts:
- * reading the PEM key, the signature alone, the relaxed body hash. docs/benchmarks.md quotes it.
+ * reading the PEM key, the signature alone, the relaxed body hash. docs/benchmarks-history.md
+ * quotes it.
  */
 import { createHash, createPrivateKey, sign } from "node:crypto";
 import { readFileSync } from "node:fs";

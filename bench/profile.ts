@@ -1,6 +1,6 @@
 /**
  * `--profile`: Postern runs with `node --cpu-prof`; this reads the .cpuprofile V8 writes when it
- * exits and lists where the CPU went (self time per function), so docs/benchmarks.md can say what
+ * exits and lists where the CPU went (self time per function), so the benchmark docs can say what
  * the profile showed. Open the file itself in Chrome DevTools (Performance) for the call tree.
  */
 import { readdir, readFile } from "node:fs/promises";

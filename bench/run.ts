@@ -271,8 +271,9 @@ function loadSpecOf(scenario: Scenario, peer: Peer, durationMs: number, fixedRat
  * Before its first scenario, each relay carries `--warmup` seconds of the pooled and then of the
  * fresh-connection 10 KiB load, which no figure counts, and delivers all of it. A relay in
  * production has been running: Postern's JIT compiles its hot paths over its first seconds of
- * load (from a cold start, its pooled rate went from under 200 messages a second in the first second
- * to 650 by the eighth), Postfix's master forks its smtpd, cleanup and smtp processes on demand.
+ * load (from a cold start, its pooled rate more than tripled over the first eight seconds:
+ * docs/benchmarks-history.md, Fourth round), Postfix's master forks its smtpd, cleanup and smtp
+ * processes on demand.
  * When `http-10k` is to run on a relay that speaks HTTP, its load warms up the API route as well.
  */
 async function warmUp(peer: Peer, sink: Sink, load: LoadGenerator, options: Options): Promise<void> {
@@ -604,7 +605,8 @@ async function main(): Promise<number> {
       for (const measured of running) await measureScenario(measured, name, options, report);
     }
     // The stats endpoint is timed with Postern alone, as before the relays ran side by side: with
-    // the others still up (idle) its p95 read 35 ms in run 21, against 13 ms alone.
+    // the others still up (idle) its p95 read more than twice as long (docs/benchmarks-history.md,
+    // Twelfth round).
     for (const measured of running)
       if (measured.kind !== "postern") await stopPeer(measured, options, report);
     const postern = running.find((m) => m.kind === "postern");

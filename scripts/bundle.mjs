@@ -1,8 +1,8 @@
 // Bundles Postern's TypeScript sources (apps/, packages/, the generated Prisma client) into ES
 // modules that plain `node` runs, dist/postern.mjs and its chunks: production processes then carry
-// neither tsx's loader thread (~35 MB of RSS per process, docs/benchmarks.md) nor on-the-fly
-// compilation. Third-party packages stay external (node_modules is installed beside it, as the
-// Dockerfile does).
+// neither tsx's loader thread (tens of MB of RSS per process, docs/benchmarks-history.md, "The
+// production bundle") nor on-the-fly compilation. Third-party packages stay external (node_modules
+// is installed beside it, as the Dockerfile does).
 //
 // Split at the roles' dynamic imports (apps/cli/src/roles.ts): each role is a chunk that imports
 // its own libraries, so a process or worker thread loads only those of the roles it runs. In one

@@ -8,7 +8,7 @@ import type { Runtime } from "./runtime";
  * `postern start` runs the delivery worker in threads of its own when it runs it beside other
  * roles: Node runs JavaScript on one core per thread, and SMTP sessions and deliveries each need
  * one. Threads rather than child processes, because one process carries Node's code, its
- * libraries and its allocator once: at rest 46 MB less than two processes (docs/architecture.md).
+ * libraries and its allocator once: less memory at rest than two processes (docs/architecture.md).
  * Each thread has its own event loop, heap and connections to PostgreSQL and Redis, and answers
  * over its message port: ready, metrics, stop. A thread that dies (an uncaught error) is
  * replaced; its jobs are picked up again as stalled jobs.

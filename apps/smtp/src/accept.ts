@@ -103,17 +103,17 @@ export interface ExpectedMessage {
  * project (planned before the commit, each message row naming its job), added with one pipeline
  * after the batch has been answered: the commit is the durability point, and the job only says
  * "deliver these now". Waiting for Redis
- * too doubled the time a client waited for its 250 under load (17 ms for the commit, 18 ms for
- * the enqueue, per batch, in the benchmark). If adding the jobs fails, or the process dies
+ * too about doubled the time a client waited for its 250 under load (docs/benchmarks-history.md,
+ * "The 250 before the enqueue"). If adding the jobs fails, or the process dies
  * before, the delivery sweeper enqueues the queued messages that have no job.
  *
  * When nothing is being written, the batch would go at once, however small. Under load that is
  * when messages come one at a time (a new connection for each, as many applications send), and
  * each then pays a statement, a commit, a job and a worker wake-up alone: PostgreSQL's cost per
- * message halves from one to four messages a statement (docs/benchmarks.md, eleventh round). So
- * such a batch waits, as PostgreSQL's `commit_delay` does, for the messages other sessions are
- * receiving at that moment (`expect`), and for at most `maxHoldMs`: a lone client is never held,
- * and a slow upload holds the others no longer than that.
+ * message halves from one to four messages a statement (docs/benchmarks-history.md, Eleventh
+ * round). So such a batch waits, as PostgreSQL's `commit_delay` does, for the messages other
+ * sessions are receiving at that moment (`expect`), and for at most `maxHoldMs`: a lone client is
+ * never held, and a slow upload holds the others no longer than that.
  */
 export function createAcceptor(
   deps: {

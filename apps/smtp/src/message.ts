@@ -173,8 +173,8 @@ function withCrBefore(chunk: Buffer, positions: number[]): Buffer {
  * A large message is gathered into blocks of this size as it arrives. TLS hands over its bytes
  * in chunks of at most 16 KiB, each its own allocation from the C heap; a 25 MiB message held as
  * 1,600 of them until its end left the allocator's arenas holding that much after they were
- * freed (docs/benchmarks.md, Seventh round). Copied into a block while still young, a chunk is
- * freed at the next scavenge; a block is above the allocator's mmap threshold
+ * freed (docs/benchmarks-history.md, Seventh round). Copied into a block while still young, a
+ * chunk is freed at the next scavenge; a block is above the allocator's mmap threshold
  * (MALLOC_MMAP_THRESHOLD_, docs/operations.md), so freeing it gives its memory back to the
  * system. Messages smaller than a block are not copied more.
  */

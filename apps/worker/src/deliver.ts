@@ -11,6 +11,7 @@ import type {
   MxAnswer,
   MxResolver,
   RecipientVerdict,
+  RelayEnvelope,
   RelayResult,
   UpstreamTransports,
   UpstreamVerdict,
@@ -25,7 +26,7 @@ export interface DeliveryDeps {
   /** Direct delivery: MX look-ups (cached) and the MX hosts' port (DIRECT_SMTP_PORT). */
   direct: { mx: MxResolver; port: number };
   /** DKIM-signs a message at the moment it leaves (the stored bytes stay as received). */
-  signer?: Pick<DkimSigner, "sign">;
+  signer?: Pick<DkimSigner, "begin">;
   /**
    * Told when an attempt was recorded with a recipient failed 5.1.x in a project with
    * `autoSuppress` (the record added it to the suppressions): the project's cached policies go.
@@ -116,8 +117,10 @@ async function loadAndSend(deps: DeliveryDeps, messageId: string): Promise<Sent 
     }));
   } else if (pending.length > 0) {
     const routes = await deps.routes.routesOf(message.projectId, message.routesVersion);
-    // Signed once, whatever routes its recipients take; the stored bytes stay as received.
-    const raw = deps.signer ? await deps.signer.sign(message.projectId, body) : body;
+    // Signed once, whatever routes its recipients take; the stored bytes stay as received, the
+    // signature goes in front of them as they are sent.
+    const signature = await deps.signer?.begin(message.projectId, body);
+    const content: Content = { raw: body, prefix: signature?.field };
     const hosts: string[] = [];
     verdicts = [];
     for (const [route, addresses] of byRoute(
@@ -125,7 +128,7 @@ async function loadAndSend(deps: DeliveryDeps, messageId: string): Promise<Sent 
       (a) => routeFor(routes, a),
     )) {
       // Given back only while nothing of this attempt has been sent (no verdict yet).
-      const sent = await sendOnRoute(deps, message, route, addresses, raw, verdicts.length === 0);
+      const sent = await sendOnRoute(deps, message, route, addresses, content, verdicts.length === 0);
       if ("kind" in sent) return givenBack(sent);
       hosts.push(...sent.hosts);
       verdicts.push(...sent.verdicts);
@@ -141,6 +144,9 @@ async function loadAndSend(deps: DeliveryDeps, messageId: string): Promise<Sent 
   return { message, startedAt, durationMs, upstreamHost, verdicts, transaction };
 }
 
+/** What goes after DATA: the stored bytes, and the DKIM signature (made meanwhile) in front. */
+type Content = Pick<RelayEnvelope, "raw" | "prefix">;
+
 type Sending = {
   hosts: string[];
   verdicts: RecipientVerdict[];
@@ -153,29 +159,29 @@ async function sendOnRoute(
   message: Omit<StoredMessage, "body">,
   route: StoredRoute | undefined,
   addresses: string[],
-  body: Buffer,
+  content: Content,
   mayGiveBack: boolean,
 ): Promise<Sending | ConnectionBusy> {
   const { projectId, mailFrom } = message;
   if (!route) {
     const urls = [{ url: message.upstreamUrl, password: projectPassword(deps, message.upstreamSecret) }];
-    return relayWithFailover(deps, projectId, urls, mailFrom, addresses, body, mayGiveBack);
+    return relayWithFailover(deps, projectId, urls, mailFrom, addresses, content, mayGiveBack);
   }
   switch (route.target.type) {
     case "reject":
       return { hosts: [], verdicts: addresses.map((a) => rejectedByRoute(a, route)), transaction: undefined };
     case "upstream": {
       const urls = openRouteUrls(route.target.urls, deps.config.encryptionKey);
-      return relayWithFailover(deps, projectId, urls, mailFrom, addresses, body, mayGiveBack);
+      return relayWithFailover(deps, projectId, urls, mailFrom, addresses, content, mayGiveBack);
     }
     case "direct":
-      return deliverDirect(deps, projectId, mailFrom, addresses, body);
+      return deliverDirect(deps, projectId, mailFrom, addresses, content);
     case "hybrid": {
-      const direct = await deliverDirect(deps, projectId, mailFrom, addresses, body);
+      const direct = await deliverDirect(deps, projectId, mailFrom, addresses, content);
       const deferred = direct.verdicts.filter((v) => v.outcome === "deferred").map((v) => v.address);
       if (deferred.length === 0) return direct;
       const urls = openRouteUrls(route.target.urls, deps.config.encryptionKey);
-      const relayed = await relayWithFailover(deps, projectId, urls, mailFrom, deferred, body, false);
+      const relayed = await relayWithFailover(deps, projectId, urls, mailFrom, deferred, content, false);
       if ("kind" in relayed) return direct;
       return {
         hosts: [...direct.hosts, ...relayed.hosts],
@@ -198,7 +204,7 @@ async function deliverDirect(
   projectId: string,
   mailFrom: string,
   addresses: string[],
-  body: Buffer,
+  content: Content,
 ): Promise<Sending> {
   const byDomain = new Map<string, string[]>();
   for (const address of addresses) {
@@ -219,7 +225,7 @@ async function deliverDirect(
         password: undefined,
       })),
     );
-    const sent = await relayWithFailover(deps, projectId, urls, mailFrom, recipients, body, false);
+    const sent = await relayWithFailover(deps, projectId, urls, mailFrom, recipients, content, false);
     if ("kind" in sent) continue; // never: without give-back, relayWithFailover answers verdicts
     sending.hosts.push(...sent.hosts);
     sending.verdicts.push(...sent.verdicts);
@@ -282,7 +288,7 @@ async function relayWithFailover(
   urls: { url: string; password: string | undefined }[],
   mailFrom: string,
   recipients: string[],
-  raw: Buffer,
+  content: Content,
   mayGiveBack: boolean,
 ): Promise<
   { hosts: string[]; verdicts: RecipientVerdict[]; transaction: RelayResult["verdict"] } | ConnectionBusy
@@ -294,7 +300,7 @@ async function relayWithFailover(
   for (const [index, { url, password }] of urls.entries()) {
     const result = await deps.transports.relay(
       { projectId, upstreamUrl: url, password },
-      { mailFrom, recipients: remaining, raw },
+      { mailFrom, recipients: remaining, ...content },
     );
     if (result.busy && mayGiveBack && hosts.length === 0) return result.busy;
     hosts.push(result.upstreamHost);

@@ -47,7 +47,7 @@ export interface SweepResult {
  * for a message that meanwhile became final is skipped by the worker, so a sweep racing with
  * deliveries is harmless. First it settles held messages past their project's hold time
  * (`holdTtlMinutes`, `holdExpiry`), in batches, and adds a job for each one approved. It also
- * resets the fairness backlog counts from PostgreSQL, prunes bodies of finished messages past
+ * lowers the fairness backlog counts to what PostgreSQL has queued, prunes bodies of finished messages past
  * BODY_RETENTION_DAYS, audit events past AUDIT_RETENTION_DAYS, message events past
  * EVENT_RETENTION_DAYS, duplicate-suppression fingerprints past their window and expired
  * suppressions.

@@ -15,4 +15,4 @@ export {
 export { type DkimAlgorithm, type DkimKeyPair, generateDkimKey, importDkimKey } from "./keys";
 export { type CheckedRecord, type DnsRecord, dkimRecordName, type RecordState, recordsOf } from "./records";
 export { dkimSignatureOf, type SigningKey } from "./signature";
-export { createDkimSigner, type DkimSigner, type DkimSignerOptions } from "./signer";
+export { createDkimSigner, type DkimSigner, type DkimSignerOptions, type PendingSignature } from "./signer";

@@ -15,13 +15,23 @@ export interface DkimSignerOptions {
   readFrom(raw: Buffer): { fromFields: number; from: string[] };
 }
 
+/**
+ * A message's DKIM-Signature field, made while the message goes: `field` settles during the
+ * SMTP exchange that precedes DATA. It rejects when the key cannot sign (a fault, not a choice:
+ * sent unsigned, a message of a domain with a strict DMARC policy would be refused or junked).
+ */
+export interface PendingSignature {
+  field: Promise<Buffer>;
+}
+
 /** Signs at delivery time; also a listener of packages/auth's invalidations. */
 export interface DkimSigner {
   /**
-   * The message with a DKIM-Signature header prepended when its From domain (or the nearest
-   * parent domain) has an active key of the project; otherwise the same bytes.
+   * The signature of a message whose From domain (or the nearest parent domain) has an active key
+   * of the project, begun; undefined when it is sent unsigned. The project's keys are read before
+   * it answers, so a key store that cannot be read fails the delivery before anything is sent.
    */
-  sign(projectId: string, raw: Buffer): Promise<Buffer>;
+  begin(projectId: string, raw: Buffer): Promise<PendingSignature | undefined>;
   invalidate(event: AuthInvalidation): void;
   forgetAll(): void;
 }
@@ -39,22 +49,20 @@ export function createDkimSigner(options: DkimSignerOptions): DkimSigner {
   };
 
   return {
-    async sign(projectId, raw) {
+    async begin(projectId, raw) {
       const keys = await keysOf(projectId);
-      if (keys.size === 0) return raw;
+      if (keys.size === 0) return undefined;
       const key = keyFor(keys, options.readFrom(raw));
-      if (!key) return raw;
-      // A key that cannot sign is a fault, not a choice: sent unsigned, a message of a domain
-      // with a strict DMARC policy would be refused or junked; the delivery is retried instead.
-      let signature: string;
-      try {
-        signature = await dkimSignatureOf(raw, key);
-      } catch (error) {
-        throw new Error(`DKIM signing for ${key.domain} failed: ${(error as Error).message}`, {
-          cause: error,
-        });
-      }
-      return Buffer.concat([Buffer.from(signature), raw]);
+      if (!key) return undefined;
+      const field = dkimSignatureOf(raw, key).then(
+        (signature) => Buffer.from(signature),
+        (error: Error) => {
+          throw new Error(`DKIM signing for ${key.domain} failed: ${error.message}`, { cause: error });
+        },
+      );
+      // Awaited by the message's stream at DATA; a transaction refused before DATA never reads it.
+      field.catch(() => {});
+      return { field };
     },
     invalidate(event) {
       if (event.kind === "project") cache.delete(event.projectId);

@@ -78,9 +78,9 @@ export interface DeliveryStoreOptions {
 }
 
 /**
- * 5 ms between statements: in the benchmark, `pooled-10k` moved 1,010 and 922 messages a second
- * against 692 and 844 with none (2 ms: 872; 10 ms: 903), for 1.27 against 1.55 ms of CPU per
- * message across Postern, PostgreSQL and Redis (docs/benchmarks.md, thirteenth round).
+ * 5 ms between statements: in the benchmark, spacing of 2 to 10 ms moved more of `pooled-10k`'s
+ * messages than none, and 5 ms spent less CPU per message across Postern, PostgreSQL and Redis
+ * (docs/benchmarks-history.md, Thirteenth round).
  */
 const defaultStatementSpacingMs = 5;
 
@@ -89,9 +89,10 @@ const defaultStatementSpacingMs = 5;
  * its Prisma client, `sqlPoolOf`) rather than through Prisma: one query loads messages with their
  * project, body and recipients, one statement records attempts. With Prisma they were ~4 queries
  * and a 6-round-trip interactive transaction per delivery, and its client runtime was a quarter
- * of the process's CPU (docs/benchmarks.md). Both are named (prepared once per connection). The
- * columns written are exactly those Prisma wrote, including `updatedAt` (Prisma's `@updatedAt` is
- * filled by the client, not the database).
+ * of the process's CPU (docs/benchmarks-history.md, What the first measurements and the profile
+ * showed). Both are named (prepared once per connection). The columns written are exactly those
+ * Prisma wrote, including `updatedAt` (Prisma's `@updatedAt` is filled by the client, not the
+ * database).
  *
  * Group commit (`createGroupCommit`, group-commit.ts, as on the accept path): the worker runs up to
  * DELIVERY_CONCURRENCY deliveries at once, and the loads (or records) they ask for while one is
@@ -196,9 +197,10 @@ interface LoadedRow extends Omit<StoredMessage, "createdAt" | "body" | "recipien
 /**
  * Bytes of a body per row of the load. `pg` turns each column into a string; a body's string in
  * one piece is a large object to V8 (over 128 KiB), which only a full collection frees, and with
- * 1 MiB messages those strings made the worker's heap swing by about 100 MB between collections
- * (docs/benchmarks.md). A slice's base64 text, 65,536 characters and PostgreSQL's line breaks,
- * is an ordinary young object that the next scavenge frees once it is decoded.
+ * 1 MiB messages those strings made the worker's heap swing widely between collections
+ * (docs/benchmarks-history.md, Fourth and Sixth rounds). A slice's base64 text, 65,536 characters
+ * and PostgreSQL's line breaks, is an ordinary young object that the next scavenge frees once it is
+ * decoded.
  */
 export const bodySliceBytes = 49_152;
 

@@ -4,9 +4,9 @@ import { lifecycleActions, sqlList } from "./transitions";
 /*
  * The delivery sweeper's statements (apps/worker/src/sweeper.ts), raw SQL over the process's pool
  * as the delivery store's: these were the delivery process's only Prisma queries, and the first
- * of them loaded Prisma's query compiler, about 65 MB of the worker process's RSS
- * (docs/benchmarks.md). Timestamps cross as ISO strings cast to `timestamp(3)`: the columns hold
- * UTC without a zone.
+ * of them loaded Prisma's query compiler, tens of MB of the worker process's RSS
+ * (docs/benchmarks-history.md, Third round). Timestamps cross as ISO strings cast to
+ * `timestamp(3)`: the columns hold UTC without a zone.
  */
 
 export const sweepPageSize = 1000;

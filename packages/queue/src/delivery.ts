@@ -11,8 +11,8 @@ export const deliveryQueueName = "delivery";
  * A job delivers one message (job id = message id: the sweeper, retries, the API's retry, and a
  * message accepted alone) or the messages of one project accepted in one statement (a job id of
  * its own, written in each message's `deliveryJobId`). One job for a batch spares the queue's
- * scripts per message: adding, taking and finishing a job cost Redis about 50 µs each and the
- * worker three round trips (docs/benchmarks.md, twelfth round).
+ * scripts per message: adding, taking and finishing a job cost Redis a script call each and the
+ * worker three round trips (docs/benchmarks-history.md, Twelfth round).
  */
 export type DeliveryJob = SingleDeliveryJob | BatchDeliveryJob;
 

@@ -16,8 +16,8 @@ import type { Redis } from "ioredis";
  * never goes down while it has messages waiting: it is the larger of its backlog and the last
  * priority it was given, and it starts again from the backlog once the project's queue is empty.
  * The counts live in two Redis hashes (field = project id); workers decrement when a job leaves
- * the queue and the sweeper resets them from PostgreSQL, so drift (duplicate adds, crashes)
- * heals at every sweep.
+ * the queue and the sweeper lowers them to what PostgreSQL has queued (`resetBacklog`), so an
+ * over-count (duplicate adds, decrements lost in a crash) heals at every sweep.
  */
 export function backlogKey(prefix: string): string {
   return `${prefix}:delivery:backlog`;
@@ -76,7 +76,7 @@ export async function countQueuedMessages(redis: Redis, prefix: string): Promise
  * projects' backlogs in batches: one Redis round trip per `flushMs` for every job that left in
  * that time, instead of one or two per job. The counts are priorities, not truth: a decrement
  * that arrives `flushMs` late, or is lost with the process, only shifts a priority until the
- * next sweep resets the counts from PostgreSQL.
+ * next sweep lowers the counts to what PostgreSQL has queued.
  */
 export interface BacklogLedger {
   leave(projectId: string): void;
@@ -134,18 +134,34 @@ export function createBacklogLedger(
 }
 
 /**
- * Replaces every project's count with the truth from PostgreSQL (the sweeper's view, ARGV: project,
- * count, project, count, ...); the last priority of a project with nothing queued is dropped.
+ * Lowers each project's count to what PostgreSQL has queued for it (the sweeper's view, ARGV:
+ * project, count, project, count, ...), never raises one; a count that reaches zero goes, and the
+ * last priority with it.
+ *
+ * PostgreSQL's `queued` is an upper bound of the truth, not the truth: it also holds the messages a
+ * worker has taken and not yet recorded, which have already left the backlog. Replacing the counts
+ * with it under load put those back for good (their leave had been counted), and in-flow control
+ * held every transaction of the project for its full delay until the next sweep, long after the
+ * queue had drained. What the reset is for is the other way: decrements lost with a killed worker
+ * leave counts too high, and the bound brings them down. A count too low (an increment lost with
+ * Redis data, which also loses the jobs the sweeper then re-adds, counting them) heals when the
+ * project's backlog empties.
  */
 const resetScript = `
-redis.call('DEL', KEYS[1])
-local counted = {}
-for i = 1, #ARGV, 2 do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  counted[ARGV[i]] = true
+local truth = {}
+for i = 1, #ARGV, 2 do truth[ARGV[i]] = tonumber(ARGV[i + 1]) end
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  local project = fields[i]
+  local bound = truth[project] or 0
+  if bound <= 0 then
+    redis.call('HDEL', KEYS[1], project)
+  elseif tonumber(fields[i + 1]) > bound then
+    redis.call('HSET', KEYS[1], project, bound)
+  end
 end
 for _, project in ipairs(redis.call('HKEYS', KEYS[2])) do
-  if not counted[project] then redis.call('HDEL', KEYS[2], project) end
+  if not truth[project] or truth[project] <= 0 then redis.call('HDEL', KEYS[2], project) end
 end
 return 0`;
 

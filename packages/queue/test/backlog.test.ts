@@ -57,6 +57,31 @@ it("the sweeper's reset keeps the last priority of projects with messages queued
   expect(await enterBacklog(ctx.redis, prefix, ["a", "b"])).toEqual([3, 1]);
 });
 
+it("the sweeper's reset lowers counts to PostgreSQL's queued messages and never raises one", async () => {
+  const prefix = `${ctx.redisKeyPrefix}:bound`;
+  const ledger = createBacklogLedger(ctx.redis, prefix, { flushMs: 60_000 });
+  // Project a: 600 accepted, 590 taken by workers and not yet recorded, so still `queued` in
+  // PostgreSQL; 10 wait for a worker. Project b: 5 counted in, their decrements lost with a worker.
+  await enterBacklog(ctx.redis, prefix, [...Array(600).fill("a"), ...Array(5).fill("b")]);
+  for (let i = 0; i < 590; i++) ledger.leave("a");
+  await ledger.close();
+  await resetBacklog(
+    ctx.redis,
+    prefix,
+    new Map([
+      ["a", 600],
+      ["b", 2],
+      ["c", 7],
+    ]),
+  );
+  // a keeps its 10 (set to 600, in-flow control held its clients long after the queue drained); b
+  // comes down to 2; c, never counted in, is not raised.
+  expect(await ctx.redis.hgetall(backlogKey(prefix))).toEqual({ a: "10", b: "2" });
+  await resetBacklog(ctx.redis, prefix, new Map([["a", 4]]));
+  expect(await ctx.redis.hgetall(backlogKey(prefix))).toEqual({ a: "4" });
+  expect(Object.keys(await ctx.redis.hgetall(lastPriorityKey(prefix)))).toEqual(["a"]);
+});
+
 it("caps priorities at BullMQ's largest, 2^21-1", async () => {
   const prefix = `${ctx.redisKeyPrefix}:cap`;
   await ctx.redis.hset(backlogKey(prefix), "a", String(2 ** 22));

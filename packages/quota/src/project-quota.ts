@@ -95,7 +95,8 @@ interface ProjectState {
  * timeout and a bounded retry count.
  *
  * A round trip to Redis at every RCPT is a wait on two busy processes in each message's session
- * (answering without it raised the benchmark's fresh-connection rate by 17–21%). So a busy
+ * (answering without it raised the benchmark's fresh-connection rate by a sixth or more:
+ * docs/benchmarks-history.md, Sixteenth round). So a busy
  * project is counted ahead: when this process counts a project's recipients, it also counts up to
  * `aheadMs` of the project's demand (its recipients of the last full slot), at most a twentieth
  * of its smallest limit, and keeps them as credit. A reservation that credit covers is answered
@@ -322,7 +323,8 @@ export function createProjectQuota(
 
   // Counts go out in the check phase of the turn, so that the RCPTs of all the sessions read in
   // one turn cost one count per project instead of one each (in the benchmark's pooled load, a
-  // count per recipient was a tenth of the SMTP thread's busy time). Nothing waits for a timer.
+  // count per recipient was a tenth of the SMTP thread's busy time: docs/benchmarks-history.md,
+  // Fourteenth round). Nothing waits for a timer.
   let due = new Set<ProjectState>();
   const countDue = () => {
     const states = due;

@@ -24,9 +24,9 @@ let installed = false;
 /**
  * nodemailer's SMTP client sends every message through its DataStream, which turns a bare CR or LF
  * into CRLF and stuffs a dot before each line that starts with one, deciding byte by byte in
- * JavaScript: 45–55 µs for a 10 KiB message and about 4 ms for a MiB on these machines, a tenth
- * of the delivery thread's busy time in the benchmark's `pooled-10k` and a quarter in `pooled-1m`
- * (docs/benchmarks.md, fifteenth round). The bodies Postern relays have no bare CR or LF (the SMTP
+ * JavaScript: a tenth of the delivery thread's busy time in the benchmark's `pooled-10k` and a
+ * quarter in `pooled-1m`, several times what `indexOf` takes (docs/benchmarks-history.md, Fifteenth
+ * round). The bodies Postern relays have no bare CR or LF (the SMTP
  * side refuses a bare CR and stores a bare LF as CRLF, docs/smtp.md), so the only change ever made
  * to them is the dot stuffing, and the line ends it depends on can be found with `indexOf`, in
  * native code. Each send stream's transform is wrapped, once per process: a chunk whose every CR

@@ -36,6 +36,8 @@ const minTtlSeconds = 1;
 export class MxResolver {
   private readonly resolver: Resolver;
   private readonly cache = new Map<string, { answer: MxAnswer; expiresAt: number }>();
+  /** Look-ups on their way, per domain: deliveries that miss together wait for one answer. */
+  private readonly resolving = new Map<string, Promise<MxAnswer>>();
 
   constructor(private readonly options: MxResolverOptions = {}) {
     this.resolver = new Resolver({ timeout: options.timeoutMs ?? 5_000, tries: 2 });
@@ -50,10 +52,19 @@ export class MxResolver {
       return cached.answer;
     }
     this.options.onLookup?.("miss");
-    const { answer, ttlSeconds } = await this.resolve(key);
-    if (ttlSeconds > 0) this.cache.set(key, { answer, expiresAt: Date.now() + ttlSeconds * 1000 });
-    else this.cache.delete(key);
-    return answer;
+    const pending = this.resolving.get(key);
+    if (pending) return pending;
+    const resolving = this.resolve(key).then(({ answer, ttlSeconds }) => {
+      if (ttlSeconds > 0) this.cache.set(key, { answer, expiresAt: Date.now() + ttlSeconds * 1000 });
+      else this.cache.delete(key);
+      return answer;
+    });
+    this.resolving.set(key, resolving);
+    try {
+      return await resolving;
+    } finally {
+      this.resolving.delete(key);
+    }
   }
 
   private async resolve(domain: string): Promise<{ answer: MxAnswer; ttlSeconds: number }> {

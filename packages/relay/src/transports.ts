@@ -17,6 +17,12 @@ export interface RelayEnvelope {
   recipients: string[];
   /** The stored bytes, sent unchanged. */
   raw: Buffer;
+  /**
+   * Header fields sent in front of `raw` (the DKIM signature), awaited only once DATA is under
+   * way: they are made while MAIL and RCPT travel. A rejection ends the transaction as an error
+   * of the message.
+   */
+  prefix?: Promise<Buffer>;
 }
 
 export interface RecipientVerdict extends UpstreamVerdict {
@@ -122,8 +128,8 @@ const maxGiveBackMs = 30_000;
  * Built on nodemailer's SMTP client (`SMTPConnection`) rather than its pooled transport: a relay
  * forwards stored bytes, and the transport's `sendMail` first runs them through nodemailer's
  * message composer (plugins, a MIME node, a generated Message-ID, a stream pipeline) only to send
- * them unchanged. Measured with 10 KiB messages over 10 connections to `smtp-sink`, the client's
- * CPU per message went from 360–500 µs to 80–160 µs (docs/benchmarks.md). What the pooled
+ * them unchanged. The client alone costs a fraction of the CPU per message that `sendMail` does
+ * (docs/benchmarks-history.md, Ninth round). What the pooled
  * transport did between messages is kept: an envelope or message the upstream refused ends with
  * RSET and the session stays in use, any other error closes it, and a reused session the
  * upstream dropped before a byte of the message was sent is replaced, the message going out over a
@@ -316,7 +322,7 @@ export class UpstreamTransports {
       }
       const reused = connection.messages > 0;
       connection.messages += 1;
-      const message = bodyStream(envelope.raw);
+      const message = bodyStream(envelope.raw, envelope.prefix);
       try {
         const info = await new Promise<SMTPConnection.SentMessageInfo>((resolve, reject) => {
           connection.smtp.send(
@@ -547,22 +553,32 @@ function giveBackDelay(ms: number, minMs: number): number {
 const bodySliceBytes = 65_536;
 
 /**
- * The body as a stream of slices of the stored buffer (not copies). The client's dot-stuffing
- * writes a new buffer for each chunk it is given: given the body whole, a 25 MB message had a
- * second 25 MB copy waiting in the socket; given slices, it has one slice's copy at a time, as
- * the socket drains. And a stream's `readableDidRead` tells whether the upstream got as far as
- * the message's bytes.
+ * The body as a stream of slices of the stored buffer (not copies), after the prefix once it is
+ * ready. The client's dot-stuffing writes a new buffer for each chunk it is given: given the body
+ * whole, a 25 MB message had a second 25 MB copy waiting in the socket; given slices, it has one
+ * slice's copy at a time, as the socket drains. And a stream's `readableDidRead` tells whether the
+ * upstream got as far as the message's bytes.
  */
-function bodyStream(raw: Buffer): Readable {
+function bodyStream(raw: Buffer, prefix: Promise<Buffer> | undefined): Readable {
   let offset = 0;
-  return new Readable({
+  let prefixed = prefix === undefined;
+  const stream: Readable = new Readable({
     read() {
-      const end = Math.min(offset + bodySliceBytes, raw.length);
-      if (end > offset) this.push(raw.subarray(offset, end));
-      offset = end;
-      if (offset >= raw.length) this.push(null);
+      if (prefixed) return pushSlice();
+      prefixed = true;
+      (prefix as Promise<Buffer>).then(
+        (fields) => (fields.length > 0 ? stream.push(fields) : pushSlice()),
+        (error: Error) => stream.destroy(error),
+      );
     },
   });
+  const pushSlice = () => {
+    const end = Math.min(offset + bodySliceBytes, raw.length);
+    if (end > offset) stream.push(raw.subarray(offset, end));
+    offset = end;
+    if (offset >= raw.length) stream.push(null);
+  };
+  return stream;
 }
 
 /**

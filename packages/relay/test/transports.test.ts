@@ -52,6 +52,38 @@ describe("a project's connections to its upstream", () => {
     expect(sink.messages[0]?.raw.equals(raw)).toBe(true);
   });
 
+  it("sends the prefix (the DKIM signature) in front of the body, made while MAIL and RCPT travel", async () => {
+    transports = new UpstreamTransports({ maxConnections: 1 });
+    let signed: (fields: Buffer) => void = () => {};
+    const prefix = new Promise<Buffer>((resolve) => {
+      signed = resolve;
+    });
+    const fields = Buffer.from("DKIM-Signature: v=1; a=rsa-sha256; b=abc\r\n");
+    // Settles only once the upstream has the recipient: waited for before MAIL, it never would.
+    sink.rcptReply = () => {
+      signed(fields);
+      return undefined;
+    };
+    const message = envelope(1);
+    const result = await transports.relay(upstream(), { ...message, prefix });
+    expect(result.verdict.outcome).toBe("delivered");
+    expect(sink.messages[0]?.raw.equals(Buffer.concat([fields, message.raw]))).toBe(true);
+  });
+
+  it("a prefix that fails ends the transaction with nothing delivered, and the next message is delivered", async () => {
+    transports = new UpstreamTransports({ maxConnections: 1 });
+    const prefix = Promise.reject(new Error("DKIM signing for example.com failed: bad key"));
+    // As the signer hands it over: handled, so that a transaction refused before DATA leaves no
+    // unhandled rejection behind.
+    prefix.catch(() => {});
+    const failed = await transports.relay(upstream(), { ...envelope(1), prefix });
+    expect(failed.verdict.outcome).toBe("deferred");
+    expect(failed.verdict.response).toContain("DKIM signing for example.com failed");
+    const next = await transports.relay(upstream(), envelope(2));
+    expect(next.verdict.outcome).toBe("delivered");
+    expect(sink.messages.map((m) => m.raw.toString())).toEqual([envelope(2).raw.toString()]);
+  });
+
   it("replaces a session after maxMessagesPerConnection messages", async () => {
     transports = new UpstreamTransports({ maxConnections: 1, maxMessagesPerConnection: 3 });
     for (let n = 0; n < 7; n++) await transports.relay(upstream(), envelope(n));
