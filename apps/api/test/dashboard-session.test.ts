@@ -321,13 +321,19 @@ describe("what the dashboard's pages read, added to the API for every client", (
   });
 
   it("GET /v1/project: the project's credentials and tokens, never their secrets", async () => {
-    const response = await app.inject({ method: "GET", url: "/v1/project", headers: bearer(a.apiToken.token) });
+    const response = await app.inject({
+      method: "GET",
+      url: "/v1/project",
+      headers: bearer(a.apiToken.token),
+    });
     expect(response.statusCode).toBe(200);
     const { credentials, tokens } = response.json();
     expect(credentials).toEqual([
       expect.objectContaining({ id: a.smtp.credentialId, username: a.smtp.username, revokedAt: null }),
     ]);
-    expect(tokens).toEqual([expect.objectContaining({ id: a.apiToken.id, prefix: a.apiToken.token.slice(0, 14) })]);
+    expect(tokens).toEqual([
+      expect.objectContaining({ id: a.apiToken.id, prefix: a.apiToken.token.slice(0, 14) }),
+    ]);
     expect(response.body).not.toContain(a.smtp.password);
     expect(response.body).not.toContain(a.apiToken.token);
     expect(response.body).not.toContain("upstream");
