@@ -218,7 +218,7 @@ function parseOptions(argv: string[]): Options {
     .option("--duration <seconds>", "load time per scenario", positiveNumber, 20)
     .option(
       "--seed-messages <n>",
-      "store this many messages, then time GET /v1/stats",
+      "store this many messages, then time GET /v1/stats and the dashboard messages page's first data",
       (v) => Math.floor(positiveNumber(v)),
       0,
     )

@@ -1,4 +1,7 @@
-/** `--seed-messages`: how fast `GET /v1/stats` answers with many messages stored. */
+/**
+ * `--seed-messages`: how fast `GET /v1/stats` and the dashboard's messages page answer with many
+ * messages stored.
+ */
 import type { Database } from "@postern/db";
 import { summarizeLatencies } from "./latency";
 import type { StatsEndpointReport } from "./report";
@@ -58,5 +61,43 @@ export async function measureStatsEndpoint(
       return { seededMessages: count, seedSeconds, skipped: `GET /v1/stats answered ${response.status}` };
     if (i >= warmup) samples.push(performance.now() - started);
   }
-  return { seededMessages: count, seedSeconds, acceptedInWindow, latencyMs: summarizeLatencies(samples) };
+  return {
+    seededMessages: count,
+    seedSeconds,
+    acceptedInWindow,
+    latencyMs: summarizeLatencies(samples),
+    messagesPage: await measureMessagesPage(target, rounds),
+  };
+}
+
+/**
+ * The dashboard's messages page over the seeded rows: the request that brings its first data
+ * (`GET /v1/messages?limit=50`, newest first), made as the page makes it, with a dashboard session
+ * cookie opened by `POST /session`.
+ */
+async function measureMessagesPage(
+  target: { httpPort: number; apiToken: string },
+  rounds: number,
+): Promise<StatsEndpointReport["messagesPage"]> {
+  const origin = `http://127.0.0.1:${target.httpPort}`;
+  const signIn = await fetch(`${origin}/session`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ token: target.apiToken }),
+  });
+  await signIn.arrayBuffer();
+  const session = /postern_session=[^;]+/.exec(signIn.headers.get("set-cookie") ?? "")?.[0];
+  if (signIn.status !== 201 || !session) return { skipped: `POST /session answered ${signIn.status}` };
+  const url = `${origin}/v1/messages?limit=50`;
+  const samples: number[] = [];
+  const warmup = 5;
+  for (let i = 0; i < rounds + warmup; i++) {
+    const started = performance.now();
+    const response = await fetch(url, { headers: { cookie: session } });
+    const page = (await response.json()) as { items?: unknown[] };
+    if (!response.ok) return { skipped: `GET /v1/messages answered ${response.status}` };
+    if (i >= warmup) samples.push(performance.now() - started);
+    if (i === 0 && !page.items?.length) return { skipped: "GET /v1/messages answered no messages" };
+  }
+  return { latencyMs: summarizeLatencies(samples) };
 }

@@ -1,3 +1,4 @@
+import cookie from "@fastify/cookie";
 import swagger from "@fastify/swagger";
 import swaggerUi from "@fastify/swagger-ui";
 import { createApiTokenVerifier } from "@postern/auth";
@@ -19,6 +20,7 @@ import {
   type ZodTypeProvider,
 } from "fastify-type-provider-zod";
 import { adminTokenAuth, projectTokenAuth } from "./auth";
+import { dashboardRoutes } from "./dashboard";
 import { installErrorHandling } from "./errors";
 import { installSecurityHeaders, noStore, refuseNulCharacters } from "./http-security";
 import { adminAuditRoutes } from "./routes/admin-audit";
@@ -32,10 +34,13 @@ import { projectRoutes } from "./routes/project";
 import { projectAuditRoutes } from "./routes/project-audit";
 import { routesRoutes } from "./routes/routes";
 import { rulesRoutes } from "./routes/rules";
+import { sessionRoutes } from "./routes/session";
 import { statsRoutes } from "./routes/stats";
 import { submissionRoutes } from "./routes/submission";
 import { suppressionRoutes } from "./routes/suppressions";
 import { webhookRoutes } from "./routes/webhooks";
+import { adminSystemRoutes } from "./routes/system";
+import { createDashboardSessions } from "./sessions";
 
 export interface ApiDependencies {
   config: ResolvedConfig;
@@ -96,6 +101,8 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
   installHttpMetrics(app, deps.metrics);
   await installSecurityHeaders(app);
   refuseNulCharacters(app);
+  // The dashboard's session cookie (sessions.ts); nothing else reads or sets cookies.
+  await app.register(cookie);
 
   await app.register(swagger, {
     openapi: {
@@ -109,6 +116,13 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
           bearer: { type: "http", scheme: "bearer", description: "a project API token (pst_api_...)" },
           admin: { type: "http", scheme: "bearer", description: "the operator token (ADMIN_TOKEN)" },
           metrics: { type: "http", scheme: "bearer", description: "the metrics token (METRICS_TOKEN)" },
+          session: {
+            type: "apiKey",
+            in: "cookie",
+            name: "postern_session",
+            description:
+              "a dashboard session (POST /session); authenticates /v1 or /admin as the token it was opened with",
+          },
         },
       },
     },
@@ -135,6 +149,14 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
     .catch((error: Error) =>
       deps.log.warn({ err: error }, "cannot hear credential invalidations; API tokens are not cached"),
     );
+  // Dashboard sessions are checked through the same verifier as bearer tokens: same revocation.
+  const sessions = createDashboardSessions({
+    redis: deps.redis,
+    keyPrefix: deps.config.redisKeyPrefix,
+    verifier: tokens,
+    adminToken: deps.config.adminToken,
+    sessionMs: deps.config.http.dashboardSessionMs,
+  });
   const routeDeps = { ...deps, deliveryProducer, quotaUsage: deps.quotaUsage ?? ((p) => quota.usage(p)) };
   // HTTP submission stores through the same acceptor as SMTP (group commit, then a delivery job).
   const sql = sqlPoolOf(deps.db);
@@ -159,6 +181,7 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
     suppressions: new SuppressionBook(deps.db),
     storing: new Map<string, Promise<string>>(),
   };
+  const projects = createProjectService({ ...deps, localCaches: [tokens] });
   // Verified domains are part of the project's policy, active keys what the workers sign with.
   const domains = createDomainService({ ...deps, localCaches: [tokens] });
   // A test event or a replay queues a job for its endpoint in the workers' webhook queue.
@@ -194,6 +217,8 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
     metricsRoutes(deps.metricsExposition ?? deps.metrics, { token: deps.config.http.metricsToken }),
   );
   await app.register(healthRoutes(deps));
+  await app.register(sessionRoutes(sessions));
+  await app.register(dashboardRoutes());
 
   await app.register(
     async (v1) => {
@@ -203,26 +228,27 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
         "onRequest",
         projectTokenAuth({
           verifier: tokens,
+          sessions,
           redis: deps.redis,
           keyPrefix: deps.config.redisKeyPrefix,
           rateLimitPerMinute: deps.config.http.rateLimitPerMinute,
         }),
       );
-      await v1.register(projectRoutes(routeDeps));
+      await v1.register(projectRoutes({ ...routeDeps, projects }));
       for (const routes of projectScopedRoutes) await v1.register(routes);
       await v1.register(projectAuditRoutes(routeDeps));
     },
     { prefix: "/v1" },
   );
 
-  const projects = createProjectService({ ...deps, localCaches: [tokens] });
   await app.register(
     async (admin) => {
       // Answers here carry new SMTP passwords and API tokens (shown once) and every project's data.
       admin.addHook("onRequest", noStore);
-      admin.addHook("onRequest", adminTokenAuth(deps.config.adminToken));
+      admin.addHook("onRequest", adminTokenAuth(deps.config.adminToken, sessions));
       await admin.register(adminProjectRoutes(projects));
       await admin.register(adminMessageRoutes(routeDeps, projectScopedRoutes));
+      await admin.register(adminSystemRoutes(routeDeps));
       await admin.register(
         adminAuditRoutes(routeDeps, {
           keepAliveMs: deps.auditStream?.keepAliveMs ?? 15_000,

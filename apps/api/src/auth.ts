@@ -4,6 +4,8 @@ import type { Redis } from "@postern/queue";
 import type { FastifyReply, FastifyRequest } from "fastify";
 import { RateLimiterRedis, RateLimiterRes } from "rate-limiter-flexible";
 import { ApiError } from "./errors";
+import { refuseCrossSiteRequest } from "./http-security";
+import type { DashboardSessions } from "./sessions";
 
 declare module "fastify" {
   interface FastifyRequest {
@@ -30,11 +32,14 @@ function sha256(value: string): Buffer {
 const unauthorized = (message: string) => new ApiError("unauthorized", message);
 
 /**
- * `/v1`: a project API token (checked and remembered by packages/auth's `ApiTokenVerifier`), then
- * rate limited per token (429 with Retry-After).
+ * `/v1`: a project API token (checked and remembered by packages/auth's `ApiTokenVerifier`), or a
+ * dashboard session opened with one (checked through the same verifier, and refused for a
+ * cross-site request that would change something), then rate limited per token (429 with
+ * Retry-After).
  */
 export function projectTokenAuth(deps: {
   verifier: ApiTokenVerifier;
+  sessions: DashboardSessions;
   redis: Redis;
   keyPrefix: string;
   rateLimitPerMinute: number;
@@ -45,15 +50,26 @@ export function projectTokenAuth(deps: {
     points: deps.rateLimitPerMinute,
     duration: 60,
   });
-  return async (request: FastifyRequest, reply: FastifyReply) => {
+  async function holderOf(request: FastifyRequest, reply: FastifyReply) {
     const token = bearer(request);
-    if (!token) throw unauthorized("send a project API token as 'Authorization: Bearer <token>'");
-    const verification = await deps.verifier.verify(token);
-    if (!verification.ok) {
-      if (verification.reason === "unavailable") throw verification.error;
-      throw unauthorized("the API token is unknown or revoked");
+    if (token) {
+      const verification = await deps.verifier.verify(token);
+      if (!verification.ok) {
+        if (verification.reason === "unavailable") throw verification.error;
+        throw unauthorized("the API token is unknown or revoked");
+      }
+      return verification.value;
     }
-    const { tokenId, projectId } = verification.value;
+    const session = await deps.sessions.holder(request, reply);
+    if (!session) throw unauthorized("send a project API token as 'Authorization: Bearer <token>'");
+    if (session.kind !== "project") {
+      throw unauthorized("an operator session reaches a project's data under /admin/projects/:id");
+    }
+    refuseCrossSiteRequest(request);
+    return session;
+  }
+  return async (request: FastifyRequest, reply: FastifyReply) => {
+    const { tokenId, projectId } = await holderOf(request, reply);
     try {
       await limiter.consume(tokenId);
     } catch (rejection) {
@@ -69,9 +85,21 @@ export function projectTokenAuth(deps: {
   };
 }
 
-/** `/admin`: the operator token, compared in constant time (digests, so lengths never differ). */
-export function adminTokenAuth(adminToken: string) {
-  return sharedTokenAuth(adminToken, { what: "the operator token", variable: "ADMIN_TOKEN" });
+/**
+ * `/admin`: the operator token, compared in constant time (digests, so lengths never differ), or
+ * a dashboard session opened with it (refused for a cross-site request that would change
+ * something).
+ */
+export function adminTokenAuth(adminToken: string, sessions: DashboardSessions) {
+  const tokenAuth = sharedTokenAuth(adminToken, { what: "the operator token", variable: "ADMIN_TOKEN" });
+  return async (request: FastifyRequest, reply: FastifyReply) => {
+    if (bearer(request)) return tokenAuth(request);
+    const session = await sessions.holder(request, reply);
+    if (!session) return tokenAuth(request);
+    if (session.kind !== "operator")
+      throw unauthorized("a project session reaches only its project, under /v1");
+    refuseCrossSiteRequest(request);
+  };
 }
 
 /** `/metrics` when METRICS_TOKEN is set: Prometheus sends it with its `authorization` setting. */

@@ -138,6 +138,15 @@ export const apiErrors = {
     meaning:
       "HTTP submission: PostgreSQL or Redis cannot take the message now; nothing was stored, try again",
   },
+  cross_site_request: {
+    status: 403,
+    meaning:
+      "a request with a dashboard session cookie that would change something came from another origin (`Sec-Fetch-Site` or `Origin`; docs/security.md, Dashboard)",
+  },
+  sessions_unavailable: {
+    status: 503,
+    meaning: "dashboard sessions are kept in Redis, which does not answer; bearer tokens still work",
+  },
   rate_limited: {
     status: 429,
     meaning: "more than `API_RATE_LIMIT` requests per minute with one token; see `Retry-After`",

@@ -55,3 +55,36 @@ function fieldWithNul(value: unknown, path: string): string | undefined {
   }
   return undefined;
 }
+
+const safeMethods = new Set(["GET", "HEAD", "OPTIONS"]);
+
+/**
+ * Requests that change something and carry the dashboard's session cookie must come from the
+ * dashboard's own pages. SameSite=Strict keeps other sites' pages from sending the cookie, but a
+ * site is not an origin: a page on another port of the same host, or on a sibling subdomain, is
+ * same-site. So, as Go's `http.CrossOriginProtection` does: a browser's `Sec-Fetch-Site` must say
+ * `same-origin` (or `none`, the user's own navigation); without it, an `Origin` header must name
+ * this host. A request with neither comes from a program, not from a page another site controls.
+ */
+export function refuseCrossSiteRequest(request: FastifyRequest): void {
+  if (safeMethods.has(request.method)) return;
+  const site = request.headers["sec-fetch-site"];
+  if (site !== undefined) {
+    if (site === "same-origin" || site === "none") return;
+    throw new ApiError(
+      "cross_site_request",
+      `a ${site} request cannot change anything with a dashboard session`,
+    );
+  }
+  const origin = request.headers.origin;
+  if (origin === undefined) return;
+  let host: string | undefined;
+  try {
+    host = new URL(origin).host;
+  } catch {}
+  if (host !== undefined && host === request.headers.host) return;
+  throw new ApiError(
+    "cross_site_request",
+    `a request from ${origin} cannot change anything with a dashboard session`,
+  );
+}

@@ -162,6 +162,10 @@ describe("the production bundle (dist/postern.mjs)", () => {
     const started = await start(env, bundle);
     expect((await ready(Number(env.HTTP_PORT))).status).toBe(200);
     expect(started.output()).toMatch(/worker {3}1 thread: 50 deliveries in flight/);
+    // The dashboard's files are found from the bundle's chunks as from the sources.
+    const dashboard = await fetch(`http://127.0.0.1:${env.HTTP_PORT}/`);
+    expect(dashboard.status).toBe(200);
+    expect(await dashboard.text()).toContain('<div id="app">');
     started.child.kill("SIGINT");
     expect(await started.exited).toBe(0);
   }, 60_000);

@@ -36,6 +36,11 @@ export interface ApiTokenVerifierOptions {
 
 export interface ApiTokenVerifier {
   verify(token: string): Promise<ApiTokenVerification>;
+  /**
+   * The same check by the token's SHA-256 (`hashApiToken`), for a holder that keeps the digest
+   * rather than the token: a dashboard session (apps/api/src/sessions.ts).
+   */
+  verifyDigest(digest: string): Promise<ApiTokenVerification>;
   /** The policy HTTP submission applies, remembered as the SMTP credential verifier remembers it. */
   projectPolicy(projectId: string): Promise<ProjectPolicyLookup>;
   invalidate(event: AuthInvalidation): void;
@@ -122,32 +127,34 @@ export function createApiTokenVerifier(options: ApiTokenVerifierOptions): ApiTok
     policies.clear();
   }
 
-  return {
-    async verify(token) {
-      const digest = hashApiToken(token);
-      let holder = fresh(holders, digest);
-      if (!holder) {
-        const startedAt = generation;
-        let row: { id: string; projectId: string; revokedAt: Date | null; project: ProjectPolicyRow } | null;
-        try {
-          row = await db.apiToken.findUnique({
-            where: { tokenHash: digest },
-            select: { id: true, projectId: true, revokedAt: true, project: { select: projectPolicySelect } },
-          });
-        } catch (error) {
-          return refuse("unavailable", { error: error as Error });
-        }
-        // The row was found by its digest through a unique index: equal by construction.
-        if (!row || row.revokedAt) return refuse("unknown_or_revoked");
-        holder = { tokenId: row.id, projectId: row.projectId };
-        if (generation === startedAt) {
-          remember(holders, digest, holder);
-          remember(policies, row.projectId, toProjectPolicy(row.project));
-        }
+  async function verifyDigest(digest: string): Promise<ApiTokenVerification> {
+    let holder = fresh(holders, digest);
+    if (!holder) {
+      const startedAt = generation;
+      let row: { id: string; projectId: string; revokedAt: Date | null; project: ProjectPolicyRow } | null;
+      try {
+        row = await db.apiToken.findUnique({
+          where: { tokenHash: digest },
+          select: { id: true, projectId: true, revokedAt: true, project: { select: projectPolicySelect } },
+        });
+      } catch (error) {
+        return refuse("unavailable", { error: error as Error });
       }
-      recordUse(holder.tokenId);
-      return ok(holder);
-    },
+      // The row was found by its digest through a unique index: equal by construction.
+      if (!row || row.revokedAt) return refuse("unknown_or_revoked");
+      holder = { tokenId: row.id, projectId: row.projectId };
+      if (generation === startedAt) {
+        remember(holders, digest, holder);
+        remember(policies, row.projectId, toProjectPolicy(row.project));
+      }
+    }
+    recordUse(holder.tokenId);
+    return ok(holder);
+  }
+
+  return {
+    verify: (token) => verifyDigest(hashApiToken(token)),
+    verifyDigest,
 
     async projectPolicy(projectId) {
       const cached = fresh(policies, projectId);

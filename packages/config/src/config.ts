@@ -58,6 +58,8 @@ export interface Config {
     tokenCacheTtlMs: number;
     /** METRICS_TOKEN: when set, GET /metrics requires it as a bearer token. */
     metricsToken: string | undefined;
+    /** DASHBOARD_SESSION_HOURS, in ms. */
+    dashboardSessionMs: number;
   };
   delivery: {
     backoffSeconds: number[];
@@ -212,6 +214,7 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
       rateLimitPerMinute: e.API_RATE_LIMIT,
       tokenCacheTtlMs: e.API_TOKEN_CACHE_TTL * 1000,
       metricsToken: e.METRICS_TOKEN,
+      dashboardSessionMs: e.DASHBOARD_SESSION_HOURS * 60 * 60 * 1000,
     },
     delivery: {
       backoffSeconds: e.DELIVERY_BACKOFF,

@@ -225,6 +225,11 @@ export const variables = {
     default: "30",
     doc: "Seconds a valid project API token, and its project's sending policy, are remembered in memory by the API. Revocations, suspensions and project changes made through the API or CLI apply at once on every node; one written straight into the database applies within this time.",
   },
+  DASHBOARD_SESSION_HOURS: {
+    schema: positiveInt.max(720, "must be at most 720 (30 days)").default(12),
+    default: "12",
+    doc: "Hours a dashboard session lasts from sign-in (`POST /session`); then the browser signs in again. A session also ends at once when its API token is revoked or its project deleted, and on sign-out.",
+  },
   METRICS_TOKEN: {
     schema: z.string().min(16, "must be at least 16 characters").optional(),
     default: "unset: /metrics is open",

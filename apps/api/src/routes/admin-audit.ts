@@ -1,8 +1,9 @@
-import { auditActions, auditEventJson, listAuditEvents, tailAudit } from "@postern/audit";
+import { auditActions, auditEventJson, listAuditEvents } from "@postern/audit";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { RouteDependencies } from "../app";
 import { adminRouteErrors, errorResponses } from "../errors";
+import { lastEventIdHeader, streamAudit } from "./audit-stream";
 import { auditCursor, auditPage, pageLimit, uuidParam } from "./schemas";
 
 const filters = {
@@ -54,48 +55,12 @@ export function adminAuditRoutes(
             "Live audit events as Server-Sent Events (event `audit`, id = event id; resumes from Last-Event-ID)",
           security: [{ admin: [] }],
           querystring: z.object(filters),
-          headers: z.object({
-            "last-event-id": z
-              .string()
-              .regex(/^[0-9]{1,19}$/, "must be an audit event id")
-              .optional(),
-          }),
+          headers: lastEventIdHeader,
           response: { 200: z.string().describe("text/event-stream"), ...errorResponses(...adminRouteErrors) },
         },
       },
       async (request, reply) => {
-        const lastEventId = request.headers["last-event-id"];
-        const controller = new AbortController();
-        open.add(controller);
-        request.raw.on("close", () => controller.abort());
-        reply.hijack();
-        const out = reply.raw;
-        out.writeHead(200, {
-          "content-type": "text/event-stream; charset=utf-8",
-          "cache-control": "no-cache, no-transform",
-          connection: "keep-alive",
-          // Proxies such as nginx would otherwise buffer the stream.
-          "x-accel-buffering": "no",
-        });
-        // Tells EventSource how long to wait before reconnecting (it then sends Last-Event-ID).
-        out.write("retry: 2000\n\n");
-        const keepAlive = setInterval(() => out.write(": keep-alive\n\n"), stream.keepAliveMs);
-        try {
-          for await (const event of tailAudit(deps.db, {
-            filter: request.query,
-            afterId: lastEventId === undefined ? undefined : BigInt(lastEventId),
-            intervalMs: stream.pollIntervalMs,
-            signal: controller.signal,
-          })) {
-            out.write(`id: ${event.id}\nevent: audit\ndata: ${JSON.stringify(auditEventJson(event))}\n\n`);
-          }
-        } catch (error) {
-          if (!controller.signal.aborted) request.log.error({ err: error }, "audit stream failed");
-        } finally {
-          clearInterval(keepAlive);
-          open.delete(controller);
-          out.end();
-        }
+        await streamAudit(deps, request, reply, { filter: request.query, open, ...stream });
       },
     );
   };

@@ -8,7 +8,8 @@ const checkTimeoutMs = 2000;
 
 type CheckResult = "ok" | string;
 
-async function check(probe: () => Promise<unknown>): Promise<CheckResult> {
+/** Runs a probe with a deadline: "ok", or why it failed. */
+export async function check(probe: () => Promise<unknown>): Promise<CheckResult> {
   let timer: NodeJS.Timeout | undefined;
   try {
     await Promise.race([

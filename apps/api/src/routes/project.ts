@@ -1,4 +1,4 @@
-import { projectSettingsView } from "@postern/projects";
+import { type ProjectService, projectDetailView, projectSettingsView } from "@postern/projects";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { RouteDependencies } from "../app";
@@ -7,10 +7,19 @@ import { isoDate, projectSettingsJson } from "./schemas";
 
 /**
  * `GET /v1/project`: the calling project's own settings, so that an application can see what its
- * operator set (limits, sender domains, holds, duplicates, sandbox). Never the upstream: its URL
- * names the upstream account, which is the operator's business.
+ * operator set (limits, sender domains, holds, duplicates, sandbox), and its SMTP credentials and
+ * API tokens (their public parts: which exist, when last used). Never the upstream: its URL names
+ * the upstream account, which is the operator's business. Issuing and revoking secrets stays the
+ * operator's (`/admin`): a leaked token that could mint others would outlive its revocation.
  */
-export function projectRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
+const usage = { createdAt: isoDate, lastUsedAt: isoDate.nullable(), revokedAt: isoDate.nullable() };
+
+function secretsInUse(project: Parameters<typeof projectDetailView>[0]) {
+  const { credentials, tokens } = projectDetailView(project);
+  return { credentials, tokens };
+}
+
+export function projectRoutes(deps: RouteDependencies & { projects: ProjectService }): FastifyPluginAsyncZod {
   return async (app) => {
     app.get(
       "/project",
@@ -29,13 +38,19 @@ export function projectRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
               senderDomains: z.array(z.string()),
               ...projectSettingsJson.shape,
               createdAt: isoDate,
+              credentials: z
+                .array(z.object({ id: z.string(), username: z.string(), ...usage }))
+                .describe("the SMTP credentials, never their passwords"),
+              tokens: z
+                .array(z.object({ id: z.string(), prefix: z.string(), ...usage }))
+                .describe("the API tokens by their first characters, never the tokens"),
             }),
             ...errorResponses(...projectRouteErrors, "not_found"),
           },
         },
       },
       async (request) => {
-        const project = await deps.db.project.findUnique({ where: { id: request.project.id } });
+        const project = await deps.projects.show(request.project.id);
         // Its token was valid a moment ago: the project was deleted since.
         if (!project) throw new ApiError("not_found", `no project ${request.project.id}`);
         return {
@@ -47,6 +62,7 @@ export function projectRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
           senderDomains: project.senderDomains,
           ...projectSettingsView(project),
           createdAt: project.createdAt.toISOString(),
+          ...secretsInUse(project),
         };
       },
     );

@@ -11,6 +11,8 @@ const floorHour = (date: Date) => new Date(Math.floor(date.getTime() / hourMs) *
 const ceilHour = (date: Date) => new Date(Math.ceil(date.getTime() / hourMs) * hourMs);
 /** Percentiles are computed over at most this many of the window's latest deliveries: bounded cost at any volume. */
 const latencySample = 2_000;
+/** An hourly series is a point per hour: a chart's worth, not an export. */
+const maxSeriesHours = 31 * 24;
 
 const quotaWindow = z.object({
   limit: z.number(),
@@ -34,6 +36,25 @@ const statsResponse = z.object({
     rejected: z.number().describe("transactions refused at SMTP (message.rejected audit events)"),
     quotaExceeded: z.number().describe("recipients refused over quota (quota.exceeded audit events)"),
   }),
+  series: z
+    .array(
+      z.object({
+        hour: isoDate,
+        accepted: z.number(),
+        queued: z.number(),
+        deferred: z.number(),
+        delivered: z.number(),
+        failed: z.number(),
+        cancelled: z.number(),
+        held: z.number(),
+        denied: z.number(),
+        sandboxed: z.number(),
+      }),
+    )
+    .optional()
+    .describe(
+      "with `series=hour`: the counts by hour of acceptance, oldest first, one entry per hour of the window (hours with nothing: zeros); each message counted by its status now",
+    ),
   rejectedByReason: z.record(z.string(), z.number()),
   deliveryLatencyMs: z
     .object({ p50: z.number(), p90: z.number(), p99: z.number(), sampled: z.number() })
@@ -60,6 +81,10 @@ export function statsRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
           querystring: z.object({
             from: z.coerce.date().optional().describe("default: 24 hours before `to`"),
             to: z.coerce.date().optional().describe("default: now"),
+            series: z
+              .literal("hour")
+              .optional()
+              .describe(`also the counts hour by hour (a window of at most ${maxSeriesHours / 24} days)`),
           }),
           response: { 200: statsResponse, ...errorResponses(...projectRouteErrors) },
         },
@@ -72,11 +97,18 @@ export function statsRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
           throw new ApiError("validation_error", "querystring.from: must be before `to`");
         }
 
+        if (request.query.series && to.getTime() - from.getTime() > maxSeriesHours * hourMs) {
+          throw new ApiError(
+            "validation_error",
+            `querystring.series: the window must be at most ${maxSeriesHours / 24} days for an hourly series`,
+          );
+        }
+
         const [byStatus, rejections, latency, project] = await Promise.all([
-          deps.db.$queryRaw<{ status: string; n: number }[]>`
-            SELECT status::text AS status, sum(count)::int AS n FROM "MessageStatsHour"
+          deps.db.$queryRaw<{ hour: Date; status: string; n: number }[]>`
+            SELECT hour, status::text AS status, sum(count)::int AS n FROM "MessageStatsHour"
             WHERE "projectId" = ${projectId}::uuid AND hour >= ${from} AND hour < ${to}
-            GROUP BY status`,
+            GROUP BY hour, status`,
           deps.db.$queryRaw<{ action: string; reason: string; n: number }[]>`
             SELECT action, coalesce(details->>'reason', 'unspecified') AS reason, count(*)::int AS n
             FROM "AuditEvent"
@@ -90,7 +122,8 @@ export function statsRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
           }),
         ]);
 
-        const status = Object.fromEntries(byStatus.map((row) => [row.status, row.n]));
+        const status: Record<string, number> = {};
+        for (const row of byStatus) status[row.status] = (status[row.status] ?? 0) + row.n;
         const rejectedByReason: Record<string, number> = {};
         let rejected = 0;
         let quotaExceeded = 0;
@@ -123,6 +156,7 @@ export function statsRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
             rejected,
             quotaExceeded,
           },
+          series: request.query.series ? hourlySeries(from, to, byStatus) : undefined,
           rejectedByReason,
           deliveryLatencyMs:
             sample?.p && sample.n > 0
@@ -149,4 +183,40 @@ export function statsRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
       },
     );
   };
+}
+
+const seriesStatuses = [
+  "queued",
+  "deferred",
+  "delivered",
+  "failed",
+  "cancelled",
+  "held",
+  "denied",
+  "sandboxed",
+] as const;
+
+/** One entry per hour of [from, to), zeros where nothing was accepted: what a chart plots as is. */
+function hourlySeries(from: Date, to: Date, rows: { hour: Date; status: string; n: number }[]) {
+  const byHour = new Map<number, Record<string, number>>();
+  for (const row of rows) {
+    const counts = byHour.get(row.hour.getTime()) ?? {};
+    counts[row.status] = (counts[row.status] ?? 0) + row.n;
+    byHour.set(row.hour.getTime(), counts);
+  }
+  const series = [];
+  for (let at = from.getTime(); at < to.getTime(); at += hourMs) {
+    const counts = byHour.get(at) ?? {};
+    const entry = { hour: new Date(at).toISOString(), accepted: 0 } as Record<string, number | string> & {
+      accepted: number;
+    };
+    for (const status of seriesStatuses) {
+      entry[status] = counts[status] ?? 0;
+      entry.accepted += counts[status] ?? 0;
+    }
+    series.push(entry);
+  }
+  return series as Array<
+    { hour: string; accepted: number } & Record<(typeof seriesStatuses)[number], number>
+  >;
 }
