@@ -38,8 +38,8 @@ import { sessionRoutes } from "./routes/session";
 import { statsRoutes } from "./routes/stats";
 import { submissionRoutes } from "./routes/submission";
 import { suppressionRoutes } from "./routes/suppressions";
-import { webhookRoutes } from "./routes/webhooks";
 import { adminSystemRoutes } from "./routes/system";
+import { webhookRoutes } from "./routes/webhooks";
 import { createDashboardSessions } from "./sessions";
 
 export interface ApiDependencies {
