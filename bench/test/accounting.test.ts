@@ -219,6 +219,10 @@ describe("targets", () => {
       ["pooled-10k-rules: delivered/s ≥ 90% of pooled-10k (same run)", undefined],
       ["pooled-10k-dkim: delivered/s ≥ 85% of pooled-10k (same run)", undefined],
       ["pooled-10k-direct: delivered/s ≥ 90% of pooled-10k (same run)", undefined],
+      [
+        "pooled-10k-webhooks: delivered/s ≥ 90% of pooled-10k (same run), every event acknowledged in the drain",
+        undefined,
+      ],
       ["fresh-10k: delivered/s ≥ 1.25 × Postfix", true],
       ["fixed-rate at 278/s: send→arrival p99 ≤ 500 ms", false],
       ["peak RSS of the all-in-one Postern process ≤ 350 MB in any scenario", false],
