@@ -29,7 +29,8 @@ export interface DispatchResult {
  * per event and active endpoint of its project subscribed to its type (and created before it),
  * and moves the cursors past the events read. The deliveries and the cursors commit together: a
  * crash before the commit leaves both as they were, and the events are read again (at least once);
- * a delivery already made for an (endpoint, event) is not made twice.
+ * one committed has moved the cursor, and no other round held it meanwhile (the row lock), so an
+ * (endpoint, event) gets one delivery.
  */
 export async function dispatchRound(
   pool: Pick<SqlPool, "connect">,
@@ -104,7 +105,6 @@ FROM "WebhookEndpoint" WHERE "projectId" = ANY($1::uuid[]) AND "status" = 'activ
         text: `INSERT INTO "WebhookDelivery" ("id", "endpointId", "eventId", "eventType", "payload", "status", "nextAttemptAt", "createdAt", "updatedAt")
 SELECT t.id, t.endpoint_id, t.event_id, t.type, t.payload, 'pending', ${utc("$6")}, ${utc("$6")}, ${utc("$6")}
 FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::jsonb[]) AS t(id, endpoint_id, event_id, type, payload)
-ON CONFLICT ("endpointId", "eventId") DO NOTHING
 RETURNING "endpointId"`,
         values: [rows.id, rows.endpointId, rows.eventId, rows.type, rows.payload, now],
       });

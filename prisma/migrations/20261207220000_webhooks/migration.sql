@@ -70,9 +70,6 @@ CREATE TABLE "WebhookCursor" (
 CREATE INDEX "WebhookEndpoint_projectId_createdAt_idx" ON "WebhookEndpoint"("projectId", "createdAt");
 
 -- CreateIndex
-CREATE UNIQUE INDEX "WebhookDelivery_endpointId_eventId_key" ON "WebhookDelivery"("endpointId", "eventId");
-
--- CreateIndex
 CREATE INDEX "WebhookDelivery_endpointId_id_idx" ON "WebhookDelivery"("endpointId", "id" DESC);
 
 -- CreateIndex
