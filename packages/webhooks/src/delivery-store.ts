@@ -11,6 +11,18 @@ import { type WebhookEvent, webhookEventOf } from "./events";
 
 type Sql = Pick<SqlPool, "query">;
 
+/**
+ * The webhook worker's transactions commit without waiting for the WAL flush (`synchronous_commit
+ * = off`, for that transaction only): a crash may lose their last fraction of a second, and a
+ * transaction is then lost whole, so its work is redone: a lost dispatch round leaves its cursor
+ * where it was (the events are read again), a lost record leaves its delivery due (it is sent
+ * again, at least once). Not waiting keeps these commits out of the way of the message store's,
+ * which do wait (an accepted message is durable before its 250).
+ */
+const asyncCommit = "SET LOCAL synchronous_commit = off";
+/** `asyncCommit` within a single statement (its own transaction): the setting ends with it. */
+const asyncCommitColumn = "set_config('synchronous_commit', 'off', true)";
+
 const utc = (param: string) => `(${param}::timestamptz AT TIME ZONE 'UTC')`;
 
 export interface DispatchResult {
@@ -41,6 +53,8 @@ export async function dispatchRound(
   const result: DispatchResult = { events: 0, deliveries: new Map(), more: false };
   try {
     await client.query("BEGIN");
+    // The round's writes are redone if a crash loses them (see `asyncCommit`).
+    await client.query(asyncCommit);
     const cursors = await client.query<{ projectId: string; txId: string; eventId: string }>({
       name: "postern-webhook-cursors",
       text: `SELECT "projectId", "txId"::text, "eventId"::text FROM "WebhookCursor"
@@ -217,8 +231,8 @@ export interface DisabledEndpoint {
 }
 
 /**
- * Records attempts, many in one statement (group commit): each delivery's status, next attempt and
- * last answer, its attempt row, and its endpoint's health. An endpoint with a success is healthy
+ * Records attempts, many in one statement (group commit, committed as `asyncCommit` says): each
+ * delivery's status, next attempt and last answer, its attempt row, and its endpoint's health. An endpoint with a success is healthy
  * again (`failingSince` cleared); one whose attempts all failed keeps the time of its first
  * failure, and once that is `disableAfterMs` old it is disabled, with its `webhook.disabled` audit
  * event, in the same statement.
@@ -233,7 +247,8 @@ export async function recordAttempts(
   const { rows } = await sql.query<DisabledEndpoint>({
     name: "postern-webhook-record",
     text: `WITH input AS (
-  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::text[], $9::text[], $10::uuid[])
+  SELECT t.*, ${asyncCommitColumn} AS async_commit
+  FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::text[], $9::text[], $10::uuid[])
     WITH ORDINALITY AS t(delivery_id, endpoint_id, status, next_attempt_at, started_at, duration_ms, status_code, response, error, attempt_id, n)
 ), updated AS (
   UPDATE "WebhookDelivery" d SET

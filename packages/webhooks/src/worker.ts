@@ -91,7 +91,9 @@ export function startWebhookWorker(deps: WebhookWorkerDeps): RunningWebhookWorke
         );
       return records.map(() => disabled);
     },
-    { maxItems: 500, maxInFlight: 2 },
+    // A statement at most every 10 ms: an endpoint's answers arrive one by one, and each statement
+    // is a commit; the lanes do not wait for it.
+    { maxItems: 500, maxInFlight: 1, spacingMs: 10 },
   );
   const registers = deps.metrics ? [deps.metrics] : [];
   const attempts = new Counter({
