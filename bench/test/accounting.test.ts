@@ -236,6 +236,43 @@ describe("targets", () => {
     ]);
   });
 
+  describe("pooled-10k-webhooks", () => {
+    const target =
+      "pooled-10k-webhooks: delivered/s ≥ 90% of pooled-10k (same run), every event acknowledged in the drain";
+    const webhooksCheck = (scenarios: ScenarioResult[]) =>
+      checkTargets({ ...report, peers: { postern: { version: {}, scenarios } } }).find(
+        (c) => c.target === target,
+      );
+    const webhooks = (acknowledged: number) => ({
+      expected: 2000,
+      acknowledged,
+      eventsPerSecond: 1080,
+      latencyMs: latency(120),
+    });
+
+    it("is met at 90% of plain pooled-10k's delivered rate with every event acknowledged, missed otherwise", () => {
+      const plain = scenario("pooled-10k", { deliveredPerSecond: 600 });
+      const met = webhooksCheck([
+        plain,
+        scenario("pooled-10k-webhooks", { deliveredPerSecond: 540, webhooks: webhooks(2000) }),
+      ]);
+      expect(met?.met).toBe(true);
+      expect(met?.measured).toBe(
+        "90% (540 vs 600/s); 2,000 of 2,000 events acknowledged, 1,080 events/s, event→receiver p99 120 ms",
+      );
+      const missing = webhooksCheck([
+        plain,
+        scenario("pooled-10k-webhooks", { deliveredPerSecond: 590, webhooks: webhooks(1999) }),
+      ]);
+      expect(missing?.met).toBe(false);
+      const slow = webhooksCheck([
+        plain,
+        scenario("pooled-10k-webhooks", { deliveredPerSecond: 530, webhooks: webhooks(2000) }),
+      ]);
+      expect(slow?.met).toBe(false);
+    });
+  });
+
   describe("pooled-10k-rules", () => {
     const target = "pooled-10k-rules: delivered/s ≥ 90% of pooled-10k (same run)";
     const rulesCheck = (scenarios: ScenarioResult[]) =>

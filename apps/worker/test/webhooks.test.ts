@@ -507,6 +507,17 @@ describe("addresses without WEBHOOK_ALLOW_PRIVATE", () => {
         /localhost resolves to (127\.0\.0\.1|::1), a loopback address: refused \(set WEBHOOK_ALLOW_PRIVATE=true/,
       );
       expect(receiver.received).toHaveLength(0);
+
+      // Changing an endpoint's URL is checked as creating one is.
+      const patched = await stack.api.inject({
+        method: "PATCH",
+        url: `/v1/webhooks/${created.value.id}`,
+        headers: { authorization: `Bearer ${fixture.apiToken.token}` },
+        payload: { url: "http://169.254.169.254/latest/meta-data" },
+      });
+      expect(patched.statusCode).toBe(422);
+      expect(patched.json().error).toMatchObject({ code: "invalid_webhook_url" });
+      expect(patched.json().error.message).toContain("169.254.169.254, a linkLocal address: refused");
     } finally {
       await receiver.stop();
     }

@@ -11,6 +11,18 @@ import { type WebhookEvent, webhookEventOf } from "./events";
 
 type Sql = Pick<SqlPool, "query">;
 
+/**
+ * The webhook worker's transactions commit without waiting for the WAL flush (`synchronous_commit
+ * = off`, for that transaction only): a crash may lose their last fraction of a second, and a
+ * transaction is then lost whole, so its work is redone: a lost dispatch round leaves its cursor
+ * where it was (the events are read again), a lost record leaves its delivery due (it is sent
+ * again, at least once). Not waiting keeps these commits out of the way of the message store's,
+ * which do wait (an accepted message is durable before its 250).
+ */
+const asyncCommit = "SET LOCAL synchronous_commit = off";
+/** `asyncCommit` within a single statement (its own transaction): the setting ends with it. */
+const asyncCommitColumn = "set_config('synchronous_commit', 'off', true)";
+
 const utc = (param: string) => `(${param}::timestamptz AT TIME ZONE 'UTC')`;
 
 export interface DispatchResult {
@@ -29,7 +41,8 @@ export interface DispatchResult {
  * per event and active endpoint of its project subscribed to its type (and created before it),
  * and moves the cursors past the events read. The deliveries and the cursors commit together: a
  * crash before the commit leaves both as they were, and the events are read again (at least once);
- * a delivery already made for an (endpoint, event) is not made twice.
+ * one committed has moved the cursor, and no other round held it meanwhile (the row lock), so an
+ * (endpoint, event) gets one delivery.
  */
 export async function dispatchRound(
   pool: Pick<SqlPool, "connect">,
@@ -40,6 +53,8 @@ export async function dispatchRound(
   const result: DispatchResult = { events: 0, deliveries: new Map(), more: false };
   try {
     await client.query("BEGIN");
+    // The round's writes are redone if a crash loses them (see `asyncCommit`).
+    await client.query(asyncCommit);
     const cursors = await client.query<{ projectId: string; txId: string; eventId: string }>({
       name: "postern-webhook-cursors",
       text: `SELECT "projectId", "txId"::text, "eventId"::text FROM "WebhookCursor"
@@ -104,7 +119,6 @@ FROM "WebhookEndpoint" WHERE "projectId" = ANY($1::uuid[]) AND "status" = 'activ
         text: `INSERT INTO "WebhookDelivery" ("id", "endpointId", "eventId", "eventType", "payload", "status", "nextAttemptAt", "createdAt", "updatedAt")
 SELECT t.id, t.endpoint_id, t.event_id, t.type, t.payload, 'pending', ${utc("$6")}, ${utc("$6")}, ${utc("$6")}
 FROM unnest($1::uuid[], $2::uuid[], $3::bigint[], $4::text[], $5::jsonb[]) AS t(id, endpoint_id, event_id, type, payload)
-ON CONFLICT ("endpointId", "eventId") DO NOTHING
 RETURNING "endpointId"`,
         values: [rows.id, rows.endpointId, rows.eventId, rows.type, rows.payload, now],
       });
@@ -217,8 +231,8 @@ export interface DisabledEndpoint {
 }
 
 /**
- * Records attempts, many in one statement (group commit): each delivery's status, next attempt and
- * last answer, its attempt row, and its endpoint's health. An endpoint with a success is healthy
+ * Records attempts, many in one statement (group commit, committed as `asyncCommit` says): each
+ * delivery's status, next attempt and last answer, its attempt row, and its endpoint's health. An endpoint with a success is healthy
  * again (`failingSince` cleared); one whose attempts all failed keeps the time of its first
  * failure, and once that is `disableAfterMs` old it is disabled, with its `webhook.disabled` audit
  * event, in the same statement.
@@ -233,7 +247,8 @@ export async function recordAttempts(
   const { rows } = await sql.query<DisabledEndpoint>({
     name: "postern-webhook-record",
     text: `WITH input AS (
-  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::text[], $9::text[], $10::uuid[])
+  SELECT t.*, ${asyncCommitColumn} AS async_commit
+  FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::text[], $9::text[], $10::uuid[])
     WITH ORDINALITY AS t(delivery_id, endpoint_id, status, next_attempt_at, started_at, duration_ms, status_code, response, error, attempt_id, n)
 ), updated AS (
   UPDATE "WebhookDelivery" d SET

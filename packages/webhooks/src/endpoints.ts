@@ -5,7 +5,7 @@ import { type Database, type Prisma, uuidv7 } from "@postern/db";
 import { messageEventTypes } from "@postern/messages";
 import { ok, type Result, refuse } from "@postern/result";
 import { z } from "zod";
-import { allowedAddresses, hostOf, type Resolve } from "./address-policy";
+import { allowedAddresses, hostOf, RefusedAddressError } from "./address-policy";
 import { testEvent, type WebhookEvent } from "./events";
 
 /**
@@ -118,8 +118,6 @@ export interface WebhookServiceDeps {
   config: { encryptionKey: Buffer; webhooks: { allowPrivate: boolean } };
   /** Queues a job for the endpoint (a test event, a replay); without it they wait for the sweeper. */
   wake?: (endpointId: string) => Promise<void>;
-  /** Resolver of endpoint hosts (tests); the system's by default. */
-  resolve?: Resolve;
 }
 
 type EndpointRow = Prisma.WebhookEndpointGetPayload<object>;
@@ -181,7 +179,7 @@ SELECT "id" FROM "Project" WHERE "id" = ${projectId}::uuid FOR UPDATE`;
 
 export function createWebhookService(deps: WebhookServiceDeps) {
   const { db } = deps;
-  const policy = { allowPrivate: deps.config.webhooks.allowPrivate, resolve: deps.resolve };
+  const policy = { allowPrivate: deps.config.webhooks.allowPrivate };
 
   /** The URL's host resolves, and only to addresses webhooks may reach; else why not. */
   const checkUrl = async (url: string): Promise<string | undefined> => {
@@ -190,8 +188,8 @@ export function createWebhookService(deps: WebhookServiceDeps) {
       await allowedAddresses(host, policy);
       return undefined;
     } catch (error) {
+      if (error instanceof RefusedAddressError) return `url: ${error.message}`;
       const e = error as NodeJS.ErrnoException;
-      if (e.name === "RefusedAddressError") return `url: ${e.message}`;
       return `url: ${host} does not resolve (${e.code ?? e.message})`;
     }
   };

@@ -1,7 +1,7 @@
 import http from "node:http";
 import https from "node:https";
 import { Webhook } from "standardwebhooks";
-import { allowedAddresses, checkedLookup, hostOf, type Resolve } from "./address-policy";
+import { allowedAddresses, checkedLookup, hostOf } from "./address-policy";
 
 /**
  * One POST of a webhook: the body signed as Standard Webhooks (`webhook-id`, `webhook-timestamp`,
@@ -26,8 +26,6 @@ export interface SendOutcome {
 export interface WebhookSenderOptions {
   allowPrivate: boolean;
   timeoutMs: number;
-  /** The resolver (tests); the system's by default. */
-  resolve?: Resolve;
 }
 
 /** What the delivery log keeps of an answer's body. */
@@ -42,7 +40,7 @@ export interface WebhookSender {
 }
 
 export function createWebhookSender(options: WebhookSenderOptions): WebhookSender {
-  const policy = { allowPrivate: options.allowPrivate, resolve: options.resolve };
+  const policy = { allowPrivate: options.allowPrivate };
   // One pool of keep-alive connections per scheme; each new connection resolves and checks its host.
   const agentOptions = { keepAlive: true, lookup: checkedLookup(policy), scheduling: "lifo" as const };
   const agents = { "http:": new http.Agent(agentOptions), "https:": new https.Agent(agentOptions) };

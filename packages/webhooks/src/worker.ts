@@ -7,7 +7,6 @@ import { type Redis, retryDelayMs } from "@postern/queue";
 import type { Logger, Registry } from "@postern/telemetry";
 import { Worker } from "bullmq";
 import { Counter, Histogram } from "prom-client";
-import type { Resolve } from "./address-policy";
 import {
   type AttemptRecord,
   type DisabledEndpoint,
@@ -48,13 +47,9 @@ export interface WebhookWorkerDeps {
   log: Logger;
   /** The process registry: webhook attempts by outcome and their durations. */
   metrics?: Registry;
-  /** Resolver of endpoint hosts (tests); the system's by default. */
-  resolve?: Resolve;
-  /** Tuning for tests; the defaults suit production. */
-  tuning?: Partial<typeof defaultTuning>;
 }
 
-const defaultTuning = {
+const tuning = {
   /** How often an idle dispatcher looks at the outbox. */
   dispatchIntervalMs: 100,
   /** Projects one dispatch round takes, and events of each. */
@@ -76,14 +71,12 @@ export interface RunningWebhookWorker {
 export function startWebhookWorker(deps: WebhookWorkerDeps): RunningWebhookWorker {
   const { config, sql, redis } = deps;
   const log = deps.log.child({ component: "webhooks" });
-  const tuning = { ...defaultTuning, ...deps.tuning };
   const settings = config.webhooks;
   const prefix = config.redisKeyPrefix;
   const waker = createWebhookWaker(redis, prefix);
   const sender = createWebhookSender({
     allowPrivate: settings.allowPrivate,
     timeoutMs: settings.timeoutMs,
-    resolve: deps.resolve,
   });
   // A serving lease outlives the longest attempt and its record; the holder renews it at a third.
   const leaseMs = settings.timeoutMs * 2 + 10_000;
@@ -98,7 +91,9 @@ export function startWebhookWorker(deps: WebhookWorkerDeps): RunningWebhookWorke
         );
       return records.map(() => disabled);
     },
-    { maxItems: 500, maxInFlight: 2 },
+    // A statement at most every 10 ms: an endpoint's answers arrive one by one, and each statement
+    // is a commit; the lanes do not wait for it.
+    { maxItems: 500, maxInFlight: 1, spacingMs: 10 },
   );
   const registers = deps.metrics ? [deps.metrics] : [];
   const attempts = new Counter({

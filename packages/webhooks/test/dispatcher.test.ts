@@ -7,7 +7,7 @@ import {
 } from "@postern/testkit";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { dispatchRound } from "../src/delivery-store";
+import { dispatchRound, recordAttempts } from "../src/delivery-store";
 import { createWebhookService } from "../src/endpoints";
 
 /**
@@ -88,5 +88,44 @@ describe("dispatchRound", () => {
       })
       .toEqual(Array.from({ length: 30 }, (_, n) => n));
     expect(rounds.reduce((sum, r) => sum + (r.deliveries.get(endpointId) ?? 0), 0)).toBe(30);
+  });
+});
+
+describe("recordAttempts", () => {
+  it("commits without waiting for the WAL flush, for its own transaction only", async () => {
+    const { endpointId } = await projectWithEndpoint();
+    const delivery = await ctx.db.webhookDelivery.create({
+      data: { endpointId, eventType: "webhook.test", payload: { id: "x" }, nextAttemptAt: new Date() },
+    });
+    const client = new pg.Client({ connectionString: ctx.databaseUrl });
+    await client.connect();
+    try {
+      const record = {
+        deliveryId: delivery.id,
+        endpointId,
+        status: "succeeded" as const,
+        nextAttemptAt: null,
+        startedAt: new Date(),
+        durationMs: 3,
+        statusCode: 204,
+        response: "",
+        error: null,
+      };
+      // As in production (the test cluster runs without it, for speed).
+      await client.query("SET synchronous_commit = on");
+      await client.query("BEGIN");
+      await recordAttempts(client, [record], { disableAfterMs: 60_000 });
+      expect((await client.query("SHOW synchronous_commit")).rows[0].synchronous_commit).toBe("off");
+      await client.query("COMMIT");
+      expect((await client.query("SHOW synchronous_commit")).rows[0].synchronous_commit).toBe("on");
+      const row = await ctx.db.webhookDelivery.findUniqueOrThrow({
+        where: { id: delivery.id },
+        include: { log: true },
+      });
+      expect(row).toMatchObject({ status: "succeeded", lastStatusCode: 204 });
+      expect(row.log.map((a) => [a.number, a.statusCode])).toEqual([[1, 204]]);
+    } finally {
+      await client.end();
+    }
   });
 });

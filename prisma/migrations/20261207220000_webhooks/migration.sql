@@ -42,6 +42,12 @@ CREATE TABLE "WebhookDelivery" (
     CONSTRAINT "WebhookDelivery_pkey" PRIMARY KEY ("id")
 );
 
+-- A delivery's row is updated at each attempt, its payload (the event, most of the row) never:
+-- kept out of line (TOAST) from 128 bytes on, uncompressed, so that an update writes the small
+-- row again and not the payload.
+ALTER TABLE "WebhookDelivery" SET (toast_tuple_target = 128);
+ALTER TABLE "WebhookDelivery" ALTER COLUMN "payload" SET STORAGE EXTERNAL;
+
 -- CreateTable
 CREATE TABLE "WebhookAttempt" (
     "id" UUID NOT NULL,
@@ -68,9 +74,6 @@ CREATE TABLE "WebhookCursor" (
 
 -- CreateIndex
 CREATE INDEX "WebhookEndpoint_projectId_createdAt_idx" ON "WebhookEndpoint"("projectId", "createdAt");
-
--- CreateIndex
-CREATE UNIQUE INDEX "WebhookDelivery_endpointId_eventId_key" ON "WebhookDelivery"("endpointId", "eventId");
 
 -- CreateIndex
 CREATE INDEX "WebhookDelivery_endpointId_id_idx" ON "WebhookDelivery"("endpointId", "id" DESC);
