@@ -245,6 +245,23 @@ describe("a feedback report (RFC 5965 Appendix B.2)", () => {
     expect((await recipientsOf(message.id))["only@example.net"]?.status).toBe("complained");
   });
 
+  it("matches nothing through a forged Original-Mail-From: kept for the operator, no recipient marked", async () => {
+    const { message } = await deliveredMessage(["reader@example.net"]);
+    const forged = createReturnPaths({ encryptionKey: randomBytes(32), bounceDomain }).addressFor(message.id);
+    const report = arf
+      .replaceAll("somespammer@example.net", forged)
+      .replaceAll("user@example.com", "reader@example.net");
+    const sent = await send("abusedesk@example.com", [`abuse@${bounceDomain}`], report);
+    expect(sent.code).toBe(250);
+    expect(sent.response).toMatch(/kept for the operator/);
+    expect((await recipientsOf(message.id))["reader@example.net"]?.status).toBe("delivered");
+    const audit = await ctx.db.auditEvent.findFirstOrThrow({
+      where: { action: "inbound.unmatched" },
+      orderBy: { id: "desc" },
+    });
+    expect(audit.details).toMatchObject({ reason: "forged_return_path", report: "feedback-report" });
+  });
+
   it("does not take `not-spam` for a complaint", async () => {
     const { message, returnPath } = await deliveredMessage(["reader@example.net"]);
     const report = arf
