@@ -22,7 +22,8 @@ const recheckAfterMs = 3_600_000;
 const noPolicyRecheckMs = 300_000;
 
 export class MtaStsPolicies {
-  private readonly cache = new Map<string, { policy: MTASTSPolicy; checkAgainAt: number }>();
+  /** Per domain, its policy (being fetched, or known) and when to look again. */
+  private readonly cache = new Map<string, { policy: Promise<MTASTSPolicy>; checkAgainAt: number }>();
   private readonly resolve: DNSResolver;
 
   constructor(options: { servers?: string[]; timeoutMs?: number } = {}) {
@@ -45,14 +46,24 @@ export class MtaStsPolicies {
     };
   }
 
-  private async policyOf(domain: string): Promise<MTASTSPolicy> {
+  /** Deliveries to a domain at the same moment share one look-up. */
+  private policyOf(domain: string): Promise<MTASTSPolicy> {
     const cached = this.cache.get(domain);
     if (cached && cached.checkAgainAt > Date.now()) return cached.policy;
-    const { policy, status } = await getPolicy(domain, cached?.policy, { resolver: this.resolve });
+    const entry = { policy: this.fetch(domain, cached?.policy), checkAgainAt: Number.POSITIVE_INFINITY };
+    this.cache.set(domain, entry);
+    // mailauth answers its failures as statuses; anything it throws is not kept for the next one.
+    entry.policy.catch(() => this.cache.delete(domain));
+    return entry.policy;
+  }
+
+  private async fetch(domain: string, known: Promise<MTASTSPolicy> | undefined): Promise<MTASTSPolicy> {
+    const { policy, status } = await getPolicy(domain, await known, { resolver: this.resolve });
     const found = status === "found" || status === "renewed";
     const maxAgeMs = (policy.maxAge ?? 0) * 1000;
-    const checkAgainAt = Date.now() + (found ? Math.min(maxAgeMs, recheckAfterMs) : noPolicyRecheckMs);
-    this.cache.set(domain, { policy, checkAgainAt });
+    const entry = this.cache.get(domain);
+    if (entry)
+      entry.checkAgainAt = Date.now() + (found ? Math.min(maxAgeMs, recheckAfterMs) : noPolicyRecheckMs);
     return policy;
   }
 }

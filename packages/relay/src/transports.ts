@@ -156,7 +156,9 @@ const maxGiveBackMs = 30_000;
  *
  * TLS follows the URL's level (upstream.ts): opportunistic STARTTLS without verification,
  * `tls=required` and `smtps://` with the certificate verified unless `verify=false`, `tls=none`
- * without STARTTLS. Credentials go only over TLS unless the URL says `tls=none`.
+ * without STARTTLS. Credentials go only over TLS unless the URL says `tls=none`. An MX host reached
+ * by address gets what its route's TLS policy demands (`session`: STARTTLS required, the
+ * certificate verified for the MX host's name) and the project's source address.
  */
 export class UpstreamTransports {
   private readonly pools = new Map<string, ProjectPool>();
@@ -419,11 +421,12 @@ export class UpstreamTransports {
         this.discard(pool, connection);
         if (settled) return;
         settled = true;
-        if (!connected) this.circuits.connectFailed(pool.upstreamHost, error.message);
         const failure = error as SMTPConnection.SMTPError;
-        reject(
-          pool.tlsRequiredByRoute && isTlsFailure(failure) ? tlsRequired(pool.upstreamHost, failure) : error,
-        );
+        // TLS a route demands and the host cannot give is an answer, not a host that is down: it
+        // does not suspend the host for the projects that send to it without that demand.
+        const refusedByPolicy = pool.tlsRequiredByRoute && isTlsFailure(failure);
+        if (!connected && !refusedByPolicy) this.circuits.connectFailed(pool.upstreamHost, error.message);
+        reject(refusedByPolicy ? tlsRequired(pool.upstreamHost, failure) : error);
       };
       // After the connection is up, errors of a message also reach its send's callback; an idle
       // connection's (a timeout, the upstream hanging up) only come here.
