@@ -227,6 +227,15 @@ describe("dashboard", () => {
       const id = await sendOverSmtp(a, subject);
       const page = await signIn(a.apiToken.token);
       await page.goto(`${base}/#/messages`);
+      // Filtered by subject, the list holds this message and not another one.
+      const unrelated = `Unrelated ${uuidv7()}`;
+      await sendOverSmtp(a, unrelated);
+      await page.getByRole("link", { name: unrelated }).waitFor({ timeout: 20_000 });
+      await page.getByLabel("Subject contains").fill(subject);
+      await page.getByRole("button", { name: "Apply" }).click();
+      await page.getByRole("link", { name: unrelated }).waitFor({ state: "detached" });
+      await page.getByRole("link", { name: subject }).waitFor();
+      expect(await page.locator("tr[data-message-id]").count()).toBe(1);
       await page.getByRole("link", { name: subject }).click();
       await page.getByRole("heading", { name: subject }).waitFor();
       await expect(page.locator("pre.headers").textContent()).resolves.toContain(`Subject: ${subject}`);
