@@ -1,3 +1,4 @@
+import { setFlagsFromString } from "node:v8";
 import { ConfigError, loadConfig, type ResolvedConfig, resolveSecrets } from "@postern/config";
 import { createDatabase, type Database, migrate } from "@postern/db";
 import { provideServices, type Services } from "@postern/embedded";
@@ -39,6 +40,11 @@ export async function openRuntime(options: {
   /** The process runs the delivery worker alone (see `DatabaseOptions.genericPlans`). */
   workerOnly?: boolean;
 }): Promise<Runtime> {
+  // An operator command (`attach`) is over in a second: V8 then runs Prisma's query compiler
+  // (WebAssembly) as its baseline compiler made it, without also recompiling its hot functions
+  // with the optimizing one on background threads, which took a third of the command's CPU time.
+  // Set before the client compiles the module; the long-running roles keep the optimizing tier.
+  if (options.attach) setFlagsFromString("--liftoff-only --no-wasm-tier-up --no-wasm-dynamic-tiering");
   const base = loadConfig();
   const log = createLogger(
     { level: base.logLevel, name: "postern" },
