@@ -5,7 +5,7 @@ import { collectDefaultMetrics, Registry } from "prom-client";
  * prom-client's default metrics that describe the whole process, not the thread that reads them:
  * its memory, CPU time and file descriptors. A worker thread of `postern start` leaves them to the
  * main thread; /metrics adds the threads' registries up, and each thread would otherwise report the
- * process's resident memory again (an idle all-in-one process of 155 MB showed 310).
+ * process's resident memory again (an idle all-in-one process of 150 MiB showed 300).
  */
 const processWide = [
   "process_cpu_user_seconds_total",
