@@ -18,10 +18,10 @@ COPY scripts ./scripts
 COPY apps ./apps
 COPY packages ./packages
 
-# The postinstall script generates the Prisma client (no engine download, see prisma/generate.mjs);
-# the bundle (dist/postern.mjs) is what every role runs: plain node, no tsx loader thread.
+# The postinstall script generates the Prisma client (no engine download, see prisma/generate.mjs)
+# and builds the bundle (dist/postern.mjs, scripts/bundle.mjs) that every role runs: plain node, no
+# tsx loader thread.
 RUN npm ci --omit=dev --no-audit --no-fund \
- && node scripts/bundle.mjs \
  && npm cache clean --force \
  && mkdir -p /var/lib/postern && chown node:node /var/lib/postern
 

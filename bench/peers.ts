@@ -209,7 +209,7 @@ export async function startPostern(options: {
     if (!options.profileDir) await bundlePostern(options.repositoryRoot);
     const postern = join(
       options.repositoryRoot,
-      options.profileDir ? "apps/cli/bin/postern.js" : "dist/postern.mjs",
+      options.profileDir ? "apps/cli/bin/postern-sources.js" : "dist/postern.mjs",
     );
     const base = {
       PATH: process.env.PATH,

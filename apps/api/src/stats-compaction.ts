@@ -1,4 +1,4 @@
-import type { Database } from "@postern/db";
+import { type Database, sqlPoolOf } from "@postern/db";
 
 /**
  * MessageStatsHour gets up to one row per database connection (shard) for each project, hour and
@@ -10,15 +10,22 @@ import type { Database } from "@postern/db";
  * shard row after (folded next time). Several API processes may run it at once.
  */
 export async function compactMessageStats(db: Database, before: Date): Promise<number> {
-  return db.$executeRaw`
-    WITH folded AS (
-      DELETE FROM "MessageStatsHour" WHERE hour < ${before} AND shard <> 0
+  // On the pool, not through Prisma: run at start by every API process, a Prisma statement would
+  // load Prisma's query compiler into a process that may serve no other Prisma query for a long
+  // time (docs/operations.md, Memory).
+  const { rowCount } = await sqlPoolOf(db).query(
+    `WITH folded AS (
+      DELETE FROM "MessageStatsHour" WHERE hour < $1::timestamp(3) AND shard <> 0
       RETURNING "projectId", hour, status, count
     )
     INSERT INTO "MessageStatsHour" ("projectId", hour, status, shard, count)
     SELECT "projectId", hour, status, 0, sum(count)::int FROM folded GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
     ON CONFLICT ("projectId", hour, status, shard)
-    DO UPDATE SET count = "MessageStatsHour".count + EXCLUDED.count`;
+    DO UPDATE SET count = "MessageStatsHour".count + EXCLUDED.count`,
+    // UTC, as Prisma writes "hour": an ISO string, so the session's time zone cannot shift it.
+    [before.toISOString()],
+  );
+  return rowCount ?? 0;
 }
 
 const compactionIntervalMs = 10 * 60_000;

@@ -1,17 +1,29 @@
-import { Command, Option } from "commander";
-import { registerAuditCommands } from "./commands/audit";
-import { registerSecretCommands } from "./commands/credentials";
-import { registerDomainCommands } from "./commands/domains";
-import { registerEventCommands } from "./commands/events";
-import { registerMessageCommands } from "./commands/messages";
-import { exitCodes } from "./commands/operator";
-import { registerProjectCommands } from "./commands/project";
-import { registerRouteCommands } from "./commands/routes";
-import { registerRulesCommands } from "./commands/rules";
-import { startCommand } from "./commands/start";
-import { registerSuppressionCommands } from "./commands/suppressions";
-import { registerWebhookCommands } from "./commands/webhooks";
-import { roleNames } from "./roles";
+import { Command } from "commander";
+import { exitCodes } from "./commands/exit-codes";
+
+type Register = (program: Command) => void;
+
+/**
+ * Each top-level command's module, imported only when that command runs: a module brings the
+ * packages its command needs (Prisma, BullMQ, mailauth, Fastify, …), and evaluating all of them
+ * took most of a command's start. Listed in the order `--help` shows them.
+ */
+const commands = new Map<string, () => Promise<Register>>(
+  Object.entries({
+    start: async () => (await import("./commands/start")).registerStartCommand,
+    project: async () => (await import("./commands/project")).registerProjectCommands,
+    credentials: async () => (await import("./commands/credentials")).registerCredentialCommands,
+    token: async () => (await import("./commands/credentials")).registerTokenCommands,
+    audit: async () => (await import("./commands/audit")).registerAuditCommands,
+    messages: async () => (await import("./commands/messages")).registerMessageCommands,
+    events: async () => (await import("./commands/events")).registerEventCommands,
+    rules: async () => (await import("./commands/rules")).registerRulesCommands,
+    routes: async () => (await import("./commands/routes")).registerRouteCommands,
+    domains: async () => (await import("./commands/domains")).registerDomainCommands,
+    suppressions: async () => (await import("./commands/suppressions")).registerSuppressionCommands,
+    webhooks: async () => (await import("./commands/webhooks")).registerWebhookCommands,
+  }),
+);
 
 const program = new Command()
   .name("postern")
@@ -23,24 +35,10 @@ const program = new Command()
     "\nExit codes: 0 done, 1 Postern unavailable (configuration, database, Redis), 2 invalid usage or input,\n3 not found, 4 refused in the current state (e.g. deleting a project with pending mail).",
   );
 
-program
-  .command("start")
-  .description(`run the relay: every role, or only the named ones (${roleNames.join(", ")})`)
-  .argument("[roles...]", "roles to run in this process")
-  // Internal: a worker thread started by `postern start` (apps/cli/src/worker-threads.ts).
-  .addOption(new Option("--supervised").hideHelp())
-  .action((roles: string[], options: { supervised?: boolean }) => startCommand(roles, options));
-
-registerProjectCommands(program);
-registerSecretCommands(program);
-registerAuditCommands(program);
-registerMessageCommands(program);
-registerEventCommands(program);
-registerRulesCommands(program);
-registerRouteCommands(program);
-registerDomainCommands(program);
-registerSuppressionCommands(program);
-registerWebhookCommands(program);
+// The program has no options of its own, so the first word that is not one names the command.
+// Without a known one (--help, `help`, a typo) every command is loaded, to be listed or suggested.
+const named = commands.get(process.argv.slice(2).find((word) => !word.startsWith("-")) ?? "");
+for (const load of named ? [named] : commands.values()) (await load())(program);
 
 // Usage errors (unknown command or option, missing argument) exit 2 like other Unix tools; --help exits 0.
 for (const command of [program, ...allSubcommands(program)]) {

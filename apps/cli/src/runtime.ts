@@ -1,9 +1,16 @@
+import { setFlagsFromString } from "node:v8";
 import { ConfigError, loadConfig, type ResolvedConfig, resolveSecrets } from "@postern/config";
 import { createDatabase, type Database, migrate } from "@postern/db";
 import { provideServices, type Services } from "@postern/embedded";
-import { createRedis, type Redis } from "@postern/queue";
-import { createLogger, createMetricsRegistry, type Logger, type Registry } from "@postern/telemetry";
-import type { DestinationStream } from "pino";
+// The Redis client alone: the package's index also brings BullMQ, which an operator command does not need.
+import { createRedis, type Redis } from "@postern/queue/redis";
+import {
+  createLogger,
+  createMetricsRegistry,
+  type Logger,
+  logDestination,
+  type Registry,
+} from "@postern/telemetry";
 
 /** What every role is given: one config, one database pool, one Redis connection, one logger, one registry. */
 export interface Runtime {
@@ -28,13 +35,21 @@ export interface Runtime {
 export async function openRuntime(options: {
   attach: boolean;
   onAdminTokenGenerated?: (token: string) => void;
-  /** Where log lines go; the operator CLI sends them to stderr so that stdout stays parseable. */
-  logDestination?: DestinationStream;
+  /** Where log lines go (default 1, stdout); the operator CLI sends them to stderr (2) so that stdout stays parseable. */
+  logFd?: 1 | 2;
   /** The process runs the delivery worker alone (see `DatabaseOptions.genericPlans`). */
   workerOnly?: boolean;
 }): Promise<Runtime> {
+  // An operator command (`attach`) is over in a second: V8 then runs Prisma's query compiler
+  // (WebAssembly) as its baseline compiler made it, without also recompiling its hot functions
+  // with the optimizing one on background threads, which took a third of the command's CPU time.
+  // Set before the client compiles the module; the long-running roles keep the optimizing tier.
+  if (options.attach) setFlagsFromString("--liftoff-only --no-wasm-tier-up --no-wasm-dynamic-tiering");
   const base = loadConfig();
-  const log = createLogger({ level: base.logLevel, name: "postern" }, options.logDestination);
+  const log = createLogger(
+    { level: base.logLevel, name: "postern" },
+    logDestination(base.logFormat, options.logFd),
+  );
   const services = await provideServices(base, {
     attach: options.attach,
     log: (line) => log.debug({ component: "embedded" }, line),

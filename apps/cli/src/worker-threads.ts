@@ -1,4 +1,3 @@
-import { fileURLToPath } from "node:url";
 import { parentPort, Worker } from "node:worker_threads";
 import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue } from "prom-client";
 import type { RunningRole } from "./roles";
@@ -23,11 +22,10 @@ export type FromWorker =
   | { type: "ready"; describe: string[] }
   | { type: "metrics"; id: number; metrics: MetricsJson };
 
-// Run from the sources, a thread starts the tsx launcher; inside the bundle (dist/postern.mjs,
-// scripts/bundle.mjs), the bundle's entry itself: this module is in the entry file, since only the
-// roles are split off into chunks (the bundle test starts a thread from it).
-const self = fileURLToPath(import.meta.url);
-const entry = self.endsWith(".ts") ? fileURLToPath(new URL("../bin/postern.js", import.meta.url)) : self;
+// A thread runs the same program as the process, from the same file: the bundle's entry
+// (dist/postern.mjs, directly or through bin/postern.js), or the sources through
+// bin/postern-sources.js. Node gives that file's absolute path as argv[1].
+const entry = process.argv[1] as string;
 const restartDelayMs = 1000;
 
 interface Thread {

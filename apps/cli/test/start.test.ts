@@ -147,6 +147,33 @@ describe("postern start, embedded", () => {
   }, 90_000);
 });
 
+/** The chunk of the bundle that holds a command's module (`commands/<name>.ts`). */
+async function chunkOf(command: string): Promise<string> {
+  const chunks = join(bundle, "../chunks");
+  const file = (await readdir(chunks)).find(
+    (name) => name.startsWith(`${command}-`) && name.endsWith(".mjs"),
+  );
+  if (!file) throw new Error(`no chunk of ${command} in ${chunks}`);
+  return join(chunks, file);
+}
+
+/** The bundle's files that importing `files` evaluates, and the packages they import. */
+async function staticImports(files: string[]): Promise<{ files: string[]; packages: string[] }> {
+  const packages = new Set<string>();
+  const seen = new Set<string>();
+  const visit = async (file: string) => {
+    if (seen.has(file)) return;
+    seen.add(file);
+    const code = await readFile(file, "utf8");
+    for (const [, specifier] of code.matchAll(/^import\s[^;]*?["']([^"']+)["'];?$/gms)) {
+      if (specifier?.startsWith(".")) await visit(join(file, "..", specifier));
+      else if (specifier && !specifier.startsWith("node:")) packages.add(specifier);
+    }
+  };
+  for (const file of files) await visit(file);
+  return { files: [...seen], packages: [...packages] };
+}
+
 describe("the production bundle (dist/postern.mjs)", () => {
   let dataDir: string;
   beforeAll(async () => {
@@ -173,22 +200,10 @@ describe("the production bundle (dist/postern.mjs)", () => {
   it("loads the API's and the SMTP server's libraries only where those roles run", async () => {
     // What a process or worker thread evaluates at start: the entry, the chunks it imports
     // statically, and their packages (ES imports are all evaluated before any code runs). The
-    // roles' chunks come later, by dynamic import, in the process or thread that runs the role.
-    const dist = join(bundle, "..");
-    const packages = new Set<string>();
-    const seen = new Set<string>();
-    const visit = async (file: string) => {
-      if (seen.has(file)) return;
-      seen.add(file);
-      const code = await readFile(file, "utf8");
-      for (const [, specifier] of code.matchAll(/^import\s[^;]*?["']([^"']+)["'];?$/gms)) {
-        if (specifier?.startsWith(".")) await visit(join(file, "..", specifier));
-        else if (specifier && !specifier.startsWith("node:")) packages.add(specifier);
-      }
-    };
-    await visit(bundle);
-    expect([...seen].length).toBeGreaterThan(1);
-    expect([...packages]).toEqual(expect.arrayContaining(["pino", "zod", "pg", "bullmq", "ioredis"]));
+    // commands' and the roles' chunks come later, by dynamic import, where they run.
+    const start = await staticImports([bundle, await chunkOf("start")]);
+    expect(start.files.length).toBeGreaterThan(2);
+    expect(start.packages).toEqual(expect.arrayContaining(["pino", "zod", "pg", "ioredis"]));
     for (const role of [
       "fastify",
       "@fastify/swagger",
@@ -197,8 +212,16 @@ describe("the production bundle (dist/postern.mjs)", () => {
       "selfsigned",
       "mailparser",
     ])
-      expect([...packages]).not.toContain(role);
-    expect((await readdir(join(dist, "chunks"))).length).toBeGreaterThan(0);
+      expect(start.packages).not.toContain(role);
+  });
+
+  it("loads only what an operator command needs", async () => {
+    // `postern --help` evaluates commander alone; `postern project …` no queue, DKIM or MIME library.
+    expect((await staticImports([bundle])).packages).toEqual(["commander"]);
+    const { packages } = await staticImports([bundle, await chunkOf("project")]);
+    expect(packages).toEqual(expect.arrayContaining(["@prisma/client/runtime/client", "pg", "ioredis"]));
+    for (const heavy of ["bullmq", "mailauth", "@zone-eu/mailsplit", "libmime", "fastify", "smtp-server"])
+      expect(packages.filter((name) => name === heavy || name.startsWith(`${heavy}/`))).toEqual([]);
   });
 });
 

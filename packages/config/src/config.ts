@@ -116,6 +116,7 @@ export interface Config {
   upstreamPassword: string | undefined;
   shutdownTimeoutMs: number;
   logLevel: Environment["LOG_LEVEL"];
+  logFormat: Environment["LOG_FORMAT"];
 }
 
 /** A Config whose secrets are known (given, or generated in embedded mode). */
@@ -253,6 +254,7 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
     upstreamPassword: e.UPSTREAM_PASSWORD,
     shutdownTimeoutMs: e.SHUTDOWN_TIMEOUT * 1000,
     logLevel: e.LOG_LEVEL,
+    logFormat: e.LOG_FORMAT,
   };
 }
 

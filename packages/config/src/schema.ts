@@ -420,6 +420,11 @@ export const variables = {
     default: "info",
     doc: "pino log level.",
   },
+  LOG_FORMAT: {
+    schema: z.enum(["auto", "pretty", "json"], { error: "must be auto, pretty or json" }).default("auto"),
+    default: "auto",
+    doc: "How log lines are written: `json` (one JSON object per line, for log collectors), `pretty` (a time, a level and the message on one line, for people; colored on a terminal), or `auto`: `pretty` when the log's destination (stdout; stderr for the operator CLI) is a terminal, `json` otherwise. The fields and the redaction of secrets are the same in both.",
+  },
 } satisfies Record<string, VariableSpec>;
 
 export type VariableName = keyof typeof variables;

@@ -1,2 +1,9 @@
-export { createLogger, type Logger, maskSecretLookalikes, redactedPaths } from "./logger";
+export {
+  createLogger,
+  type LogFormat,
+  type Logger,
+  logDestination,
+  maskSecretLookalikes,
+  redactedPaths,
+} from "./logger";
 export { createMetricsRegistry, type Registry } from "./metrics";

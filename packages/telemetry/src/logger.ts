@@ -1,3 +1,5 @@
+import { createRequire } from "node:module";
+import { isatty } from "node:tty";
 import { isMainThread, threadId } from "node:worker_threads";
 import { type DestinationStream, type Logger, pino } from "pino";
 
@@ -88,4 +90,33 @@ export function createLogger(
     },
     destination,
   );
+}
+
+/** LOG_FORMAT: `auto` is `pretty` where the lines go to a terminal, `json` elsewhere. */
+export type LogFormat = "auto" | "pretty" | "json";
+
+/**
+ * The stream a process's log lines go to: file descriptor `fd` (stdout; the operator CLI writes
+ * its log to stderr so that its stdout stays parseable), as JSON lines for collectors or as
+ * pino-pretty's one line per entry for people. Either way pino has redacted the entry first: the
+ * pretty form is made from the JSON line. pino-pretty runs as a stream in the logging thread, not
+ * as a pino transport (a worker thread of its own for every Postern thread), and is only loaded
+ * when used. Both write synchronously, so no line is lost when the process exits.
+ */
+export function logDestination(format: LogFormat, fd = 1): DestinationStream {
+  const terminal = isatty(fd);
+  if (format === "json" || (format === "auto" && !terminal))
+    return pino.destination({ dest: fd, sync: true });
+  const pretty = createRequire(import.meta.url)("pino-pretty") as typeof import("pino-pretty");
+  return pretty.build({
+    destination: fd,
+    sync: true,
+    colorize: terminal,
+    translateTime: "SYS:HH:MM:ss.l",
+    // The pid is the same on every line of a process; a worker thread's lines keep `thread`.
+    ignore: "pid,hostname",
+    // The entry's fields as JSON after the message, on the same line: one line per event, as in
+    // the JSON form, so that grep and less work on it.
+    singleLine: true,
+  });
 }

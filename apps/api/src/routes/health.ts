@@ -1,4 +1,4 @@
-import type { Database } from "@postern/db";
+import { type Database, sqlPoolOf } from "@postern/db";
 import type { Redis } from "@postern/queue";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
@@ -81,7 +81,9 @@ export function healthRoutes(deps: {
       },
       async (_request, reply) => {
         const [postgres, redis] = await Promise.all([
-          check(() => deps.db.$queryRaw`SELECT 1`),
+          // On the pool, not through Prisma: a probe every few seconds must not be what loads Prisma's
+          // query compiler into an idle process (docs/operations.md, Memory).
+          check(() => sqlPoolOf(deps.db).query("SELECT 1")),
           check(() => deps.redis.ping()),
         ]);
         const checks = { postgres, redis, ...deps.roleReadiness?.() };

@@ -7,9 +7,8 @@ import {
 } from "@postern/audit";
 import type { AuditEvent } from "@postern/db";
 import { type Command, InvalidArgumentError, Option } from "commander";
-import { pino } from "pino";
 import { exitWithStartupError, openRuntime, type Runtime } from "../runtime";
-import { exitCodes } from "./operator";
+import { exitCodes } from "./exit-codes";
 import { validProjectId } from "./project";
 
 interface TailOptions {
@@ -58,7 +57,7 @@ export function registerAuditCommands(program: Command): void {
       }
       let runtime: Runtime;
       try {
-        runtime = await openRuntime({ attach: true, logDestination: pino.destination(2) });
+        runtime = await openRuntime({ attach: true, logFd: 2 });
       } catch (error) {
         exitWithStartupError(error);
       }

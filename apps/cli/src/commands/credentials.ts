@@ -1,9 +1,10 @@
 import type { Command } from "commander";
-import { CommandFailure, exitCodes, type OutputOptions, operate, table } from "./operator";
+import { exitCodes } from "./exit-codes";
+import { CommandFailure, type OutputOptions, operate, table } from "./operator";
 import { cliActor, projectServiceOf, validProjectId } from "./project";
 
-/** `postern credentials create|revoke` and `postern token create|revoke`. */
-export function registerSecretCommands(program: Command): void {
+/** `postern credentials create|revoke`. */
+export function registerCredentialCommands(program: Command): void {
   const credentials = program.command("credentials").description("issue and revoke SMTP credentials");
   credentials
     .command("create")
@@ -44,7 +45,10 @@ export function registerSecretCommands(program: Command): void {
         };
       }),
     );
+}
 
+/** `postern token create|revoke`. */
+export function registerTokenCommands(program: Command): void {
   const token = program.command("token").description("issue and revoke project API tokens");
   token
     .command("create")

@@ -3,7 +3,8 @@ import { createDomainService, type DomainView } from "@postern/dkim";
 import { domainName } from "@postern/projects";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import type { Runtime } from "../runtime";
-import { CommandFailure, exitCodes, type OutputOptions, operate, table } from "./operator";
+import { exitCodes } from "./exit-codes";
+import { CommandFailure, type OutputOptions, operate, table } from "./operator";
 import { cliActor, validProjectId } from "./project";
 
 function domainsOf(runtime: Runtime) {

@@ -10,9 +10,8 @@ import {
   messageEventTypes,
 } from "@postern/messages";
 import { type Command, InvalidArgumentError, Option } from "commander";
-import { pino } from "pino";
 import { exitWithStartupError, openRuntime, type Runtime } from "../runtime";
-import { exitCodes } from "./operator";
+import { exitCodes } from "./exit-codes";
 import { validProjectId } from "./project";
 
 interface EventsOptions {
@@ -81,7 +80,7 @@ export function registerEventCommands(program: Command): void {
       }
       let runtime: Runtime;
       try {
-        runtime = await openRuntime({ attach: true, logDestination: pino.destination(2) });
+        runtime = await openRuntime({ attach: true, logFd: 2 });
       } catch (error) {
         exitWithStartupError(error);
       }

@@ -14,7 +14,8 @@ import {
 import { createDeliveryProducer } from "@postern/queue";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import type { Runtime } from "../runtime";
-import { CommandFailure, exitCodes, type OutputOptions, operate, table } from "./operator";
+import { exitCodes } from "./exit-codes";
+import { CommandFailure, type OutputOptions, operate, table } from "./operator";
 import { validProjectId } from "./project";
 
 const statuses: MessageStatus[] = [

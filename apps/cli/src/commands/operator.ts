@@ -1,12 +1,5 @@
-import { pino } from "pino";
 import { exitWithStartupError, openRuntime, type Runtime } from "../runtime";
-
-/**
- * Exit codes of the operator commands, for scripts: 0 done; 1 Postern could not run the command
- * (configuration, database or Redis unavailable); 2 invalid usage or input; 3 no such project,
- * credential or token; 4 refused in the current state (e.g. deleting a project with pending mail).
- */
-export const exitCodes = { ok: 0, unavailable: 1, usage: 2, notFound: 3, conflict: 4 } as const;
+import { exitCodes } from "./exit-codes";
 
 /** An expected refusal: printed as one line on stderr (or as JSON with --json), then the exit code. */
 export class CommandFailure extends Error {
@@ -36,7 +29,7 @@ export async function operate(
 ): Promise<never> {
   let runtime: Runtime;
   try {
-    runtime = await openRuntime({ attach: true, logDestination: pino.destination(2) });
+    runtime = await openRuntime({ attach: true, logFd: 2 });
   } catch (error) {
     exitWithStartupError(error);
   }

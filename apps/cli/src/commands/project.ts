@@ -10,7 +10,8 @@ import {
 import type { Command } from "commander";
 import type { z } from "zod";
 import type { Runtime } from "../runtime";
-import { CommandFailure, exitCodes, type OutputOptions, operate, table } from "./operator";
+import { exitCodes } from "./exit-codes";
+import { CommandFailure, type OutputOptions, operate, table } from "./operator";
 import {
   type UpstreamPasswordOptions,
   withUpstreamPassword,

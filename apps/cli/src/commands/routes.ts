@@ -2,7 +2,8 @@ import { readFile } from "node:fs/promises";
 import { createRouteService, type RoutesView, routesInputSchema } from "@postern/projects";
 import type { Command } from "commander";
 import type { Runtime } from "../runtime";
-import { CommandFailure, exitCodes, type OutputOptions, operate } from "./operator";
+import { exitCodes } from "./exit-codes";
+import { CommandFailure, type OutputOptions, operate } from "./operator";
 import { cliActor, validProjectId } from "./project";
 
 /**

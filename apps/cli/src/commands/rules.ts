@@ -7,7 +7,8 @@ import {
   ruleSetInputSchema,
 } from "@postern/rules";
 import type { Command } from "commander";
-import { CommandFailure, exitCodes, type OutputOptions, operate } from "./operator";
+import { exitCodes } from "./exit-codes";
+import { CommandFailure, type OutputOptions, operate } from "./operator";
 import { cliActor, validProjectId } from "./project";
 
 interface RulesOptions extends OutputOptions {

@@ -1,4 +1,5 @@
 import { isMainThread } from "node:worker_threads";
+import { type Command, Option } from "commander";
 import { defaultRoles, probes, type RunningRole, roleNames, roles } from "../roles";
 import { exitWithStartupError, openRuntime, type Runtime } from "../runtime";
 import { mergedExposition, startWorkerThreads, superviseThisWorker } from "../worker-threads";
@@ -6,6 +7,16 @@ import { mergedExposition, startWorkerThreads, superviseThisWorker } from "../wo
 export interface StartOptions {
   /** Internal: this is a worker thread started by `postern start` (see worker-threads.ts). */
   supervised?: boolean;
+}
+
+export function registerStartCommand(program: Command): void {
+  program
+    .command("start")
+    .description(`run the relay: every role, or only the named ones (${roleNames.join(", ")})`)
+    .argument("[roles...]", "roles to run in this process")
+    // Internal: a worker thread started by `postern start` (apps/cli/src/worker-threads.ts).
+    .addOption(new Option("--supervised").hideHelp())
+    .action((roles: string[], options: StartOptions) => startCommand(roles, options));
 }
 
 /**

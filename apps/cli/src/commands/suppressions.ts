@@ -9,7 +9,8 @@ import {
 } from "@postern/projects";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import type { Runtime } from "../runtime";
-import { CommandFailure, exitCodes, type OutputOptions, operate } from "./operator";
+import { exitCodes } from "./exit-codes";
+import { CommandFailure, type OutputOptions, operate } from "./operator";
 import { cliActor, validProjectId } from "./project";
 
 function suppressionsOf(runtime: Runtime) {

@@ -2,7 +2,8 @@ import { readFile } from "node:fs/promises";
 import { createInterface } from "node:readline";
 import { Writable } from "node:stream";
 import type { Command } from "commander";
-import { CommandFailure, exitCodes } from "./operator";
+import { exitCodes } from "./exit-codes";
+import { CommandFailure } from "./operator";
 
 /**
  * An upstream URL's password reaches the CLI from a file, from UPSTREAM_PASSWORD or from a prompt,

@@ -9,7 +9,8 @@ import {
 } from "@postern/webhooks";
 import { type Command, InvalidArgumentError } from "commander";
 import type { Runtime } from "../runtime";
-import { CommandFailure, exitCodes, type OutputOptions, operate, table } from "./operator";
+import { exitCodes } from "./exit-codes";
+import { CommandFailure, type OutputOptions, operate, table } from "./operator";
 import { cliActor, validProjectId } from "./project";
 
 /** The webhook service, with a waker for tests and replays; call `close` when done. */
