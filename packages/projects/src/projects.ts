@@ -9,7 +9,8 @@ import {
 import type { Database, Project } from "@postern/db";
 import { countPendingMessages } from "@postern/messages";
 import type { Redis } from "@postern/queue";
-import { parseUpstreamUrl, UpstreamUrlError } from "@postern/relay";
+// The URL parser alone: the package index brings the SMTP client and MTA-STS to operator commands.
+import { parseUpstreamUrl, UpstreamUrlError } from "@postern/relay/upstream";
 import { ok, type Result, refuse } from "@postern/result";
 import { unusableLocalAddress } from "./local-addresses";
 

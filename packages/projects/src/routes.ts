@@ -2,7 +2,7 @@ import { recordAudit } from "@postern/audit";
 import { type AuthInvalidation, openSecret, publishAuthInvalidation, sealSecret } from "@postern/auth";
 import type { Database, Prisma } from "@postern/db";
 import type { Redis } from "@postern/queue";
-import { parseUpstreamUrl, UpstreamUrlError } from "@postern/relay";
+import { parseUpstreamUrl, UpstreamUrlError } from "@postern/relay/upstream";
 import { ok, type Result, refuse } from "@postern/result";
 import { z } from "zod";
 import type { Actor } from "./projects";
