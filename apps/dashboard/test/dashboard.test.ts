@@ -461,7 +461,9 @@ describe("dashboard", () => {
         await expect(delivery.locator("td").nth(3).textContent()).resolves.toBe("1");
         await expect(delivery.locator("td").nth(5).textContent()).resolves.toMatch(/^200\b/);
         // The receiver got it, signed with the secret the page showed.
-        const tests = receiver.received.filter((r) => (JSON.parse(r.body) as { type: string }).type === "webhook.test");
+        const testsReceived = () =>
+          receiver.received.filter((r) => (JSON.parse(r.body) as { type: string }).type === "webhook.test");
+        const tests = testsReceived();
         expect(tests).toHaveLength(1);
         const [test] = tests as [(typeof tests)[number]];
         const event = new Webhook(secret).verify(test.body, test.headers as Record<string, string>) as {
@@ -472,9 +474,32 @@ describe("dashboard", () => {
         expect(await accessibilityViolations(page)).toEqual([]);
         await screenshot(page, "webhook-deliveries");
 
+        // Replay of one delivery: the same event again, with the same webhook-id.
+        await delivery.getByRole("button", { name: "Replay" }).click();
+        await receiver.until(() => testsReceived().length === 2, "the replayed test event");
+        const [first, again] = testsReceived() as [(typeof tests)[number], (typeof tests)[number]];
+        expect(again.headers["webhook-id"]).toBe(first.headers["webhook-id"]);
+        // Replay of what failed since a time: nothing failed.
+        await page.getByLabel("Failed since").fill("2020-01-01T00:00");
+        await page.getByRole("button", { name: "Replay failed since" }).click();
+        await page.getByText("0 failed deliveries sent again.").waitFor();
+
         await page.reload();
         await settled(page);
         expect(await page.content()).not.toContain(secret);
+        // Disabled: nothing is sent to it, so no test event is offered; then enabled again.
+        await row.getByRole("button", { name: "Disable" }).click();
+        await row.locator(".status-disabled").waitFor();
+        expect(await row.getByRole("button", { name: "Send test event" }).count()).toBe(0);
+        await row.getByRole("button", { name: "Enable" }).click();
+        await row.locator(".status-active").waitFor();
+        page.once("dialog", (dialog) => void dialog.accept());
+        await row.getByRole("button", { name: "Delete" }).click();
+        await row.waitFor({ state: "detached" });
+        const listed = await fetch(`${base}/v1/webhooks`, {
+          headers: { authorization: `Bearer ${a.apiToken.token}` },
+        });
+        expect(((await listed.json()) as { items: unknown[] }).items).toEqual([]);
         await expectNoCspViolations(page);
       } finally {
         await receiver.stop();
@@ -535,7 +560,11 @@ describe("dashboard", () => {
         { token: ctx.config.adminToken, name: "operator-audit", path: "#/audit" },
         { token: ctx.config.adminToken, name: "credentials", path: `#/projects/${a.project.id}/credentials` },
         { token: ctx.config.adminToken, name: "project-overview", path: `#/projects/${a.project.id}/` },
-        { token: ctx.config.adminToken, name: "operator-webhooks", path: `#/projects/${a.project.id}/webhooks` },
+        {
+          token: ctx.config.adminToken,
+          name: "operator-webhooks",
+          path: `#/projects/${a.project.id}/webhooks`,
+        },
       ];
       const signedIn = new Map<string, Page>();
       const violations: string[] = [];

@@ -41,7 +41,10 @@ interface OpenApiDocument {
     {
       post?: {
         requestBody?: {
-          content?: Record<string, { schema?: { properties?: { events?: { items?: { enum?: string[] } } } } }>;
+          content?: Record<
+            string,
+            { schema?: { properties?: { events?: { items?: { enum?: string[] } } } } }
+          >;
         };
       };
     }
@@ -54,8 +57,8 @@ interface OpenApiDocument {
  */
 function subscribableTypes(document: OpenApiDocument): string[] {
   const types =
-    document.paths?.["/v1/webhooks"]?.post?.requestBody?.content?.["application/json"]?.schema?.properties?.events
-      ?.items?.enum;
+    document.paths?.["/v1/webhooks"]?.post?.requestBody?.content?.["application/json"]?.schema?.properties
+      ?.events?.items?.enum;
   if (!types?.length) throw new Error("the API's description names no webhook event types");
   return types;
 }
@@ -75,7 +78,9 @@ export function Webhooks() {
   const base = `${scope.api}/webhooks`;
   const list = useResource<{ items: Webhook[] }>(base);
   const [created, setCreated] = useState<{ url: string; secret: string }>();
+  /** The endpoint whose deliveries log is shown. */
   const [open, setOpen] = useState<string>();
+  const openHook = list.data?.items.find((hook) => hook.id === open);
   return (
     <>
       <h1>Webhooks</h1>
@@ -127,44 +132,46 @@ export function Webhooks() {
                       ) : null}
                     </td>
                     <td>{hook.description ?? <span class="muted">–</span>}</td>
-                    <td class="row-actions">
-                      <button
-                        type="button"
-                        aria-expanded={open === hook.id}
-                        aria-controls={open === hook.id ? `deliveries-${hook.id}` : undefined}
-                        onClick={() => setOpen(open === hook.id ? undefined : hook.id)}
-                      >
-                        Deliveries
-                      </button>
-                      {hook.status === "active" ? (
+                    <td>
+                      <span class="row-actions">
+                        <button
+                          type="button"
+                          aria-expanded={open === hook.id}
+                          aria-controls={open === hook.id ? `deliveries-${hook.id}` : undefined}
+                          onClick={() => setOpen(open === hook.id ? undefined : hook.id)}
+                        >
+                          Deliveries
+                        </button>
+                        {hook.status === "active" ? (
+                          <ActionButton
+                            label="Send test event"
+                            run={async () => {
+                              await api(`${base}/${hook.id}/test`, { method: "POST" });
+                              setOpen(hook.id);
+                            }}
+                          />
+                        ) : null}
                         <ActionButton
-                          label="Send test event"
+                          label={hook.status === "active" ? "Disable" : "Enable"}
                           run={async () => {
-                            await api(`${base}/${hook.id}/test`, { method: "POST" });
-                            setOpen(hook.id);
+                            await api(`${base}/${hook.id}`, {
+                              method: "PATCH",
+                              body: { enabled: hook.status !== "active" },
+                            });
+                            await list.reload();
                           }}
                         />
-                      ) : null}
-                      <ActionButton
-                        label={hook.status === "active" ? "Disable" : "Enable"}
-                        run={async () => {
-                          await api(`${base}/${hook.id}`, {
-                            method: "PATCH",
-                            body: { enabled: hook.status !== "active" },
-                          });
-                          await list.reload();
-                        }}
-                      />
-                      <ActionButton
-                        label="Delete"
-                        danger
-                        confirm={`Delete the webhook to ${hook.url} and its deliveries log?`}
-                        run={async () => {
-                          await api(`${base}/${hook.id}`, { method: "DELETE" });
-                          if (open === hook.id) setOpen(undefined);
-                          await list.reload();
-                        }}
-                      />
+                        <ActionButton
+                          label="Delete"
+                          danger
+                          confirm={`Delete the webhook to ${hook.url} and its deliveries log?`}
+                          run={async () => {
+                            await api(`${base}/${hook.id}`, { method: "DELETE" });
+                            if (open === hook.id) setOpen(undefined);
+                            await list.reload();
+                          }}
+                        />
+                      </span>
                     </td>
                   </tr>
                 ))}
@@ -173,11 +180,12 @@ export function Webhooks() {
           )
         }
       </Loaded>
-      {open && list.data?.items.some((hook) => hook.id === open) ? (
+      {openHook ? (
         <Deliveries
-          base={`${base}/${open}`}
-          id={`deliveries-${open}`}
-          hook={list.data.items.find((hook) => hook.id === open) as Webhook}
+          key={openHook.id}
+          base={`${base}/${openHook.id}`}
+          id={`deliveries-${openHook.id}`}
+          hook={openHook}
         />
       ) : null}
     </>
