@@ -15,11 +15,13 @@ import {
   type ProjectFixture,
   SmtpSink,
   type TestContext,
+  WebhookReceiver,
 } from "@postern/testkit";
 import { type RunningWorker, startWorker } from "@postern/worker";
 import type { FastifyInstance } from "fastify";
 import nodemailer from "nodemailer";
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
+import { Webhook } from "standardwebhooks";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 
 /*
@@ -55,7 +57,8 @@ beforeAll(async () => {
   if (!existsSync(chromiumPath)) {
     throw new Error(`no browser at ${chromiumPath}: apt-get install -y chromium (or set CHROMIUM_PATH)`);
   }
-  ctx = await createTestContext({ DELIVERY_BACKOFF: "1,1" });
+  // Webhooks go to a receiver on a loopback port, which the address policy refuses otherwise.
+  ctx = await createTestContext({ DELIVERY_BACKOFF: "1,1", WEBHOOK_ALLOW_PRIVATE: "true" });
   api = await buildApi({
     config: ctx.config,
     db: ctx.db,
@@ -177,6 +180,26 @@ async function holdMessage(fixture: ProjectFixture, subject: string): Promise<st
   expect(outcome.ok).toBe(true);
   await acceptor.settled();
   return id;
+}
+
+/** axe-core's serious and critical findings on the page as it is, each with where. */
+async function accessibilityViolations(page: Page): Promise<string[]> {
+  await page.evaluate(axeSource);
+  return page.evaluate(async () => {
+    const axe = (
+      window as unknown as {
+        axe: {
+          run(): Promise<{
+            violations: Array<{ id: string; impact: string; nodes: Array<{ target: string[] }> }>;
+          }>;
+        };
+      }
+    ).axe;
+    const result = await axe.run();
+    return result.violations
+      .filter((v) => v.impact === "serious" || v.impact === "critical")
+      .map((v) => `${v.id} at ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+  });
 }
 
 async function screenshot(page: Page, name: string) {
@@ -408,6 +431,84 @@ describe("dashboard", () => {
   );
 
   it(
+    "adds a webhook (its secret shown once), sends a test event and shows it delivered, signed",
+    async () => {
+      const receiver = await WebhookReceiver.start();
+      try {
+        const page = await signIn(a.apiToken.token);
+        await page.getByRole("link", { name: "Webhooks" }).click();
+        await settled(page);
+        await page.getByText("New webhook").click();
+        await page.getByLabel("URL").fill(receiver.url);
+        // The event types are the API's own list.
+        await page.getByLabel("message.delivered", { exact: true }).check();
+        await page.getByLabel("message.failed", { exact: true }).check();
+        await page.getByLabel("Description (optional)").fill("Browser test receiver");
+        await page.getByRole("button", { name: "Add webhook" }).click();
+        const secret = (await page.locator('[data-secret="Signing secret"]').textContent()) as string;
+        expect(secret).toMatch(/^whsec_[A-Za-z0-9+/]+=*$/);
+        const row = page.locator(`tr[data-webhook="${receiver.url}"]`);
+        await expect(row.textContent()).resolves.toContain("message.delivered, message.failed");
+        await screenshot(page, "webhook-created");
+        // Shown once: gone when dismissed, and from every later answer.
+        await page.getByRole("button", { name: "Done" }).click();
+        expect(await page.content()).not.toContain(secret);
+
+        await row.getByRole("button", { name: "Send test event" }).click();
+        // The deliveries log opens and is read again until the worker has delivered it.
+        const delivery = page.locator('tr[data-event-type="webhook.test"]');
+        await delivery.locator(".status-succeeded").waitFor({ timeout: 30_000 });
+        await expect(delivery.locator("td").nth(3).textContent()).resolves.toBe("1");
+        await expect(delivery.locator("td").nth(5).textContent()).resolves.toMatch(/^200\b/);
+        // The receiver got it, signed with the secret the page showed.
+        const testsReceived = () =>
+          receiver.received.filter((r) => (JSON.parse(r.body) as { type: string }).type === "webhook.test");
+        const tests = testsReceived();
+        expect(tests).toHaveLength(1);
+        const [test] = tests as [(typeof tests)[number]];
+        const event = new Webhook(secret).verify(test.body, test.headers as Record<string, string>) as {
+          type: string;
+          projectId: string;
+        };
+        expect(event).toMatchObject({ type: "webhook.test", projectId: a.project.id });
+        expect(await accessibilityViolations(page)).toEqual([]);
+        await screenshot(page, "webhook-deliveries");
+
+        // Replay of one delivery: the same event again, with the same webhook-id.
+        await delivery.getByRole("button", { name: "Replay" }).click();
+        await receiver.until(() => testsReceived().length === 2, "the replayed test event");
+        const [first, again] = testsReceived() as [(typeof tests)[number], (typeof tests)[number]];
+        expect(again.headers["webhook-id"]).toBe(first.headers["webhook-id"]);
+        // Replay of what failed since a time: nothing failed.
+        await page.getByLabel("Failed since").fill("2020-01-01T00:00");
+        await page.getByRole("button", { name: "Replay failed since" }).click();
+        await page.getByText("0 failed deliveries sent again.").waitFor();
+
+        await page.reload();
+        await settled(page);
+        expect(await page.content()).not.toContain(secret);
+        // Disabled: nothing is sent to it, so no test event is offered; then enabled again.
+        await row.getByRole("button", { name: "Disable" }).click();
+        await row.locator(".status-disabled").waitFor();
+        expect(await row.getByRole("button", { name: "Send test event" }).count()).toBe(0);
+        await row.getByRole("button", { name: "Enable" }).click();
+        await row.locator(".status-active").waitFor();
+        page.once("dialog", (dialog) => void dialog.accept());
+        await row.getByRole("button", { name: "Delete" }).click();
+        await row.waitFor({ state: "detached" });
+        const listed = await fetch(`${base}/v1/webhooks`, {
+          headers: { authorization: `Bearer ${a.apiToken.token}` },
+        });
+        expect(((await listed.json()) as { items: unknown[] }).items).toEqual([]);
+        await expectNoCspViolations(page);
+      } finally {
+        await receiver.stop();
+      }
+    },
+    browserTestTimeoutMs,
+  );
+
+  it(
     "follows the project's audit log live",
     async () => {
       const page = await signIn(a.apiToken.token);
@@ -449,6 +550,7 @@ describe("dashboard", () => {
         { token: a.apiToken.token, name: "message-held", path: `#/messages/${held}` },
         { token: a.apiToken.token, name: "holds", path: "#/holds" },
         { token: a.apiToken.token, name: "suppressions", path: "#/suppressions" },
+        { token: a.apiToken.token, name: "webhooks", path: "#/webhooks" },
         { token: a.apiToken.token, name: "domains", path: "#/domains" },
         { token: a.apiToken.token, name: "rules", path: "#/rules" },
         { token: a.apiToken.token, name: "audit", path: "#/audit" },
@@ -458,6 +560,11 @@ describe("dashboard", () => {
         { token: ctx.config.adminToken, name: "operator-audit", path: "#/audit" },
         { token: ctx.config.adminToken, name: "credentials", path: `#/projects/${a.project.id}/credentials` },
         { token: ctx.config.adminToken, name: "project-overview", path: `#/projects/${a.project.id}/` },
+        {
+          token: ctx.config.adminToken,
+          name: "operator-webhooks",
+          path: `#/projects/${a.project.id}/webhooks`,
+        },
       ];
       const signedIn = new Map<string, Page>();
       const violations: string[] = [];
@@ -469,22 +576,7 @@ describe("dashboard", () => {
         }
         await page.goto(`${base}/${path}`);
         await settled(page);
-        await page.evaluate(axeSource);
-        const found = await page.evaluate(async () => {
-          const axe = (
-            window as unknown as {
-              axe: {
-                run(): Promise<{
-                  violations: Array<{ id: string; impact: string; nodes: Array<{ target: string[] }> }>;
-                }>;
-              };
-            }
-          ).axe;
-          const result = await axe.run();
-          return result.violations
-            .filter((v) => v.impact === "serious" || v.impact === "critical")
-            .map((v) => `${v.id} at ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
-        });
+        const found = await accessibilityViolations(page);
         violations.push(...found.map((v) => `${name}: ${v}`));
         await screenshot(page, name);
         await expectNoCspViolations(page);

@@ -15,6 +15,7 @@ import { Projects } from "./pages/projects";
 import { Rules } from "./pages/rules";
 import { Suppressions } from "./pages/suppressions";
 import { System } from "./pages/system";
+import { Webhooks } from "./pages/webhooks";
 import { projectScope, ScopeContext, useScope } from "./scope";
 import { ErrorNote, Field, Loading, StatusBadge } from "./ui";
 
@@ -191,6 +192,7 @@ function ProjectPages() {
         <NavLink href="/messages">Messages</NavLink>
         <NavLink href="/holds">Hold queue</NavLink>
         <NavLink href="/suppressions">Suppressions</NavLink>
+        <NavLink href="/webhooks">Webhooks</NavLink>
         <NavLink href="/domains">Domains</NavLink>
         <NavLink href="/rules">Rules</NavLink>
         <NavLink href="/credentials">Credentials and tokens</NavLink>
@@ -202,6 +204,7 @@ function ProjectPages() {
         <Route path="/messages/:id">{(params: { id: string }) => <MessageView id={params.id} />}</Route>
         <Route path="/holds" component={Holds} />
         <Route path="/suppressions" component={Suppressions} />
+        <Route path="/webhooks" component={Webhooks} />
         <Route path="/domains" component={Domains} />
         <Route path="/rules" component={Rules} />
         <Route path="/credentials" component={Credentials} />
