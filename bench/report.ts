@@ -175,8 +175,13 @@ function peerTable(peer: PeerReport): string {
       rows.push(`| ${outcome.scenario} | skipped: ${outcome.skipped} ||||||||`);
       continue;
     }
-    const rss = Object.entries(outcome.peakRssBytes)
-      .map(([name, peak]) => `${mb(peak)} (from ${mb(outcome.startRssBytes[name])})`)
+    // Named when Postern runs as several processes (--split-roles), as in the CPU column.
+    const peaks = Object.entries(outcome.peakRssBytes);
+    const rss = peaks
+      .map(
+        ([name, peak]) =>
+          `${peaks.length > 1 ? `${name} ` : ""}${mb(peak)} (from ${mb(outcome.startRssBytes[name])})`,
+      )
       .join(", ");
     rows.push(
       `| ${outcome.scenario} | ${n0(outcome.acceptedPerSecond)} | ${n0(outcome.deliveredPerSecond)} | ${backlog(outcome)} | ${ms(outcome.acceptLatencyMs)} | ${ms(outcome.arrivalLatencyMs)} | ${rss || "–"} | ${cores(outcome.cpuCores)} | ${outcome.errors} |`,

@@ -15,6 +15,7 @@ import {
   type BenchReport,
   checkTargets,
   markers,
+  type PeerReport,
   renderMarkdown,
   replaceBetweenMarkers,
   type ScenarioResult,
@@ -528,6 +529,24 @@ describe("targets", () => {
       expect(markdown).toContain("| pooled-10k | 2.50× | 2.50× |");
       expect(markdown).toContain("### Postfix (stock concurrency)");
       expect(markdown).toContain("### Postfix tuned (concurrency of an operator relaying to one smarthost)");
+    });
+
+    it("names each Postern process's peak RSS when the roles run apart, and judges them added", () => {
+      const split = run(60);
+      const postern = split.peers.postern as PeerReport;
+      postern.scenarios[0] = scenario("pooled-10k", {
+        acceptedPerSecond: 1500,
+        deliveredPerSecond: 1500,
+        peakRssBytes: { api: 100 * 2 ** 20, smtp1: 90 * 2 ** 20, worker1: 80 * 2 ** 20 },
+        startRssBytes: { api: 95 * 2 ** 20, smtp1: 85 * 2 ** 20, worker1: 75 * 2 ** 20 },
+        cpuCores: { api: 0.01, smtp1: 0.5, worker1: 0.4 },
+      });
+      expect(renderMarkdown(split)).toContain(
+        "| api 100 (from 95), smtp1 90 (from 85), worker1 80 (from 75) | api 0.01, smtp1 0.50, worker1 0.40 |",
+      );
+      expect(
+        checkTargets(split).find((c) => c.target === "peak RSS of Postern under pooled-10k ≤ 250 MB"),
+      ).toMatchObject({ measured: "270 MB", met: false });
     });
   });
 });
