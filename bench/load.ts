@@ -24,10 +24,11 @@ import {
  * waits for the reply, and with Nagle on, a server that delays its ACKs costs ~40 ms per message.
  */
 function noDelaySocket(
-  spec: LoadSpec,
+  host: string,
+  port: number,
 ): (options: unknown, callback: (error: Error | null, socket?: { connection: Socket }) => void) => void {
   return (_options, callback) => {
-    const socket = connect({ host: spec.host, port: spec.port, noDelay: true });
+    const socket = connect({ host, port, noDelay: true });
     socket.once("connect", () => {
       socket.removeAllListeners("error");
       callback(null, { connection: socket });
@@ -36,11 +37,19 @@ function noDelaySocket(
   };
 }
 
-/** Without a login: plain SMTP, no TLS, no AUTH (the ceiling run straight into the sink). */
-function transport(spec: LoadSpec, login: SmtpLogin | undefined, pooled: boolean): Transporter {
+/**
+ * A transport to `port`: a pool of `poolSize` connections, or without it a connection per message.
+ * Without a login: plain SMTP, no TLS, no AUTH (the ceiling run straight into the sink).
+ */
+function transport(
+  spec: LoadSpec,
+  port: number,
+  login: SmtpLogin | undefined,
+  poolSize?: number,
+): Transporter {
   const common = {
     host: spec.host,
-    port: spec.port,
+    port,
     secure: false,
     ...(login
       ? {
@@ -53,16 +62,31 @@ function transport(spec: LoadSpec, login: SmtpLogin | undefined, pooled: boolean
     greetingTimeout: 30_000,
     socketTimeout: 120_000,
   };
-  const created = pooled
+  const created = poolSize
     ? nodemailer.createTransport({
         ...common,
         pool: true,
-        maxConnections: spec.concurrency,
+        maxConnections: poolSize,
         maxMessages: Infinity,
       })
     : nodemailer.createTransport(common);
-  (created as unknown as { getSocket: ReturnType<typeof noDelaySocket> }).getSocket = noDelaySocket(spec);
+  (created as unknown as { getSocket: ReturnType<typeof noDelaySocket> }).getSocket = noDelaySocket(
+    spec.host,
+    port,
+  );
   return created;
+}
+
+/** The port of client `client`: the clients go round the ports, so each port gets an even share. */
+function portOf(spec: LoadSpec, client: number): number {
+  return spec.ports[client % spec.ports.length] as number;
+}
+
+/** One pooled transport per port, each as large as that port's share of the clients. */
+function pools(spec: LoadSpec, login: SmtpLogin | undefined): Transporter[] {
+  return spec.ports.map((port, i) =>
+    transport(spec, port, login, Math.ceil((spec.concurrency - i) / spec.ports.length)),
+  );
 }
 
 /**
@@ -70,7 +94,14 @@ function transport(spec: LoadSpec, login: SmtpLogin | undefined, pooled: boolean
  * any other answer rejects with its status and body. The send time travels in the X-Bench-Sent
  * header, which the API's composer writes into the message as the SMTP load writes it in its head.
  */
-function postMessage(spec: LoadSpec, agent: Agent, text: string, sentAt: number, sequence: number) {
+function postMessage(
+  spec: LoadSpec,
+  port: number,
+  agent: Agent,
+  text: string,
+  sentAt: number,
+  sequence: number,
+) {
   const body = JSON.stringify({
     from: spec.from,
     to: [spec.to],
@@ -82,7 +113,7 @@ function postMessage(spec: LoadSpec, agent: Agent, text: string, sentAt: number,
     const req = request(
       {
         host: spec.host,
-        port: spec.port,
+        port,
         method: "POST",
         path: "/v1/messages",
         agent,
@@ -145,12 +176,13 @@ async function runLoad(spec: LoadSpec): Promise<LoadResult> {
     // One socket per client, kept open between requests, Nagle off as for the SMTP load.
     const agent = new Agent({ keepAlive: true, maxSockets: spec.concurrency, noDelay: true });
     const text = body.toString("latin1");
-    const client = async () => {
+    const client = async (_: unknown, i: number) => {
+      const port = portOf(spec, i);
       while (more()) {
         const n = ++sequence;
         const sentAt = Date.now();
         try {
-          await postMessage(spec, agent, text, sentAt, n);
+          await postMessage(spec, port, agent, text, sentAt, n);
           accepted.push({ startedAt: sentAt, acceptedAt: Date.now() });
         } catch (error) {
           recordError(error as Error);
@@ -161,11 +193,11 @@ async function runLoad(spec: LoadSpec): Promise<LoadResult> {
     agent.destroy();
   } else if (spec.mode === "auth") {
     let next = 0;
-    const client = async () => {
+    const client = async (_: unknown, i: number) => {
       // Each login once (uncached path), or a single login over and over (cached path).
       const reuse = spec.logins.length === 1;
       while (Date.now() < deadline && (reuse || next < spec.logins.length)) {
-        const via = transport(spec, spec.logins[reuse ? 0 : next++] as SmtpLogin, false);
+        const via = transport(spec, portOf(spec, i), spec.logins[reuse ? 0 : next++] as SmtpLogin);
         const begun = Date.now();
         try {
           await via.verify();
@@ -179,28 +211,31 @@ async function runLoad(spec: LoadSpec): Promise<LoadResult> {
     };
     await Promise.all(Array.from({ length: spec.concurrency }, client));
   } else if (spec.ratePerSecond) {
-    // Open loop: a message starts every 1/rate seconds whether or not earlier ones are answered.
-    const via = transport(spec, login, true);
+    // Open loop: a message starts every 1/rate seconds whether or not earlier ones are answered,
+    // over each port's pool in turn.
+    const vias = pools(spec, login);
     const inFlight = new Set<Promise<void>>();
     const interval = 1000 / spec.ratePerSecond;
-    for (let due = startedAt; more(); due += interval) {
+    for (let due = startedAt, turn = 0; more(); due += interval, turn++) {
       const wait = due - Date.now();
       if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
-      const sending = sendOne(via).finally(() => inFlight.delete(sending));
+      const sending = sendOne(vias[turn % vias.length] as Transporter).finally(() =>
+        inFlight.delete(sending),
+      );
       inFlight.add(sending);
     }
     await Promise.all(inFlight);
-    via.close();
+    for (const via of vias) via.close();
   } else {
-    const pooled = spec.mode === "pooled";
-    const shared = pooled ? transport(spec, login, true) : undefined;
-    const client = async () => {
-      const own = shared ?? transport(spec, login, false);
+    const shared = spec.mode === "pooled" ? pools(spec, login) : undefined;
+    const client = async (_: unknown, i: number) => {
+      // Pooled, client i sends over its port's pool (the pools' sizes add up to the clients).
+      const own = shared?.[i % shared.length] ?? transport(spec, portOf(spec, i), login);
       while (more()) await sendOne(own);
       if (!shared) own.close();
     };
     await Promise.all(Array.from({ length: spec.concurrency }, client));
-    shared?.close();
+    for (const pool of shared ?? []) pool.close();
   }
   return { startedAt, endedAt: Date.now(), accepted, errors, errorSamples: [...errorSamples] };
 }

@@ -34,12 +34,15 @@ async function bundlePostern(repositoryRoot: string): Promise<void> {
 /**
  * `ceiling`: no relay, the load generator straight into the sink: what the machine can show at best.
  * `forwarder`: smtp-server and Postern's upstream pool with nothing stored (bench/forwarder.ts).
+ * `postfix`: Postfix with its stock concurrency (issue 6's reference); `postfix-tuned`: with the
+ * concurrency an operator relaying to one smarthost sets (issue 30's reference, postfix.sh).
  */
-export type PeerName = "ceiling" | "forwarder" | "postfix" | "postern";
+export type PeerName = "ceiling" | "forwarder" | "postfix" | "postfix-tuned" | "postern";
 
 export interface Peer {
   name: PeerName;
-  smtpPort: number;
+  /** Its SMTP listeners: one, or one per SMTP process; the load generator spreads its connections over them. */
+  smtpPorts: number[];
   /** The main login (pooled, fresh, cached AUTH); none: plain SMTP without TLS (the ceiling). */
   login: SmtpLogin | undefined;
   /** Distinct logins, each used once, for the uncached (bcrypt) AUTH path. */
@@ -177,6 +180,24 @@ export interface PosternPeer extends Peer {
   db: Database;
 }
 
+/**
+ * Postern's roles in processes of their own (`--split-roles`): `postern start api`, which owns the
+ * embedded PostgreSQL and Redis, then `smtp` processes running `postern start smtp` (each on a
+ * port of its own: Node 20 cannot share one with SO_REUSEPORT) and `worker` processes running
+ * `postern start worker`, all attached to the first one's services.
+ */
+export interface PosternProcesses {
+  smtp: number;
+  worker: number;
+}
+
+/** `count` free loopback ports, no two the same (each is free when asked, not reserved). */
+async function distinctFreePorts(count: number): Promise<number[]> {
+  const ports = new Set<number>();
+  while (ports.size < count) ports.add(await freePort());
+  return [...ports];
+}
+
 export async function startPostern(options: {
   sinkPort: number;
   /** The recipients' domain: the bench's DNS server gives it an MX host at the sink's address. */
@@ -185,21 +206,31 @@ export async function startPostern(options: {
   repositoryRoot: string;
   /** Where `node --cpu-prof` writes Postern's profile when it exits; unset: no profiling. */
   profileDir?: string;
-  /** Run the delivery worker as a second process (`postern start worker`) beside `start api smtp`. */
-  splitRoles?: boolean;
+  /** The roles in processes of their own; unset: all in one process (`postern start`). */
+  processes?: PosternProcesses;
 }): Promise<PosternPeer> {
   const dataDir = await mkdtemp(join(tmpdir(), "postern-bench-"));
   // PostgreSQL runs as its own user when we are root: it must reach its directory.
   await chmod(dataDir, 0o755);
-  // Stopped in reverse order of starting: the worker, the database client, then Postern with its
-  // embedded services. Also what a failed start runs, so nothing is left behind.
+  // Stopped in reverse order of starting: the database client, the attached processes, then the
+  // first Postern process with its embedded services. Also what a failed start runs, so nothing is
+  // left behind.
   const teardown: (() => Promise<unknown>)[] = [];
   const stop = async () => {
     for (const step of teardown) await step().catch(() => {});
     await rm(dataDir, { recursive: true, force: true });
   };
   try {
-    const [smtpPort, httpPort] = [await freePort(), await freePort()];
+    const split = options.processes;
+    const smtpProcesses = split?.smtp ?? 1;
+    const attachedProcesses = split ? split.smtp + split.worker : 0;
+    // The API's port, each SMTP listener's, then the health probes' of each attached process.
+    const [httpPort, ...ports] = (await distinctFreePorts(1 + smtpProcesses + attachedProcesses)) as [
+      number,
+      ...number[],
+    ];
+    const smtpPorts = ports.slice(0, smtpProcesses);
+    const probePorts = ports.slice(smtpProcesses);
     const dns = await startBenchDns(options.recipientDomain);
     teardown.unshift(() => dns.stop());
     // Node refuses --cpu-prof in NODE_OPTIONS: it goes on the command line.
@@ -228,54 +259,66 @@ export async function startPostern(options: {
       WEBHOOK_ALLOW_PRIVATE: "true",
       DIRECT_SMTP_PORT: String(options.sinkPort),
     };
-    const child = spawn(
-      process.execPath,
-      [...profile, postern, "start", ...(options.splitRoles ? ["api", "smtp"] : [])],
-      {
+    const smtpListener = (port: number) => ({
+      SMTP_HOST: "127.0.0.1",
+      SMTP_PORT: String(port),
+      SMTPS_PORT: "0",
+      SMTP_HOSTNAME: "bench.postern.local",
+    });
+    /** A Postern process named as the CPU and RSS columns show it; stopped before what started earlier. */
+    const startProcess = (name: string, roles: string[], env: Record<string, string>) => {
+      const child = spawn(process.execPath, [...profile, postern, "start", ...roles], {
         cwd: options.repositoryRoot,
-        env: {
-          ...base,
-          DATA_DIR: dataDir,
-          SMTP_HOST: "127.0.0.1",
-          SMTP_PORT: String(smtpPort),
-          SMTPS_PORT: "0",
-          HTTP_PORT: String(httpPort),
-          SMTP_HOSTNAME: "bench.postern.local",
-          // `http-10k` sends thousands of requests a minute with one token: the API's per-token
-          // limit (600 a minute by default) would measure the limiter, not the submission path.
-          API_RATE_LIMIT: "1000000000",
-        },
+        env: { ...base, ...env },
         stdio: ["ignore", "pipe", "pipe"],
-      },
-    );
-    teardown.unshift(() => stopChild(child));
-    await waitForOutput(child, /Postern is running/, 120_000);
-    const pid = child.pid as number;
+      });
+      teardown.unshift(() => stopChild(child));
+      return { name, child, started: waitForOutput(child, /Postern is running/, 120_000) };
+    };
+    // The first process owns DATA_DIR's embedded services (and, split, runs the API alone).
+    const owner = startProcess(split ? "api" : "postern", split ? ["api"] : [], {
+      DATA_DIR: dataDir,
+      HTTP_PORT: String(httpPort),
+      // `http-10k` sends thousands of requests a minute with one token: the API's per-token
+      // limit (600 a minute by default) would measure the limiter, not the submission path.
+      API_RATE_LIMIT: "1000000000",
+      ...(split ? {} : smtpListener(smtpPorts[0] as number)),
+    });
+    await owner.started;
     const { databaseUrl, redisUrl } = JSON.parse(await readFile(join(dataDir, "embedded.json"), "utf8")) as {
       databaseUrl: string;
       redisUrl: string;
     };
-    // The worker process attaches to the first one's embedded services, with the secrets it generated.
+    // The other processes attach to the first one's embedded services, with the secrets it generated.
     const secret = (name: string) => readFile(join(dataDir, "secrets", name), "utf8").then((v) => v.trim());
-    const worker = options.splitRoles
-      ? spawn(process.execPath, [...profile, postern, "start", "worker"], {
-          cwd: options.repositoryRoot,
-          env: {
-            ...base,
-            DATA_DIR: join(dataDir, "worker"),
-            DATABASE_URL: databaseUrl,
-            REDIS_URL: redisUrl,
-            ENCRYPTION_KEY: await secret("encryption-key"),
-            ADMIN_TOKEN: await secret("admin-token"),
-            HTTP_PORT: String(await freePort()),
-          },
-          stdio: ["ignore", "pipe", "pipe"],
-        })
-      : undefined;
-    if (worker) {
-      teardown.unshift(() => stopChild(worker));
-      await waitForOutput(worker, /Postern is running/, 120_000);
-    }
+    const attachedRoles = split
+      ? [
+          ...smtpPorts.map((port, i) => ({ name: `smtp${i + 1}`, role: "smtp", env: smtpListener(port) })),
+          ...Array.from({ length: split.worker }, (_, i) => ({
+            name: `worker${i + 1}`,
+            role: "worker",
+            env: {},
+          })),
+        ]
+      : [];
+    const attachment = {
+      DATABASE_URL: databaseUrl,
+      REDIS_URL: redisUrl,
+      ENCRYPTION_KEY: await secret("encryption-key"),
+      ADMIN_TOKEN: await secret("admin-token"),
+    };
+    const attached = attachedRoles.map(({ name, role, env }, i) =>
+      startProcess(name, [role], {
+        ...attachment,
+        // A DATA_DIR of its own: another process's DATA_DIR is locked (and holds nothing it needs).
+        DATA_DIR: join(dataDir, name),
+        // Its health probes and metrics.
+        HTTP_PORT: String(probePorts[i]),
+        ...env,
+      }),
+    );
+    await Promise.all(attached.map((p) => p.started));
+    const processes = [owner, ...attached].map(({ name, child }) => ({ name, pid: child.pid as number }));
     const db = createDatabase(databaseUrl);
     teardown.unshift(() => db.$disconnect());
     const { project, login } = await createBenchProject(db, "benchmark", options.sinkPort);
@@ -292,14 +335,14 @@ export async function startPostern(options: {
     const redisVersion = (await run("redis-server", ["--version"])).stdout.match(/v=(\S+)/)?.[1] ?? "unknown";
 
     // A role still missing on this branch is reported, not guessed around.
-    const unavailable = await waitForPort(smtpPort, 2000).then(
+    const unavailable = await Promise.all(smtpPorts.map((port) => waitForPort(port, 2000))).then(
       () => undefined,
       () => "Postern has no SMTP listener (the smtp role is not on this branch)",
     );
 
     return {
       name: "postern",
-      smtpPort,
+      smtpPorts,
       unavailable,
       httpPort,
       projectId: project.id,
@@ -378,16 +421,17 @@ export async function startPostern(options: {
         };
       },
       groups: [
-        { name: "postern", roots: () => [pid], exclude: services },
-        ...(worker ? [{ name: "postern worker", roots: () => [worker.pid as number] }] : []),
+        // The embedded services are the owner's children, counted in their own groups.
+        ...processes.map(({ name, pid }, i) => ({
+          name,
+          roots: () => [pid],
+          exclude: i === 0 ? services : undefined,
+        })),
         { name: "postgres", roots: () => [postmaster()].filter((p): p is number => p !== undefined) },
         { name: "redis", roots: () => [redis()].filter((p): p is number => p !== undefined) },
       ],
       // All in one, the delivery worker is a thread of `postern start` (WORKER_THREADS).
-      rssProcesses: () => [
-        { name: "postern", pid },
-        ...(worker ? [{ name: "postern worker", pid: worker.pid as number }] : []),
-      ],
+      rssProcesses: () => processes,
       version: { postgresql: pgVersion[0]?.server_version ?? "unknown", redis: redisVersion },
       stop,
     };
@@ -411,7 +455,7 @@ async function stopChild(child: ChildProcess): Promise<void> {
 export function ceiling(sinkPort: number): Peer {
   return {
     name: "ceiling",
-    smtpPort: sinkPort,
+    smtpPorts: [sinkPort],
     login: undefined,
     freshLogins: [],
     groups: [],
@@ -429,7 +473,7 @@ export async function startForwarder(options: { sinkPort: number; freshLogins: n
   const pid = child.pid as number;
   return {
     name: "forwarder",
-    smtpPort,
+    smtpPorts: [smtpPort],
     login: { username: "bench", password },
     freshLogins: Array.from({ length: options.freshLogins }, (_, i) => ({ username: `fresh${i}`, password })),
     groups: [{ name: "forwarder", roots: () => [pid] }],
@@ -443,10 +487,15 @@ export function postfixInstalled(): boolean {
   return ["/usr/sbin/postfix", "/usr/sbin/saslpasswd2"].every((file) => existsSync(file));
 }
 
+/**
+ * A private Postfix (bench/postfix/postfix.sh): `stock`, Postfix's own concurrency (`postfix`);
+ * `tuned`, raised as an operator relaying to one smarthost would (`postfix-tuned`).
+ */
 export async function startPostfix(options: {
   sinkPort: number;
   freshLogins: number;
   repositoryRoot: string;
+  concurrency: "stock" | "tuned";
 }): Promise<Peer> {
   if (!postfixInstalled())
     throw new Error(
@@ -468,7 +517,14 @@ export async function startPostfix(options: {
   });
   const script = join(options.repositoryRoot, "bench/postfix/postfix.sh");
   try {
-    await run(script, ["start", dir, String(smtpPort), String(options.sinkPort), usersFile]);
+    await run(script, [
+      "start",
+      dir,
+      String(smtpPort),
+      String(options.sinkPort),
+      usersFile,
+      options.concurrency,
+    ]);
     await waitForPort(smtpPort, 10_000);
   } catch (error) {
     const log = await readFile(join(dir, "log/postfix.log"), "utf8").catch(() => "");
@@ -479,8 +535,8 @@ export async function startPostfix(options: {
   const master = () => pidFromFile(join(dir, "queue/pid/master.pid"));
   const version = (await run("postconf", ["-c", join(dir, "etc"), "-h", "mail_version"])).stdout.trim();
   return {
-    name: "postfix",
-    smtpPort,
+    name: options.concurrency === "tuned" ? "postfix-tuned" : "postfix",
+    smtpPorts: [smtpPort],
     login,
     freshLogins,
     groups: [{ name: "postfix", roots: () => [master()].filter((p): p is number => p !== undefined) }],

@@ -24,17 +24,19 @@ export interface SmtpLogin {
 }
 
 /**
- * One load run. `pooled`: `concurrency` persistent connections (STARTTLS + AUTH once each);
+ * One load run, its `concurrency` clients spread evenly over `ports` (client i on port i mod their
+ * number: a relay with several SMTP processes listens on one port each). `pooled`: `concurrency`
+ * persistent connections (STARTTLS + AUTH once each);
  * `fresh`: `concurrency` clients each opening a new connection + STARTTLS + AUTH per message;
  * `auth`: connect + STARTTLS + AUTH + QUIT, through each of `logins` once (a single login: again
  * and again until the time is up); `http`: `concurrency` keep-alive HTTP/1.1 connections, each
- * POSTing JSON messages to `/v1/messages` with `apiToken` (`port` is then the API's).
+ * POSTing JSON messages to `/v1/messages` with `apiToken` (`ports` is then the API's).
  * With `ratePerSecond`, messages are started on a fixed schedule (open loop) over the pooled
- * connections instead of as fast as the server answers.
+ * connections, in turn over the ports, instead of as fast as the server answers.
  */
 export interface LoadSpec {
   host: string;
-  port: number;
+  ports: number[];
   mode: "pooled" | "fresh" | "auth" | "http";
   concurrency: number;
   messageBytes: number;

@@ -1,7 +1,8 @@
 /**
- * `npm run bench`: Postern all-in-one (and, with `--peer postfix,forwarder`, a private Postfix and
- * the libraries' floor, bench/forwarder.ts) between a load generator and an upstream sink, each in
- * its own process. See docs/benchmarks.md.
+ * `npm run bench`: Postern all-in-one (and, with `--peer postfix,postfix-tuned,forwarder`, a
+ * private Postfix with stock and with tuned concurrency and the libraries' floor,
+ * bench/forwarder.ts) between a load generator and an upstream sink, each in its own process. See
+ * docs/benchmarks.md.
  */
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { cpus, release, totalmem } from "node:os";
@@ -178,7 +179,7 @@ const neighbourLeadMs = 10_000;
 const referencePostfixRate = 278;
 
 /** Relays `--peer` adds beside Postern, in the order they are measured (before Postern). */
-const optionalPeers = ["postfix", "forwarder"] as const;
+const optionalPeers = ["postfix", "postfix-tuned", "forwarder"] as const;
 type OptionalPeer = (typeof optionalPeers)[number];
 
 interface Options {
@@ -192,8 +193,10 @@ interface Options {
   render?: string;
   /** Run Postern under `node --cpu-prof` and list its hottest functions. */
   profile: boolean;
-  /** Postern as two processes: `start api smtp` and `start worker`. */
+  /** Postern's roles in processes of their own: `start api`, `smtpProcesses` × `start smtp`, `workerProcesses` × `start worker`. */
   splitRoles: boolean;
+  smtpProcesses: number;
+  workerProcesses: number;
   /** Seconds of unmeasured load, of each of two kinds, before a relay's first scenario. */
   warmup: number;
 }
@@ -201,6 +204,12 @@ interface Options {
 function positiveNumber(value: string): number {
   const n = Number(value);
   if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError("must be a number greater than 0");
+  return n;
+}
+
+function positiveInteger(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError("must be a whole number greater than 0");
   return n;
 }
 
@@ -236,11 +245,26 @@ function parseOptions(argv: string[]): Options {
     .option("--quick", "a smoke run: 3 s per scenario, 1 s of warm-up", false)
     .option("--render <json>", "write docs/benchmarks.md from the results of an earlier run, measure nothing")
     .option("--profile", "run Postern under node --cpu-prof and list where its CPU went", false)
-    .option("--split-roles", "run Postern's delivery worker as a second process", false)
+    .option(
+      "--split-roles",
+      "run Postern's roles in processes of their own: the API, SMTP and delivery worker processes",
+      false,
+    )
+    .option("--smtp-processes <n>", "SMTP processes of --split-roles (implies it)", positiveInteger, 1)
+    .option(
+      "--worker-processes <n>",
+      "delivery worker processes of --split-roles (implies it)",
+      positiveInteger,
+      1,
+    )
     .parse(argv);
   const { peer, ...raw } = program.opts<
     Omit<Options, "scenarios" | "peers"> & { scenarios?: string; peer?: string }
   >();
+  // Asking for a number of processes is asking for the roles to be split.
+  const processesGiven = ["smtpProcesses", "workerProcesses"].some(
+    (name) => program.getOptionValueSource(name) === "cli",
+  );
   const peers = peer ? peer.split(",").map((p) => p.trim()) : [];
   const unknownPeers = peers.filter((p) => !optionalPeers.includes(p as OptionalPeer));
   if (unknownPeers.length > 0)
@@ -253,6 +277,7 @@ function parseOptions(argv: string[]): Options {
     ...raw,
     peers: optionalPeers.filter((p) => peers.includes(p)),
     scenarios: selected,
+    splitRoles: raw.splitRoles || processesGiven,
     duration: raw.quick ? Math.min(raw.duration, 3) : raw.duration,
     warmup: raw.quick ? Math.min(raw.warmup, 1) : raw.warmup,
   };
@@ -267,7 +292,7 @@ function loadSpecOf(scenario: Scenario, peer: Peer, durationMs: number, fixedRat
   const http = scenario.mode === "http";
   return {
     host: "127.0.0.1",
-    port: (http ? peer.httpPort : undefined) ?? peer.smtpPort,
+    ports: http && peer.httpPort !== undefined ? [peer.httpPort] : peer.smtpPorts,
     apiToken: http ? peer.apiToken : undefined,
     mode: scenario.mode,
     concurrency: scenario.concurrency,
@@ -447,11 +472,18 @@ function describeMachine(): Record<string, string | number> {
   };
 }
 
-/** The open-loop rate: `--rate`, else Postfix's pooled delivered rate in this run, else the reference run's. */
-function fixedRateOf(options: Options, postfix: PeerReport | undefined): number {
-  const pooled = postfix?.scenarios.find((s) => s.scenario === "pooled-10k");
-  const measured = pooled && !("skipped" in pooled) ? pooled.deliveredPerSecond : undefined;
-  return options.rate ?? (measured && measured > 0 ? measured : referencePostfixRate);
+/**
+ * The open-loop rate: `--rate`, else the pooled delivered rate in this run of the tuned Postfix (the
+ * peer of issue 30's `fixed-rate` target), else of the stock one, else the reference run's.
+ */
+function fixedRateOf(options: Options, report: BenchReport): { rate: number; from: string } {
+  if (options.rate) return { rate: options.rate, from: "--rate" };
+  for (const peer of ["postfix-tuned", "postfix"] as const) {
+    const pooled = report.peers[peer]?.scenarios.find((s) => s.scenario === "pooled-10k");
+    const rate = pooled && !("skipped" in pooled) ? pooled.deliveredPerSecond : undefined;
+    if (rate && rate > 0) return { rate, from: peer };
+  }
+  return { rate: referencePostfixRate, from: "reference" };
 }
 
 /** Without a relay only the plain message scenarios mean something. */
@@ -485,10 +517,17 @@ async function startPeer(kind: PeerName, options: Options, report: BenchReport):
             freshLogins,
             repositoryRoot: root,
             profileDir: profileDir(options, report),
-            splitRoles: options.splitRoles,
+            processes: options.splitRoles
+              ? { smtp: options.smtpProcesses, worker: options.workerProcesses }
+              : undefined,
           })
-        : kind === "postfix"
-          ? await startPostfix({ sinkPort: sink.port, freshLogins, repositoryRoot: root })
+        : kind === "postfix" || kind === "postfix-tuned"
+          ? await startPostfix({
+              sinkPort: sink.port,
+              freshLogins,
+              repositoryRoot: root,
+              concurrency: kind === "postfix-tuned" ? "tuned" : "stock",
+            })
           : kind === "forwarder"
             ? await startForwarder({ sinkPort: sink.port, freshLogins })
             : ceiling(sink.port);
@@ -540,8 +579,8 @@ async function measureScenario(measured: Measured, name: string, options: Option
     return;
   }
   process.stdout.write(`${kind}: ${name} (${scenario.what})…\n`);
-  const fixedRate = fixedRateOf(options, report.peers.postfix);
-  if (scenario.fixedRate) report.options.fixedRate = Math.round(fixedRate);
+  const { rate: fixedRate, from: fixedRateFrom } = fixedRateOf(options, report);
+  if (scenario.fixedRate) Object.assign(report.options, { fixedRate: Math.round(fixedRate), fixedRateFrom });
   // Signing and direct delivery stop after the scenario, so that the ones after it measure what
   // they say.
   let stopSigning: (() => Promise<void>) | undefined;
@@ -651,8 +690,8 @@ async function main(): Promise<number> {
   };
   // Every relay runs from the start, and each scenario is measured on each in turn, so that the
   // machine's drift (its rate moves by a fifth or more within an hour) falls on all of them alike
-  // instead of on whichever ran last. Postfix goes before the others: their open-loop runs go at
-  // the rate Postfix delivered pooled (the target's yardstick).
+  // instead of on whichever ran last. The Postfixes go before the others: their open-loop runs go
+  // at the rate Postfix delivered pooled (the targets' yardstick).
   const kinds: PeerName[] = ["ceiling", ...options.peers, "postern"];
   const running: Measured[] = [];
   try {

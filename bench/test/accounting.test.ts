@@ -15,6 +15,8 @@ import {
   type BenchReport,
   checkTargets,
   markers,
+  type PeerReport,
+  renderMarkdown,
   replaceBetweenMarkers,
   type ScenarioResult,
   stuckNeighbourRows,
@@ -198,7 +200,7 @@ describe("targets", () => {
           scenario("fixed-rate", {
             arrivalLatencyMs: latency(700),
             // A --split-roles run: each process under 350 MB, together over it.
-            peakRssBytes: { postern: 200 * 2 ** 20, "postern worker": 200 * 2 ** 20 },
+            peakRssBytes: { api: 100 * 2 ** 20, smtp1: 150 * 2 ** 20, worker1: 150 * 2 ** 20 },
           }),
           scenario("single-25m", {
             accepted: 1,
@@ -228,6 +230,12 @@ describe("targets", () => {
       ["peak RSS of the all-in-one Postern process ≤ 350 MB in any scenario", false],
       ["25 MB message: accepted, delivered, RSS growth ≤ 3 × its size (75 MB)", false],
       ["stuck-neighbour: A's send→arrival p99 with B stuck < 2 × alone and < 1 s", undefined],
+      ["pooled-10k: delivered/s ≥ 3 × Postfix tuned", undefined],
+      ["fresh-10k: delivered/s ≥ 1.75 × Postfix tuned", undefined],
+      ["pooled-1m: delivered/s ≥ 1.5 × Postfix tuned", undefined],
+      ["fixed-rate at 278/s: send→arrival p99 ≤ 100 ms", undefined],
+      ["peak RSS of Postern under pooled-10k ≤ 250 MB", false],
+      ["25 MB message: RSS growth ≤ 1.0 × its size (25 MB)", false],
       ["GET /v1/stats p95 < 50 ms with 1,000,000 messages", undefined],
       [
         "dashboard messages page's first data (GET /v1/messages?limit=50, session cookie) p95 < 200 ms with 1,000,000 messages",
@@ -412,6 +420,133 @@ describe("targets", () => {
       const missed = check({ arrivalLatencyMs: latency(50), delivered: 990 });
       expect(missed.met).toBe(false);
       expect(missed.measured).toMatch(/10 of A's 1,000 not arrived when the harness stopped waiting/);
+    });
+  });
+
+  describe("issue 30, against the tuned Postfix", () => {
+    // Both Postfixes measured: Postern at 1,500/s is 3.0× the stock one and 2.5× the tuned one.
+    const run = (duration: number, fixedRateFrom = "postfix-tuned"): BenchReport => ({
+      ...report,
+      options: { duration, fixedRate: 600, fixedRateFrom },
+      peers: {
+        postfix: {
+          version: {},
+          scenarios: [
+            scenario("pooled-10k", { deliveredPerSecond: 500 }),
+            scenario("fresh-10k", { deliveredPerSecond: 100 }),
+            scenario("pooled-1m", { deliveredPerSecond: 50 }),
+          ],
+        },
+        "postfix-tuned": {
+          version: {},
+          scenarios: [
+            scenario("pooled-10k", { acceptedPerSecond: 600, deliveredPerSecond: 600 }),
+            scenario("fresh-10k", { deliveredPerSecond: 200 }),
+            scenario("pooled-1m", { deliveredPerSecond: 100 }),
+          ],
+        },
+        postern: {
+          version: {},
+          scenarios: [
+            scenario("pooled-10k", {
+              acceptedPerSecond: 1500,
+              deliveredPerSecond: 1500,
+              peakRssBytes: { postern: 240 * 2 ** 20 },
+            }),
+            scenario("fresh-10k", { deliveredPerSecond: 360 }),
+            scenario("pooled-1m", { deliveredPerSecond: 150 }),
+            scenario("fixed-rate", { arrivalLatencyMs: latency(90) }),
+            scenario("single-25m", {
+              accepted: 1,
+              delivered: 1,
+              peakRssBytes: { postern: 320 * 2 ** 20 },
+              startRssBytes: { postern: 300 * 2 ** 20 },
+            }),
+          ],
+        },
+      },
+    });
+    const byTarget = (checks: TargetCheck[]) => Object.fromEntries(checks.map((c) => [c.target, c]));
+
+    it("counts issue 6's ratios against the stock Postfix and issue 30's against the tuned one", () => {
+      const checks = byTarget(checkTargets(run(60)));
+      expect(checks["pooled-10k: delivered/s ≥ 2 × Postfix"]).toMatchObject({
+        measured: "3.00× (1,500 vs 500/s)",
+        met: true,
+      });
+      expect(checks["pooled-10k: delivered/s ≥ 3 × Postfix tuned"]).toMatchObject({
+        measured: "2.50× (1,500 vs 600/s)",
+        met: false,
+      });
+      expect(checks["fresh-10k: delivered/s ≥ 1.75 × Postfix tuned"]?.met).toBe(true);
+      expect(checks["pooled-1m: delivered/s ≥ 1.5 × Postfix tuned"]).toMatchObject({
+        measured: "1.50× (150 vs 100/s)",
+        met: true,
+      });
+      expect(
+        checks["fixed-rate at 600/s (Postfix tuned's pooled rate): send→arrival p99 ≤ 100 ms"],
+      ).toMatchObject({ measured: "90 ms", met: true });
+      expect(checks["peak RSS of Postern under pooled-10k ≤ 250 MB"]).toMatchObject({
+        measured: "240 MB",
+        met: true,
+      });
+      expect(checks["25 MB message: RSS growth ≤ 1.0 × its size (25 MB)"]).toMatchObject({
+        measured: "+21.0 MB (+20 MiB)",
+        met: true,
+      });
+    });
+
+    it("reports a shorter run's load figures without judging them; the 25 MB message is judged", () => {
+      const checks = checkTargets(run(20));
+      const tuned = checks.filter((c) => c.target.endsWith("× Postfix tuned"));
+      expect(tuned).toHaveLength(3);
+      for (const check of tuned) {
+        expect(check.met).toBeUndefined();
+        expect(check.notJudged).toBe("20 s scenarios: issue 30 counts over 60 s");
+        expect(check.measured).not.toBe("–");
+      }
+      expect(byTarget(checks)["25 MB message: RSS growth ≤ 1.0 × its size (25 MB)"]?.met).toBe(true);
+      // The stock Postfix's targets do not depend on the duration.
+      expect(byTarget(checks)["pooled-10k: delivered/s ≥ 2 × Postfix"]?.met).toBe(true);
+      expect(renderMarkdown(run(20))).toContain(
+        "| pooled-10k: delivered/s ≥ 3 × Postfix tuned | 2.50× (1,500 vs 600/s) | not judged: 20 s scenarios: issue 30 counts over 60 s |",
+      );
+    });
+
+    it("does not judge fixed-rate's 100 ms at the stock Postfix's rate", () => {
+      const fixed = checkTargets(run(60, "postfix")).find((c) => c.target.endsWith("p99 ≤ 100 ms"));
+      expect(fixed).toMatchObject({
+        target: "fixed-rate at 600/s (Postfix's pooled rate): send→arrival p99 ≤ 100 ms",
+        met: undefined,
+        notJudged: "not at Postfix tuned's pooled rate",
+      });
+    });
+
+    it("renders a table and ratios for each Postfix", () => {
+      const markdown = renderMarkdown(run(60));
+      expect(markdown).toContain("### Postern / Postfix\n");
+      expect(markdown).toContain("### Postern / Postfix tuned\n");
+      expect(markdown).toContain("| pooled-10k | 2.50× | 2.50× |");
+      expect(markdown).toContain("### Postfix (stock concurrency)");
+      expect(markdown).toContain("### Postfix tuned (concurrency of an operator relaying to one smarthost)");
+    });
+
+    it("names each Postern process's peak RSS when the roles run apart, and judges them added", () => {
+      const split = run(60);
+      const postern = split.peers.postern as PeerReport;
+      postern.scenarios[0] = scenario("pooled-10k", {
+        acceptedPerSecond: 1500,
+        deliveredPerSecond: 1500,
+        peakRssBytes: { api: 100 * 2 ** 20, smtp1: 90 * 2 ** 20, worker1: 80 * 2 ** 20 },
+        startRssBytes: { api: 95 * 2 ** 20, smtp1: 85 * 2 ** 20, worker1: 75 * 2 ** 20 },
+        cpuCores: { api: 0.01, smtp1: 0.5, worker1: 0.4 },
+      });
+      expect(renderMarkdown(split)).toContain(
+        "| api 100 (from 95), smtp1 90 (from 85), worker1 80 (from 75) | api 0.01, smtp1 0.50, worker1 0.40 |",
+      );
+      expect(
+        checkTargets(split).find((c) => c.target === "peak RSS of Postern under pooled-10k ≤ 250 MB"),
+      ).toMatchObject({ measured: "270 MB", met: false });
     });
   });
 });

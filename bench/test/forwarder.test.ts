@@ -21,7 +21,7 @@ describe("the forwarder peer", () => {
 
   const spec = (logins: LoadSpec["logins"]): LoadSpec => ({
     host: "127.0.0.1",
-    port: forwarder.smtpPort,
+    ports: forwarder.smtpPorts,
     mode: "fresh",
     concurrency: 2,
     messageBytes: 10 * 1024,

@@ -41,7 +41,7 @@ describe.each(kinds)("load generator into the %s sink", (kind) => {
   afterAll(() => sink.stop());
 
   it.each(["pooled", "fresh"] as const)("times every %s message from send to arrival", async (mode) => {
-    const result = await load.run({ ...base, port: sink.port, mode, logins: [] });
+    const result = await load.run({ ...base, ports: [sink.port], mode, logins: [] });
     expect(result.errors).toBe(0);
     expect(result.accepted.length).toBeGreaterThan(0);
 
@@ -135,7 +135,7 @@ describe("load generator against an authenticating server", () => {
   it("sends over STARTTLS with AUTH", async () => {
     const result = await load.run({
       ...base,
-      port: upstream.port,
+      ports: [upstream.port],
       mode: "fresh",
       durationMs: 300,
       logins: [login],
@@ -150,7 +150,7 @@ describe("load generator against an authenticating server", () => {
     const wrong = { username: login.username, password: "wrong" };
     const result = await load.run({
       ...base,
-      port: upstream.port,
+      ports: [upstream.port],
       mode: "auth",
       durationMs: 5000,
       logins: [login, wrong, login],
@@ -158,6 +158,56 @@ describe("load generator against an authenticating server", () => {
     expect(result.accepted).toHaveLength(2);
     expect(result.errors).toBe(1);
     expect(result.errorSamples.join()).toMatch(/535/);
+  });
+});
+
+describe("load generator over several ports (a relay with several SMTP processes)", () => {
+  const login = { username: "bench-user", password: "bench-password" };
+  let upstreams: SmtpSink[];
+  beforeAll(async () => {
+    upstreams = await Promise.all(
+      [1, 2].map(() => SmtpSink.start({ auth: { user: login.username, pass: login.password } })),
+    );
+  });
+  afterAll(() => Promise.all(upstreams.map((upstream) => upstream.stop())));
+  const counts = (of: (upstream: SmtpSink) => unknown[]) => upstreams.map((upstream) => of(upstream).length);
+  const spec = (fields: Partial<LoadSpec>): LoadSpec => ({
+    ...base,
+    ports: upstreams.map((upstream) => upstream.port),
+    mode: "pooled",
+    logins: [login],
+    ...fields,
+  });
+
+  it("gives each port its share of the pooled connections, and every port messages", async () => {
+    const [messagesBefore, authsBefore] = [counts((u) => u.messages), counts((u) => u.authAttempts)];
+    const result = await load.run(spec({ concurrency: 4 }));
+    expect(result.errors).toBe(0);
+    const messages = counts((u) => u.messages).map((n, i) => n - (messagesBefore[i] as number));
+    const connections = counts((u) => u.authAttempts).map((n, i) => n - (authsBefore[i] as number));
+    expect(messages.reduce((a, b) => a + b)).toBe(result.accepted.length);
+    for (const n of messages) expect(n).toBeGreaterThan(0);
+    // STARTTLS + AUTH once per pooled connection: two of the four clients' connections per port.
+    for (const n of connections) expect(n).toBeGreaterThan(0);
+    for (const n of connections) expect(n).toBeLessThanOrEqual(2);
+  });
+
+  it("sends fresh connections to every port", async () => {
+    const before = counts((u) => u.messages);
+    const result = await load.run(spec({ mode: "fresh", concurrency: 2, durationMs: 500 }));
+    expect(result.errors).toBe(0);
+    const messages = counts((u) => u.messages).map((n, i) => n - (before[i] as number));
+    expect(messages.reduce((a, b) => a + b)).toBe(result.accepted.length);
+    for (const n of messages) expect(n).toBeGreaterThan(0);
+  });
+
+  it("sends an open loop's messages to the ports in turn", async () => {
+    const before = counts((u) => u.messages);
+    const result = await load.run(spec({ concurrency: 4, ratePerSecond: 20, durationMs: 1000 }));
+    expect(result.errors).toBe(0);
+    const [first, second] = counts((u) => u.messages).map((n, i) => n - (before[i] as number));
+    expect((first as number) + (second as number)).toBe(result.accepted.length);
+    expect(Math.abs((first as number) - (second as number))).toBeLessThanOrEqual(1);
   });
 });
 
@@ -195,7 +245,14 @@ describe("load generator in http mode", () => {
   afterAll(() => new Promise((resolve) => api.close(resolve)));
 
   it("POSTs 10 KiB JSON messages with the token over at most `concurrency` kept-alive connections", async () => {
-    const result = await load.run({ ...base, port, mode: "http", durationMs: 500, logins: [], apiToken });
+    const result = await load.run({
+      ...base,
+      ports: [port],
+      mode: "http",
+      durationMs: 500,
+      logins: [],
+      apiToken,
+    });
     expect(result.errors).toBe(0);
     expect(result.accepted.length).toBe(submissions.length);
     expect(submissions.length).toBeGreaterThan(base.concurrency);
@@ -213,7 +270,14 @@ describe("load generator in http mode", () => {
 
   it("counts any answer but 202 as an error, with its status", async () => {
     refuse = true;
-    const result = await load.run({ ...base, port, mode: "http", durationMs: 200, logins: [], apiToken });
+    const result = await load.run({
+      ...base,
+      ports: [port],
+      mode: "http",
+      durationMs: 200,
+      logins: [],
+      apiToken,
+    });
     refuse = false;
     expect(result.accepted).toHaveLength(0);
     expect(result.errors).toBeGreaterThan(0);
