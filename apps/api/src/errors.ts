@@ -264,8 +264,13 @@ export function installErrorHandling(app: FastifyInstance, options: { replica?: 
     if (replica && request.routeOptions.config.readsReplica) {
       const replicaState = await check(() => sqlPoolOf(replica).query("SELECT 1"));
       if (replicaState !== "ok") {
-        request.log.warn({ err: error }, "the read replica does not answer");
-        return send(reply, "replica_unavailable", `the read replica does not answer: ${replicaState}`);
+        // Why goes to the log (and to /health/ready): the client is not told the replica's address.
+        request.log.warn({ err: error, replica: replicaState }, "the read replica does not answer");
+        return send(
+          reply,
+          "replica_unavailable",
+          "the read replica does not answer; try again later (writes and the other reads still work)",
+        );
       }
     }
     request.log.error({ err: error }, "request failed");
