@@ -132,6 +132,18 @@ describe("the API with a read replica", () => {
       const stats = await get("/v1/stats");
       expect((stats.body.counts as { accepted: number }).accepted).toBe(1);
 
+      // A suppression added now counts (primary) but is listed, and audited in the log read, later.
+      const added = await fetch(`${base}/v1/suppressions`, {
+        method: "POST",
+        headers: { ...auth(), "content-type": "application/json" },
+        body: JSON.stringify({ address: "gone@example.net" }),
+      });
+      expect(added.status).toBe(201);
+      expect((await get("/v1/suppressions")).body.items).toEqual([]);
+      const auditActions = async () =>
+        ((await get("/v1/audit-logs")).body.items as { action: string }[]).map((e) => e.action);
+      expect(await auditActions()).not.toContain("suppression.added");
+
       // Asked for by id, a message the replica has not replayed yet is read from the primary.
       const detail = await get(`/v1/messages/${second}`);
       expect(detail.status).toBe(200);
@@ -145,6 +157,8 @@ describe("the API with a read replica", () => {
       expect(await listedIds()).toEqual([second, first]);
       const caughtUpStats = await get("/v1/stats");
       expect((caughtUpStats.body.counts as { accepted: number }).accepted).toBe(2);
+      expect((await get("/v1/suppressions")).body.items).toMatchObject([{ address: "gone@example.net" }]);
+      expect(await auditActions()).toContain("suppression.added");
     } finally {
       await replica.resumeReplay();
     }
