@@ -91,24 +91,8 @@ export async function startStreamingReplica(options: {
   const database = new URL(options.primaryUrl).pathname.slice(1);
   const server = await startEmbeddedPostgres({ dir: options.replicaDir, ephemeral: true, database });
 
-  const onPrimary = async (sql: string) => {
-    const client = new pg.Client({ connectionString: options.primaryUrl });
-    await client.connect();
-    try {
-      return (await client.query(sql)).rows[0] as Record<string, unknown>;
-    } finally {
-      await client.end();
-    }
-  };
-  const onReplica = async (sql: string) => {
-    const client = new pg.Client({ connectionString: server.url });
-    await client.connect();
-    try {
-      return (await client.query(sql)).rows[0] as Record<string, unknown>;
-    } finally {
-      await client.end();
-    }
-  };
+  const onPrimary = (sql: string) => firstRow(options.primaryUrl, sql);
+  const onReplica = (sql: string) => firstRow(server.url, sql);
   /** Polls until `condition` holds (each poll is a round trip to the replica; 30 s at most). */
   const until = async (what: string, condition: () => Promise<boolean>) => {
     const deadline = Date.now() + 30_000;
@@ -140,4 +124,15 @@ export async function startStreamingReplica(options: {
       await onReplica("SELECT pg_wal_replay_resume()");
     },
   };
+}
+
+/** The first row of one statement, on a connection of its own. */
+async function firstRow(url: string, sql: string): Promise<Record<string, unknown>> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return (await client.query(sql)).rows[0] ?? {};
+  } finally {
+    await client.end();
+  }
 }
