@@ -16,12 +16,21 @@ export { pruneIdempotencyKeys } from "./idempotency";
 export { compactMessageStats } from "./stats-compaction";
 
 /**
+ * A replica that takes connections and never answers (a host gone from the network, a server
+ * stuck in recovery) is reported as down after this long, not waited out by every read.
+ */
+const replicaConnectTimeoutMs = 5000;
+
+/**
  * The API role: listens on HTTP_HOST:HTTP_PORT until stopped. With DATABASE_REPLICA_URL (and no
  * `replica` given) it opens its own pool to the replica for the history reads, and closes it.
  */
 export async function startApi(given: ApiDependencies) {
   const replicaUrl = given.config.databaseReplicaUrl;
-  const ownReplica = !given.replica && replicaUrl ? createDatabase(replicaUrl) : undefined;
+  const ownReplica =
+    !given.replica && replicaUrl
+      ? createDatabase(replicaUrl, { connectTimeoutMs: replicaConnectTimeoutMs })
+      : undefined;
   const deps = { ...given, replica: given.replica ?? ownReplica };
   const app = await buildApi(deps).catch(async (error: unknown) => {
     await ownReplica?.$disconnect();

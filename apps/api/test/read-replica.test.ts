@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { chmod, mkdtemp, rm } from "node:fs/promises";
+import { type AddressInfo, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startApi } from "@postern/api";
@@ -199,5 +200,39 @@ describe("the API with a read replica", () => {
     expect(await db.message.count({ where: { id } })).toBe(1);
     const project = await get("/v1/project");
     expect(project.status).toBe(200);
+  });
+});
+
+describe("the API with a read replica that takes connections and never answers", () => {
+  it("answers its history reads 503 after the connect timeout instead of hanging", async () => {
+    // A listening socket that never says a word: a host gone behind a proxy, a stuck server.
+    const held = new Set<Socket>();
+    const silent = createServer((socket) => {
+      held.add(socket);
+      socket.on("error", () => {});
+    });
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    const { port } = silent.address() as AddressInfo;
+    const stuck = await startApi({
+      config: { ...config, databaseReplicaUrl: `postgresql://postern:x@127.0.0.1:${port}/postern` },
+      db,
+      redis,
+      log: createLogger({ level: "silent" }),
+      metrics: createMetricsRegistry(),
+    });
+    try {
+      const response = await fetch(`${stuck.address}/v1/messages`, { headers: auth() });
+      expect(response.status).toBe(503);
+      expect(await response.json()).toMatchObject({ error: { code: "replica_unavailable" } });
+      const ready = await fetch(`${stuck.address}/health/ready`);
+      expect(ready.status).toBe(503);
+      expect(((await ready.json()) as { checks: Record<string, string> }).checks.postgresReplica).toBe(
+        "no answer within 2000 ms",
+      );
+    } finally {
+      await stuck.stop();
+      for (const socket of held) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+    }
   });
 });
