@@ -45,6 +45,11 @@ import { createDashboardSessions } from "./sessions";
 export interface ApiDependencies {
   config: ResolvedConfig;
   db: Database;
+  /**
+   * A read-only replica of `db` (DATABASE_REPLICA_URL) for the history reads: message lists and
+   * details, events, stats, the audit log, the suppressions list. None: they read `db`.
+   */
+  replica?: Database;
   /** A connection for commands (health checks, rate limits); never used for blocking calls. */
   redis: Redis;
   log: Logger;
@@ -63,6 +68,8 @@ export interface ApiDependencies {
 
 /** What route groups receive: the dependencies with everything optional resolved. */
 export type RouteDependencies = ApiDependencies & {
+  /** Where history reads go (routes marked `replicaRead`): the replica, or `db` without one. */
+  reads: Database;
   deliveryProducer: DeliveryProducer;
   quotaUsage: (project: QuotaProject) => Promise<QuotaUsage>;
 };
@@ -97,7 +104,7 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
   }).withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
-  installErrorHandling(app);
+  installErrorHandling(app, { replica: deps.replica });
   installHttpMetrics(app, deps.metrics);
   await installSecurityHeaders(app);
   refuseNulCharacters(app);
@@ -157,7 +164,12 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
     adminToken: deps.config.adminToken,
     sessionMs: deps.config.http.dashboardSessionMs,
   });
-  const routeDeps = { ...deps, deliveryProducer, quotaUsage: deps.quotaUsage ?? ((p) => quota.usage(p)) };
+  const routeDeps = {
+    ...deps,
+    reads: deps.replica ?? deps.db,
+    deliveryProducer,
+    quotaUsage: deps.quotaUsage ?? ((p: QuotaProject) => quota.usage(p)),
+  };
   // HTTP submission stores through the same acceptor as SMTP (group commit, then a delivery job).
   const sql = sqlPoolOf(deps.db);
   const acceptor = createAcceptor({ sql, producer: deliveryProducer, log: deps.log });
@@ -193,13 +205,13 @@ export async function buildApi(deps: ApiDependencies): Promise<FastifyInstance> 
   // What a project manages of its own (messages, stats, rules, routes, domains, suppressions, webhooks): under /v1 for
   // its token, under /admin/projects/:projectId for the operator.
   const projectScopedRoutes = [
-    messageRoutes({ ...routeDeps, sql }),
+    messageRoutes(routeDeps),
     submissionRoutes(submissionDeps),
     statsRoutes(routeDeps),
     rulesRoutes({ ...routeDeps, rules }),
     routesRoutes(routeDeps),
     domainRoutes(domains),
-    suppressionRoutes(createSuppressionService({ ...deps, localCaches: [tokens] })),
+    suppressionRoutes(createSuppressionService({ ...deps, reads: routeDeps.reads, localCaches: [tokens] })),
     webhookRoutes(webhooks),
   ];
   // Jobs of committed messages are added, and recipients counted ahead go back, before the

@@ -1,6 +1,8 @@
+import { type Database, sqlPoolOf } from "@postern/db";
 import type { FastifyError, FastifyInstance } from "fastify";
 import { hasZodFastifySchemaValidationErrors } from "fastify-type-provider-zod";
 import { z } from "zod";
+import { check } from "./check";
 
 /**
  * Every error the API answers, in one table: its code, its HTTP status and what it means (as
@@ -143,6 +145,11 @@ export const apiErrors = {
     meaning:
       "a request with a dashboard session cookie that would change something came from another origin (`Sec-Fetch-Site` or `Origin`; docs/security.md, Dashboard)",
   },
+  replica_unavailable: {
+    status: 503,
+    meaning:
+      "a history read (messages, events, stats, audit log, suppressions list) goes to the read replica (`DATABASE_REPLICA_URL`), which does not answer; writes and the other reads still work",
+  },
   sessions_unavailable: {
     status: 503,
     meaning: "dashboard sessions are kept in Redis, which does not answer; bearer tokens still work",
@@ -232,8 +239,9 @@ function send(
   return reply.status(apiErrors[code].status).send({ error: { code, message } });
 }
 
-export function installErrorHandling(app: FastifyInstance): void {
-  app.setErrorHandler((error: FastifyError, request, reply) => {
+export function installErrorHandling(app: FastifyInstance, options: { replica?: Database } = {}): void {
+  const { replica } = options;
+  app.setErrorHandler(async (error: FastifyError, request, reply) => {
     if (error instanceof ApiError) return send(reply, error.code, error.message);
     if (hasZodFastifySchemaValidationErrors(error)) {
       const issue = error.validation[0];
@@ -250,6 +258,20 @@ export function installErrorHandling(app: FastifyInstance): void {
       // so that it gets a code of its own.
       request.log.warn({ err: error }, "client error without an API error code");
       return send(reply, "validation_error", error.message);
+    }
+    // A read of the replica failed: when the replica is what does not answer, say so (the client
+    // can retry; the primary, SMTP and delivery are not affected).
+    if (replica && request.routeOptions.config.readsReplica) {
+      const replicaState = await check(() => sqlPoolOf(replica).query("SELECT 1"));
+      if (replicaState !== "ok") {
+        // Why goes to the log (and to /health/ready): the client is not told the replica's address.
+        request.log.warn({ err: error, replica: replicaState }, "the read replica does not answer");
+        return send(
+          reply,
+          "replica_unavailable",
+          "the read replica does not answer; try again later (writes and the other reads still work)",
+        );
+      }
     }
     request.log.error({ err: error }, "request failed");
     return send(reply, "internal_error", "internal error");

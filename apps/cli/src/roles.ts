@@ -21,7 +21,13 @@ export const roles: Record<string, RoleStarter> = {
   api: async (runtime) => {
     const { startApi } = await import("@postern/api");
     const api = await startApi(runtime);
-    return { describe: [`API      ${api.address}  (docs at ${api.address}/docs)`], stop: api.stop };
+    return {
+      describe: [
+        `API      ${api.address}  (docs at ${api.address}/docs)`,
+        ...(runtime.config.databaseReplicaUrl ? ["         history reads from DATABASE_REPLICA_URL"] : []),
+      ],
+      stop: api.stop,
+    };
   },
   worker: async (runtime) => {
     const { startWorker } = await import("@postern/worker");

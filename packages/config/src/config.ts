@@ -12,6 +12,8 @@ export class ConfigError extends Error {
 export interface Config {
   /** Unset: the embedded PostgreSQL is used. */
   databaseUrl: string | undefined;
+  /** DATABASE_REPLICA_URL: where the API's history reads go; unset: to `databaseUrl`. */
+  databaseReplicaUrl: string | undefined;
   /** Unset: the embedded redis-server is used. */
   redisUrl: string | undefined;
   redisKeyPrefix: string;
@@ -161,6 +163,18 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
       }
     }
   }
+  if (e.DATABASE_REPLICA_URL !== undefined) {
+    if (embeddedDatabase) {
+      throw new ConfigError(
+        "DATABASE_REPLICA_URL: requires DATABASE_URL (a replica of the embedded PostgreSQL is not supported)",
+      );
+    }
+    if (e.DATABASE_REPLICA_URL === e.DATABASE_URL) {
+      throw new ConfigError(
+        "DATABASE_REPLICA_URL: must name the replica, not the same server as DATABASE_URL",
+      );
+    }
+  }
   if ((e.SMTP_TLS_CERT === undefined) !== (e.SMTP_TLS_KEY === undefined)) {
     throw new ConfigError("SMTP_TLS_CERT: set SMTP_TLS_CERT and SMTP_TLS_KEY together, or neither");
   }
@@ -182,6 +196,7 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
 
   return {
     databaseUrl: e.DATABASE_URL,
+    databaseReplicaUrl: e.DATABASE_REPLICA_URL,
     redisUrl: e.REDIS_URL,
     redisKeyPrefix: e.REDIS_KEY_PREFIX,
     dataDir: resolve(cwd, e.DATA_DIR),

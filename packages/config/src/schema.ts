@@ -87,6 +87,11 @@ export const variables = {
     default: "embedded PostgreSQL in DATA_DIR",
     doc: "PostgreSQL connection string. Unset: an embedded PostgreSQL is started with its data in `DATA_DIR`.",
   },
+  DATABASE_REPLICA_URL: {
+    schema: url(["postgres:", "postgresql:"]).optional(),
+    default: "none: every read goes to DATABASE_URL",
+    doc: "A read-only streaming replica of `DATABASE_URL` for the API role's history reads (message lists and details, events, stats, audit log, suppressions list); every write and every other read stays on `DATABASE_URL`. Requires `DATABASE_URL`. See docs/operations.md, Read replica.",
+  },
   REDIS_URL: {
     schema: url(["redis:", "rediss:"]).optional(),
     default: "a local redis-server started on demand",

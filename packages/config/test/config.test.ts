@@ -170,6 +170,14 @@ describe("loadConfig", () => {
     [{ SMTP_PORT: "smtp" }, "SMTP_PORT:"],
     [{ DATABASE_URL: "mysql://x" }, "DATABASE_URL: must be a URL starting with postgres:// or postgresql://"],
     [{ REDIS_URL: "localhost:6379" }, "REDIS_URL: must be a URL starting with redis:// or rediss://"],
+    [
+      { DATABASE_REPLICA_URL: "replica:5432" },
+      "DATABASE_REPLICA_URL: must be a URL starting with postgres:// or postgresql://",
+    ],
+    [
+      { DATABASE_REPLICA_URL: production.DATABASE_URL },
+      "DATABASE_REPLICA_URL: must name the replica, not the same server as DATABASE_URL",
+    ],
     [{ DELIVERY_BACKOFF: "60,,300" }, "DELIVERY_BACKOFF: must be a comma-separated list of seconds"],
     [{ DELIVERY_MAX_ATTEMPTS: "0" }, "DELIVERY_MAX_ATTEMPTS: must be greater than 0"],
     [
@@ -214,6 +222,17 @@ describe("loadConfig", () => {
     const { ADMIN_TOKEN: _t, ...withoutToken } = production;
     expect(errorOf(withoutToken)).toBe(
       "ADMIN_TOKEN: required when DATABASE_URL is set (only embedded mode generates one)",
+    );
+  });
+
+  it("takes DATABASE_REPLICA_URL beside DATABASE_URL only", () => {
+    const replica = "postgresql://reader:p@db-replica:5432/postern";
+    expect(loadConfig({ ...production, DATABASE_REPLICA_URL: replica }, cwd).databaseReplicaUrl).toBe(
+      replica,
+    );
+    expect(loadConfig(production, cwd).databaseReplicaUrl).toBeUndefined();
+    expect(errorOf({ DATABASE_REPLICA_URL: replica })).toBe(
+      "DATABASE_REPLICA_URL: requires DATABASE_URL (a replica of the embedded PostgreSQL is not supported)",
     );
   });
 

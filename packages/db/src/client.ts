@@ -21,6 +21,12 @@ export interface DatabaseOptions {
    * (statistics, listings) need plans fitted to their parameters.
    */
   genericPlans?: boolean;
+  /**
+   * Give up opening a connection (TCP, TLS, authentication) after this long; unset: wait as long
+   * as the network does. For a server whose failure must be answered, not waited out (the API's
+   * read replica).
+   */
+  connectTimeoutMs?: number;
 }
 
 /**
@@ -31,6 +37,7 @@ export function createDatabase(connectionString: string, options: DatabaseOption
   const pool = new pg.Pool({
     connectionString,
     max: options.max ?? 20,
+    ...(options.connectTimeoutMs ? { connectionTimeoutMillis: options.connectTimeoutMs } : {}),
     ...(options.genericPlans ? { options: "-c plan_cache_mode=force_generic_plan" } : {}),
   });
   // An idle connection that breaks (PostgreSQL restarted) must not crash the process; the next

@@ -64,6 +64,8 @@ export interface SuppressionEntry {
 
 export interface SuppressionServiceDeps {
   db: Database;
+  /** Where `list` reads: the API's read replica when it has one; `db` when not given. */
+  reads?: Database;
   redis: Redis;
   config: { redisKeyPrefix: string };
   /** This process's caches of project policies, dropped at once (the others hear it over Redis). */
@@ -103,7 +105,13 @@ function view(row: Row): SuppressionView {
 /** Not expired at `now`. */
 const inEffect = (now: Date) => ({ OR: [{ expiresAt: null }, { expiresAt: { gt: now } }] });
 
-export function createSuppressionService({ db, redis, config, localCaches }: SuppressionServiceDeps) {
+export function createSuppressionService({
+  db,
+  reads = db,
+  redis,
+  config,
+  localCaches,
+}: SuppressionServiceDeps) {
   const announce = (projectId: string) => {
     const event: AuthInvalidation = { kind: "project", projectId };
     for (const cache of localCaches ?? []) cache.invalidate(event);
@@ -121,7 +129,7 @@ export function createSuppressionService({ db, redis, config, localCaches }: Sup
       projectId: string,
       query: { q?: string; after?: string; limit: number },
     ): Promise<{ items: SuppressionView[]; nextCursor: string | null }> {
-      const rows = await db.suppression.findMany({
+      const rows = await reads.suppression.findMany({
         where: {
           projectId,
           ...inEffect(new Date()),

@@ -3,6 +3,7 @@ import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { RouteDependencies } from "../app";
 import { adminRouteErrors, errorResponses } from "../errors";
+import { replicaRead } from "../replica";
 import { lastEventIdHeader, streamAudit } from "./audit-stream";
 import { auditCursor, auditPage, pageLimit, uuidParam } from "./schemas";
 
@@ -26,6 +27,7 @@ export function adminAuditRoutes(
     app.get(
       "/audit-logs",
       {
+        ...replicaRead,
         schema: {
           tags: ["admin"],
           summary: "Audit events, newest first, by project, action and time",
@@ -37,11 +39,11 @@ export function adminAuditRoutes(
             cursor: auditCursor.optional(),
             limit: pageLimit,
           }),
-          response: { 200: auditPage, ...errorResponses(...adminRouteErrors) },
+          response: { 200: auditPage, ...errorResponses(...adminRouteErrors, "replica_unavailable") },
         },
       },
       async (request) => {
-        const page = await listAuditEvents(deps.db, request.query);
+        const page = await listAuditEvents(deps.reads, request.query);
         return { items: page.items.map(auditEventJson), nextCursor: page.nextCursor };
       },
     );

@@ -2,29 +2,8 @@ import { type Database, sqlPoolOf } from "@postern/db";
 import type { Redis } from "@postern/queue";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
+import { check } from "../check";
 import { errorResponses } from "../errors";
-
-const checkTimeoutMs = 2000;
-
-type CheckResult = "ok" | string;
-
-/** Runs a probe with a deadline: "ok", or why it failed. */
-export async function check(probe: () => Promise<unknown>): Promise<CheckResult> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    await Promise.race([
-      probe(),
-      new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`no answer within ${checkTimeoutMs} ms`)), checkTimeoutMs);
-      }),
-    ]);
-    return "ok";
-  } catch (error) {
-    return (error as Error).message || "unavailable";
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** Each role this process runs (`api`, `smtp`, `worker`, ...): "ok" while it serves, else why not. */
 export type RoleReadiness = () => Record<string, string>;
@@ -32,10 +11,10 @@ export type RoleReadiness = () => Record<string, string>;
 const readiness = z.object({
   status: z.enum(["ok", "unavailable"]),
   checks: z
-    .object({ postgres: z.string(), redis: z.string() })
+    .object({ postgres: z.string(), postgresReplica: z.string().optional(), redis: z.string() })
     .catchall(z.string())
     .describe(
-      '"ok" or why not, for PostgreSQL, Redis and each role of this process (api, smtp, worker): "starting", "stopping", ...',
+      '"ok" or why not, for PostgreSQL, its read replica (`postgresReplica`, with DATABASE_REPLICA_URL in a process running the API), Redis and each role of this process (api, smtp, worker): "starting", "stopping", ...',
     ),
 });
 
@@ -48,6 +27,8 @@ const readiness = z.object({
  */
 export function healthRoutes(deps: {
   db: Database;
+  /** The API's read replica: checked as `postgresReplica`, since the API's history reads need it. */
+  replica?: Database;
   redis: Redis;
   roleReadiness?: RoleReadiness;
 }): FastifyPluginAsyncZod {
@@ -80,13 +61,20 @@ export function healthRoutes(deps: {
         },
       },
       async (_request, reply) => {
-        const [postgres, redis] = await Promise.all([
+        const { replica } = deps;
+        const [postgres, postgresReplica, redis] = await Promise.all([
           // On the pool, not through Prisma: a probe every few seconds must not be what loads Prisma's
           // query compiler into an idle process (docs/operations.md, Memory).
           check(() => sqlPoolOf(deps.db).query("SELECT 1")),
+          replica && check(() => sqlPoolOf(replica).query("SELECT 1")),
           check(() => deps.redis.ping()),
         ]);
-        const checks = { postgres, redis, ...deps.roleReadiness?.() };
+        const checks = {
+          postgres,
+          ...(postgresReplica === undefined ? {} : { postgresReplica }),
+          redis,
+          ...deps.roleReadiness?.(),
+        };
         const ok = Object.values(checks).every((state) => state === "ok");
         return reply.status(ok ? 200 : 503).send({ status: ok ? "ok" : "unavailable", checks });
       },

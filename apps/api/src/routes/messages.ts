@@ -1,4 +1,4 @@
-import type { Message, SqlPool } from "@postern/db";
+import { type Message, sqlPoolOf } from "@postern/db";
 import {
   applyBulkAction,
   bulkActionLimit,
@@ -21,6 +21,7 @@ import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { RouteDependencies } from "../app";
 import { ApiError, bodyErrors, errorResponses, projectRouteErrors } from "../errors";
+import { readById, replicaRead } from "../replica";
 import { isoDate, pageLimit, uuidParam } from "./schemas";
 
 const messageStatus = z.enum([
@@ -163,13 +164,17 @@ const statusRoutes: Array<{ action: Exclude<LifecycleAction, "retry">; summary: 
   },
 ];
 
-export function messageRoutes(
-  deps: RouteDependencies & { sql: Pick<SqlPool, "query"> },
-): FastifyPluginAsyncZod {
+/**
+ * The reads here (lists, a message, its events and bytes, the event feed) go to `deps.reads`, the
+ * read replica when there is one; a message asked for by id that the replica does not have yet is
+ * read from the primary. The actions write to the primary.
+ */
+export function messageRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
   return async (app) => {
     app.get(
       "/messages",
       {
+        ...replicaRead,
         schema: {
           tags: ["project"],
           summary: "The project's messages, newest first",
@@ -188,13 +193,13 @@ export function messageRoutes(
           }),
           response: {
             200: z.object({ items: z.array(messageSummary), nextCursor: z.string().nullable() }),
-            ...errorResponses(...projectRouteErrors),
+            ...errorResponses(...projectRouteErrors, "replica_unavailable"),
           },
         },
       },
       async (request) => {
         const { limit, cursor, ...filter } = request.query;
-        const rows = await listMessages(deps.db, {
+        const rows = await listMessages(deps.reads, {
           ...filter,
           projectId: request.project.id,
           limit,
@@ -212,16 +217,24 @@ export function messageRoutes(
     app.get(
       "/messages/:id",
       {
+        ...replicaRead,
         schema: {
           tags: ["project"],
           summary: "A message with its recipients' results and every delivery attempt",
           security: [{ bearer: [] }],
           params: z.object({ id: uuidParam }),
-          response: { 200: messageDetail, ...errorResponses(...projectRouteErrors, "not_found") },
+          response: {
+            200: messageDetail,
+            ...errorResponses(...projectRouteErrors, "not_found", "replica_unavailable"),
+          },
         },
       },
       async (request) => {
-        const message = await findMessage(deps.db, request.project.id, request.params.id);
+        const message = await readById(
+          deps,
+          (db) => findMessage(db, request.project.id, request.params.id),
+          (found) => found !== null,
+        );
         if (!message) throw new ApiError("not_found", `no message ${request.params.id}`);
         return {
           ...summary(message),
@@ -251,6 +264,7 @@ export function messageRoutes(
     app.get(
       "/messages/:id/raw",
       {
+        ...replicaRead,
         schema: {
           tags: ["project"],
           summary: "The message's stored bytes (as received, with Postern's Received header)",
@@ -260,13 +274,17 @@ export function messageRoutes(
           produces: ["message/rfc822"],
           response: {
             200: z.any().describe("message/rfc822 bytes"),
-            ...errorResponses(...projectRouteErrors, "not_found", "gone"),
+            ...errorResponses(...projectRouteErrors, "not_found", "gone", "replica_unavailable"),
           },
         },
       },
       async (request, reply) => {
         const { id } = request.params;
-        const body = await streamMessageBody(deps.sql, request.project.id, id);
+        const body = await readById(
+          deps,
+          (db) => streamMessageBody(sqlPoolOf(db), request.project.id, id),
+          (found) => found.state !== "missing",
+        );
         if (body.state === "missing") throw new ApiError("not_found", `no message ${id}`);
         if (body.state === "gone")
           throw new ApiError("gone", `the body of message ${id} was dropped after its retention`);
@@ -399,6 +417,7 @@ export function messageRoutes(
     app.get(
       "/messages/:id/events",
       {
+        ...replicaRead,
         schema: {
           tags: ["project"],
           summary: "A message's events (status changes), oldest first",
@@ -406,12 +425,16 @@ export function messageRoutes(
           params: z.object({ id: uuidParam }),
           response: {
             200: z.object({ items: z.array(messageEvent) }),
-            ...errorResponses(...projectRouteErrors, "not_found"),
+            ...errorResponses(...projectRouteErrors, "not_found", "replica_unavailable"),
           },
         },
       },
       async (request) => {
-        const events = await listMessageEvents(deps.db, request.project.id, request.params.id);
+        const events = await readById(
+          deps,
+          (db) => listMessageEvents(db, request.project.id, request.params.id),
+          (found) => found !== undefined && found !== null,
+        );
         if (!events) throw new ApiError("not_found", `no message ${request.params.id}`);
         return { items: events.map(messageEventJson) };
       },
@@ -420,6 +443,7 @@ export function messageRoutes(
     app.get(
       "/events",
       {
+        ...replicaRead,
         schema: {
           tags: ["project"],
           summary: "The project's message events after a cursor, oldest first (newest last)",
@@ -441,13 +465,13 @@ export function messageRoutes(
                   "pass as `after` to read on (also when items is empty: poll with it); null before any event",
                 ),
             }),
-            ...errorResponses(...projectRouteErrors),
+            ...errorResponses(...projectRouteErrors, "replica_unavailable"),
           },
         },
       },
       async (request) => {
         const { after, type, limit } = request.query;
-        const events = await listEvents(deps.db, { projectId: request.project.id, after, type, limit });
+        const events = await listEvents(deps.reads, { projectId: request.project.id, after, type, limit });
         const last = events.at(-1);
         const position = last ?? after;
         return {

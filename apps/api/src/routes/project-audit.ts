@@ -3,6 +3,7 @@ import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { RouteDependencies } from "../app";
 import { errorResponses, projectRouteErrors } from "../errors";
+import { replicaRead } from "../replica";
 import { lastEventIdHeader, streamAudit } from "./audit-stream";
 import { auditCursor, auditPage, pageLimit } from "./schemas";
 
@@ -18,16 +19,17 @@ export function projectAuditRoutes(deps: RouteDependencies): FastifyPluginAsyncZ
     app.get(
       "/audit-logs",
       {
+        ...replicaRead,
         schema: {
           tags: ["project"],
           summary: "The project's audit events, newest first",
           security: [{ bearer: [] }],
           querystring: z.object({ cursor: auditCursor.optional(), limit: pageLimit }),
-          response: { 200: auditPage, ...errorResponses(...projectRouteErrors) },
+          response: { 200: auditPage, ...errorResponses(...projectRouteErrors, "replica_unavailable") },
         },
       },
       async (request) => {
-        const page = await listAuditEvents(deps.db, {
+        const page = await listAuditEvents(deps.reads, {
           projectId: request.project.id,
           cursor: request.query.cursor,
           limit: request.query.limit,

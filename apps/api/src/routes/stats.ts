@@ -3,6 +3,7 @@ import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { RouteDependencies } from "../app";
 import { ApiError, errorResponses, projectRouteErrors } from "../errors";
+import { replicaRead } from "../replica";
 import { isoDate } from "./schemas";
 
 const hourMs = 60 * 60 * 1000;
@@ -74,6 +75,7 @@ export function statsRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
     app.get(
       "/stats",
       {
+        ...replicaRead,
         schema: {
           tags: ["project"],
           summary: "Counts by status and rejection reason, delivery latency and quota usage for a window",
@@ -86,7 +88,10 @@ export function statsRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
               .optional()
               .describe(`also the counts hour by hour (a window of at most ${maxSeriesHours / 24} days)`),
           }),
-          response: { 200: statsResponse, ...errorResponses(...projectRouteErrors) },
+          response: {
+            200: statsResponse,
+            ...errorResponses(...projectRouteErrors, "replica_unavailable"),
+          },
         },
       },
       async (request) => {
@@ -104,18 +109,20 @@ export function statsRoutes(deps: RouteDependencies): FastifyPluginAsyncZod {
           );
         }
 
+        // The history from the replica; the project's quota limits, which the client may just have
+        // changed, from the primary.
         const [byStatus, rejections, latency, project] = await Promise.all([
-          deps.db.$queryRaw<{ hour: Date; status: string; n: number }[]>`
+          deps.reads.$queryRaw<{ hour: Date; status: string; n: number }[]>`
             SELECT hour, status::text AS status, sum(count)::int AS n FROM "MessageStatsHour"
             WHERE "projectId" = ${projectId}::uuid AND hour >= ${from} AND hour < ${to}
             GROUP BY hour, status`,
-          deps.db.$queryRaw<{ action: string; reason: string; n: number }[]>`
+          deps.reads.$queryRaw<{ action: string; reason: string; n: number }[]>`
             SELECT action, coalesce(details->>'reason', 'unspecified') AS reason, count(*)::int AS n
             FROM "AuditEvent"
             WHERE "projectId" = ${projectId}::uuid AND action IN ('message.rejected', 'quota.exceeded')
               AND "createdAt" >= ${from} AND "createdAt" < ${to}
             GROUP BY 1, 2`,
-          deliveryLatency(deps.db, { projectId, from, to, sample: latencySample }),
+          deliveryLatency(deps.reads, { projectId, from, to, sample: latencySample }),
           deps.db.project.findUniqueOrThrow({
             where: { id: projectId },
             select: { quotaPerMinute: true, quotaDaily: true },

@@ -7,6 +7,7 @@ import {
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import { ApiError, bodyErrors, errorResponses, projectRouteErrors } from "../errors";
+import { replicaRead } from "../replica";
 import { isoDate, pageLimit } from "./schemas";
 
 const suppressionBody = z.object({
@@ -32,6 +33,7 @@ export function suppressionRoutes(suppressions: SuppressionService): FastifyPlug
     app.get(
       "/suppressions",
       {
+        ...replicaRead,
         schema: {
           tags: ["project"],
           summary: "The project's suppressions in effect, by address",
@@ -43,7 +45,7 @@ export function suppressionRoutes(suppressions: SuppressionService): FastifyPlug
           }),
           response: {
             200: z.object({ items: z.array(suppressionBody), nextCursor: z.string().nullable() }),
-            ...errorResponses(...projectRouteErrors),
+            ...errorResponses(...projectRouteErrors, "replica_unavailable"),
           },
         },
       },

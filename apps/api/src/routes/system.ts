@@ -2,8 +2,8 @@ import { countQueuedMessages, createDeliveryQueue } from "@postern/queue";
 import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
 import { z } from "zod";
 import type { RouteDependencies } from "../app";
+import { check } from "../check";
 import { adminRouteErrors, errorResponses } from "../errors";
-import { check } from "./health";
 
 const systemJson = z.object({
   checks: z
