@@ -9,6 +9,7 @@ export {
 } from "./factories";
 export { type CapturedLog, captureLog } from "./log-capture";
 export { createQueuedMessageFixture, type QueuedMessageInput } from "./messages";
+export { type RunningRedisCluster, startRedisCluster } from "./redis-cluster";
 export { type ReceivedMessage, type SinkReply, SmtpSink, type SmtpSinkOptions } from "./smtp-sink";
 export {
   type ReceivedWebhook,

@@ -1,5 +1,5 @@
 import { uuidv7 } from "@postern/db";
-import type { Redis } from "@postern/queue";
+import { queuePrefix, type Redis } from "@postern/queue";
 import { type JobsOptions, Queue } from "bullmq";
 
 /**
@@ -38,7 +38,10 @@ export interface WebhookWaker {
 }
 
 export function createWebhookWaker(connection: Redis, prefix: string): WebhookWaker {
-  const queue = new Queue<WebhookJob>(webhookQueueName, { connection, prefix });
+  const queue = new Queue<WebhookJob>(webhookQueueName, {
+    connection,
+    prefix: queuePrefix(connection, prefix, webhookQueueName),
+  });
   // Failed adds reach the caller; without a listener BullMQ would also print each one.
   queue.on("error", () => {});
   return {
