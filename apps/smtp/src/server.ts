@@ -8,7 +8,7 @@ import { RouteBook, SuppressionBook } from "@postern/projects";
 import {
   countQueuedMessagesByProject,
   createDeliveryProducer,
-  duplicateRedis,
+  failFastRedis,
   type Redis,
 } from "@postern/queue";
 import { createProjectQuota } from "@postern/quota";
@@ -83,10 +83,7 @@ export async function startSmtp(deps: SmtpDeps, overrides: SmtpListenOverrides =
 
   // The shared connection retries forever (right for BullMQ workers); the reply path needs an
   // answer: a dead Redis must become 451 4.3.0 in bounded time.
-  const redis = duplicateRedis(deps.redis, {
-    maxRetriesPerRequest: 1,
-    commandTimeout: redisCommandTimeoutMs,
-  });
+  const redis = await failFastRedis(deps.redis, redisCommandTimeoutMs);
   const subscriber = deps.redis.duplicate();
   redis.on("error", (error) => log.debug({ err: error }, "redis"));
   subscriber.on("error", (error) => log.debug({ err: error }, "redis subscriber"));

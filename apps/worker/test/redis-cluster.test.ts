@@ -187,4 +187,17 @@ describe("Postern on a Redis Cluster", () => {
     const enqueueFailures = await metrics.getSingleMetric("postern_smtp_enqueue_failures_total")?.get();
     expect(enqueueFailures?.values[0]?.value ?? 0).toBe(0);
   });
+
+  // Last: it stops the cluster.
+  it("answers RCPT with 451 4.3.0 when the cluster is gone, instead of waiting for it", async () => {
+    await worker.stop();
+    const other = await createProjectFixture(ctx.db, ctx.config, { upstream: sink.url });
+    const { client, auth } = await RawSmtp.session(smtp.ports.smtp, other.smtp);
+    expect(auth?.code).toBe(235);
+    expect((await client.command("MAIL FROM:<app@example.com>")).code).toBe(250);
+    await cluster.stop();
+    const rcpt = await client.command("RCPT TO:<a@example.org>");
+    expect([rcpt.code, rcpt.enhanced]).toEqual([451, "4.3.0"]);
+    client.close();
+  });
 });

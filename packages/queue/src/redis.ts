@@ -1,3 +1,4 @@
+import { once } from "node:events";
 import { Cluster, type RedisOptions, Redis as RedisServer } from "ioredis";
 
 /** A connection to Redis: one server, or a Redis Cluster (REDIS_CLUSTER). */
@@ -44,13 +45,23 @@ function createCluster(url: string, nodeOptions: RedisOptions): Cluster {
 }
 
 /**
- * Another connection to the same Redis with other per-command options (a subscriber, the SMTP
- * reply path's bounded retries): a cluster's per-node options are its `redisOptions`.
+ * Another connection to the same Redis whose commands fail within about `timeoutMs` when Redis
+ * does not answer (the SMTP reply path: a dead Redis must become a 451 in bounded time, where the
+ * shared connection retries forever for BullMQ). One server: one retry, then a command timeout.
+ * A cluster queues commands while it has no node for their slot (all nodes down, a failover)
+ * and no timeout applies there, so its copy has no offline queue: such a command fails at once.
+ * Without that queue a command sent before the cluster is ready would fail too: resolves once it
+ * is ready.
  */
-export function duplicateRedis(redis: Redis, options: RedisOptions = {}): Redis {
-  return redis instanceof Cluster
-    ? redis.duplicate([], { redisOptions: { ...redis.options.redisOptions, ...options } })
-    : redis.duplicate(options);
+export async function failFastRedis(redis: Redis, timeoutMs: number): Promise<Redis> {
+  const nodeOptions = { maxRetriesPerRequest: 1, commandTimeout: timeoutMs };
+  if (!(redis instanceof Cluster)) return redis.duplicate(nodeOptions);
+  const copy = redis.duplicate([], {
+    enableOfflineQueue: false,
+    redisOptions: { ...redis.options.redisOptions, ...nodeOptions },
+  });
+  if (copy.status !== "ready") await once(copy, "ready");
+  return copy;
 }
 
 /**
