@@ -18,7 +18,8 @@ import { keyFamily, type Redis } from "./redis";
  * The counts live in two Redis hashes (field = project id); workers decrement when a job leaves
  * the queue and the sweeper lowers them to what PostgreSQL has queued (`resetBacklog`), so an
  * over-count (duplicate adds, decrements lost in a crash) heals at every sweep. Both hashes are
- * of the delivery key family (one slot on a cluster), since the scripts below take both.
+ * of the delivery queue's key family (`deliveryQueueName`; one slot on a cluster), since the
+ * scripts below take both.
  */
 export function backlogKey(redis: Redis, prefix: string): string {
   return `${keyFamily(redis, prefix, "delivery")}:backlog`;
