@@ -183,7 +183,9 @@ describe("Postern on a Redis Cluster", () => {
     expect(holders(queueKeys)).toEqual([await nodeOf(keyFamily(redis, prefix, deliveryQueueName))]);
     expect(holders(quotaKeys)).toContain(await nodeOf(quotaKey(prefix, fixture.project.id)));
     expect(new Set([...holders(queueKeys), ...holders(quotaKeys)]).size).toBeGreaterThan(1);
-    expect(captured.text()).not.toMatch(/CROSSSLOT|sweep failed|delivery worker error|delivery job error|webhook worker error/);
+    expect(captured.text()).not.toMatch(
+      /CROSSSLOT|sweep failed|delivery worker error|delivery job error|webhook worker error/,
+    );
     const enqueueFailures = await metrics.getSingleMetric("postern_smtp_enqueue_failures_total")?.get();
     expect(enqueueFailures?.values[0]?.value ?? 0).toBe(0);
   });
