@@ -1,8 +1,11 @@
+import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { publishAuthInvalidation } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
+import { freePort } from "@postern/embedded";
 import { createRedis, deliveryQueueName, keyFamily, type Redis } from "@postern/queue";
 import { type RunningSmtp, startSmtp } from "@postern/smtp";
 import { createMetricsRegistry, type Registry } from "@postern/telemetry";
@@ -43,6 +46,7 @@ let sink: SmtpSink;
 let fixture: ProjectFixture;
 let captured: CapturedLog;
 const quotaPerMinute = 3;
+const bin = fileURLToPath(new URL("../../cli/bin/postern.js", import.meta.url));
 
 /** The port of the master that holds `key`'s slot. */
 async function nodeOf(key: string): Promise<number> {
@@ -189,6 +193,57 @@ describe("Postern on a Redis Cluster", () => {
     const enqueueFailures = await metrics.getSingleMetric("postern_smtp_enqueue_failures_total")?.get();
     expect(enqueueFailures?.values[0]?.value ?? 0).toBe(0);
   });
+
+  it("runs `postern start` (API, worker, SMTP) from REDIS_URL and REDIS_CLUSTER=true", async () => {
+    const ports = { http: await freePort(), smtp: await freePort(), smtps: await freePort() };
+    const env = {
+      ...ctx.env,
+      REDIS_URL: cluster.url,
+      REDIS_CLUSTER: "true",
+      // The installation's prefix: this process shares the cluster's state with the roles above.
+      REDIS_KEY_PREFIX: config.redisKeyPrefix,
+      LOG_LEVEL: "warn",
+      HTTP_PORT: String(ports.http),
+      SMTP_PORT: String(ports.smtp),
+      SMTPS_PORT: String(ports.smtps),
+    };
+    const child = spawn(process.execPath, [bin, "start"], {
+      env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? "/root", ...env },
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let output = "";
+    child.stdout.on("data", (d) => (output += d));
+    child.stderr.on("data", (d) => (output += d));
+    const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+    try {
+      const admin = { authorization: `Bearer ${ctx.env.ADMIN_TOKEN}` };
+      const get = (path: string, headers = {}) =>
+        fetch(`http://127.0.0.1:${ports.http}${path}`, { headers }).catch(() => undefined);
+      await until(async () => (await get("/health/ready"))?.status === 200, `readiness of ${output}`, 60_000);
+      const { client, auth } = await RawSmtp.session(ports.smtp, fixture.smtp);
+      expect(auth?.code).toBe(235);
+      // The first test used the project's quota for the minute, counted on the cluster.
+      expect((await client.command("MAIL FROM:<app@example.com>")).code).toBe(250);
+      const rcpt = await client.command("RCPT TO:<start@example.org>");
+      expect([rcpt.code, rcpt.enhanced]).toEqual([451, "4.7.1"]);
+      client.close();
+      const other = await createProjectFixture(ctx.db, ctx.config, { upstream: sink.url });
+      const session = await RawSmtp.session(ports.smtp, other.smtp);
+      const id = await send(session.client, "start@example.org");
+      session.client.close();
+      await waitForStatus(ctx.db, id, "delivered", 30_000);
+      const system = (await (await get("/admin/system", admin))?.json()) as {
+        checks: Record<string, string>;
+        queue: { workers: number } | null;
+      };
+      expect(system.checks.redis).toBe("ok");
+      expect(system.queue?.workers).toBeGreaterThanOrEqual(1);
+    } finally {
+      child.kill("SIGTERM");
+    }
+    expect(await exited).toBe(0);
+    expect(output).not.toMatch(/CROSSSLOT/);
+  }, 120_000);
 
   // Last: it stops the cluster.
   it("answers RCPT with 451 4.3.0 when the cluster is gone, instead of waiting for it", async () => {
