@@ -63,7 +63,12 @@ const quotaKey = (prefix: string, projectId: string) => `${prefix}:quota:perMinu
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), "postern-cluster-"));
   cluster = await startRedisCluster(dir);
-  ctx = await createTestContext({ DESTINATION_CONCURRENCY: "4", DELIVERY_SWEEP_INTERVAL: "1" });
+  // Destination caps, so that every delivery runs the throttle's scripts.
+  ctx = await createTestContext({
+    DESTINATION_CONCURRENCY: "4",
+    DESTINATION_RATE_PER_MINUTE: "1000",
+    DELIVERY_SWEEP_INTERVAL: "1",
+  });
   redis = createRedis(cluster.url, { cluster: true });
   sink = await SmtpSink.start();
   fixture = await createProjectFixture(ctx.db, ctx.config, { upstream: sink.url, quotaPerMinute });
@@ -183,10 +188,15 @@ describe("Postern on a Redis Cluster", () => {
     const holders = (match: (key: string) => boolean) =>
       [...byNode].filter(([, keys]) => keys.some(match)).map(([port]) => port);
     const queueKeys = (key: string) => key.startsWith(`{${prefix}:${deliveryQueueName}}:`);
+    const throttleKeys = (key: string) => key.startsWith(`{${prefix}:throttle}:`);
     const quotaKeys = (key: string) => key.startsWith(`${prefix}:quota:`);
-    expect(holders(queueKeys)).toEqual([await nodeOf(keyFamily(redis, prefix, deliveryQueueName))]);
+    const queueNode = await nodeOf(keyFamily(redis, prefix, deliveryQueueName));
+    const throttleNode = await nodeOf(keyFamily(redis, prefix, "throttle"));
+    expect(holders(queueKeys)).toEqual([queueNode]);
+    // The deliveries' starts of the last minute (`DESTINATION_RATE_PER_MINUTE`).
+    expect(holders(throttleKeys)).toEqual([throttleNode]);
     expect(holders(quotaKeys)).toContain(await nodeOf(quotaKey(prefix, fixture.project.id)));
-    expect(new Set([...holders(queueKeys), ...holders(quotaKeys)]).size).toBeGreaterThan(1);
+    expect(new Set([...holders(queueKeys), ...holders(throttleKeys), ...holders(quotaKeys)]).size).toBe(3);
     expect(captured.text()).not.toMatch(
       /CROSSSLOT|sweep failed|delivery worker error|delivery job error|webhook worker error/,
     );
