@@ -6,8 +6,7 @@ export type Redis = RedisServer | Cluster;
 
 /**
  * A Redis connection for BullMQ and the limiters. `maxRetriesPerRequest: null` is what BullMQ
- * workers require; producers on the SMTP path pass a finite value so that a dead Redis fails a
- * command quickly (451 4.3.0) instead of waiting forever.
+ * workers require; the SMTP reply path takes a copy that fails fast instead (`failFastRedis`).
  *
  * `cluster`: `url` is one node of a Redis Cluster; ioredis asks it for the others (CLUSTER SLOTS)
  * and sends each command to the node that holds its key's slot. The URL's credentials and TLS
@@ -32,14 +31,26 @@ export function createRedis(url: string, options: RedisOptions & { cluster?: boo
 
 function createCluster(url: string, nodeOptions: RedisOptions): Cluster {
   const parsed = new URL(url);
-  return new Cluster([{ host: parsed.hostname, port: Number(parsed.port || 6379) }], {
+  const tls = parsed.protocol === "rediss:";
+  // An IPv6 address comes bracketed in a URL, and bare to ioredis.
+  const host = parsed.hostname.replace(/^\[(.*)\]$/, "$1");
+  return new Cluster([{ host, port: Number(parsed.port || 6379) }], {
     enableReadyCheck: true,
     lazyConnect: nodeOptions.lazyConnect,
+    // With TLS, connect to the names the cluster announces, not to addresses resolved from them,
+    // so that each node's certificate is checked against its name (ioredis's advice for TLS
+    // clusters such as ElastiCache's).
+    ...(tls
+      ? {
+          dnsLookup: (address: string, callback: (error: null, address: string) => void) =>
+            callback(null, address),
+        }
+      : {}),
     redisOptions: {
       ...nodeOptions,
       username: decodeURIComponent(parsed.username) || undefined,
       password: decodeURIComponent(parsed.password) || undefined,
-      ...(parsed.protocol === "rediss:" ? { tls: {} } : {}),
+      ...(tls ? { tls: {} } : {}),
     },
   });
 }
