@@ -1,4 +1,3 @@
-import { once } from "node:events";
 import { Cluster, type RedisOptions, Redis as RedisServer } from "ioredis";
 
 /** A connection to Redis: one server, or a Redis Cluster (REDIS_CLUSTER). */
@@ -71,7 +70,10 @@ export async function failFastRedis(redis: Redis, timeoutMs: number): Promise<Re
     enableOfflineQueue: false,
     redisOptions: { ...redis.options.redisOptions, ...nodeOptions },
   });
-  if (copy.status !== "ready") await once(copy, "ready");
+  // Errors while it connects (a node not up yet) are retried as on any connection; `once` would
+  // take the first as a failure, and an "error" without a listener would throw.
+  copy.on("error", () => {});
+  if (copy.status !== "ready") await new Promise((resolve) => copy.once("ready", resolve));
   return copy;
 }
 
