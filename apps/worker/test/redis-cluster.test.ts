@@ -252,6 +252,7 @@ describe("Postern on a Redis Cluster", () => {
       child.kill("SIGTERM");
     }
     expect(await exited).toBe(0);
+    expect(output).toContain("Redis      a cluster, from REDIS_URL");
     expect(output).not.toMatch(/CROSSSLOT/);
   }, 120_000);
 
