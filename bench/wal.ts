@@ -35,10 +35,10 @@ const postern = await startPostern({
   recipientDomain: "bench.example",
   freshLogins: 0,
   repositoryRoot: root,
-  splitRoles: true,
+  processes: { smtp: 1, worker: 1 },
 });
 try {
-  const worker = postern.rssProcesses().find((p) => p.name === "postern worker");
+  const worker = postern.rssProcesses().find((p) => p.name === "worker1");
   if (!worker) throw new Error("the delivery worker's process was not found");
   const walPosition = async () =>
     BigInt(
@@ -59,7 +59,7 @@ try {
   const beforeAccept = await walPosition();
   const result = await load.run({
     host: "127.0.0.1",
-    port: postern.smtpPort,
+    ports: postern.smtpPorts,
     mode: "pooled",
     concurrency: options.concurrency,
     messageBytes: options.size,

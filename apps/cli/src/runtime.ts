@@ -65,7 +65,7 @@ export async function openRuntime(options: {
     const result = await migrate(config.databaseUrl);
     if (result.applied.length > 0) log.info({ migrations: result.applied }, "applied database migrations");
     const db = createDatabase(config.databaseUrl, { genericPlans: options.workerOnly });
-    const redis = createRedis(config.redisUrl);
+    const redis = createRedis(config.redisUrl, { cluster: config.redisCluster });
     return {
       config,
       db,

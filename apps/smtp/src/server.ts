@@ -5,7 +5,12 @@ import type { ResolvedConfig } from "@postern/config";
 import { type Database, sqlPoolOf } from "@postern/db";
 import { ensureDevCertificate } from "@postern/embedded";
 import { RouteBook, SuppressionBook } from "@postern/projects";
-import { countQueuedMessagesByProject, createDeliveryProducer, type Redis } from "@postern/queue";
+import {
+  countQueuedMessagesByProject,
+  createDeliveryProducer,
+  failFastRedis,
+  type Redis,
+} from "@postern/queue";
 import { createProjectQuota } from "@postern/quota";
 import { createRulesCache } from "@postern/rules";
 import type { Logger, Registry } from "@postern/telemetry";
@@ -78,7 +83,7 @@ export async function startSmtp(deps: SmtpDeps, overrides: SmtpListenOverrides =
 
   // The shared connection retries forever (right for BullMQ workers); the reply path needs an
   // answer: a dead Redis must become 451 4.3.0 in bounded time.
-  const redis = deps.redis.duplicate({ maxRetriesPerRequest: 1, commandTimeout: redisCommandTimeoutMs });
+  const redis = await failFastRedis(deps.redis, redisCommandTimeoutMs);
   const subscriber = deps.redis.duplicate();
   redis.on("error", (error) => log.debug({ err: error }, "redis"));
   subscriber.on("error", (error) => log.debug({ err: error }, "redis subscriber"));

@@ -11,7 +11,14 @@ import {
   sweepPageSize,
 } from "@postern/messages";
 import { pruneExpiredSuppressions } from "@postern/projects";
-import { type DeliveryJob, type DeliveryProducer, type Redis, resetBacklog } from "@postern/queue";
+import {
+  type DeliveryJob,
+  type DeliveryProducer,
+  deliveryQueueName,
+  keyFamily,
+  type Redis,
+  resetBacklog,
+} from "@postern/queue";
 import type { Queue } from "bullmq";
 
 export interface SweeperDeps {
@@ -122,7 +129,7 @@ export function startSweeper(
   onResult: (result: SweepResult) => void,
   onError: (error: unknown) => void,
 ): { stop(): Promise<void> } {
-  const lockKey = `${deps.config.redisKeyPrefix}:delivery:sweeper-lock`;
+  const lockKey = `${keyFamily(deps.redis, deps.config.redisKeyPrefix, deliveryQueueName)}:sweeper-lock`;
   const intervalMs = deps.config.delivery.sweepIntervalMs;
   let running: Promise<void> | undefined;
   const run = async () => {

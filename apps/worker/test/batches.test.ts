@@ -51,12 +51,12 @@ async function acceptedTogether(project: Pick<Project, "id">, recipients: string
  */
 async function workerAfterFirstSweep() {
   const sentinel = "00000000-0000-7000-8000-00000000fffe";
-  await ctx.redis.hset(backlogKey(ctx.redisKeyPrefix), sentinel, "99");
+  await ctx.redis.hset(backlogKey(ctx.redis, ctx.redisKeyPrefix), sentinel, "99");
   // An earlier test's worker swept last and its lock would skip this worker's first sweep.
   await ctx.redis.del(`${ctx.redisKeyPrefix}:delivery:sweeper-lock`);
   const worker = await runWorker(ctx);
   await until(
-    async () => (await ctx.redis.hexists(backlogKey(ctx.redisKeyPrefix), sentinel)) === 0,
+    async () => (await ctx.redis.hexists(backlogKey(ctx.redis, ctx.redisKeyPrefix), sentinel)) === 0,
     "the worker's first sweep",
   );
   return worker;
@@ -158,7 +158,7 @@ it("counts a message out of its project's backlog once, when its job is first ta
     expect(delivered.attempts).toBe(2);
     // The worker's ledger writes its decrements every 50 ms.
     await new Promise((resolve) => setTimeout(resolve, 500));
-    expect(await ctx.redis.hget(backlogKey(ctx.redisKeyPrefix), project.id)).toBe("1");
+    expect(await ctx.redis.hget(backlogKey(ctx.redis, ctx.redisKeyPrefix), project.id)).toBe("1");
   } finally {
     sink.rcptReply = () => undefined;
     sink.messages.length = 0;
@@ -179,7 +179,7 @@ it("counts a batch's messages out of the backlog when a worker takes the job, be
   try {
     const { messages } = await acceptedTogether(project, ["a@example.net", "b@example.net", "c@example.net"]);
     const counted = async () =>
-      Number((await ctx.redis.hget(backlogKey(ctx.redisKeyPrefix), project.id)) ?? 0);
+      Number((await ctx.redis.hget(backlogKey(ctx.redis, ctx.redisKeyPrefix), project.id)) ?? 0);
     expect(await counted()).toBe(3);
     await until(() => atUpstream === 2, "two deliveries at the upstream");
     // Taken, not delivered: nothing waits for a worker (the ledger writes every 50 ms).

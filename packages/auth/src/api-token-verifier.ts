@@ -1,6 +1,6 @@
 import type { Database } from "@postern/db";
+import type { Redis } from "@postern/queue/redis";
 import { ok, type Refusal, type Result, refuse } from "@postern/result";
-import type { Redis } from "ioredis";
 import { type AuthInvalidation, listenForAuthInvalidations } from "./invalidation";
 import { hashApiToken } from "./keys";
 import {

@@ -1,4 +1,4 @@
-import type { Redis } from "ioredis";
+import type { Redis } from "@postern/queue/redis";
 
 /**
  * Revoking a credential or an API token, or suspending/changing/deleting a project, must take

@@ -1,8 +1,8 @@
 import { createHash, createHmac, randomBytes } from "node:crypto";
 import type { Database } from "@postern/db";
+import type { Redis } from "@postern/queue/redis";
 import { type Ok, ok, type Refusal, refuse } from "@postern/result";
 import bcrypt from "bcrypt";
-import type { Redis } from "ioredis";
 import { type RateLimiterAbstract, RateLimiterRedis, RateLimiterRes } from "rate-limiter-flexible";
 import { clientAddress } from "./client-address";
 import { type AuthInvalidation, listenForAuthInvalidations } from "./invalidation";

@@ -16,6 +16,8 @@ export interface Config {
   databaseReplicaUrl: string | undefined;
   /** Unset: the embedded redis-server is used. */
   redisUrl: string | undefined;
+  /** REDIS_CLUSTER: `redisUrl` is a node of a Redis Cluster. */
+  redisCluster: boolean;
   redisKeyPrefix: string;
   /** Absolute path. */
   dataDir: string;
@@ -175,6 +177,14 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
       );
     }
   }
+  if (e.REDIS_CLUSTER && e.REDIS_URL === undefined) {
+    throw new ConfigError(
+      "REDIS_CLUSTER: needs REDIS_URL, a node of the cluster (the embedded redis-server is a single node)",
+    );
+  }
+  if (e.REDIS_CLUSTER && !["", "/", "/0"].includes(new URL(e.REDIS_URL as string).pathname)) {
+    throw new ConfigError("REDIS_URL: a Redis Cluster has database 0 only; remove the database number");
+  }
   if ((e.SMTP_TLS_CERT === undefined) !== (e.SMTP_TLS_KEY === undefined)) {
     throw new ConfigError("SMTP_TLS_CERT: set SMTP_TLS_CERT and SMTP_TLS_KEY together, or neither");
   }
@@ -198,6 +208,7 @@ export function loadConfig(env: EnvSource = process.env, cwd = process.cwd()): C
     databaseUrl: e.DATABASE_URL,
     databaseReplicaUrl: e.DATABASE_REPLICA_URL,
     redisUrl: e.REDIS_URL,
+    redisCluster: e.REDIS_CLUSTER,
     redisKeyPrefix: e.REDIS_KEY_PREFIX,
     dataDir: resolve(cwd, e.DATA_DIR),
     smtp: {

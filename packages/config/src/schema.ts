@@ -97,6 +97,11 @@ export const variables = {
     default: "a local redis-server started on demand",
     doc: "Redis connection string. Unset: `redis-server` from PATH is started on loopback with AOF persistence in `DATA_DIR`.",
   },
+  REDIS_CLUSTER: {
+    schema: boolean.default(false),
+    default: "false",
+    doc: "`REDIS_URL` is a node of a Redis Cluster (any node, or a configuration endpoint): the other nodes are discovered from it, and keys a script or a BullMQ queue uses together carry a hash tag so that they share a slot (docs/operations.md, Redis Cluster).",
+  },
   REDIS_KEY_PREFIX: {
     schema: z
       .string()

@@ -178,6 +178,12 @@ describe("loadConfig", () => {
       { DATABASE_REPLICA_URL: production.DATABASE_URL },
       "DATABASE_REPLICA_URL: must name the replica, not the same server as DATABASE_URL",
     ],
+    [{ REDIS_CLUSTER: "on" }, "REDIS_CLUSTER: must be true or false"],
+    [{ REDIS_CLUSTER: "true", REDIS_URL: "" }, "REDIS_CLUSTER: needs REDIS_URL, a node of the cluster"],
+    [
+      { REDIS_CLUSTER: "true", REDIS_URL: "redis://redis:6379/2" },
+      "REDIS_URL: a Redis Cluster has database 0 only",
+    ],
     [{ DELIVERY_BACKOFF: "60,,300" }, "DELIVERY_BACKOFF: must be a comma-separated list of seconds"],
     [{ DELIVERY_MAX_ATTEMPTS: "0" }, "DELIVERY_MAX_ATTEMPTS: must be greater than 0"],
     [
@@ -212,6 +218,15 @@ describe("loadConfig", () => {
     const message = errorOf({ ...production, ...bad });
     expect(message).toContain(expected);
     expect(message).not.toContain("\n");
+  });
+
+  it("reads REDIS_CLUSTER: REDIS_URL then names a node of a Redis Cluster", () => {
+    expect(loadConfig(production, cwd).redisCluster).toBe(false);
+    const config = loadConfig(
+      { ...production, REDIS_CLUSTER: "true", REDIS_URL: "rediss://:pw@node-1:7000" },
+      cwd,
+    );
+    expect(config).toMatchObject({ redisCluster: true, redisUrl: "rediss://:pw@node-1:7000" });
   });
 
   it("requires ENCRYPTION_KEY and ADMIN_TOKEN outside embedded mode", () => {

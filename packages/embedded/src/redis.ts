@@ -9,6 +9,11 @@ export interface EmbeddedRedisOptions {
   dir: string;
   /** Test servers keep nothing on disk and are deleted on stop. */
   ephemeral?: boolean;
+  /**
+   * A node of a Redis Cluster (`cluster-enabled`), not yet joined to one: `redis-cli --cluster
+   * create` joins the nodes (packages/testkit's `startRedisCluster`).
+   */
+  cluster?: boolean;
   onLog?: (line: string) => void;
 }
 
@@ -34,6 +39,15 @@ export async function startEmbeddedRedis(options: EmbeddedRedisOptions): Promise
 
   const password = options.ephemeral ? undefined : await readOrCreatePassword(join(options.dir, "password"));
   const port = await freePort();
+  // The cluster bus gets a free port of its own: the default, the port + 10000, may be taken or
+  // above 65535 for a port from the ephemeral range.
+  const clusterLines = options.cluster
+    ? [
+        "cluster-enabled yes",
+        `cluster-config-file ${join(options.dir, "nodes.conf")}`,
+        `cluster-port ${await freePort()}`,
+      ]
+    : [];
   const conf = [
     `port ${port}`,
     "bind 127.0.0.1",
@@ -46,6 +60,7 @@ export async function startEmbeddedRedis(options: EmbeddedRedisOptions): Promise
     // BullMQ requires that Redis never evicts its keys.
     "maxmemory-policy noeviction",
     ...(password ? [`requirepass ${password}`] : []),
+    ...clusterLines,
   ].join("\n");
   const confFile = join(options.dir, "redis.conf");
   await writeFile(confFile, `${conf}\n`, { mode: 0o600 });

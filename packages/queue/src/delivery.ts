@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { DelayedError, type JobsOptions, Queue, UnrecoverableError, Worker } from "bullmq";
-import type { Redis } from "ioredis";
 import pLimit from "p-limit";
 import { type BacklogLedger, enterBacklog } from "./fairness";
+import { queuePrefix, type Redis } from "./redis";
 
 /** The queue of delivery work. Its jobs carry the messages' ids; PostgreSQL has the rest. */
 export const deliveryQueueName = "delivery";
@@ -116,7 +116,10 @@ export const deliveryJobOptions = {
 } satisfies JobsOptions;
 
 export function createDeliveryQueue(connection: Redis, prefix: string): Queue<DeliveryJob> {
-  const queue = new Queue<DeliveryJob>(deliveryQueueName, { connection, prefix });
+  const queue = new Queue<DeliveryJob>(deliveryQueueName, {
+    connection,
+    prefix: queuePrefix(connection, prefix, deliveryQueueName),
+  });
   // Connection errors surface as failed calls (which callers handle) and in /health/ready;
   // without a listener BullMQ would also print each one to stderr.
   queue.on("error", () => {});
@@ -298,7 +301,7 @@ export function createDeliveryWorker(
     },
     {
       connection,
-      prefix,
+      prefix: queuePrefix(connection, prefix, deliveryQueueName),
       // `slots` limits messages; jobs are taken as many as messages may run, so that single jobs
       // run as they always did, and batch jobs taken beyond the free slots wait for one here.
       concurrency: options.concurrency,

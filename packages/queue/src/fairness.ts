@@ -1,4 +1,4 @@
-import type { Redis } from "ioredis";
+import { keyFamily, type Redis } from "./redis";
 
 /**
  * Fairness between projects on one BullMQ queue.
@@ -17,15 +17,17 @@ import type { Redis } from "ioredis";
  * priority it was given, and it starts again from the backlog once the project's queue is empty.
  * The counts live in two Redis hashes (field = project id); workers decrement when a job leaves
  * the queue and the sweeper lowers them to what PostgreSQL has queued (`resetBacklog`), so an
- * over-count (duplicate adds, decrements lost in a crash) heals at every sweep.
+ * over-count (duplicate adds, decrements lost in a crash) heals at every sweep. Both hashes are
+ * of the delivery queue's key family (`deliveryQueueName`; one slot on a cluster), since the
+ * scripts below take both.
  */
-export function backlogKey(prefix: string): string {
-  return `${prefix}:delivery:backlog`;
+export function backlogKey(redis: Redis, prefix: string): string {
+  return `${keyFamily(redis, prefix, "delivery")}:backlog`;
 }
 
 /** The last priority each project with waiting messages was given. */
-export function lastPriorityKey(prefix: string): string {
-  return `${prefix}:delivery:last-priority`;
+export function lastPriorityKey(redis: Redis, prefix: string): string {
+  return `${keyFamily(redis, prefix, "delivery")}:last-priority`;
 }
 
 /** BullMQ accepts priorities 1..2^21-1 (0 would mean "before every prioritised job"). */
@@ -49,8 +51,8 @@ return priorities`;
 export async function enterBacklog(redis: Redis, prefix: string, projectIds: string[]): Promise<number[]> {
   if (projectIds.length === 0) return [];
   return (await withScripts(redis).posternBacklogEnter(
-    backlogKey(prefix),
-    lastPriorityKey(prefix),
+    backlogKey(redis, prefix),
+    lastPriorityKey(redis, prefix),
     ...projectIds,
   )) as number[];
 }
@@ -68,7 +70,7 @@ return total`;
  * project with messages queued; delayed retries are not in it (`RetryOptions`).
  */
 export async function countQueuedMessages(redis: Redis, prefix: string): Promise<number> {
-  return Math.max(0, Number(await withScripts(redis).posternBacklogTotal(backlogKey(prefix))));
+  return Math.max(0, Number(await withScripts(redis).posternBacklogTotal(backlogKey(redis, prefix))));
 }
 
 /**
@@ -103,7 +105,7 @@ export function createBacklogLedger(
   prefix: string,
   options: { flushMs?: number; onError?: (error: unknown) => void } = {},
 ): BacklogLedger {
-  const keys = [backlogKey(prefix), lastPriorityKey(prefix)];
+  const keys = [backlogKey(redis, prefix), lastPriorityKey(redis, prefix)];
   let pending = new Map<string, number>();
   let flushing: Promise<void> = Promise.resolve();
   const flush = () => {
@@ -167,7 +169,11 @@ return 0`;
 
 export async function resetBacklog(redis: Redis, prefix: string, counts: Map<string, number>): Promise<void> {
   const args = [...counts].flatMap(([projectId, count]) => [projectId, String(count)]);
-  await withScripts(redis).posternBacklogReset(backlogKey(prefix), lastPriorityKey(prefix), ...args);
+  await withScripts(redis).posternBacklogReset(
+    backlogKey(redis, prefix),
+    lastPriorityKey(redis, prefix),
+    ...args,
+  );
 }
 
 /**

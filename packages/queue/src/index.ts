@@ -25,4 +25,4 @@ export {
   resetBacklog,
 } from "./fairness";
 export { countQueuedMessagesByProject } from "./queued-by-project";
-export { createRedis, type Redis } from "./redis";
+export { createRedis, failFastRedis, keyFamily, queuePrefix, type Redis } from "./redis";

@@ -1,5 +1,5 @@
-import type { Redis } from "ioredis";
 import { backlogKey } from "./fairness";
+import type { Redis } from "./redis";
 
 /**
  * Messages waiting for a worker, per project: the fairness backlogs (fairness.ts) read whole, in
@@ -11,6 +11,6 @@ export async function countQueuedMessagesByProject(
   redis: Redis,
   prefix: string,
 ): Promise<Map<string, number>> {
-  const fields = await redis.hgetall(backlogKey(prefix));
+  const fields = await redis.hgetall(backlogKey(redis, prefix));
   return new Map(Object.entries(fields).map(([projectId, count]) => [projectId, Number(count)]));
 }

@@ -9,7 +9,7 @@ beforeAll(async () => {
 afterAll(() => ctx?.close());
 
 it("counts jobs out of their projects' backlogs in one batch, dropping counts that reach zero", async () => {
-  const key = backlogKey(ctx.redisKeyPrefix);
+  const key = backlogKey(ctx.redis, ctx.redisKeyPrefix);
   await ctx.redis.hset(key, { a: "5", b: "2" });
   // A long interval: only the explicit flush writes, so the test sees one batch.
   const ledger = createBacklogLedger(ctx.redis, ctx.redisKeyPrefix, { flushMs: 60_000 });
@@ -25,7 +25,7 @@ it("counts jobs out of their projects' backlogs in one batch, dropping counts th
 });
 
 it("a count gone below zero (sweeper reset meanwhile) is dropped, not left negative", async () => {
-  const key = backlogKey(ctx.redisKeyPrefix);
+  const key = backlogKey(ctx.redis, ctx.redisKeyPrefix);
   await ctx.redis.del(key);
   const ledger = createBacklogLedger(ctx.redis, ctx.redisKeyPrefix, { flushMs: 60_000 });
   ledger.leave("c");
@@ -44,7 +44,7 @@ it("keeps a project's priorities in arrival order while its backlog shrinks, and
   expect(await enterBacklog(ctx.redis, prefix, ["a", "b"])).toEqual([10, 1]);
   for (let i = 0; i < 6; i++) ledger.leave("a");
   await ledger.close();
-  expect(await ctx.redis.hexists(lastPriorityKey(prefix), "a")).toBe(0);
+  expect(await ctx.redis.hexists(lastPriorityKey(ctx.redis, prefix), "a")).toBe(0);
   expect(await enterBacklog(ctx.redis, prefix, ["a"])).toEqual([1]);
 });
 
@@ -52,8 +52,8 @@ it("the sweeper's reset keeps the last priority of projects with messages queued
   const prefix = `${ctx.redisKeyPrefix}:reset`;
   await enterBacklog(ctx.redis, prefix, ["a", "a", "a", "b"]);
   await resetBacklog(ctx.redis, prefix, new Map([["a", 1]]));
-  expect(await ctx.redis.hgetall(backlogKey(prefix))).toEqual({ a: "1" });
-  expect(await ctx.redis.hgetall(lastPriorityKey(prefix))).toEqual({ a: "3" });
+  expect(await ctx.redis.hgetall(backlogKey(ctx.redis, prefix))).toEqual({ a: "1" });
+  expect(await ctx.redis.hgetall(lastPriorityKey(ctx.redis, prefix))).toEqual({ a: "3" });
   expect(await enterBacklog(ctx.redis, prefix, ["a", "b"])).toEqual([3, 1]);
 });
 
@@ -76,15 +76,15 @@ it("the sweeper's reset lowers counts to PostgreSQL's queued messages and never 
   );
   // a keeps its 10 (set to 600, in-flow control held its clients long after the queue drained); b
   // comes down to 2; c, never counted in, is not raised.
-  expect(await ctx.redis.hgetall(backlogKey(prefix))).toEqual({ a: "10", b: "2" });
+  expect(await ctx.redis.hgetall(backlogKey(ctx.redis, prefix))).toEqual({ a: "10", b: "2" });
   await resetBacklog(ctx.redis, prefix, new Map([["a", 4]]));
-  expect(await ctx.redis.hgetall(backlogKey(prefix))).toEqual({ a: "4" });
-  expect(Object.keys(await ctx.redis.hgetall(lastPriorityKey(prefix)))).toEqual(["a"]);
+  expect(await ctx.redis.hgetall(backlogKey(ctx.redis, prefix))).toEqual({ a: "4" });
+  expect(Object.keys(await ctx.redis.hgetall(lastPriorityKey(ctx.redis, prefix)))).toEqual(["a"]);
 });
 
 it("caps priorities at BullMQ's largest, 2^21-1", async () => {
   const prefix = `${ctx.redisKeyPrefix}:cap`;
-  await ctx.redis.hset(backlogKey(prefix), "a", String(2 ** 22));
+  await ctx.redis.hset(backlogKey(ctx.redis, prefix), "a", String(2 ** 22));
   expect(await enterBacklog(ctx.redis, prefix, ["a"])).toEqual([2 ** 21 - 1]);
 });
 
@@ -95,7 +95,7 @@ it("sends each script whole once per connection, and by its SHA1 after that", as
   const calls: string[] = [];
   monitor.on("monitor", (_time: string, args: string[]) => {
     const command = args[0]?.toLowerCase();
-    if ((command === "eval" || command === "evalsha") && args.includes(backlogKey(prefix)))
+    if ((command === "eval" || command === "evalsha") && args.includes(backlogKey(ctx.redis, prefix)))
       calls.push(command);
   });
   await enterBacklog(connection, prefix, ["a"]);

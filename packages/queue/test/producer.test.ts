@@ -34,7 +34,7 @@ it("adds one job per message id, prioritised by its project's backlog", async ()
     ["00000000-0000-7000-8000-000000000002", "00000000-0000-7000-8000-000000000002", 2],
     ["00000000-0000-7000-8000-000000000003", "00000000-0000-7000-8000-000000000003", 1],
   ]);
-  expect(await ctx.redis.hget(backlogKey(ctx.redisKeyPrefix), b)).toBe("1");
+  expect(await ctx.redis.hget(backlogKey(ctx.redis, ctx.redisKeyPrefix), b)).toBe("1");
   await producer.close();
   await queue.close();
 });

@@ -1,5 +1,5 @@
+import type { Redis } from "@postern/queue/redis";
 import { type Ok, ok, type Refusal, refuse } from "@postern/result";
-import type { Redis } from "ioredis";
 import { RateLimiterRedis } from "rate-limiter-flexible";
 
 /** What a quota needs to know about a project. */

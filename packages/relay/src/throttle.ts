@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import type { Redis } from "ioredis";
+import { keyFamily, type Redis } from "@postern/queue/redis";
 
 /**
  * Per-destination throttling (docs/routing.md, Throttling): how many deliveries may be in flight to
@@ -9,7 +9,9 @@ import type { Redis } from "ioredis";
  *
  * A destination is a recipient domain for direct delivery, and an upstream's `host:port` for an
  * upstream URL. Its caps are DESTINATION_CONCURRENCY and DESTINATION_RATE_PER_MINUTE, or a route's
- * `limits`; 0 is no cap. The state lives in Redis, so the caps hold however many workers run:
+ * `limits`; 0 is no cap. The state lives in Redis, so the caps hold however many workers run (the
+ * keys are one key family, `keyFamily`, since the scripts take the limits hash with a
+ * destination's keys: one slot on a Redis Cluster):
  *
  * - `…:throttle:limits`, a hash: destination → `limit:successes:loweredAt:updatedAt` for each
  *   destination whose concurrency is lowered (AIMD, below). Absent: the destination's cap applies.
@@ -164,6 +166,8 @@ type ThrottleRedis = Redis & Record<keyof typeof scripts, (...keysAndArgs: strin
 
 export class DestinationThrottle {
   private readonly redis: ThrottleRedis;
+  /** Where every key of the throttle starts. */
+  private readonly keys: string;
   private readonly limitsKey: string;
   /** Lowered destinations → their limit, as last read or changed by this process. */
   private lowered = new Map<string, number>();
@@ -174,13 +178,14 @@ export class DestinationThrottle {
 
   constructor(
     redis: Redis,
-    private readonly prefix: string,
+    prefix: string,
     private readonly options: DestinationThrottleOptions,
   ) {
     if (!("posternThrottleAdmit" in redis))
       for (const [name, definition] of Object.entries(scripts)) redis.defineCommand(name, definition);
     this.redis = redis as ThrottleRedis;
-    this.limitsKey = `${prefix}:throttle:limits`;
+    this.keys = keyFamily(redis, prefix, "throttle");
+    this.limitsKey = `${this.keys}:limits`;
     this.now = options.now ?? Date.now;
     this.leaseTtlMs = options.leaseTtlMs ?? 300_000;
     this.forgetAfterMs = options.forgetAfterMs ?? 600_000;
@@ -198,8 +203,8 @@ export class DestinationThrottle {
     const [admitted, limit, retryInMs] = (await this.redis.posternThrottleAdmit(
       this.limitsKey,
       this.leasesKey(destination),
-      `${this.prefix}:throttle:starts:${destination}`,
-      `${this.prefix}:throttle:refused:${destination}`,
+      `${this.keys}:starts:${destination}`,
+      `${this.keys}:refused:${destination}`,
       destination,
       String(cap),
       String(limits.ratePerMinute),
@@ -260,7 +265,7 @@ export class DestinationThrottle {
   }
 
   private leasesKey(destination: string): string {
-    return `${this.prefix}:throttle:leases:${destination}`;
+    return `${this.keys}:leases:${destination}`;
   }
 }
 

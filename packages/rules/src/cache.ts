@@ -1,5 +1,5 @@
 import type { Database } from "@postern/db";
-import type { Redis } from "ioredis";
+import type { Redis } from "@postern/queue/redis";
 import { type CompiledRules, compileRules } from "./compile";
 import { readRuleSet, rulesInvalidationChannel } from "./rule-sets";
 

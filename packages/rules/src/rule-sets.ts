@@ -1,7 +1,7 @@
 import { recordAudit } from "@postern/audit";
 import type { Database } from "@postern/db";
+import type { Redis } from "@postern/queue/redis";
 import { ok, type Result, refuse } from "@postern/result";
-import type { Redis } from "ioredis";
 import { type RuleSet, type RuleSetInput, rulesSchema } from "./schema";
 
 /**

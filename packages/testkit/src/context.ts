@@ -4,7 +4,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type EnvSource, loadConfig, type ResolvedConfig, resolveSecrets } from "@postern/config";
 import { createDatabase, type Database } from "@postern/db";
-import { createRedis, type Redis } from "@postern/queue";
+import { createRedis } from "@postern/queue";
+import type { Redis } from "ioredis";
 import pg from "pg";
 import { inject } from "vitest";
 

@@ -10,6 +10,7 @@ export {
 export { type CapturedLog, captureLog } from "./log-capture";
 export { createQueuedMessageFixture, type QueuedMessageInput } from "./messages";
 export { type StreamingReplica, startStreamingReplica } from "./replication";
+export { type RunningRedisCluster, startRedisCluster } from "./redis-cluster";
 export { type ReceivedMessage, type SinkReply, SmtpSink, type SmtpSinkOptions } from "./smtp-sink";
 export {
   type ReceivedWebhook,

@@ -1,5 +1,5 @@
 import { uuidv7 } from "@postern/db";
-import type { Redis } from "@postern/queue";
+import { keyFamily, queuePrefix, type Redis } from "@postern/queue";
 import { type JobsOptions, Queue } from "bullmq";
 
 /**
@@ -38,7 +38,10 @@ export interface WebhookWaker {
 }
 
 export function createWebhookWaker(connection: Redis, prefix: string): WebhookWaker {
-  const queue = new Queue<WebhookJob>(webhookQueueName, { connection, prefix });
+  const queue = new Queue<WebhookJob>(webhookQueueName, {
+    connection,
+    prefix: queuePrefix(connection, prefix, webhookQueueName),
+  });
   // Failed adds reach the caller; without a listener BullMQ would also print each one.
   queue.on("error", () => {});
   return {
@@ -87,7 +90,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0`;
 
 export function createServingLeases(redis: Redis, prefix: string, leaseMs: number): ServingLeases {
-  const key = (endpointId: string) => `${prefix}:webhook:serving:${endpointId}`;
+  const key = (endpointId: string) => `${keyFamily(redis, prefix, webhookQueueName)}:serving:${endpointId}`;
   return {
     async acquire(endpointId, token) {
       return (await redis.set(key(endpointId), token, "PX", leaseMs, "NX")) === "OK";

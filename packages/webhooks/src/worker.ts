@@ -3,7 +3,7 @@ import { openSecret } from "@postern/auth";
 import type { ResolvedConfig } from "@postern/config";
 import type { SqlPool } from "@postern/db";
 import { createGroupCommit } from "@postern/messages";
-import { type Redis, retryDelayMs } from "@postern/queue";
+import { keyFamily, queuePrefix, type Redis, retryDelayMs } from "@postern/queue";
 import type { Logger, Registry } from "@postern/telemetry";
 import { Worker } from "bullmq";
 import { Counter, Histogram } from "prom-client";
@@ -269,7 +269,7 @@ export function startWebhookWorker(deps: WebhookWorkerDeps): RunningWebhookWorke
 
   const worker = new Worker<WebhookJob>(webhookQueueName, async (job) => serve(job.data.endpointId), {
     connection: redis,
-    prefix,
+    prefix: queuePrefix(redis, prefix, webhookQueueName),
     concurrency: tuning.endpointsInFlight,
     autorun: false,
   });
@@ -310,7 +310,7 @@ export function startWebhookWorker(deps: WebhookWorkerDeps): RunningWebhookWorke
     }
   })();
 
-  const sweepLock = `${prefix}:webhook:sweeper-lock`;
+  const sweepLock = `${keyFamily(redis, prefix, webhookQueueName)}:sweeper-lock`;
   const sweepIntervalMs = config.delivery.sweepIntervalMs;
   let sweeping: Promise<void> | undefined;
   const sweep = async () => {

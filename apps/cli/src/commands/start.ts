@@ -120,7 +120,7 @@ export async function startCommand(requested: string[], options: StartOptions = 
     `Postern is running (${selected.join(", ")}), pid ${process.pid}`,
     ...running.flatMap(({ role }) => role.describe.map((line) => `  ${line}`)),
     `  PostgreSQL ${services.started.includes("postgres") ? "embedded, data in DATA_DIR" : "from DATABASE_URL"}`,
-    `  Redis      ${services.started.includes("redis") ? "embedded, data in DATA_DIR" : "from REDIS_URL"}`,
+    `  Redis      ${services.started.includes("redis") ? "embedded, data in DATA_DIR" : runtime.config.redisCluster ? "a cluster, from REDIS_URL" : "from REDIS_URL"}`,
   ];
   process.stdout.write(`${lines.join("\n")}\n`);
 }
