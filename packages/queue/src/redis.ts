@@ -1,4 +1,9 @@
-import { Redis, type RedisOptions } from "ioredis";
+import { createRequire } from "node:module";
+import type { Redis, RedisOptions } from "ioredis";
+
+// ioredis is loaded by the first client made, not by importing this module: an operator command
+// that never uses Redis (`postern project list`) does not pay for loading it.
+const load = createRequire(import.meta.url);
 
 /**
  * A Redis connection for BullMQ and the limiters. `maxRetriesPerRequest: null` is what BullMQ
@@ -6,6 +11,7 @@ import { Redis, type RedisOptions } from "ioredis";
  * command quickly (451 4.3.0) instead of waiting forever.
  */
 export function createRedis(url: string, options: RedisOptions = {}): Redis {
+  const { Redis } = load("ioredis") as typeof import("ioredis");
   const redis = new Redis(url, {
     maxRetriesPerRequest: null,
     enableReadyCheck: true,
@@ -16,6 +22,30 @@ export function createRedis(url: string, options: RedisOptions = {}): Redis {
   // reports it. Without a listener every failed reconnect would print "Unhandled error event".
   redis.on("error", () => {});
   return redis;
+}
+
+/**
+ * A Redis client made (ioredis loaded, the connection opened) when something first uses it: for
+ * an operator command, whose services are all given a client but most of which never send a
+ * command. `disconnect` closes the client if it was made.
+ */
+export function createRedisOnFirstUse(
+  url: string,
+  options: RedisOptions = {},
+): { redis: Redis; disconnect(): void } {
+  let client: Redis | undefined;
+  const made = () => {
+    client ??= createRedis(url, options);
+    return client;
+  };
+  const redis = new Proxy({} as Redis, {
+    get(_, property) {
+      const value = Reflect.get(made(), property);
+      return typeof value === "function" ? value.bind(client) : value;
+    },
+    has: (_, property) => Reflect.has(made(), property),
+  });
+  return { redis, disconnect: () => client?.disconnect() };
 }
 
 export type { Redis } from "ioredis";
