@@ -44,6 +44,7 @@ const result = await build({
   metafile: true,
   write: false,
   logLevel: "warning",
+  plugins: [queryCompilerAsData()],
 });
 
 // Chunks before the entry that imports them, the entry before the list that declares it current.
@@ -56,7 +57,8 @@ for (const file of outputs) writeIfChanged(file.path, file.contents);
 // The sources this bundle was built from, and what else decides its content: the build itself,
 // the list of external packages, the compiler options.
 const inputs = [
-  ...Object.keys(result.metafile.inputs),
+  // Not the modules a plugin made (named "namespace:path"): they are not files.
+  ...Object.keys(result.metafile.inputs).filter((path) => !/^[\w-]+:/.test(path)),
   "scripts/bundle.mjs",
   "package.json",
   "tsconfig.json",
@@ -92,4 +94,39 @@ function filesUnder(directory) {
   return readdirSync(directory, { withFileTypes: true, recursive: true })
     .filter((entry) => entry.isFile())
     .map((entry) => join(entry.parentPath ?? entry.path, entry.name));
+}
+
+/**
+ * Prisma's client imports its query compiler (WebAssembly) from a JavaScript module that is one
+ * base64 string of 4.5 MB. Node parses that module at a process's first query, which took longer
+ * than compiling the WebAssembly itself and, for an operator command, longer than everything it
+ * does with the database. In the bundle, that import reads the same installed file as data and
+ * takes the string out of it; should Prisma ever ship the module in another shape, it imports it.
+ */
+function queryCompilerAsData() {
+  const namespace = "prisma-query-compiler-as-data";
+  return {
+    name: namespace,
+    setup(build) {
+      build.onResolve(
+        { filter: /^@prisma\/client\/runtime\/query_compiler_[\w.]+\.wasm-base64\.mjs$/ },
+        (args) =>
+          args.namespace === namespace ? { path: args.path, external: true } : { path: args.path, namespace },
+      );
+      build.onLoad({ filter: /.*/, namespace }, (args) => ({
+        contents: `import { readFileSync } from "node:fs";
+const specifier = ${JSON.stringify(args.path)};
+const text = readFileSync(new URL(import.meta.resolve(specifier)), "latin1");
+const head = 'const wasm = "';
+const end = text.lastIndexOf('";');
+export const wasm =
+  text.startsWith(head) && end > 0 && /^";\\s*export \\{ wasm \\};?\\s*$/.test(text.slice(end))
+    ? text.slice(head.length, end)
+    : (await import(specifier)).wasm;
+`,
+        loader: "js",
+        resolveDir: root,
+      }));
+    },
+  };
 }

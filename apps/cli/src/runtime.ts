@@ -3,7 +3,7 @@ import { ConfigError, loadConfig, type ResolvedConfig, resolveSecrets } from "@p
 import { createDatabase, type Database, migrate } from "@postern/db";
 import { provideServices, type Services } from "@postern/embedded";
 // The Redis client alone: the package's index also brings BullMQ, which an operator command does not need.
-import { createRedis, type Redis } from "@postern/queue/redis";
+import { createRedis, createRedisOnFirstUse, type Redis } from "@postern/queue/redis";
 import {
   createLogger,
   createMetricsRegistry,
@@ -62,20 +62,32 @@ export async function openRuntime(options: {
       databaseUrl: services.databaseUrl,
       redisUrl: services.redisUrl,
     };
-    const result = await migrate(config.databaseUrl);
-    if (result.applied.length > 0) log.info({ migrations: result.applied }, "applied database migrations");
+    // Attached to the Postern that owns DATA_DIR: it applied the migrations when it started.
+    if (!services.attached) {
+      const result = await migrate(config.databaseUrl);
+      if (result.applied.length > 0) log.info({ migrations: result.applied }, "applied database migrations");
+    }
+    let metrics: Registry | undefined;
     const db = createDatabase(config.databaseUrl, { genericPlans: options.workerOnly });
-    const redis = createRedis(config.redisUrl, { cluster: config.redisCluster });
+    // An operator command's services are all given a client; most commands never send a command.
+    const redisOptions = { cluster: config.redisCluster };
+    const { redis, disconnect: disconnectRedis } = options.attach
+      ? createRedisOnFirstUse(config.redisUrl, redisOptions)
+      : eager(createRedis(config.redisUrl, redisOptions));
     return {
       config,
       db,
       redis,
       log,
-      metrics: createMetricsRegistry(),
+      // Made when a role first registers a metric: operator commands serve no /metrics.
+      get metrics() {
+        metrics ??= createMetricsRegistry();
+        return metrics;
+      },
       services,
       async close() {
         await db.$disconnect().catch(() => {});
-        redis.disconnect();
+        disconnectRedis();
         await services.stop();
       },
     };
@@ -83,6 +95,10 @@ export async function openRuntime(options: {
     await services.stop();
     throw error;
   }
+}
+
+function eager(redis: Redis): { redis: Redis; disconnect(): void } {
+  return { redis, disconnect: () => redis.disconnect() };
 }
 
 /** Prints a startup failure as the one line an operator needs, and exits 1. */

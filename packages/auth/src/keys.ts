@@ -1,5 +1,4 @@
 import { createHash, randomBytes } from "node:crypto";
-import bcrypt from "bcrypt";
 
 /**
  * Formats of the secrets Postern issues. Prefixes make a leaked value recognisable (secret
@@ -39,6 +38,8 @@ export interface IssuedSmtpCredential {
 export async function issueSmtpCredential(cost = bcryptCost): Promise<IssuedSmtpCredential> {
   const key = `${smtpKeyPrefix}${random()}`;
   const secret = `${smtpSecretPrefix}${random()}`;
+  // Loaded here, not with the module: most operator commands issue no credential.
+  const { default: bcrypt } = await import("bcrypt");
   return { key, secret, secretHash: await bcrypt.hash(secret, cost) };
 }
 

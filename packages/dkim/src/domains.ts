@@ -1,6 +1,8 @@
 import { createPrivateKey } from "node:crypto";
 import { recordAudit } from "@postern/audit";
-import { type AuthInvalidation, openSecret, publishAuthInvalidation, sealSecret } from "@postern/auth";
+// The modules used, not the package index: that brings the SMTP credential verifier to `postern domains`.
+import { type AuthInvalidation, publishAuthInvalidation } from "@postern/auth/invalidation";
+import { openSecret, sealSecret } from "@postern/auth/secretbox";
 import type { Database, DkimKey, Domain } from "@postern/db";
 import type { Redis } from "@postern/queue/redis";
 import { ok, type Result, refuse } from "@postern/result";

@@ -1,4 +1,4 @@
-import type { AuthInvalidation } from "@postern/auth";
+import type { AuthInvalidation } from "@postern/auth/invalidation";
 import type { Database } from "@postern/db";
 import { loadSigningKeys } from "./domains";
 import { dkimSignatureOf, type SigningKey } from "./signature";

@@ -10,6 +10,8 @@ export interface Services {
   redisUrl: string;
   /** What this process started (and must stop); empty when every URL was configured or attached. */
   started: ("postgres" | "redis")[];
+  /** These are the services of the live Postern that owns DATA_DIR (`attach`), which migrated the database at its start. */
+  attached: boolean;
   stop(): Promise<void>;
 }
 
@@ -26,7 +28,8 @@ export async function provideServices(
   options: { log: (line: string) => void; attach?: boolean },
 ): Promise<Services> {
   const { databaseUrl, redisUrl } = config;
-  if (databaseUrl && redisUrl) return { databaseUrl, redisUrl, started: [], stop: async () => {} };
+  if (databaseUrl && redisUrl)
+    return { databaseUrl, redisUrl, started: [], attached: false, stop: async () => {} };
 
   await mkdir(config.dataDir, { recursive: true, mode: 0o755 });
   const stateFile = join(config.dataDir, "embedded.json");
@@ -46,6 +49,7 @@ export async function provideServices(
           databaseUrl: attached.databaseUrl,
           redisUrl: attached.redisUrl,
           started: [],
+          attached: true,
           stop: async () => {},
         };
       }
@@ -94,6 +98,7 @@ export async function provideServices(
       databaseUrl: db,
       redisUrl: redis,
       started,
+      attached: false,
       async stop() {
         process.removeListener("exit", onExit);
         await stopAll();

@@ -1,12 +1,10 @@
 import { recordAudit } from "@postern/audit";
-import {
-  type AuthInvalidation,
-  issueApiToken,
-  issueSmtpCredential,
-  publishAuthInvalidation,
-  sealSecret,
-} from "@postern/auth";
-import type { Database, Project } from "@postern/db";
+// The modules this package uses, not the package index: that brings the SMTP credential verifier
+// (rate-limiter-flexible) to every operator command.
+import { type AuthInvalidation, publishAuthInvalidation } from "@postern/auth/invalidation";
+import { issueApiToken, issueSmtpCredential } from "@postern/auth/keys";
+import { sealSecret } from "@postern/auth/secretbox";
+import { type Database, type Project, sqlPoolOf } from "@postern/db";
 import { countPendingMessages } from "@postern/messages";
 import type { Redis } from "@postern/queue";
 // The URL parser alone: the package index brings the SMTP client and MTA-STS to operator commands.
@@ -29,6 +27,44 @@ export interface ProjectServiceDeps {
    */
   localCaches?: { invalidate(event: AuthInvalidation): void }[];
 }
+
+/** `timestamp` columns hold UTC (as Prisma writes them): read as epoch milliseconds, whatever the session's time zone. */
+const utcMillis = (column: string) => `(extract(epoch from "${column}") * 1000)::float8 AS "${column}"`;
+
+/**
+ * Every column of Project, keyed by the model's fields: a field added to the model fails the
+ * typecheck here until it is listed. The listing reads them through node-postgres, not Prisma:
+ * it is one fixed statement, and `postern project list` then never compiles Prisma's query
+ * compiler (WebAssembly), which was most of that command's time.
+ */
+const projectColumns = {
+  id: `"id"`,
+  name: `"name"`,
+  status: `"status"`,
+  quotaPerMinute: `"quotaPerMinute"`,
+  quotaDaily: `"quotaDaily"`,
+  maxRecipients: `"maxRecipients"`,
+  senderDomains: `"senderDomains"`,
+  upstreamUrl: `"upstreamUrl"`,
+  upstreamSecret: `"upstreamSecret"`,
+  mode: `"mode"`,
+  holdTtlMinutes: `"holdTtlMinutes"`,
+  holdExpiry: `"holdExpiry"`,
+  dedupWindowSeconds: `"dedupWindowSeconds"`,
+  routes: `"routes"`,
+  routesVersion: `"routesVersion"`,
+  requireVerifiedDomain: `"requireVerifiedDomain"`,
+  autoSuppress: `"autoSuppress"`,
+  suppressionsVersion: `"suppressionsVersion"`,
+  returnPath: `"returnPath"`,
+  localAddresses: `"localAddresses"`,
+  createdAt: utcMillis("createdAt"),
+  updatedAt: utcMillis("updatedAt"),
+} satisfies Record<keyof Project, string>;
+
+type ProjectRow = Omit<Project, "createdAt" | "updatedAt"> & { createdAt: number; updatedAt: number };
+
+const listProjectsStatement = `SELECT ${Object.values(projectColumns).join(", ")} FROM "Project" ORDER BY "Project"."createdAt" DESC, "Project"."id" DESC`;
 
 /** Who asks, for the audit trail. */
 export interface Actor {
@@ -190,8 +226,13 @@ export function createProjectService(deps: ProjectServiceDeps) {
       });
     },
 
-    list(): Promise<Project[]> {
-      return db.project.findMany({ orderBy: [{ createdAt: "desc" }, { id: "desc" }] });
+    async list(): Promise<Project[]> {
+      const { rows } = await sqlPoolOf(db).query<ProjectRow>(listProjectsStatement);
+      return rows.map((row) => ({
+        ...row,
+        createdAt: new Date(row.createdAt),
+        updatedAt: new Date(row.updatedAt),
+      }));
     },
 
     /** The project with its credentials and tokens (public parts only). */

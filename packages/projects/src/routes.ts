@@ -1,5 +1,6 @@
 import { recordAudit } from "@postern/audit";
-import { type AuthInvalidation, openSecret, publishAuthInvalidation, sealSecret } from "@postern/auth";
+import { type AuthInvalidation, publishAuthInvalidation } from "@postern/auth/invalidation";
+import { openSecret, sealSecret } from "@postern/auth/secretbox";
 import type { Database, Prisma } from "@postern/db";
 import type { Redis } from "@postern/queue";
 import { parseUpstreamUrl, UpstreamUrlError } from "@postern/relay/upstream";

@@ -1,5 +1,5 @@
 import { recordAudit } from "@postern/audit";
-import { type AuthInvalidation, publishAuthInvalidation } from "@postern/auth";
+import { type AuthInvalidation, publishAuthInvalidation } from "@postern/auth/invalidation";
 import { type Database, type Prisma, pruneInBatches, type SqlPool } from "@postern/db";
 import type { Redis } from "@postern/queue";
 import { z } from "zod";

@@ -1,7 +1,13 @@
-import { Cluster, type RedisOptions, Redis as RedisServer } from "ioredis";
+import { createRequire } from "node:module";
+import type { Cluster, RedisOptions, Redis as RedisServer } from "ioredis";
 
 /** A connection to Redis: one server, or a Redis Cluster (REDIS_CLUSTER). */
 export type Redis = RedisServer | Cluster;
+
+// ioredis is loaded by the first client made, not by importing this module: an operator command
+// that never uses Redis (`postern project list`) does not pay for loading it.
+const load = createRequire(import.meta.url);
+const ioredis = () => load("ioredis") as typeof import("ioredis");
 
 /**
  * A Redis connection for BullMQ and the limiters. `maxRetriesPerRequest: null` is what BullMQ
@@ -21,7 +27,7 @@ export function createRedis(url: string, options: RedisOptions & { cluster?: boo
     lazyConnect: false,
     ...overrides,
   };
-  const redis = cluster ? createCluster(url, nodeOptions) : new RedisServer(url, nodeOptions);
+  const redis = cluster ? createCluster(url, nodeOptions) : new (ioredis().Redis)(url, nodeOptions);
   // ioredis reconnects by itself; meanwhile commands fail (callers handle that) and /health/ready
   // reports it. Without a listener every failed reconnect would print "Unhandled error event".
   redis.on("error", () => {});
@@ -33,7 +39,7 @@ function createCluster(url: string, nodeOptions: RedisOptions): Cluster {
   const tls = parsed.protocol === "rediss:";
   // An IPv6 address comes bracketed in a URL, and bare to ioredis.
   const host = parsed.hostname.replace(/^\[(.*)\]$/, "$1");
-  return new Cluster([{ host, port: Number(parsed.port || 6379) }], {
+  return new (ioredis().Cluster)([{ host, port: Number(parsed.port || 6379) }], {
     enableReadyCheck: true,
     lazyConnect: nodeOptions.lazyConnect,
     // With TLS, connect to the names the cluster announces, not to addresses resolved from them,
@@ -65,10 +71,10 @@ function createCluster(url: string, nodeOptions: RedisOptions): Cluster {
  */
 export async function failFastRedis(redis: Redis, timeoutMs: number): Promise<Redis> {
   const nodeOptions = { maxRetriesPerRequest: 1, commandTimeout: timeoutMs };
-  if (!(redis instanceof Cluster)) return redis.duplicate(nodeOptions);
-  const copy = redis.duplicate([], {
+  if (!redis.isCluster) return (redis as RedisServer).duplicate(nodeOptions);
+  const copy = (redis as Cluster).duplicate([], {
     enableOfflineQueue: false,
-    redisOptions: { ...redis.options.redisOptions, ...nodeOptions },
+    redisOptions: { ...(redis as Cluster).options.redisOptions, ...nodeOptions },
   });
   // Errors while it connects (a node not up yet) are retried as on any connection; `once` would
   // take the first as a failure, and an "error" without a listener would throw.
@@ -95,4 +101,28 @@ export function keyFamily(redis: Redis, prefix: string, family: string): string 
  */
 export function queuePrefix(redis: Redis, prefix: string, queueName: string): string {
   return redis.isCluster ? keyFamily(redis, prefix, queueName) : prefix;
+}
+
+/**
+ * A Redis client made (ioredis loaded, the connection opened) when something first uses it: for
+ * an operator command, whose services are all given a client but most of which never send a
+ * command. `disconnect` closes the client if it was made.
+ */
+export function createRedisOnFirstUse(
+  url: string,
+  options: RedisOptions & { cluster: boolean },
+): { redis: Redis; disconnect(): void } {
+  let client: Redis | undefined;
+  const made = () => {
+    client ??= createRedis(url, options);
+    return client;
+  };
+  const redis = new Proxy({} as Redis, {
+    get(_, property) {
+      const value = Reflect.get(made(), property);
+      return typeof value === "function" ? value.bind(client) : value;
+    },
+    has: (_, property) => Reflect.has(made(), property),
+  });
+  return { redis, disconnect: () => client?.disconnect() };
 }

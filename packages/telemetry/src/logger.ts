@@ -107,6 +107,18 @@ export function logDestination(format: LogFormat, fd = 1): DestinationStream {
   const terminal = isatty(fd);
   if (format === "json" || (format === "auto" && !terminal))
     return pino.destination({ dest: fd, sync: true });
+  // Made at the first line: an operator command in a terminal mostly logs nothing, and loading
+  // pino-pretty took a tenth of such a command's time.
+  let pretty: DestinationStream | undefined;
+  return {
+    write(line: string) {
+      pretty ??= prettyDestination(fd, terminal);
+      pretty.write(line);
+    },
+  };
+}
+
+function prettyDestination(fd: number, terminal: boolean): DestinationStream {
   const pretty = createRequire(import.meta.url)("pino-pretty") as typeof import("pino-pretty");
   return pretty.build({
     destination: fd,

@@ -1,5 +1,10 @@
+import { createRequire } from "node:module";
 import { isMainThread } from "node:worker_threads";
-import { collectDefaultMetrics, Registry } from "prom-client";
+import type { Registry } from "prom-client";
+
+// prom-client is loaded by the first registry made, not by importing this module: operator
+// commands import the telemetry package for its logger and serve no metrics.
+const load = createRequire(import.meta.url);
 
 /**
  * prom-client's default metrics that describe the whole process, not the thread that reads them:
@@ -25,6 +30,7 @@ const processWide = [
  * `postern_`.
  */
 export function createMetricsRegistry(): Registry {
+  const { collectDefaultMetrics, Registry } = load("prom-client") as typeof import("prom-client");
   const prefix = "postern_";
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix });

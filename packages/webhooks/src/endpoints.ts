@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { recordAudit } from "@postern/audit";
-import { sealSecret } from "@postern/auth";
+import { sealSecret } from "@postern/auth/secretbox";
 import { type Database, type Prisma, uuidv7 } from "@postern/db";
 import { messageEventTypes } from "@postern/messages";
 import { ok, type Result, refuse } from "@postern/result";

@@ -1,5 +1,6 @@
 import { readFile } from "node:fs/promises";
-import { createDomainService, type DomainView } from "@postern/dkim";
+// The domain service alone: the package index also brings the DKIM signer (mailauth).
+import { createDomainService, type DomainView } from "@postern/dkim/domains";
 import { domainName } from "@postern/projects";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import type { Runtime } from "../runtime";

@@ -11,7 +11,6 @@ import {
   retryMessage,
   streamMessageBody,
 } from "@postern/messages";
-import { createDeliveryProducer } from "@postern/queue";
 import { type Command, InvalidArgumentError, Option } from "commander";
 import type { Runtime } from "../runtime";
 import { exitCodes } from "./exit-codes";
@@ -332,6 +331,8 @@ function refused(
 
 /** As the API's retry and approve: the messages' jobs run now (the sweeper enqueues them otherwise). */
 async function deliverNow(runtime: Runtime, messages: { projectId: string; id: string }[]): Promise<void> {
+  // Imported here: BullMQ is for the verbs that enqueue, not for listing and showing.
+  const { createDeliveryProducer } = await import("@postern/queue");
   const producer = createDeliveryProducer(runtime.redis, runtime.config.redisKeyPrefix);
   try {
     await producer.deliverManyNow(messages);

@@ -1,27 +1,37 @@
+// The endpoints' service alone: the package index also brings the webhook worker (BullMQ, metrics).
 import {
   createWebhookService,
-  createWebhookWaker,
   subscribableEventTypes,
   type WebhookDeliveryView,
   type WebhookRefusal,
   type WebhookView,
   webhookInputSchema,
-} from "@postern/webhooks";
+} from "@postern/webhooks/endpoints";
+import type { WebhookWaker } from "@postern/webhooks/queue";
 import { type Command, InvalidArgumentError } from "commander";
 import type { Runtime } from "../runtime";
 import { exitCodes } from "./exit-codes";
 import { CommandFailure, type OutputOptions, operate, table } from "./operator";
 import { cliActor, validProjectId } from "./project";
 
-/** The webhook service, with a waker for tests and replays; call `close` when done. */
+/**
+ * The webhook service, with a waker for tests and replays; call `close` when done. The waker (a
+ * BullMQ queue) is made by the first wake-up: listing and showing need neither BullMQ nor Redis.
+ */
 function webhooksOf(runtime: Runtime) {
-  const waker = createWebhookWaker(runtime.redis, runtime.config.redisKeyPrefix);
+  let waker: Promise<WebhookWaker> | undefined;
+  const wakerOf = () => {
+    waker ??= import("@postern/webhooks/queue").then(({ createWebhookWaker }) =>
+      createWebhookWaker(runtime.redis, runtime.config.redisKeyPrefix),
+    );
+    return waker;
+  };
   const service = createWebhookService({
     db: runtime.db,
     config: runtime.config,
-    wake: (endpointId) => waker.wake([endpointId]),
+    wake: async (endpointId) => (await wakerOf()).wake([endpointId]),
   });
-  return { service, close: () => waker.close() };
+  return { service, close: async () => (await waker)?.close() };
 }
 
 async function withWebhooks<T>(
