@@ -5,7 +5,15 @@ import addressparser from "nodemailer/lib/addressparser";
 import type { DataHolder } from "./data-budget";
 
 export type ReceivedData =
-  | { ok: true; bytes: Buffer }
+  | {
+      ok: true;
+      bytes: Buffer;
+      /**
+       * Gives a large message's memory back to the system at once, rather than when a collection
+       * finds the buffer unused; `bytes` is empty after. For when the message is stored or refused.
+       */
+      release(): void;
+    }
   | { ok: false; reason: "size" | "bare_lf"; bytesRead: number };
 
 /** SMTP_BARE_NEWLINE: what a message line ending in a bare LF gets. */
@@ -87,7 +95,9 @@ export async function readMessageData(
   }
   if (stream.sizeExceeded) return { ok: false, reason: "size", bytesRead: length };
   if (refused || !lines.end()) return { ok: false, reason: "bare_lf", bytesRead: length };
-  return { ok: true, bytes: large ? large.bytes() : Buffer.concat(chunks, prefix.length + kept) };
+  if (!large) return { ok: true, bytes: Buffer.concat(chunks, prefix.length + kept), release() {} };
+  const held = large;
+  return { ok: true, bytes: held.bytes(), release: () => held.release() };
 }
 
 /**
@@ -222,6 +232,15 @@ class GrowingBuffer {
 
   bytes(): Buffer {
     return Buffer.from(this.store, 0, this.length);
+  }
+
+  /**
+   * Shrinking the buffer to nothing returns its pages to the system there and then: the next
+   * delivery of the message need not find the SMTP side's copy still held.
+   */
+  release(): void {
+    this.store.resize(0);
+    this.length = 0;
   }
 }
 
