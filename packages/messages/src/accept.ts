@@ -173,6 +173,9 @@ const statements = new Map<string, string>();
  * other part leaves it out. Two statements claiming one fingerprint at once: the second waits for
  * the first's commit and then answers its id. Rows are claimed in fingerprint order, so two
  * batches never wait on each other's rows in opposite orders.
+ *
+ * `apart`: the same statement without "MessageBody" and its parameters, for `storeLargeMessage`,
+ * which streams the body after it in the same transaction.
  */
 export function acceptStatement(count: number, bodies: "inline" | "apart" = "inline"): string {
   const key = `${count}-${bodies}`;
