@@ -1,12 +1,14 @@
 import type { AuthenticatedClient, ProjectPolicy } from "@postern/auth";
 import type { SqlPool } from "@postern/db";
 import {
+  type AcceptedMessage,
   type AcceptedStatus,
   createGroupCommit,
   refusedContent,
   type StoreResult,
   type SuppressedRecipient,
   storeAcceptedMessages,
+  storeLargeMessage,
 } from "@postern/messages";
 import { type DeliveryProducer, type PlannedDeliveryJob, planDeliveryJobs } from "@postern/queue";
 import { ok, type Result, refuse } from "@postern/result";
@@ -67,7 +69,20 @@ export interface AcceptorOptions {
   maxBatchesInFlight?: number;
   /** Longest a batch waits for messages still being received (see `expect`). */
   maxHoldMs?: number;
+  /** A message of at least this many bytes is written by a statement of its own (see `createAcceptor`). */
+  largeMessageBytes?: number;
+  /** Statements writing large messages at once, besides the batches. */
+  maxLargeInFlight?: number;
 }
+
+/**
+ * From this size a message's own bytes cost PostgreSQL more than the commit it would share: a
+ * batch of three 1 MiB messages took longer per message than each alone, and building their
+ * bytea array copies them once more (docs/benchmarks-history.md, Seventeenth round).
+ */
+const defaultLargeMessageBytes = 256 * 1024;
+/** Four large messages written at once moved more bytes a second than one or eight (same round). */
+const defaultMaxLargeInFlight = 4;
 
 export interface Acceptor {
   /**
@@ -114,10 +129,16 @@ export interface ExpectedMessage {
  * round). So such a batch waits, as PostgreSQL's `commit_delay` does, for the messages other
  * sessions are receiving at that moment (`expect`), and for at most `maxHoldMs`: a lone client is
  * never held, and a slow upload holds the others no longer than that.
+ *
+ * A large message (`largeMessageBytes`, 256 KiB by default) is written by a statement of its own,
+ * up to `maxLargeInFlight` of them at once beside the batches: the time PostgreSQL takes to write
+ * its bytes is then spent by no other message, and a 25 MB upload never takes one of the two
+ * batch slots that the small messages behind it wait for.
  */
 export function createAcceptor(
   deps: {
-    sql: Pick<SqlPool, "query">;
+    /** With `connect`, a large message's body is streamed (`storeLargeMessage`); without, it is a parameter. */
+    sql: Pick<SqlPool, "query"> & Partial<Pick<SqlPool, "connect">>;
     producer: DeliveryProducer;
     log: Logger;
     /** Counts messages stored but not enqueued (metric). */
@@ -128,15 +149,18 @@ export function createAcceptor(
   /** Jobs of committed batches whose callers are being answered: enqueued right after. */
   let committedJobs: PlannedDeliveryJob[] = [];
 
-  const store = async (messages: MessageToAccept[]): Promise<StoreResult[]> => {
+  const store = async (
+    messages: MessageToAccept[],
+    write: (accepted: AcceptedMessage[]) => Promise<StoreResult[]> = (accepted) =>
+      storeAcceptedMessages(deps.sql, accepted),
+  ): Promise<StoreResult[]> => {
     const jobs = planDeliveryJobs(
       messages
         .filter((m) => statusOf(m) === "queued")
         .map((m) => ({ id: m.id, projectId: m.client.project.id })),
     );
     const jobIds = new Map(jobs.flatMap((job) => job.messageIds.map((id) => [id, job.id])));
-    const results = await storeAcceptedMessages(
-      deps.sql,
+    const results = await write(
       messages.map((m) => ({
         id: m.id,
         projectId: m.client.project.id,
@@ -163,6 +187,11 @@ export function createAcceptor(
     return results;
   };
 
+  const afterAnswered = () => {
+    const jobs = committedJobs;
+    committedJobs = [];
+    if (jobs.length > 0) track(enqueue(jobs));
+  };
   const commit = createGroupCommit(store, {
     maxItems: options.maxBatchMessages ?? 64,
     // Large messages gain little from sharing a commit, and node-postgres builds each statement
@@ -175,11 +204,21 @@ export function createAcceptor(
     // One statement claims a fingerprint once (an ON CONFLICT update cannot touch a row twice):
     // the second of two identical messages goes in the next batch, and is answered as a duplicate.
     keyOf: (m) => (m.duplicates ? `${m.client.project.id}:${m.duplicates.fingerprint}` : m.id),
-    afterAnswered() {
-      const jobs = committedJobs;
-      committedJobs = [];
-      if (jobs.length > 0) track(enqueue(jobs));
-    },
+    afterAnswered,
+  });
+  const largeMessageBytes = options.largeMessageBytes ?? defaultLargeMessageBytes;
+  const isLarge = (message: MessageToAccept) => message.bytes.length >= largeMessageBytes;
+  // One message a statement, beside the batches: never sharing one, never holding one up.
+  const connect = deps.sql.connect?.bind(deps.sql);
+  const writeLarge = connect
+    ? ([message]: AcceptedMessage[]) =>
+        storeLargeMessage({ connect }, message as AcceptedMessage).then((r) => [r])
+    : undefined;
+  const commitLarge = createGroupCommit((messages: MessageToAccept[]) => store(messages, writeLarge), {
+    maxItems: 1,
+    maxInFlight: options.maxLargeInFlight ?? defaultMaxLargeInFlight,
+    gatherTick: false,
+    afterAnswered,
   });
 
   /**
@@ -215,9 +254,16 @@ export function createAcceptor(
   return {
     expect() {
       const expected = commit.expect();
-      return { accept: (message) => outcome(expected.submit(message)), cancel: () => expected.cancel() };
+      return {
+        accept(message) {
+          if (!isLarge(message)) return outcome(expected.submit(message));
+          expected.cancel();
+          return outcome(commitLarge.submit(message));
+        },
+        cancel: () => expected.cancel(),
+      };
     },
-    accept: (message) => outcome(commit.submit(message)),
+    accept: (message) => outcome((isLarge(message) ? commitLarge : commit).submit(message)),
     async settled() {
       await Promise.all(enqueuing);
     },

@@ -13,6 +13,15 @@
  * bound. Without the second, a large message from a slow client would stop every other session's
  * DATA for as long as it held the bound, though it only ever holds one message. What the process
  * holds is at most the bound plus that message.
+ *
+ * A session's first take asks for the size messages have had lately (a moving average of what the
+ * sessions held, capped at the bound), and its later takes draw on that until it is spent. So the
+ * bound admits as many messages as fit in it whole, rather than every session that reaches DATA:
+ * with fifty sessions of 1 MiB messages and 16 MiB, each taking its chunks as they came, all fifty
+ * held a part, none of them but the oldest could finish, and the messages were received about one
+ * at a time (docs/benchmarks-history.md, Seventeenth round). Small messages make the average small
+ * and the first take no larger than today's; a message larger than the average takes the rest as
+ * before.
  */
 export interface DataBudget {
   /** A holder for one message's bytes, to release once the message is stored or refused. */
@@ -36,6 +45,8 @@ interface Waiter {
 
 export function createDataBudget(limitBytes: number, options: { onWait?: () => void } = {}): DataBudget {
   let used = 0;
+  /** Moving average of the bytes a holder took, over about the last 8 holders. */
+  let typical = 0;
   // Insertion order is the order holders first took bytes: the first key is the oldest.
   const holding = new Map<DataHolder, number>();
   const waiters: Waiter[] = [];
@@ -70,9 +81,20 @@ export function createDataBudget(limitBytes: number, options: { onWait?: () => v
   return {
     holder() {
       let released = false;
+      let taken = 0;
+      /** Granted ahead of the takes (see above), not yet taken. */
+      let ahead = 0;
       const holder: DataHolder = {
-        take(bytes) {
+        take(wanted) {
           if (released) return undefined;
+          const first = taken === 0;
+          taken += wanted;
+          if (wanted <= ahead) {
+            ahead -= wanted;
+            return undefined;
+          }
+          const bytes = first ? Math.max(wanted, Math.min(Math.round(typical), limitBytes)) : wanted - ahead;
+          ahead = ahead + bytes - wanted;
           if ((waiters.length === 0 || oldest(holder)) && fits(holder, bytes)) {
             grant(holder, bytes);
             return undefined;
@@ -83,6 +105,7 @@ export function createDataBudget(limitBytes: number, options: { onWait?: () => v
         release() {
           if (released) return;
           released = true;
+          if (taken > 0) typical += (taken - typical) / 8;
           used -= holding.get(holder) ?? 0;
           holding.delete(holder);
           // A take still waiting when its holder is released is let go, not left in the queue.

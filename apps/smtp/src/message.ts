@@ -5,7 +5,15 @@ import addressparser from "nodemailer/lib/addressparser";
 import type { DataHolder } from "./data-budget";
 
 export type ReceivedData =
-  | { ok: true; bytes: Buffer }
+  | {
+      ok: true;
+      bytes: Buffer;
+      /**
+       * Gives a large message's memory back to the system at once, rather than when a collection
+       * finds the buffer unused; `bytes` is empty after. For when the message is stored or refused.
+       */
+      release(): void;
+    }
   | { ok: false; reason: "size" | "bare_lf"; bytesRead: number };
 
 /** SMTP_BARE_NEWLINE: what a message line ending in a bare LF gets. */
@@ -35,8 +43,9 @@ export function observeContent(
  * CR and LF of the client's bytes is still here (see `LineEndings` for what is refused and what is
  * normalized). Once the message is known to be refused, the rest is read and dropped: at most one
  * message's bytes (MAX_MESSAGE_SIZE, plus one byte per bare LF normalized) are ever held per
- * session. `bytes` is `prefix` (our trace header) followed by the message, assembled in one copy at
- * the end, and on the way by blocks of `blockBytes` (see there). Every byte kept is counted against
+ * session. `bytes` is `prefix` (our trace header) followed by the message: a small message is
+ * assembled in one copy at its end, a large one is copied into place as it arrives (`blockBytes`,
+ * `GrowingBuffer`), so it is held once. Every byte kept is counted against
  * `holder` (SMTP_DATA_MEMORY) as its chunk arrives: until the count is granted, the stream is not
  * read further, so a waiting session holds that one chunk beyond the bound. `observe` sees each
  * kept chunk of the message (after the dot-unstuffing and the line-ending rules, without `prefix`)
@@ -52,9 +61,10 @@ export async function readMessageData(
   observe?: (content: Buffer) => void | Promise<void>,
 ): Promise<ReceivedData> {
   await holder.take(prefix.length);
-  const blocks: Buffer[] = [prefix];
-  let chunks: Buffer[] = [];
-  let chunkBytes = 0;
+  let chunks: Buffer[] = [prefix];
+  let chunkBytes = prefix.length;
+  /** Once the message is over a block: its bytes so far, in place. */
+  let large: GrowingBuffer | undefined;
   let length = 0;
   let kept = 0;
   let refused = false;
@@ -67,13 +77,16 @@ export async function readMessageData(
       refused = true;
       continue;
     }
-    chunks.push(content);
-    chunkBytes += content.length;
     kept += content.length;
-    if (chunkBytes >= blockBytes) {
-      blocks.push(Buffer.concat(chunks, chunkBytes));
-      chunks = [];
-      chunkBytes = 0;
+    if (large) large.append(content);
+    else {
+      chunks.push(content);
+      chunkBytes += content.length;
+      if (chunkBytes >= blockBytes) {
+        large = new GrowingBuffer();
+        for (const piece of chunks) large.append(piece);
+        chunks = [];
+      }
     }
     await holder.take(content.length);
     // Awaited only when the observer asks to wait: no rules, no extra turn per chunk.
@@ -82,7 +95,9 @@ export async function readMessageData(
   }
   if (stream.sizeExceeded) return { ok: false, reason: "size", bytesRead: length };
   if (refused || !lines.end()) return { ok: false, reason: "bare_lf", bytesRead: length };
-  return { ok: true, bytes: Buffer.concat([...blocks, ...chunks], prefix.length + kept) };
+  if (!large) return { ok: true, bytes: Buffer.concat(chunks, prefix.length + kept), release() {} };
+  const held = large;
+  return { ok: true, bytes: held.bytes(), release: () => held.release() };
 }
 
 /**
@@ -170,15 +185,64 @@ function withCrBefore(chunk: Buffer, positions: number[]): Buffer {
 }
 
 /**
- * A large message is gathered into blocks of this size as it arrives. TLS hands over its bytes
- * in chunks of at most 16 KiB, each its own allocation from the C heap; a 25 MiB message held as
- * 1,600 of them until its end left the allocator's arenas holding that much after they were
- * freed (docs/benchmarks-history.md, Seventh round). Copied into a block while still young, a
- * chunk is freed at the next scavenge; a block is above the allocator's mmap threshold
- * (MALLOC_MMAP_THRESHOLD_, docs/operations.md), so freeing it gives its memory back to the
- * system. Messages smaller than a block are not copied more.
+ * A message is gathered from its chunks once it has this many bytes, and from then on each chunk
+ * is copied into place as it arrives (`GrowingBuffer`). TLS hands over its bytes in chunks of at
+ * most 16 KiB, each its own allocation from the C heap; a 25 MiB message held as 1,600 of them
+ * until its end left the allocator's arenas holding that much after they were freed
+ * (docs/benchmarks-history.md, Seventh round). Copied while still young, a chunk is freed at the
+ * next scavenge. A message smaller than this is assembled once, at its end.
  */
 const blockBytes = 256 * 1024;
+
+/**
+ * Address space reserved for a large message's bytes: only the pages written are memory. A message
+ * that outgrows it (MAX_MESSAGE_SIZE above this, or many bare LFs made CRLF) moves once to twice
+ * the space.
+ */
+const reservedBytes = 64 * 1024 * 1024;
+
+/**
+ * A large message's bytes, written in place into a resizable ArrayBuffer as they arrive, and
+ * handed over as a Buffer over that same memory: the message is held once, where gathering it in
+ * blocks and joining them at the end held it twice at that moment
+ * (docs/benchmarks-history.md, Seventeenth round). The memory is mapped for this buffer alone,
+ * so freeing it gives it back to the system.
+ */
+class GrowingBuffer {
+  private store = new ArrayBuffer(0, { maxByteLength: reservedBytes });
+  private length = 0;
+
+  append(chunk: Buffer): void {
+    const end = this.length + chunk.length;
+    if (end > this.store.maxByteLength) {
+      const moved = new ArrayBuffer(this.length, {
+        maxByteLength: Math.max(end, 2 * this.store.maxByteLength),
+      });
+      new Uint8Array(moved).set(new Uint8Array(this.store, 0, this.length));
+      this.store = moved;
+    }
+    // Grown a block at a time: each growth commits pages, a call into the system.
+    if (end > this.store.byteLength)
+      this.store.resize(
+        Math.min(this.store.maxByteLength, Math.max(end, this.store.byteLength + blockBytes)),
+      );
+    new Uint8Array(this.store, this.length, chunk.length).set(chunk);
+    this.length = end;
+  }
+
+  bytes(): Buffer {
+    return Buffer.from(this.store, 0, this.length);
+  }
+
+  /**
+   * Shrinking the buffer to nothing returns its pages to the system there and then: the next
+   * delivery of the message need not find the SMTP side's copy still held.
+   */
+  release(): void {
+    this.store.resize(0);
+    this.length = 0;
+  }
+}
 
 export interface HeaderSummary {
   /** Addresses of every From header (lower-cased domains are what policy checks). */

@@ -23,6 +23,7 @@ import {
   isAscii,
   isMailbox,
   observeContent,
+  type ReceivedData,
   readMessageData,
   receivedHeader,
   summariseHeaders,
@@ -364,6 +365,7 @@ export function createSessionHandlers(deps: SessionDeps) {
       inData.add(session.id);
       // Held from the first byte read until the store has answered.
       const held = deps.dataBudget.holder();
+      let received: ReceivedData | undefined;
       // Announced from the start of DATA: a batch written meanwhile may wait for this message.
       const expected = deps.acceptor.expect();
       const startedAt = process.hrtime.bigint();
@@ -393,6 +395,8 @@ export function createSessionHandlers(deps: SessionDeps) {
           },
         )
         .finally(() => {
+          // Stored or refused: its bytes are read no more.
+          if (received?.ok) received.release();
           held.release();
           expected.cancel();
           inData.delete(session.id);
@@ -431,6 +435,7 @@ export function createSessionHandlers(deps: SessionDeps) {
           config.smtp.bareNewline,
           observeContent(fingerprint, inspector),
         );
+        received = data;
         if (!data.ok) return reject(session, data.reason, { details: { size: data.bytesRead } });
         const bytes = data.bytes;
         const headers = summariseHeaders(bytes);

@@ -89,6 +89,39 @@ describe("the data budget", () => {
     await cWaits;
     expect(budget.held()).toBe(190);
   });
+
+  it("admits a new message for the size messages have had lately, so the bound holds whole messages rather than parts of many", async () => {
+    const budget = createDataBudget(1_000);
+    for (let i = 0; i < 24; i++) {
+      const earlier = budget.holder();
+      earlier.take(300);
+      earlier.release();
+    }
+    // The average is now 288 bytes (300 × (1 − (7/8)^24)): each new session's first take asks for that.
+    const [a, b, c, d, e] = [
+      budget.holder(),
+      budget.holder(),
+      budget.holder(),
+      budget.holder(),
+      budget.holder(),
+    ];
+    expect(a.take(10)).toBeUndefined();
+    expect(b.take(10)).toBeUndefined();
+    expect(c.take(10)).toBeUndefined();
+    expect(d.take(10)).toBeUndefined();
+    expect(budget.held()).toBe(4 * 288);
+    // b, c and d hold 864 of the 1,000 beside the oldest (a): a fourth message does not fit whole.
+    const eWaits = e.take(10);
+    expect(eWaits).toBeInstanceOf(Promise);
+    // What b was given ahead covers the rest of its message: it never waits for it.
+    expect(b.take(250)).toBeUndefined();
+    expect(b.take(28)).toBeUndefined();
+    // Past it, b takes chunk by chunk as before.
+    expect(b.take(5)).toBeInstanceOf(Promise);
+    c.release();
+    await eWaits;
+    expect(budget.held()).toBe(4 * 288 + 5);
+  });
 });
 
 interface Started {

@@ -213,7 +213,7 @@ export const variables = {
   SMTP_DATA_MEMORY: {
     schema: positiveInt.default(16777216),
     default: "16777216",
-    doc: "Message bytes that the SMTP sessions of a process hold in memory (16 MiB), from DATA until the message is stored, besides the session that has held bytes longest. A session that would go over it stops reading its DATA until stored messages free theirs (TCP makes the client wait; nothing is refused). The session that has held bytes longest always goes on and is not counted, so a message up to `MAX_MESSAGE_SIZE` gets through whatever this is, a slow one does not hold the others back, and the process holds at most this plus one such message (and the piece of DATA each waiting session had already read).",
+    doc: "Message bytes that the SMTP sessions of a process hold in memory (16 MiB), from DATA until the message is stored, besides the session that has held bytes longest. A session that would go over it stops reading its DATA until stored messages free theirs (TCP makes the client wait; nothing is refused). The session that has held bytes longest always goes on and is not counted, so a message up to `MAX_MESSAGE_SIZE` gets through whatever this is, a slow one does not hold the others back, and the process holds at most this plus one such message (and the piece of DATA each waiting session had already read). A session is admitted for the size messages have had lately (a moving average), so the bound holds whole messages rather than parts of many.",
   },
   HTTP_HOST: {
     schema: z.string().min(1).default("0.0.0.0"),

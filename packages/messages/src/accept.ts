@@ -1,5 +1,9 @@
 import { createHash } from "node:crypto";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { type SqlPool, uuidv7 } from "@postern/db";
+import type { PoolClient } from "pg";
+import { from as copyFrom } from "pg-copy-streams";
 
 /** A message as the accept statement stores it (apps/smtp builds it from the SMTP session). */
 export interface AcceptedMessage {
@@ -66,7 +70,7 @@ export async function storeAcceptedMessages(
     // Named, so each connection parses and plans the statement for a batch size once.
     name: `postern-accept-${messages.length}`,
     text: acceptStatement(messages.length),
-    values: acceptParameters(messages),
+    values: [...acceptParameters(messages), ...messages.map((m) => m.bytes)],
   });
   const firstIds = new Map(rows.map((row) => [row.id, row.firstId]));
   return messages.map((m) => {
@@ -75,7 +79,81 @@ export async function storeAcceptedMessages(
   });
 }
 
-const statements = new Map<number, string>();
+/**
+ * Commits one message as `storeAcceptedMessages` does, its body streamed into "MessageBody" with
+ * `COPY ... FROM STDIN` in the same transaction, a slice at a time (`copySliceBytes`). node-postgres
+ * sends a statement's parameters in one message it builds whole, so a body passed as a parameter
+ * is copied once more, whole, for as long as it is being sent: for a 25 MB message, 25 MB more
+ * (docs/benchmarks-history.md, Seventeenth round). COPY's binary format carries the bytes as they
+ * are (no hex or base64 text on the way), and PostgreSQL writes them once. Needs a connection of
+ * its own for the transaction. A duplicate (see `storeAcceptedMessages`) stores no body.
+ */
+export async function storeLargeMessage(
+  sql: Pick<SqlPool, "connect">,
+  message: AcceptedMessage,
+): Promise<StoreResult> {
+  const at = new Date();
+  const client = await sql.connect();
+  let broken: Error | undefined;
+  try {
+    await client.query("BEGIN");
+    const { rows } = await client.query<{ id: string; firstId: string }>({
+      name: "postern-accept-1-apart",
+      text: acceptStatement(1, "apart"),
+      values: acceptParameters([message], at),
+    });
+    const firstId = rows[0]?.firstId;
+    if (firstId === undefined) await copyBody(client, message.id, message.bytes, at);
+    await client.query("COMMIT");
+    return firstId === undefined ? { stored: true } : { stored: false, firstId };
+  } catch (error) {
+    // Rolled back by PostgreSQL when the connection is gone; a connection that cannot roll back is dropped.
+    await client.query("ROLLBACK").catch((rollback: Error) => {
+      broken = rollback;
+    });
+    throw error;
+  } finally {
+    client.release(broken);
+  }
+}
+
+/** Bytes of a body handed to the connection at a time by `storeLargeMessage`. */
+const copySliceBytes = 256 * 1024;
+
+/** Microseconds from the Unix epoch to PostgreSQL's (2000-01-01), for a binary timestamp. */
+const postgresEpochMicros = 946_684_800_000_000n;
+
+/**
+ * One "MessageBody" row in COPY's binary format (PostgreSQL's COPY reference, Binary Format):
+ * the signature and header, one tuple of three fields (uuid: 16 bytes; bytea: the bytes as they
+ * are; timestamp: microseconds since 2000-01-01, the column holding UTC), and the trailer.
+ */
+async function copyBody(client: PoolClient, messageId: string, body: Buffer, at: Date): Promise<void> {
+  const head = Buffer.alloc(19 + 2 + 4 + 16 + 4);
+  let offset = head.write("PGCOPY\n\xff\r\n\0", 0, "latin1");
+  offset = head.writeInt32BE(0, offset); // flags
+  offset = head.writeInt32BE(0, offset); // header extension
+  offset = head.writeInt16BE(3, offset);
+  offset = head.writeInt32BE(16, offset);
+  offset += head.write(messageId.replaceAll("-", ""), offset, "hex");
+  head.writeInt32BE(body.length, offset);
+  const tail = Buffer.alloc(4 + 8 + 2);
+  tail.writeInt32BE(8, 0);
+  tail.writeBigInt64BE(BigInt(at.getTime()) * 1000n - postgresEpochMicros, 4);
+  tail.writeInt16BE(-1, 12);
+  const stream = client.query(
+    copyFrom(`COPY "MessageBody" ("messageId", "data", "createdAt") FROM STDIN (FORMAT binary)`),
+  );
+  const slices = (function* () {
+    yield head;
+    for (let from = 0; from < body.length; from += copySliceBytes)
+      yield body.subarray(from, from + copySliceBytes);
+    yield tail;
+  })();
+  await pipeline(Readable.from(slices, { objectMode: false }), stream);
+}
+
+const statements = new Map<string, string>();
 
 /**
  * One statement for n messages: data-modifying CTEs run exactly once and a statement is its own
@@ -95,12 +173,16 @@ const statements = new Map<number, string>();
  * other part leaves it out. Two statements claiming one fingerprint at once: the second waits for
  * the first's commit and then answers its id. Rows are claimed in fingerprint order, so two
  * batches never wait on each other's rows in opposite orders.
+ *
+ * `apart`: the same statement without "MessageBody" and its parameters, for `storeLargeMessage`,
+ * which streams the body after it in the same transaction.
  */
-export function acceptStatement(count: number): string {
-  let text = statements.get(count);
+export function acceptStatement(count: number, bodies: "inline" | "apart" = "inline"): string {
+  const key = `${count}-${bodies}`;
+  let text = statements.get(key);
   if (text) return text;
   const at = `($1::timestamptz AT TIME ZONE 'UTC')`;
-  const bodies = Array.from({ length: count }, (_, i) => `$${21 + i}::bytea`).join(", ");
+  const bodyParameters = Array.from({ length: count }, (_, i) => `$${21 + i}::bytea`).join(", ");
   const kept = (id: string) => `${id} NOT IN (SELECT d.id FROM d)`;
   text = `WITH f AS (
   INSERT INTO "MessageFingerprint" AS f ("projectId", "fingerprint", "messageId", "createdAt", "expiresAt")
@@ -123,10 +205,14 @@ export function acceptStatement(count: number): string {
   SELECT t.*, ${at}, ${at}
   FROM unnest($2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::int[], $9::text[], $16::uuid[], $19::"MessageStatus"[]) AS t(id)
   WHERE ${kept("t.id")}
-), b AS (
+), ${
+    bodies === "inline"
+      ? `b AS (
   INSERT INTO "MessageBody" ("messageId", "data", "createdAt")
-  SELECT t.*, ${at} FROM unnest($2::uuid[], ARRAY[${bodies}]) AS t(id) WHERE ${kept("t.id")}
-), r AS (
+  SELECT t.*, ${at} FROM unnest($2::uuid[], ARRAY[${bodyParameters}]) AS t(id) WHERE ${kept("t.id")}
+), `
+      : ""
+  }r AS (
   INSERT INTO "MessageRecipient" ("id", "messageId", "address", "updatedAt")
   SELECT t.*, ${at} FROM unnest($10::uuid[], $11::uuid[], $12::text[]) AS t(id, message_id)
   WHERE ${kept("t.message_id")}
@@ -151,11 +237,12 @@ export function acceptStatement(count: number): string {
   ORDER BY t.n, v.k
 )
 SELECT d.id, d.first_id AS "firstId" FROM d`;
-  statements.set(count, text);
+  statements.set(key, text);
   return text;
 }
 
-function acceptParameters(messages: AcceptedMessage[]): unknown[] {
+/** `acceptStatement`'s parameters; `at`, the instant every row is stamped with, is $1. */
+function acceptParameters(messages: AcceptedMessage[], at = new Date()): unknown[] {
   const recipientIds: string[] = [];
   const recipientMessageIds: string[] = [];
   const recipientAddresses: string[] = [];
@@ -167,7 +254,7 @@ function acceptParameters(messages: AcceptedMessage[]): unknown[] {
     }
   }
   return [
-    new Date().toISOString(),
+    at.toISOString(),
     messages.map((m) => m.id),
     messages.map((m) => m.projectId),
     messages.map((m) => m.credentialId),
@@ -196,7 +283,6 @@ function acceptParameters(messages: AcceptedMessage[]): unknown[] {
     messages.map((m) => m.duplicates?.windowSeconds ?? 0),
     messages.map((m) => m.status),
     messages.map((m) => (m.suppressed?.length ? JSON.stringify(suppressedEventData(m.suppressed)) : null)),
-    ...messages.map((m) => m.bytes),
   ];
 }
 

@@ -5,6 +5,7 @@ export {
   type StoreResult,
   type SuppressedRecipient,
   storeAcceptedMessages,
+  storeLargeMessage,
 } from "./accept";
 export {
   classifyDatabaseError,

@@ -9,8 +9,8 @@ export {
 } from "./factories";
 export { type CapturedLog, captureLog } from "./log-capture";
 export { createQueuedMessageFixture, type QueuedMessageInput } from "./messages";
-export { type StreamingReplica, startStreamingReplica } from "./replication";
 export { type RunningRedisCluster, startRedisCluster } from "./redis-cluster";
+export { type StreamingReplica, startStreamingReplica } from "./replication";
 export { type ReceivedMessage, type SinkReply, SmtpSink, type SmtpSinkOptions } from "./smtp-sink";
 export {
   type ReceivedWebhook,
