@@ -10,7 +10,7 @@ import pg from "pg";
 const execFileAsync = promisify(execFile);
 
 export interface StreamingReplica extends RunningService {
-  /** Waits until the replica has replayed everything the primary had written when called. */
+  /** Waits until the replica has replayed every transaction the primary had committed when called. */
   caughtUp(): Promise<void>;
   /** Stops replaying WAL (it keeps receiving it), as a replica falling behind would. */
   pauseReplay(): Promise<void>;
@@ -105,7 +105,19 @@ export async function startStreamingReplica(options: {
   return {
     ...server,
     async caughtUp() {
-      const target = String((await onPrimary("SELECT pg_current_wal_lsn()::text AS lsn")).lsn);
+      // The target is the end of a marker record written now, after the commit record of every
+      // transaction committed so far, and flushed at once with all the WAL before it, so the
+      // walsender sends it now rather than when the WAL writer gets to it. Not pg_current_wal_lsn():
+      // that is how far the WAL has been *written*, and the ephemeral clusters commit with
+      // synchronous_commit=off, so a commit that has returned may still sit in the WAL buffers past
+      // it (replayed up to there, the replica does not have the row yet). Not
+      // pg_current_wal_insert_lsn() either: on a page boundary it points past the next page's
+      // header, which the replay position (the end of the last record replayed) reaches only once
+      // some later record is written.
+      const marker = await onPrimary(
+        "SELECT pg_logical_emit_message(false, 'postern-replica', 'caughtUp', true)::text AS lsn",
+      );
+      const target = String(marker.lsn);
       await until(`replay of ${target}`, async () => {
         const row = await onReplica(
           `SELECT coalesce(pg_last_wal_replay_lsn() >= '${target}'::pg_lsn, false) AS done`,
