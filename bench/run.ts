@@ -11,6 +11,7 @@ import { fileURLToPath } from "node:url";
 import type { Rule } from "@postern/rules";
 import { Command, InvalidArgumentError } from "commander";
 import { LoadGenerator, Sink } from "./children";
+import { drain } from "./drain";
 import { summarizeLatencies } from "./latency";
 import {
   ceiling,
@@ -384,7 +385,7 @@ async function drainWebhooks(
   while (receiver.count() < expected && Date.now() < deadline)
     await new Promise((resolve) => setTimeout(resolve, 200));
   const receipts = receiver.receipts().filter((r) => r.createdAt >= result.startedAt - 1000);
-  const last = Math.max(...receipts.map((r) => r.receivedAt), result.startedAt + 1);
+  const last = receipts.reduce((latest, r) => Math.max(latest, r.receivedAt), result.startedAt + 1);
   return {
     expected,
     acknowledged: receipts.length,
@@ -446,19 +447,6 @@ async function runStuckNeighbour(
  */
 function drainTimeoutMs(options: Options): number {
   return options.quick ? 15_000 : Math.max(30_000, 1500 * options.duration);
-}
-
-/** Collects arrivals until every accepted message has arrived at the sink, or the time is up. */
-async function drain(sink: Sink, result: LoadResult, timeoutMs: number): Promise<Arrival[]> {
-  const arrivals: Arrival[] = [];
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    arrivals.push(
-      ...(await sink.collect()).filter((a) => a.sentAt !== undefined && a.sentAt >= result.startedAt),
-    );
-    if (arrivals.length >= result.accepted.length || Date.now() > deadline) return arrivals;
-    await new Promise((resolve) => setTimeout(resolve, 500));
-  }
 }
 
 function describeMachine(): Record<string, string | number> {
