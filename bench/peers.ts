@@ -13,7 +13,7 @@ import { promisify } from "node:util";
 import { issueApiToken, issueSmtpCredential, smtpKeyPrefix } from "@postern/auth";
 import { createDatabase, type Database } from "@postern/db";
 import { createDomainService } from "@postern/dkim";
-import { freePort } from "@postern/embedded";
+import { freePort, freePorts } from "@postern/embedded";
 import { createRouteService } from "@postern/projects";
 import { parseUpstreamUrl } from "@postern/relay";
 import { type Rule, rulesSchema } from "@postern/rules";
@@ -191,13 +191,6 @@ export interface PosternProcesses {
   worker: number;
 }
 
-/** `count` free loopback ports, no two the same (each is free when asked, not reserved). */
-async function distinctFreePorts(count: number): Promise<number[]> {
-  const ports = new Set<number>();
-  while (ports.size < count) ports.add(await freePort());
-  return [...ports];
-}
-
 export async function startPostern(options: {
   sinkPort: number;
   /** The recipients' domain: the bench's DNS server gives it an MX host at the sink's address. */
@@ -225,7 +218,7 @@ export async function startPostern(options: {
     const smtpProcesses = split?.smtp ?? 1;
     const attachedProcesses = split ? split.smtp + split.worker : 0;
     // The API's port, each SMTP listener's, then the health probes' of each attached process.
-    const [httpPort, ...ports] = (await distinctFreePorts(1 + smtpProcesses + attachedProcesses)) as [
+    const [httpPort, ...ports] = (await freePorts(1 + smtpProcesses + attachedProcesses)) as [
       number,
       ...number[],
     ];

@@ -3,8 +3,8 @@ import { chmod, mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { freePort } from "@postern/embedded";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { listenerPorts } from "./ports";
 
 /**
  * The DATA_DIR lock (packages/embedded/src/data-dir-lock.ts) of the all-in-one `postern start`
@@ -61,9 +61,7 @@ async function portsEnv() {
   return {
     HTTP_HOST: "127.0.0.1",
     SMTP_HOST: "127.0.0.1",
-    HTTP_PORT: String(await freePort()),
-    SMTP_PORT: String(await freePort()),
-    SMTPS_PORT: String(await freePort()),
+    ...(await listenerPorts()),
   };
 }
 

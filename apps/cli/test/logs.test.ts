@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { freePort } from "@postern/embedded";
+import { freePorts } from "@postern/embedded";
 import { createProjectFixture, createTestContext, type TestContext } from "@postern/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RawSmtp } from "../../smtp/test/smtp-client";
@@ -23,7 +23,8 @@ async function runAndLog(
   { terminal = false } = {},
 ): Promise<{ output: string; secrets: string[] }> {
   const { smtp: credential } = await createProjectFixture(ctx.db, ctx.config);
-  const ports = { HTTP_PORT: await freePort(), SMTP_PORT: await freePort(), SMTPS_PORT: await freePort() };
+  const [http, smtp, smtps] = (await freePorts(3)) as [number, number, number];
+  const ports = { HTTP_PORT: http, SMTP_PORT: smtp, SMTPS_PORT: smtps };
   const command = [process.execPath, bin, "start"];
   const [file, ...args] = terminal
     ? [

@@ -1,9 +1,9 @@
 import { spawn } from "node:child_process";
 import { readFile } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
-import { freePort } from "@postern/embedded";
 import { createTestContext, type TestContext } from "@postern/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { listenerPorts } from "./ports";
 
 const bin = fileURLToPath(new URL("../bin/postern.js", import.meta.url));
 
@@ -22,16 +22,14 @@ function metric(text: string, name: string): number {
 
 describe("the all-in-one process's memory", () => {
   it("is reported once in /metrics, not once per thread", async () => {
-    const httpPort = await freePort();
+    const ports = await listenerPorts();
     const child = spawn(process.execPath, [bin, "start"], {
       env: {
         PATH: process.env.PATH ?? "",
         HOME: process.env.HOME ?? "/root",
         ...ctx.env,
         LOG_LEVEL: "warn",
-        HTTP_PORT: String(httpPort),
-        SMTP_PORT: String(await freePort()),
-        SMTPS_PORT: String(await freePort()),
+        ...ports,
       },
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -46,7 +44,7 @@ describe("the all-in-one process's memory", () => {
     try {
       // The delivery worker runs in a thread of this process, and /metrics merges its registry.
       expect(output).toMatch(/worker {3}1 thread/);
-      const text = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
+      const text = await (await fetch(`http://127.0.0.1:${ports.HTTP_PORT}/metrics`)).text();
       const status = await readFile(`/proc/${child.pid}/status`, "utf8");
       const residentBytes = Number(/^VmRSS:\s+(\d+) kB$/m.exec(status)?.[1]) * 1024;
       // Read a moment apart, so not equal; counted twice, the metric would be twice the process's.

@@ -1,9 +1,9 @@
 import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
-import { freePort } from "@postern/embedded";
 import { createProjectFixture, createTestContext, type TestContext } from "@postern/testkit";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RawSmtp } from "../../smtp/test/smtp-client";
+import { listenerPorts } from "./ports";
 
 /**
  * `/health/ready` of the all-in-one `postern start` (API, worker thread, SMTP in one process): 200
@@ -34,9 +34,7 @@ describe("/health/ready of postern start", () => {
     const env = {
       ...ctx.env,
       LOG_LEVEL: "warn",
-      HTTP_PORT: String(await freePort()),
-      SMTP_PORT: String(await freePort()),
-      SMTPS_PORT: String(await freePort()),
+      ...(await listenerPorts()),
     };
     const httpPort = Number(env.HTTP_PORT);
     const child = spawn(process.execPath, [bin, "start"], {

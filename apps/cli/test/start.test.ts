@@ -9,6 +9,7 @@ import { freePort } from "@postern/embedded";
 import { createTestContext, type TestContext } from "@postern/testkit";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { listenerPorts } from "./ports";
 
 const bin = fileURLToPath(new URL("../bin/postern.js", import.meta.url));
 const bundleScript = fileURLToPath(new URL("../../../scripts/bundle.mjs", import.meta.url));
@@ -81,9 +82,7 @@ async function portsEnv() {
   return {
     HTTP_HOST: "127.0.0.1",
     SMTP_HOST: "127.0.0.1",
-    HTTP_PORT: String(await freePort()),
-    SMTP_PORT: String(await freePort()),
-    SMTPS_PORT: String(await freePort()),
+    ...(await listenerPorts()),
   };
 }
 

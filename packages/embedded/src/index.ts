@@ -1,5 +1,5 @@
 export { type CertificatePair, ensureDevCertificate, selfSignedCertificate } from "./certificate";
 export { type EmbeddedPostgresOptions, type RunningService, startEmbeddedPostgres } from "./postgres";
-export { freePort } from "./process";
+export { freePort, freePorts } from "./process";
 export { type EmbeddedRedisOptions, redisMissingMessage, startEmbeddedRedis } from "./redis";
 export { provideServices, type Services } from "./services";

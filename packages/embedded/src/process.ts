@@ -63,6 +63,16 @@ export function freePort(): Promise<number> {
   });
 }
 
+/**
+ * `count` TCP ports free on loopback a moment ago, no two the same: the kernel may hand a port
+ * just closed out again, so ports asked for one after another can repeat.
+ */
+export async function freePorts(count: number): Promise<number[]> {
+  const ports = new Set<number>();
+  while (ports.size < count) ports.add(await freePort());
+  return [...ports];
+}
+
 /** Where `command` is on PATH, if anywhere. */
 export async function which(command: string): Promise<string | undefined> {
   try {
