@@ -183,14 +183,18 @@ describe("large messages", () => {
     try {
       let largeDone = false;
       void Promise.all(writing).then(() => (largeDone = true));
-      // Two large messages are being written: as many as the batches' statements in flight.
+      // Two large messages are being written: as many as the batches' statements in flight. Each
+      // first receives its 1 MiB over COPY: on a loaded machine that takes seconds.
       await expect
-        .poll(async () => {
-          const { rows } = await lock.query(
-            `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`,
-          );
-          return rows[0].n;
-        })
+        .poll(
+          async () => {
+            const { rows } = await lock.query(
+              `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`,
+            );
+            return rows[0].n;
+          },
+          { timeout: 30_000 },
+        )
         .toBe(2);
 
       const outcome = await Promise.race([
